@@ -1,0 +1,201 @@
+"""The one place that declares subjects, streams, consumers and KV buckets.
+
+Every service imports its subjects from here; ``ensure_topology`` creates (or updates) the
+streams and buckets idempotently, so any service, ``veille up`` or a test can call it at start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+__all__ = [
+    "ALERTS",
+    "BUCKETS",
+    "CLASSIFIED",
+    "CONSUMERS",
+    "DEADLETTER",
+    "MENTIONS",
+    "STREAMS",
+    "Bucket",
+    "Consumer",
+    "Stream",
+    "alert_subject",
+    "classified_subject",
+    "deadletter_subject",
+    "ensure_topology",
+    "mention_subject",
+    "safe_token",
+]
+
+PREFIX = "veille"
+DAY = 86_400.0
+
+
+def safe_token(value: str) -> str:
+    """Return ``value`` as one safe NATS subject token (no dots, spaces or wildcards)."""
+    out = []
+    for ch in value.strip().lower():
+        out.append(ch if ch.isascii() and (ch.isalnum() or ch in "-_") else "_")
+    return "".join(out) or "_"
+
+
+def mention_subject(source: str) -> str:
+    """Subject a raw mention from ``source`` is published on."""
+    return f"{PREFIX}.mentions.ingested.{safe_token(source)}"
+
+
+def classified_subject(source: str) -> str:
+    """Subject a classified mention from ``source`` is published on."""
+    return f"{PREFIX}.mentions.classified.{safe_token(source)}"
+
+
+def alert_subject(watch: str) -> str:
+    """Subject an alert about ``watch`` is published on."""
+    return f"{PREFIX}.alerts.{safe_token(watch)}"
+
+
+def deadletter_subject(service: str, kind: str = "message") -> str:
+    """Subject a dead letter from ``service`` is published on."""
+    return f"{PREFIX}.dlq.{safe_token(service)}.{safe_token(kind)}"
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A JetStream stream: its name, subjects and retention."""
+
+    name: str
+    subjects: tuple[str, ...]
+    max_age: float
+    duplicate_window: float = 3600.0
+    description: str = ""
+
+    def config(self, replicas: int = 1) -> StreamConfig:
+        """Return the nats-py stream configuration."""
+        return StreamConfig(
+            name=self.name,
+            description=self.description,
+            subjects=list(self.subjects),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=self.max_age,
+            duplicate_window=self.duplicate_window,
+            discard=DiscardPolicy.OLD,
+            num_replicas=replicas,
+        )
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A durable pull consumer shared by every replica of one service."""
+
+    stream: str
+    durable: str
+    filter_subject: str
+    ack_wait: float = 30.0
+    max_deliver: int = 10
+    max_ack_pending: int = 2000
+
+    def config(self) -> ConsumerConfig:
+        """Return the nats-py consumer configuration."""
+        return ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            max_ack_pending=self.max_ack_pending,
+            filter_subject=self.filter_subject,
+        )
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A KV bucket."""
+
+    name: str
+    description: str
+    history: int = 1
+    ttl: float | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def config(self, replicas: int = 1) -> KeyValueConfig:
+        """Return the nats-py KV configuration."""
+        return KeyValueConfig(
+            bucket=self.name,
+            description=self.description,
+            history=self.history,
+            ttl=self.ttl,
+            storage=StorageType.FILE,
+            replicas=replicas,
+        )
+
+
+MENTIONS = Stream(
+    "VEILLE_MENTIONS",
+    (f"{PREFIX}.mentions.ingested.>",),
+    max_age=30 * DAY,
+    description="Raw mentions from the ingestors; Nats-Msg-Id is the stable mention id.",
+)
+CLASSIFIED = Stream(
+    "VEILLE_CLASSIFIED",
+    (f"{PREFIX}.mentions.classified.>",),
+    max_age=30 * DAY,
+    description="Mentions with language, sentiment, matched watches and story id.",
+)
+ALERTS = Stream(
+    "VEILLE_ALERTS",
+    (f"{PREFIX}.alerts.>",),
+    max_age=90 * DAY,
+    duplicate_window=DAY,
+    description="Alerts raised by the classifier; Nats-Msg-Id is the deterministic alert id.",
+)
+DEADLETTER = Stream(
+    "VEILLE_DEADLETTER",
+    (f"{PREFIX}.dlq.>",),
+    max_age=30 * DAY,
+    description="Messages and notifications that could not be processed, with their reason.",
+)
+STREAMS: tuple[Stream, ...] = (MENTIONS, CLASSIFIED, ALERTS, DEADLETTER)
+
+CLASSIFIER_CONSUMER = Consumer(MENTIONS.name, "classifier", f"{PREFIX}.mentions.ingested.>")
+NOTIFIER_CONSUMER = Consumer(ALERTS.name, "notifier", f"{PREFIX}.alerts.>", ack_wait=120.0)
+CONSUMERS: tuple[Consumer, ...] = (CLASSIFIER_CONSUMER, NOTIFIER_CONSUMER)
+
+CURSORS = Bucket("veille_cursors", "Ingestor cursors per (source, feed or watch).")
+DETECTOR = Bucket("veille_detector", "Spike detector state per watch.")
+NOTIFY_LOG = Bucket("veille_notify_log", "Notifications sent per (receiver, group key).", ttl=7 * DAY)
+SILENCES = Bucket("veille_silences", "Active and expired silences.", history=5)
+BUCKETS: tuple[Bucket, ...] = (CURSORS, DETECTOR, NOTIFY_LOG, SILENCES)
+
+
+async def ensure_topology(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """Create or update every stream, consumer and bucket; safe to call from every replica."""
+    for stream in STREAMS:
+        config = stream.config(replicas)
+        try:
+            await js.stream_info(stream.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:  # another replica created it meanwhile
+                await js.update_stream(config)
+        else:
+            await js.update_stream(config)
+    for consumer in CONSUMERS:
+        await js.add_consumer(consumer.stream, consumer.config())
+    for bucket in BUCKETS:
+        try:
+            await js.key_value(bucket.name)
+        except Exception:  # noqa: BLE001 - nats-py raises BucketNotFoundError or NotFoundError
+            await js.create_key_value(bucket.config(replicas))
