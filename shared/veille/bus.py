@@ -197,5 +197,5 @@ async def ensure_topology(js: JetStreamContext, *, replicas: int = 1) -> None:
     for bucket in BUCKETS:
         try:
             await js.key_value(bucket.name)
-        except Exception:  # noqa: BLE001 - nats-py raises BucketNotFoundError or NotFoundError
+        except Exception:
             await js.create_key_value(bucket.config(replicas))

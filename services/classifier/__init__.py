@@ -1,0 +1,1 @@
+"""The classifier: language, sentiment and watch matching for each mention; alerts from them."""

@@ -1,0 +1,123 @@
+"""Pure classification logic: no broker, no I/O; the subscriber calls :meth:`Classifier.classify`."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from veille.query import Document, WatchIndex
+
+from veille.config import VeilleConfig, Watch
+from veille.models import AlertRaised, MentionClassified, MentionIngested, SampleMention, Sentiment
+
+__all__ = ["Classification", "Classifier", "SentimentFn", "alert_id", "document_for"]
+
+SentimentFn = Callable[[str, str | None], tuple[Sentiment, float]]
+LanguageFn = Callable[[str, str | None], str | None]
+
+
+def alert_id(watch: str, kind: str, key: str) -> str:
+    """Deterministic alert id: the same cause always gives the same id, so repeats are dropped."""
+    return "alert-" + hashlib.sha256(f"{watch}\x1f{kind}\x1f{key}".encode()).hexdigest()[:24]
+
+
+def document_for(mention: MentionIngested, lang: str | None) -> Document:
+    """The fields of a mention that queries can match."""
+    return Document(
+        title=mention.title or "",
+        text=mention.text,
+        url=str(mention.url) if mention.url else "",
+        site=mention.site or "",
+        author=mention.author or "",
+        lang=lang or "",
+        source=mention.source,
+    )
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What the classifier makes of one mention."""
+
+    mention: MentionClassified
+    alerts: list[AlertRaised]
+
+
+class Classifier:
+    """Matches mentions to watches, scores their sentiment and raises per-mention alerts."""
+
+    def __init__(self, config: VeilleConfig, sentiment: SentimentFn, language: LanguageFn) -> None:
+        self.config = config
+        self.watches: dict[str, Watch] = {w.name: w for w in config.watches}
+        self.index = WatchIndex({w.name: w.query for w in config.watches})
+        self.sentiment = sentiment
+        self.language = language
+
+    def matching_watches(self, mention: MentionIngested, lang: str | None) -> list[str]:
+        """Names of the watches this mention belongs to, filtered by their languages and sources."""
+        doc = document_for(mention, lang)
+        names = set(self.index.match(doc))
+        if mention.watch is not None and mention.watch in self.watches:
+            names.add(mention.watch)  # the source searched for this watch (a Google Alerts feed)
+        out = []
+        for name in sorted(names):
+            watch = self.watches[name]
+            if watch.languages and (lang or "") not in watch.languages:
+                continue
+            if watch.sources and mention.source not in watch.sources:
+                continue
+            out.append(name)
+        return out
+
+    def classify(self, mention: MentionIngested) -> Classification:
+        """Classify one mention and return it with the alerts it raises."""
+        body = " ".join(part for part in (mention.title, mention.text) if part)
+        lang = self.language(body, mention.lang)
+        label, score = self.sentiment(body, lang)
+        watches = self.matching_watches(mention, lang)
+        classified = MentionClassified(
+            mention=mention, lang=lang, sentiment=label, sentiment_score=score, watches=watches
+        )
+        alerts = [
+            self._negative_alert(self.watches[name], classified)
+            for name in watches
+            if self.watches[name].negative_alerts
+            and label == "negative"
+            and score <= self.watches[name].negative_threshold
+        ]
+        return Classification(classified, alerts)
+
+    @staticmethod
+    def _negative_alert(watch: Watch, classified: MentionClassified) -> AlertRaised:
+        mention = classified.mention
+        url = str(mention.url) if mention.url else None
+        headline = mention.title or mention.text[:120]
+        return AlertRaised(
+            id=alert_id(watch.name, "negative_mention", mention.id),
+            watch=watch.name,
+            kind="negative_mention",
+            severity="warning",
+            summary=f"Negative mention of {watch.name} on {mention.site or mention.source}: {headline}",
+            lang=classified.lang,
+            source=mention.source,
+            statistic=classified.sentiment_score,
+            threshold=watch.negative_threshold,
+            negative_share=1.0,
+            mention_count=1,
+            story_count=1,
+            top_sources=[mention.site or mention.source],
+            samples=[
+                SampleMention(
+                    id=mention.id,
+                    source=mention.source,
+                    url=url,
+                    title=mention.title,
+                    text=mention.text[:500],
+                    author=mention.author,
+                    sentiment=classified.sentiment,
+                    published_at=mention.published_at,
+                )
+            ],
+            started_at=mention.published_at or mention.ingested_at,
+            labels={**watch.labels, "watch": watch.name, "kind": "negative_mention"},
+        )

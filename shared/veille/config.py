@@ -1,0 +1,484 @@
+"""The YAML configuration: watches, sources, receivers and the route tree.
+
+``load_config(path)`` returns a validated :class:`VeilleConfig` or raises :class:`ConfigError`
+listing every mistake with its file, line and dotted field path, which is what
+``veille check-config`` prints. ``${VAR}`` in a string is replaced by the environment variable
+``VAR`` (``${VAR:-default}`` gives a default), so secrets stay out of the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from veille.durations import Duration
+
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "EmailReceiver",
+    "FeedConfig",
+    "Matcher",
+    "QuietHours",
+    "Receiver",
+    "Route",
+    "RssSource",
+    "SourcesConfig",
+    "VeilleConfig",
+    "Watch",
+    "WebhookReceiver",
+    "load_config",
+    "parse_config",
+]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class FeedConfig(_Strict):
+    """One RSS or Atom feed to poll."""
+
+    url: AnyHttpUrl
+    name: str | None = Field(default=None, description="Label for logs and metrics; defaults to the host.")
+    watch: str | None = Field(
+        default=None,
+        description="Every entry of this feed belongs to this watch (a Google Alerts feed, say); "
+        "otherwise entries are matched against every watch's query.",
+    )
+    interval: Duration | None = None
+
+
+class RssSource(_Strict):
+    """The RSS/Atom ingestor: feeds, poll interval and limits."""
+
+    enabled: bool = True
+    interval: Duration = timedelta(minutes=5)
+    feeds: list[FeedConfig] = Field(default_factory=list)
+    max_bytes: int = Field(default=50 * 1024 * 1024, gt=0, description="Largest response read.")
+    timeout: Duration = timedelta(seconds=20)
+
+
+class SourcesConfig(_Strict):
+    """Per-source settings; a source absent here runs with its defaults or stays off."""
+
+    rss: RssSource = Field(default_factory=RssSource)
+
+
+class Watch(_Strict):
+    """Something to watch for: a query, the languages and sources it applies to, its thresholds."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    query: str = Field(min_length=1, description="Lucene-style query, e.g. '\"Acme Corp\" OR acme.com'.")
+    languages: list[str] = Field(default_factory=list, description="Empty means every language.")
+    sources: list[str] = Field(default_factory=list, description="Empty means every source.")
+    negative_alerts: bool = Field(default=True, description="Raise an alert for each negative mention.")
+    negative_threshold: float = Field(
+        default=-0.3, ge=-1.0, le=0.0, description="Sentiment score at or below which a mention alerts."
+    )
+    spike: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of the spike detector's defaults for this watch."
+    )
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("languages")
+    @classmethod
+    def _lang_codes(cls, value: list[str]) -> list[str]:
+        for code in value:
+            if not re.fullmatch(r"[a-z]{2}", code):
+                raise ValueError(f"{code!r} is not a two-letter language code such as en or fr")
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _query_parses(cls, value: str) -> str:
+        check = _query_checker()
+        if check is not None:
+            check(value)
+        return value
+
+
+def _query_checker() -> Any:
+    try:
+        from veille.query import parse_query
+    except ImportError:  # pragma: no cover - the query package always ships
+        return None
+    return parse_query
+
+
+MatchOp = Literal["=", "!=", "=~", "!~"]
+_MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|(\S*))\s*$')
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """An Alertmanager-style label matcher: ``severity="critical"``, ``watch=~"acme.*"``."""
+
+    label: str
+    op: MatchOp
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Matcher:
+        """Parse ``label<op>value``; raise ValueError with the expected form on a mistake."""
+        match = _MATCHER.match(text)
+        if not match:
+            raise ValueError(f"{text!r} is not a matcher such as severity=\"critical\" or watch=~\"acme.*\"")
+        label, op, quoted, bare = match.groups()
+        value = quoted.replace('\\"', '"') if quoted is not None else (bare or "")
+        if op in ("=~", "!~"):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"bad regular expression in {text!r}: {exc}") from exc
+        return cls(label, op, value)  # type: ignore[arg-type]
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Whether the labels satisfy this matcher (a missing label is the empty string)."""
+        actual = labels.get(self.label, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        found = re.fullmatch(self.value, actual) is not None
+        return found if self.op == "=~" else not found
+
+    def __str__(self) -> str:
+        return f'{self.label}{self.op}"{self.value}"'
+
+
+class EmailReceiver(_Strict):
+    """Send notifications by SMTP."""
+
+    to: list[str] = Field(min_length=1)
+    sender: str = Field(alias="from", default="veille@localhost")
+    smarthost: str = Field(default="127.0.0.1:1025", description="host:port of the SMTP server.")
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    subject_template: str | None = None
+    html_template: Path | None = None
+    text_template: Path | None = None
+    digest: Duration | None = Field(default=None, description="Send one email per group per interval.")
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not re.fullmatch(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+", address):
+                raise ValueError(f"{address!r} is not an email address")
+        return value
+
+
+class WebhookReceiver(_Strict):
+    """POST a signed JSON body (Standard Webhooks) to a URL."""
+
+    url: AnyHttpUrl
+    secret: str | None = Field(default=None, description="Signing secret, 'whsec_' + base64.")
+    secret_file: Path | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = timedelta(seconds=10)
+    format: Literal["veille", "alertmanager"] = "veille"
+    body_template: str | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _no_header_injection(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, val in value.items():
+            if any(c in key + val for c in "\r\n\0"):
+                raise ValueError(f"header {key!r} contains a line break")
+        return value
+
+
+class ChatReceiver(_Strict):
+    """Post to a Slack incoming webhook or a Microsoft Teams workflow webhook."""
+
+    url: AnyHttpUrl
+    timeout: Duration = timedelta(seconds=10)
+
+
+class QuietHours(_Strict):
+    """Hours during which a receiver is not disturbed, except by critical alerts if allowed."""
+
+    start: str = Field(pattern=r"^\d{2}:\d{2}$")
+    end: str = Field(pattern=r"^\d{2}:\d{2}$")
+    timezone: str = "UTC"
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(default_factory=list)
+    critical_bypass: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class Receiver(_Strict):
+    """A named destination: any number of email, webhook, Slack and Teams integrations."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    email: list[EmailReceiver] = Field(default_factory=list)
+    webhook: list[WebhookReceiver] = Field(default_factory=list)
+    slack: list[ChatReceiver] = Field(default_factory=list)
+    teams: list[ChatReceiver] = Field(default_factory=list)
+    send_resolved: bool = True
+    quiet_hours: QuietHours | None = None
+
+
+class Route(_Strict):
+    """A node of the route tree, as in Alertmanager: matchers, receiver, grouping, children."""
+
+    receiver: str | None = None
+    matchers: list[str] = Field(default_factory=list)
+    group_by: list[str] | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+    continue_: bool = Field(default=False, alias="continue")
+    routes: list[Route] = Field(default_factory=list)
+
+    @field_validator("matchers")
+    @classmethod
+    def _matchers_parse(cls, value: list[str]) -> list[str]:
+        for text in value:
+            Matcher.parse(text)
+        return value
+
+    def parsed_matchers(self) -> list[Matcher]:
+        """The matchers of this node, parsed."""
+        return [Matcher.parse(text) for text in self.matchers]
+
+
+DEFAULT_ROUTE = Route(
+    group_by=["watch", "kind"],
+    group_wait=timedelta(seconds=30),
+    group_interval=timedelta(minutes=5),
+    repeat_interval=timedelta(hours=4),
+)
+
+
+class VeilleConfig(_Strict):
+    """The whole configuration file."""
+
+    version: Literal[1] = 1
+    watches: list[Watch] = Field(default_factory=list)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    receivers: list[Receiver] = Field(default_factory=list)
+    route: Route = DEFAULT_ROUTE
+
+    @model_validator(mode="after")
+    def _references(self) -> VeilleConfig:
+        problems: list[str] = []
+        names = [w.name for w in self.watches]
+        _no_duplicates(names, "watches", problems)
+        _no_duplicates([r.name for r in self.receivers], "receivers", problems)
+        known_watches = set(names)
+        for index, feed in enumerate(self.sources.rss.feeds):
+            if feed.watch is not None and feed.watch not in known_watches:
+                problems.append(
+                    f"@sources.rss.feeds[{index}].watch: {feed.watch!r} is not a defined watch"
+                )
+        receivers = {r.name for r in self.receivers}
+        if self.receivers and self.route.receiver is None:
+            problems.append("@route.receiver: the root route needs a receiver")
+        _check_route(self.route, receivers, "route", problems)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def watch(self, name: str) -> Watch:
+        """Return the watch called ``name`` or raise KeyError."""
+        for watch in self.watches:
+            if watch.name == name:
+                return watch
+        raise KeyError(name)
+
+
+def _no_duplicates(names: list[str], section: str, problems: list[str]) -> None:
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            problems.append(f"@{section}[{index}].name: another entry is already called {name!r}")
+        seen.add(name)
+
+
+def _check_route(route: Route, receivers: set[str], where: str, problems: list[str]) -> None:
+    if route.receiver is not None and route.receiver not in receivers:
+        problems.append(f"@{where}.receiver: {route.receiver!r} is not a defined receiver")
+    for index, child in enumerate(route.routes):
+        _check_route(child, receivers, f"{where}.routes[{index}]", problems)
+
+
+# ---------------------------------------------------------------- loading with line numbers
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One mistake in a configuration file."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.field or '(top level)'}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration has one or more mistakes; ``problems`` lists them all."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(text: str, env: dict[str, str], missing: list[str]) -> str:
+    def repl(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        missing.append(name)
+        return ""
+
+    return _ENV.sub(repl, text)
+
+
+def _to_python(
+    node: yaml.Node, lines: dict[tuple[str | int, ...], int], path: tuple[str | int, ...], env: dict[str, str]
+) -> tuple[Any, list[tuple[tuple[str | int, ...], str]]]:
+    """Turn a composed YAML node into plain data, recording each path's line number."""
+    lines[path] = node.start_mark.line + 1
+    errors: list[tuple[tuple[str | int, ...], str]] = []
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node))
+            if key in out:
+                errors.append((path + (key,), f"key {key!r} appears twice"))
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            value, errs = _to_python(value_node, lines, path + (key,), env)
+            out[key] = value
+            errors.extend(errs)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+        return out, errors
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for index, child in enumerate(node.value):
+            value, errs = _to_python(child, lines, path + (index,), env)
+            items.append(value)
+            errors.extend(errs)
+        return items, errors
+    value = yaml.safe_load(yaml.serialize(node))
+    if isinstance(value, str) and "${" in value:
+        missing: list[str] = []
+        value = _interpolate(value, env, missing)
+        for name in missing:
+            errors.append((path, f"environment variable {name} is not set"))
+    return value, errors
+
+
+def _line_for(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+_LOCATED = re.compile(r"^@([A-Za-z0-9_.\[\]]+): (.*)$")
+
+
+def parse_config(text: str, *, filename: str = "<config>", env: dict[str, str] | None = None) -> VeilleConfig:
+    """Validate configuration text; raise :class:`ConfigError` naming line and field of each mistake."""
+    env = dict(os.environ) if env is None else env
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigProblem(filename, line, "", f"not valid YAML: {problem}")]) from exc
+    if root is None:
+        data: Any = {}
+        lines: dict[tuple[str | int, ...], int] = {}
+        pre_errors: list[tuple[tuple[str | int, ...], str]] = []
+    else:
+        lines = {}
+        data, pre_errors = _to_python(root, lines, (), env)
+    problems = [ConfigProblem(filename, _line_for(lines, loc), _dotted(loc), msg) for loc, msg in pre_errors]
+    if not isinstance(data, dict):
+        problems.append(ConfigProblem(filename, 1, "", "the file must be a mapping (watches:, receivers:, ...)"))
+        raise ConfigError(problems)
+    try:
+        config = VeilleConfig.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = f"unknown field {loc[-1]!r}"
+            for part in message.split("\n"):
+                located = _LOCATED.match(part)
+                here, text = (tuple(_split_dotted(located.group(1))), located.group(2)) if located else (loc, part)
+                problems.append(ConfigProblem(filename, _line_for(lines, here), _dotted(here), text))
+        raise ConfigError(problems) from exc
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _split_dotted(dotted: str) -> list[str | int]:
+    out: list[str | int] = []
+    for part in re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\[\d+\]", dotted):
+        out.append(int(part[1:-1]) if part.startswith("[") else part)
+    return out
+
+
+def load_config(path: str | Path, *, env: dict[str, str] | None = None) -> VeilleConfig:
+    """Read and validate a configuration file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(str(path), None, "", f"cannot read the file: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(str(path), None, "", "the file is not UTF-8 text")]) from exc
+    return parse_config(text, filename=str(path), env=env)
+
+

@@ -1,0 +1,70 @@
+"""Running a service: health server, signals, graceful drain; the same for every service.
+
+A service's composition root builds a :class:`ServiceApp`; ``veille run NAME`` (and each
+container) calls :func:`run_service`, which starts it, serves ``/metrics``, ``/healthz`` and
+``/readyz``, and on SIGTERM or SIGINT stops it cleanly (subscribers drained, in-flight work acked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Protocol
+
+import structlog
+
+from veille.health import Health, HealthServer
+from veille.metrics import ServiceMetrics
+from veille.settings import ServiceSettings
+
+__all__ = ["ServiceApp", "run_service", "serve"]
+
+log = structlog.get_logger("veille.service")
+
+
+class ServiceApp(Protocol):
+    """What a composition root returns."""
+
+    name: str
+    metrics: ServiceMetrics
+    health: Health
+
+    async def start(self) -> None:
+        """Connect and start consuming or polling."""
+
+    async def stop(self) -> None:
+        """Stop taking work, finish what is in flight, disconnect."""
+
+
+async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event) -> None:
+    """Run ``app`` with its health server until ``stop`` is set."""
+    server = HealthServer(app.name, app.metrics, app.health)
+    port = await server.start(settings.http_host, settings.http_port)
+    log.info(
+        f"{app.name}.http_started",
+        metrics_url=f"http://{settings.http_host}:{port}/metrics",
+    )
+    try:
+        await app.start()
+        log.info(f"{app.name}.started", nats=settings.nats_url)
+        await stop.wait()
+    finally:
+        log.info(f"{app.name}.stopping")
+        try:
+            await asyncio.wait_for(app.stop(), timeout=30)
+        finally:
+            await server.stop()
+        log.info(f"{app.name}.stopped")
+
+
+def run_service(app: ServiceApp, settings: ServiceSettings) -> None:
+    """Run ``app`` in a fresh event loop until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(app, settings, stop)
+
+    asyncio.run(main())

@@ -1,0 +1,51 @@
+"""Deployment settings from the environment (``VEILLE_*``), read only at composition roots.
+
+Every setting can also be given as ``VEILLE_<NAME>_FILE`` pointing to a file holding the value
+(Docker secrets, Kubernetes secret volumes): the file wins over nothing, loses to the plain variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ServiceSettings"]
+
+
+class ServiceSettings(BaseSettings):
+    """Settings shared by every service; localhost defaults so a laptop needs none."""
+
+    model_config = SettingsConfigDict(env_prefix="VEILLE_", extra="ignore", frozen=True)
+
+    nats_url: str = Field(default="nats://127.0.0.1:4222", description="Comma-separated NATS server URLs.")
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_token: SecretStr | None = None
+    config: Path = Field(default=Path("veille.yaml"), description="The YAML file of watches and routes.")
+    http_host: str = Field(default="127.0.0.1", description="Address of /metrics, /healthz, /readyz.")
+    http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    data_dir: Path = Path("var")
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    instance: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
+    user_agent: str = "veille/0.1 (+https://github.com/veille/veille)"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name in cls.model_fields:
+            key = f"VEILLE_{name.upper()}_FILE"
+            if name not in data and key in os.environ:
+                data[name] = Path(os.environ[key]).read_text(encoding="utf-8").strip()
+        return data
+
+    def nats_servers(self) -> list[str]:
+        """The NATS server URLs as a list."""
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
