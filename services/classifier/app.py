@@ -137,6 +137,4 @@ def create_app(
     metrics: ServiceMetrics | None = None,
 ) -> ClassifierApp:
     """Build the classifier from settings (and optional parts a test provides)."""
-    return ClassifierApp(
-        settings, config or load_config(settings.config), sentiment=sentiment, metrics=metrics
-    )
+    return ClassifierApp(settings, config or load_config(settings.config), sentiment=sentiment, metrics=metrics)

@@ -140,7 +140,7 @@ class Matcher:
         """Parse ``label<op>value``; raise ValueError with the expected form on a mistake."""
         match = _MATCHER.match(text)
         if not match:
-            raise ValueError(f"{text!r} is not a matcher such as severity=\"critical\" or watch=~\"acme.*\"")
+            raise ValueError(f'{text!r} is not a matcher such as severity="critical" or watch=~"acme.*"')
         label, op, quoted, bare = match.groups()
         value = quoted.replace('\\"', '"') if quoted is not None else (bare or "")
         if op in ("=~", "!~"):
@@ -298,9 +298,7 @@ class VeilleConfig(_Strict):
         known_watches = set(names)
         for index, feed in enumerate(self.sources.rss.feeds):
             if feed.watch is not None and feed.watch not in known_watches:
-                problems.append(
-                    f"@sources.rss.feeds[{index}].watch: {feed.watch!r} is not a defined watch"
-                )
+                problems.append(f"@sources.rss.feeds[{index}].watch: {feed.watch!r} is not a defined watch")
         receivers = {r.name for r in self.receivers}
         if self.receivers and self.route.receiver is None:
             problems.append("@route.receiver: the root route needs a receiver")
@@ -384,17 +382,17 @@ def _to_python(
         for key_node, value_node in node.value:
             key = yaml.safe_load(yaml.serialize(key_node))
             if key in out:
-                errors.append((path + (key,), f"key {key!r} appears twice"))
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            value, errs = _to_python(value_node, lines, path + (key,), env)
+                errors.append(((*path, key), f"key {key!r} appears twice"))
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            value, errs = _to_python(value_node, lines, (*path, key), env)
             out[key] = value
             errors.extend(errs)
-            lines[path + (key,)] = key_node.start_mark.line + 1
+            lines[(*path, key)] = key_node.start_mark.line + 1
         return out, errors
     if isinstance(node, yaml.SequenceNode):
         items = []
         for index, child in enumerate(node.value):
-            value, errs = _to_python(child, lines, path + (index,), env)
+            value, errs = _to_python(child, lines, (*path, index), env)
             items.append(value)
             errors.extend(errs)
         return items, errors
@@ -480,5 +478,3 @@ def load_config(path: str | Path, *, env: dict[str, str] | None = None) -> Veill
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(str(path), None, "", "the file is not UTF-8 text")]) from exc
     return parse_config(text, filename=str(path), env=env)
-
-

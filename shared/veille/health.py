@@ -80,7 +80,5 @@ class HealthServer:
         problems = self.health.problems()
         self.metrics.ready.labels(self.service).set(0 if problems else 1)
         if problems:
-            return web.json_response(
-                {"status": "not ready", "service": self.service, "problems": problems}, status=503
-            )
+            return web.json_response({"status": "not ready", "service": self.service, "problems": problems}, status=503)
         return web.json_response({"status": "ready", "service": self.service})

@@ -83,9 +83,7 @@ def make_broker(
 
 async def publish_model(js: JetStreamContext, subject: str, model: Any, *, msg_id: str) -> None:
     """Publish a pydantic model as JSON with ``Nats-Msg-Id`` and wait for the stream's ack."""
-    await js.publish(
-        subject, model.model_dump_json().encode(), headers={"Nats-Msg-Id": msg_id}, timeout=10.0
-    )
+    await js.publish(subject, model.model_dump_json().encode(), headers={"Nats-Msg-Id": msg_id}, timeout=10.0)
 
 
 class DeadLetterSink:
@@ -146,8 +144,7 @@ def _classify_error(exc: BaseException) -> tuple[str, str] | None:
     """Return (kind, reason) when ``exc`` says the payload itself is bad, else None."""
     if isinstance(exc, ValidationError):
         details = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or '(body)'}: {e.get('msg')}"
-            for e in exc.errors()[:5]
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or '(body)'}: {e.get('msg')}" for e in exc.errors()[:5]
         )
         return "invalid_schema", f"not a valid message: {details}"
     return None
@@ -182,9 +179,7 @@ def dead_letter_middleware(
     timing = metrics.processing.labels(service)
 
     class DeadLetterMiddleware(BaseMiddleware):
-        async def consume_scope(
-            self, call_next: Callable[[Any], Awaitable[Any]], msg: Any
-        ) -> Any:
+        async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: Any) -> Any:
             started = time.perf_counter()
             raw = msg.raw_message
             subject = getattr(raw, "subject", "")
@@ -192,9 +187,7 @@ def dead_letter_middleware(
             body: bytes = msg.body if isinstance(msg.body, bytes) else bytes(msg.body)
             metadata = getattr(raw, "metadata", None)
             attempts = int(getattr(metadata, "num_delivered", 1) or 1)
-            bound = structlog.contextvars.bound_contextvars(
-                subject=subject, msg_id=headers.get("Nats-Msg-Id")
-            )
+            bound = structlog.contextvars.bound_contextvars(subject=subject, msg_id=headers.get("Nats-Msg-Id"))
             with bound:
                 bad = (
                     ("too_large", f"payload is {len(body)} bytes, over the {max_bytes}-byte limit")
@@ -208,7 +201,7 @@ def dead_letter_middleware(
                         bad = _classify_error(exc)
                         if bad is None:
                             if attempts < max_attempts:
-                                delay = min(2.0 ** attempts, 60.0)
+                                delay = min(2.0**attempts, 60.0)
                                 log.warning(
                                     f"{service}.message_failed",
                                     error=f"{type(exc).__name__}: {exc}",

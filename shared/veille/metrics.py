@@ -50,6 +50,4 @@ class ServiceMetrics:
             ["service"],
             registry=self.registry,
         )
-        self.ready = Gauge(
-            f"{PREFIX}_ready", "1 when /readyz answers ready.", ["service"], registry=self.registry
-        )
+        self.ready = Gauge(f"{PREFIX}_ready", "1 when /readyz answers ready.", ["service"], registry=self.registry)
