@@ -27,6 +27,13 @@ __all__ = [
     "CONSUMERS",
     "DEADLETTER",
     "MENTIONS",
+    "NOTIFICATION_DLQ_SUBJECT",
+    "NOTIFIER_CONSUMER",
+    "NOTIFIER_REPLAY_CONSUMER",
+    "NOTIFY_GROUPS",
+    "NOTIFY_LOG",
+    "NOTIFY_REPLAY",
+    "SILENCES",
     "STREAMS",
     "Bucket",
     "Consumer",
@@ -36,6 +43,7 @@ __all__ = [
     "deadletter_subject",
     "ensure_topology",
     "mention_subject",
+    "notify_replay_subject",
     "safe_token",
 ]
 
@@ -69,6 +77,14 @@ def alert_subject(watch: str) -> str:
 def deadletter_subject(service: str, kind: str = "message") -> str:
     """Subject a dead letter from ``service`` is published on."""
     return f"{PREFIX}.dlq.{safe_token(service)}.{safe_token(kind)}"
+
+
+def notify_replay_subject(target: str) -> str:
+    """Subject a dead-lettered notification for receiver integration ``target`` is replayed on."""
+    return f"{PREFIX}.notify.replay.{safe_token(target)}"
+
+
+NOTIFICATION_DLQ_SUBJECT = deadletter_subject("notifier", "notification")
 
 
 @dataclass(frozen=True)
@@ -166,17 +182,27 @@ DEADLETTER = Stream(
     max_age=30 * DAY,
     description="Messages and notifications that could not be processed, with their reason.",
 )
-STREAMS: tuple[Stream, ...] = (MENTIONS, CLASSIFIED, ALERTS, DEADLETTER)
+NOTIFY_REPLAY = Stream(
+    "VEILLE_NOTIFY_REPLAY",
+    (f"{PREFIX}.notify.replay.>",),
+    max_age=7 * DAY,
+    description="Dead-lettered notifications sent back to the notifier by `veille dlq replay`.",
+)
+STREAMS: tuple[Stream, ...] = (MENTIONS, CLASSIFIED, ALERTS, DEADLETTER, NOTIFY_REPLAY)
 
 CLASSIFIER_CONSUMER = Consumer(MENTIONS.name, "classifier", f"{PREFIX}.mentions.ingested.>")
 NOTIFIER_CONSUMER = Consumer(ALERTS.name, "notifier", f"{PREFIX}.alerts.>", ack_wait=120.0)
-CONSUMERS: tuple[Consumer, ...] = (CLASSIFIER_CONSUMER, NOTIFIER_CONSUMER)
+NOTIFIER_REPLAY_CONSUMER = Consumer(
+    NOTIFY_REPLAY.name, "notifier-replay", f"{PREFIX}.notify.replay.>", ack_wait=300.0, max_deliver=5
+)
+CONSUMERS: tuple[Consumer, ...] = (CLASSIFIER_CONSUMER, NOTIFIER_CONSUMER, NOTIFIER_REPLAY_CONSUMER)
 
 CURSORS = Bucket("veille_cursors", "Ingestor cursors per (source, feed or watch).")
 DETECTOR = Bucket("veille_detector", "Spike detector state per watch.")
 NOTIFY_LOG = Bucket("veille_notify_log", "Notifications sent per (receiver, group key).", ttl=7 * DAY)
 SILENCES = Bucket("veille_silences", "Active and expired silences.", history=5)
-BUCKETS: tuple[Bucket, ...] = (CURSORS, DETECTOR, NOTIFY_LOG, SILENCES)
+NOTIFY_GROUPS = Bucket("veille_notify_groups", "Alerts waiting in notification groups per (receiver, group key).")
+BUCKETS: tuple[Bucket, ...] = (CURSORS, DETECTOR, NOTIFY_LOG, SILENCES, NOTIFY_GROUPS)
 
 
 async def ensure_topology(js: JetStreamContext, *, replicas: int = 1) -> None:
