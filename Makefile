@@ -1,0 +1,38 @@
+# veille — `make help` lists the targets. `make test` is exactly what CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= examples/veille.yaml
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint typecheck clean
+
+help: ## Show this help
+	@echo "veille — make targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install veille with its development tools
+
+run: $(STAMP) ## Run the whole stack on this machine (veille up) with CONFIG=examples/veille.yaml
+	$(BIN)/veille up --config $(CONFIG)
+
+test: $(STAMP) ## Run the whole test suite (what CI runs)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP) ## Check style with ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## Check types with mypy (strict)
+	$(BIN)/mypy
+
+clean: ## Remove the virtual environment and caches (keeps ./var)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

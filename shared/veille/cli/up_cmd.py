@@ -1,0 +1,213 @@
+"""``veille up``: the whole stack on this machine, no Docker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from veille.config import ConfigError, VeilleConfig, load_config
+
+__all__ = ["up"]
+
+
+def _port_or_free(port: int) -> int:
+    from veille.natsserver import _port_open, free_port
+
+    return free_port() if _port_open("127.0.0.1", port) else port
+
+
+def _webhook_secret(data_dir: Path) -> str:
+    """The signing secret of the local webhook sink: from the environment, else made once and kept."""
+    if os.environ.get("VEILLE_WEBHOOK_SECRET"):
+        return os.environ["VEILLE_WEBHOOK_SECRET"]
+    path = data_dir / "webhook-secret"
+    if path.exists():
+        return path.read_text().strip()
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    return secret
+
+
+def _enabled_services(config: VeilleConfig) -> list[str]:
+    import importlib
+
+    from services import SERVICES
+
+    names = []
+    for name, module_name in sorted(SERVICES.items()):
+        module = importlib.import_module(module_name)
+        enabled = getattr(module, "enabled", None)
+        if enabled is None or enabled(config):
+            names.append(name)
+    return names
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("veille.yaml"),
+    show_default=True,
+    help="YAML configuration of watches, sources, receivers and routes.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("var"),
+    show_default=True,
+    help="Where the NATS store, mail, webhooks and logs go.",
+)
+@click.option("--nats-port", type=int, default=4222, show_default=True, help="NATS client port (loopback).")
+@click.option("--smtp-port", type=int, default=2525, show_default=True, help="Port of the local mail catcher.")
+@click.option("--webhook-port", type=int, default=8099, show_default=True, help="Port of the local webhook sink.")
+@click.option("--metrics-port", type=int, default=9100, show_default=True, help="First of the metrics ports.")
+@click.option("--quiet", is_flag=True, help="Do not echo the services' logs (they still go to DATA_DIR/logs).")
+def up(
+    config_path: Path,
+    data_dir: Path,
+    nats_port: int,
+    smtp_port: int,
+    webhook_port: int,
+    metrics_port: int,
+    quiet: bool,
+) -> None:
+    """Run veille on this machine: nats-server, every service, a mail catcher and a webhook sink.
+
+    Everything listens on 127.0.0.1 only. Ctrl-C or SIGTERM stops it all cleanly. A service that
+    dies is restarted with backoff (counted in veille_up_service_deaths_total).
+    """
+    from veille.logging import configure_logging
+
+    configure_logging("up", fmt=os.environ.get("VEILLE_LOG_FORMAT", "auto"))
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"veille up: {config_path} has mistakes:\n{exc}", err=True)
+        sys.exit(2)
+    os.environ.setdefault("VEILLE_SMTP_PORT", str(smtp_port))
+    os.environ.setdefault("VEILLE_WEBHOOK_PORT", str(webhook_port))
+    os.environ["VEILLE_WEBHOOK_SECRET"] = _webhook_secret(data_dir)
+    try:  # re-read: the example config takes the sink's secret and ports from the environment
+        config = load_config(config_path)
+    except ConfigError as exc:  # pragma: no cover - same file as above
+        click.echo(f"veille up: {config_path} has mistakes:\n{exc}", err=True)
+        sys.exit(2)
+    asyncio.run(_up(config, config_path, data_dir, nats_port, smtp_port, webhook_port, metrics_port, echo=not quiet))
+
+
+async def _up(
+    config: VeilleConfig,
+    config_path: Path,
+    data_dir: Path,
+    nats_port: int,
+    smtp_port: int,
+    webhook_port: int,
+    metrics_port: int,
+    *,
+    echo: bool,
+) -> None:
+    import nats
+
+    from veille import bus
+    from veille.embedded import ChildService, MailCatcher, Supervisor, WebhookSink
+    from veille.health import Health, HealthServer
+    from veille.metrics import ServiceMetrics
+    from veille.natsserver import NatsServerProcess
+
+    data_dir = data_dir.resolve()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    nats_port = _port_or_free(nats_port)
+    monitor_port = _port_or_free(8222)
+    server = NatsServerProcess(
+        store_dir=data_dir / "nats",
+        port=nats_port,
+        monitor_port=monitor_port,
+        server_name="veille-embedded",
+        log_file=data_dir / "logs" / "nats-server.log",
+    )
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    server.start()
+    mail = MailCatcher(data_dir / "mail", port=smtp_port)
+    sink = WebhookSink(data_dir / "webhooks", port=webhook_port)
+    supervisor: Supervisor | None = None
+    health_server: HealthServer | None = None
+    try:
+        nc = await nats.connect(server.url)
+        await bus.ensure_topology(nc.jetstream())
+        await nc.drain()
+        mail.start()
+        await sink.start()
+        children = []
+        for offset, name in enumerate(_enabled_services(config), start=1):
+            port = _port_or_free(metrics_port + offset)
+            env = {
+                "VEILLE_NATS_URL": server.url,
+                "VEILLE_CONFIG": str(config_path.resolve()),
+                "VEILLE_HTTP_HOST": "127.0.0.1",
+                "VEILLE_HTTP_PORT": str(port),
+                "VEILLE_DATA_DIR": str(data_dir),
+                "VEILLE_LOG_FORMAT": os.environ.get("VEILLE_LOG_FORMAT", "console" if echo else "json"),
+            }
+            children.append(ChildService(name, env, port))
+        up_metrics = ServiceMetrics("up")
+        supervisor = Supervisor(
+            children, data_dir / "logs", registry=up_metrics.registry, echo=click.echo if echo else None
+        )
+        health_server = HealthServer("up", up_metrics, Health())
+        own_port = await health_server.start("127.0.0.1", _port_or_free(metrics_port))
+        await supervisor.start()
+        _print_summary(server.url, monitor_port, data_dir, smtp_port, webhook_port, own_port, children)
+        await stop.wait()
+        click.echo("veille up: stopping…")
+    finally:
+        if supervisor is not None:
+            await supervisor.stop()
+        if health_server is not None:
+            await health_server.stop()
+        with contextlib.suppress(Exception):
+            await sink.stop()
+        with contextlib.suppress(Exception):
+            mail.stop()
+        server.stop()
+        click.echo("veille up: stopped.")
+
+
+def _print_summary(
+    nats_url: str,
+    monitor_port: int,
+    data_dir: Path,
+    smtp_port: int,
+    webhook_port: int,
+    own_port: int,
+    children: list[object],
+) -> None:
+    lines = [
+        "",
+        "veille is up — everything listens on 127.0.0.1",
+        f"  NATS              {nats_url}   (monitoring http://127.0.0.1:{monitor_port}/jsz)",
+        f"  JetStream store   {data_dir / 'nats'}",
+        f"  mail catcher      smtp://127.0.0.1:{smtp_port} → {data_dir / 'mail'}/*.eml",
+        f"  webhook sink      http://127.0.0.1:{webhook_port}/hooks/NAME → {data_dir / 'webhooks'}/NAME.jsonl",
+        f"  supervisor        http://127.0.0.1:{own_port}/metrics",
+    ]
+    for child in children:
+        name = getattr(child, "name", "?")
+        port = getattr(child, "http_port", 0)
+        lines.append(f"  {name:<17} http://127.0.0.1:{port}/metrics  /healthz  /readyz")
+    lines += [f"  logs              {data_dir / 'logs'}", "Press Ctrl-C to stop.", ""]
+    click.echo("\n".join(lines))
