@@ -33,6 +33,7 @@ __all__ = [
     "ConfigProblem",
     "EmailReceiver",
     "FeedConfig",
+    "GoogleNewsSearch",
     "Matcher",
     "QuietHours",
     "Receiver",
@@ -66,14 +67,36 @@ class FeedConfig(_Strict):
     interval: Duration | None = None
 
 
-class RssSource(_Strict):
-    """The RSS/Atom ingestor: feeds, poll interval and limits."""
+class GoogleNewsSearch(_Strict):
+    """A Google News RSS search for one watch (``q``, ``hl``, ``gl``, ``ceid``)."""
+
+    watch: str
+    q: str | None = Field(default=None, description="Search query; defaults to the watch's terms joined by OR.")
+    hl: str = Field(default="en-US", description="Interface language, e.g. en-US or fr.")
+    gl: str = Field(default="US", description="Country, e.g. US or FR.")
+    ceid: str | None = Field(default=None, description="Edition, e.g. US:en or FR:fr; defaults to gl:language.")
+    interval: Duration | None = None
+
+
+class _IngestLimits(_Strict):
+    """Settings every ingestor shares: schedule, limits, when to call a source failing."""
 
     enabled: bool = True
     interval: Duration = timedelta(minutes=5)
-    feeds: list[FeedConfig] = Field(default_factory=list)
+    jitter: float = Field(default=0.1, ge=0.0, le=1.0, description="Spread of each interval, as a fraction.")
     max_bytes: int = Field(default=50 * 1024 * 1024, gt=0, description="Largest response read.")
-    timeout: Duration = timedelta(seconds=20)
+    timeout: Duration = Field(default=timedelta(seconds=20), description="Deadline for a whole response.")
+    failing_after: int = Field(default=3, ge=1, description="Failures in a row that turn /readyz red.")
+
+
+class RssSource(_IngestLimits):
+    """The RSS/Atom ingestor: feeds (Google Alerts feeds included), Google News searches, limits."""
+
+    feeds: list[FeedConfig] = Field(default_factory=list)
+    google_news: list[GoogleNewsSearch] = Field(default_factory=list)
+    google_news_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("https://news.google.com/rss/search"), description="Base URL of Google News RSS search."
+    )
 
 
 class SourcesConfig(_Strict):
@@ -299,6 +322,9 @@ class VeilleConfig(_Strict):
         for index, feed in enumerate(self.sources.rss.feeds):
             if feed.watch is not None and feed.watch not in known_watches:
                 problems.append(f"@sources.rss.feeds[{index}].watch: {feed.watch!r} is not a defined watch")
+        for index, search in enumerate(self.sources.rss.google_news):
+            if search.watch not in known_watches:
+                problems.append(f"@sources.rss.google_news[{index}].watch: {search.watch!r} is not a defined watch")
         receivers = {r.name for r in self.receivers}
         if self.receivers and self.route.receiver is None:
             problems.append("@route.receiver: the root route needs a receiver")
