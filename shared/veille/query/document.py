@@ -1,0 +1,160 @@
+"""What queries match against: a :class:`Document` and its prepared (tokenised) form."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal
+from urllib.parse import urlsplit
+
+from veille.text import fold, normalise_for_match
+
+if TYPE_CHECKING:
+    from veille.models import MentionIngested
+
+__all__ = ["SCOPES", "Document", "PreparedDocument", "Scope", "host_suffixes", "normalise_host", "prepare"]
+
+Scope = Literal["default", "title", "text", "url", "author"]
+"""Where words are looked for: ``default`` is the title and the text; the others are one field."""
+
+SCOPES: Final[tuple[Scope, ...]] = ("default", "title", "text", "url", "author")
+
+# Positions of the text start after the title plus this gap, so that no phrase or NEAR (whose
+# distance is at most MAX_NEAR_DISTANCE) ever spans the end of the title and the start of the text.
+TITLE_TEXT_GAP: Final = 10_000
+
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A mention as the query engine sees it: its text fields and its metadata.
+
+    ``title`` and ``text`` are plain text (HTML already stripped); ``url`` is the permalink;
+    ``site`` the publisher's host or name; ``lang`` an ISO 639-1 code (``fr``, ``en``, ``fr-CA``);
+    ``source`` the ingestor name (``rss``, ``bluesky``, ``hackernews`` ...).
+    """
+
+    text: str = ""
+    title: str | None = None
+    url: str | None = None
+    site: str | None = None
+    author: str | None = None
+    lang: str | None = None
+    source: str | None = None
+
+    @classmethod
+    def from_mention(cls, mention: MentionIngested, *, lang: str | None = None) -> Document:
+        """Build the document for a mention; ``lang`` (e.g. a detected language) overrides its own."""
+        return cls(
+            text=mention.text,
+            title=mention.title,
+            url=str(mention.url) if mention.url is not None else None,
+            site=mention.site,
+            author=mention.author,
+            lang=lang if lang is not None else mention.lang,
+            source=mention.source,
+        )
+
+
+def normalise_host(value: str) -> str:
+    """Return the lower-case host in a host name or URL (``"https://WWW.LeMonde.fr/x"`` → ``"www.lemonde.fr"``).
+
+    A leading ``*.`` and a trailing dot are dropped; a value that is not a host is returned folded.
+    """
+    value = value.strip()
+    if "://" in value:
+        value = urlsplit(value).hostname or ""
+    else:
+        value = value.split("/", 1)[0]
+        if ":" in value and value.count(":") == 1:  # host:port
+            value = value.split(":", 1)[0]
+    value = fold(value).strip().rstrip(".")
+    if value.startswith("*."):
+        value = value[2:]
+    return value
+
+
+def host_suffixes(host: str) -> list[str]:
+    """Return a host and every parent domain of it (``a.b.fr`` → ``["a.b.fr", "b.fr", "fr"]``)."""
+    parts = host.split(".")
+    return [".".join(parts[i:]) for i in range(len(parts)) if parts[i]]
+
+
+class PreparedDocument:
+    """A :class:`Document` tokenised once, so that many queries can be checked against it cheaply.
+
+    Word positions are computed per scope on first use and cached, as are the results of
+    wildcard patterns; build one with :func:`prepare` and pass it to
+    :meth:`~veille.query.Query.matches` or :meth:`~veille.query.WatchIndex.match`.
+    """
+
+    __slots__ = ("_positions", "_wildcards", "document", "hosts", "lang", "site_name", "source")
+
+    def __init__(self, document: Document) -> None:
+        self.document: Final = document
+        self._positions: dict[Scope, dict[str, list[int]]] = {}
+        self._wildcards: dict[tuple[Scope, str], list[int]] = {}
+        self.lang: Final = fold(document.lang).strip().replace("_", "-") if document.lang else ""
+        self.source: Final = fold(document.source).strip() if document.source else ""
+        hosts: set[str] = set()
+        site_name = ""
+        if document.site:
+            site_name = " ".join(normalise_for_match(document.site))
+            if " " not in document.site.strip():
+                host = normalise_host(document.site)
+                if "." in host:
+                    hosts.update(host_suffixes(host))
+        if document.url:
+            try:
+                url_host = urlsplit(document.url.strip()).hostname
+            except ValueError:
+                url_host = None
+            if url_host:
+                hosts.update(host_suffixes(fold(url_host).rstrip(".")))
+        self.hosts: Final = frozenset(hosts)
+        self.site_name: Final = site_name
+
+    def positions(self, scope: Scope) -> dict[str, list[int]]:
+        """Return ``{word: [positions]}`` for a scope (positions ascending)."""
+        found = self._positions.get(scope)
+        if found is None:
+            found = self._positions[scope] = self._build(scope)
+        return found
+
+    def _build(self, scope: Scope) -> dict[str, list[int]]:
+        doc = self.document
+        out: dict[str, list[int]] = {}
+        if scope == "default":
+            title = normalise_for_match(doc.title) if doc.title else []
+            for i, word in enumerate(title):
+                out.setdefault(word, []).append(i)
+            offset = len(title) + TITLE_TEXT_GAP if title else 0
+            words = normalise_for_match(doc.text) if doc.text else []
+        else:
+            offset = 0
+            raw = {"title": doc.title, "text": doc.text, "url": doc.url, "author": doc.author}[scope]
+            words = normalise_for_match(raw) if raw else []
+        for i, word in enumerate(words, offset):
+            out.setdefault(word, []).append(i)
+        return out
+
+    def wildcard_positions(self, scope: Scope, pattern: str, matcher: Callable[[str], bool]) -> list[int]:
+        """Return the sorted positions of the words of a scope that ``matcher`` accepts (cached by pattern)."""
+        key = (scope, pattern)
+        found = self._wildcards.get(key)
+        if found is None:
+            found = []
+            for word, where in self.positions(scope).items():
+                if matcher(word):
+                    found.extend(where)
+            found.sort()
+            self._wildcards[key] = found
+        return found
+
+
+def prepare(document: Document | PreparedDocument) -> PreparedDocument:
+    """Return the prepared form of a document (itself when it is already prepared)."""
+    if isinstance(document, PreparedDocument):
+        return document
+    return PreparedDocument(document)
