@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install the system tools the deployment tests need, from Debian's packages:
+#   promtool + prometheus (check the Prometheus config and rules, unit-test the rules, scrape the
+#   services in a test) and docker-compose 1.29 (validate docker-compose.yml without a Docker engine).
+# Idempotent and quiet: does nothing when the tools are already there. Needs root (as CI runs) or sudo.
+set -euo pipefail
+
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+# de-duplicate
+mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "ci-deps: apt-get not found; install ${packages[*]} yourself (the deploy tests skip without them)" >&2
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+  else
+    echo "ci-deps: not root and no sudo; install ${packages[*]} yourself (the deploy tests skip without them)" >&2
+    exit 0
+  fi
+fi
+echo "ci-deps: installing ${packages[*]} (Debian packages)"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+# The Debian package enables a prometheus service; nothing here needs it running.
