@@ -39,9 +39,7 @@ def test_reproduces_published_numenta_scores_for_every_profile() -> None:
     assert len(rows) == 15
     for row in rows:
         timestamps, scores = read_scores_csv(_reference_file(row["file"]))
-        result = score_file(
-            timestamps, scores, windows[row["file"]], PROFILES[row["profile"]], float(row["threshold"])
-        )
+        result = score_file(timestamps, scores, windows[row["file"]], PROFILES[row["profile"]], float(row["threshold"]))
         label = f"{row['profile']} {row['file']}"
         assert result.raw_score == pytest.approx(float(row["raw_score"]), abs=1e-9), label
         counts = (result.tp, result.tn, result.fp, result.fn)

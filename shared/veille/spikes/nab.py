@@ -257,8 +257,7 @@ def load_windows(path: str | Path) -> dict[str, list[tuple[datetime, datetime]]]
     if not isinstance(data, Mapping):
         raise ValueError(f"{path}: expected a JSON object of file name -> windows")
     return {
-        str(name): [(parse_nab_timestamp(a), parse_nab_timestamp(b)) for a, b in wins]
-        for name, wins in data.items()
+        str(name): [(parse_nab_timestamp(a), parse_nab_timestamp(b)) for a, b in wins] for name, wins in data.items()
     }
 
 

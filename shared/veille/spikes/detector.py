@@ -1,0 +1,458 @@
+"""An online, causal spike detector for one series of counts per time bucket (one per watch).
+
+The model, in words:
+
+* **Baseline.** The expected count of a bucket is ``level x daily(time of day) x weekly(day of week)``.
+  ``level`` is an exponentially weighted mean of the de-seasonalised counts; ``daily`` is a profile
+  of multiplicative factors by time of day (linearly interpolated between slots) and ``weekly`` one
+  factor per day of the week, both learned online with half-lives expressed in time, so the detector
+  learns the daily and weekly rhythm of each watch whatever its bucket size.
+* **Robust learning.** Each count is clipped to ``expected +/- clip_sigma`` standard deviations before
+  it teaches the baseline, and while an alert is firing the baseline does not learn from counts above
+  it at all (for up to ``adapt_after``, after which a lasting new level is accepted). A surge therefore
+  never poisons the baseline that the next surge is compared with.
+* **Counts, not z-scores.** Counts are treated as negative-binomial: variance ``mu + alpha mu^2``, with
+  the over-dispersion ``alpha`` learned online (robustly) for each aggregation scale. The statistic
+  is the signed root of the negative-binomial deviance of the observed count against the expected one
+  (with a continuity correction), which is close to a standard normal deviate in the upper tail even
+  for zero-heavy series with an expected count far below one. It is computed on the last bucket and
+  on sums over a few longer scales (``scales``), so a burst of a few mentions in a quiet watch and a
+  sustained rise in a busy one are both seen; the largest wins.
+* **Alerts.** A surge fires when the statistic reaches ``fire_threshold`` *and* the observed count
+  exceeds the expected one by at least ``min_excess`` mentions and ``min_ratio`` times. It fires once:
+  while firing there is no new alert. It resolves when the statistic has stayed below
+  ``resolve_threshold`` for ``resolve_after``. A new surge can fire ``refire_after`` after the
+  resolution.
+
+Everything is a few float operations per bucket (no history beyond the longest scale), and the whole
+state is a small JSON-serialisable dict (:meth:`SpikeDetector.to_state`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from veille.models import Severity
+
+__all__ = ["Decision", "DetectorSettings", "SpikeDetector", "nb_signed_deviance"]
+
+STATE_VERSION = 1
+
+_WEEK_DAYS = 7
+_DAY = timedelta(days=1)
+_WEEKLY_MAX_STEP = 0.3
+
+
+class DetectorSettings(BaseModel):
+    """How a watch's spike detector behaves; the defaults are what a new watch gets.
+
+    Durations are ``timedelta`` (pydantic also accepts seconds or ISO 8601 such as ``PT5M``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bucket: timedelta = Field(timedelta(minutes=5), description="Width of a time bucket.")
+    warmup: timedelta = Field(timedelta(days=1), description="How long the detector only learns before it may alert.")
+    level_half_life: timedelta = Field(timedelta(days=3), description="Half-life of the de-seasonalised level.")
+    daily_slot: timedelta = Field(timedelta(hours=1), description="Resolution of the time-of-day profile.")
+    daily_half_life: timedelta = Field(
+        timedelta(days=5), description="Half-life of each time-of-day factor (in days of data)."
+    )
+    weekly: bool = Field(True, description="Learn a day-of-week rhythm on top of the daily one.")
+    weekly_half_life: timedelta = Field(
+        timedelta(days=21), description="Half-life of each day-of-week factor (in weeks of data x 7)."
+    )
+    dispersion_half_life: timedelta = Field(
+        timedelta(days=3), description="Half-life of the over-dispersion estimates."
+    )
+    scales: tuple[timedelta, ...] = Field(
+        (timedelta(hours=2), timedelta(hours=6)),
+        description="Aggregation windows on which a surge is tested (each a multiple of the bucket).",
+    )
+    fire_threshold: float = Field(3.0, gt=0, description="Statistic (about sigmas) at which a surge fires.")
+    resolve_threshold: float = Field(1.5, description="Statistic below which volume counts as normal.")
+    resolve_after: timedelta = Field(
+        timedelta(hours=1), description="How long volume must stay normal before the alert resolves."
+    )
+    refire_after: timedelta = Field(
+        timedelta(hours=1), description="Quiet time after a resolution before a new surge may fire."
+    )
+    adapt_after: timedelta = Field(
+        timedelta(hours=12), description="After this long firing, the baseline accepts the new level."
+    )
+    min_excess: float = Field(5.0, ge=0, description="Fewest extra mentions (over a scale) to fire.")
+    min_ratio: float = Field(2.0, ge=1, description="Smallest observed/expected ratio to fire.")
+    clip_sigma: float = Field(3.0, gt=0, description="Counts are clipped to this many sigmas to learn.")
+    min_dispersion: float = Field(0.01, ge=0, description="Floor of the over-dispersion alpha.")
+    dispersion_clip_sigma: float = Field(
+        6.0, gt=0, description="Counts are clipped to this many sigmas to learn the over-dispersion."
+    )
+    dispersion_cap: float = Field(100.0, gt=0, description="Largest single-bucket contribution to alpha.")
+    severity_window: timedelta = Field(
+        timedelta(minutes=30), description="Recent window whose observed/expected ratio sets the severity."
+    )
+    warning_ratio: float = Field(3.0, ge=1, description="Observed/expected ratio from which severity is warning.")
+    critical_ratio: float = Field(10.0, ge=1, description="Observed/expected ratio from which severity is critical.")
+    max_gap: timedelta = Field(
+        timedelta(days=7), description="Longest run of missing buckets filled with zeros; longer gaps reset."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DetectorSettings:
+        if self.bucket <= timedelta(0):
+            raise ValueError("bucket must be positive")
+        if _DAY % self.daily_slot or self.daily_slot % self.bucket:
+            raise ValueError("daily_slot must divide a day and be a multiple of bucket")
+        if not self.scales:
+            raise ValueError("at least one scale is needed")
+        for scale in self.scales:
+            if scale < self.bucket or scale % self.bucket:
+                raise ValueError(f"scale {scale} must be a positive multiple of bucket {self.bucket}")
+        if self.resolve_threshold >= self.fire_threshold:
+            raise ValueError("resolve_threshold must be below fire_threshold")
+        if self.critical_ratio < self.warning_ratio:
+            raise ValueError("critical_ratio must be at least warning_ratio")
+        return self
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the detector concluded about one bucket.
+
+    ``event`` is ``"fired"`` on the bucket where a surge is first detected, ``"resolved"`` on the
+    bucket where it is over, otherwise ``None``; ``firing`` says whether a surge is in progress after
+    this bucket. ``observed``/``expected`` are the counts on the scale that decided (``scale_buckets``
+    buckets), ``statistic`` the detector's statistic (about sigmas) against ``threshold``, and
+    ``score`` an anomaly score in ``[0, 1]`` that is ``>= 0.5`` exactly when the statistic reaches
+    the firing threshold.
+    """
+
+    timestamp: datetime
+    event: Literal["fired", "resolved"] | None
+    firing: bool
+    severity: Severity | None
+    observed: float
+    expected: float
+    statistic: float
+    threshold: float
+    score: float
+    scale_buckets: int = 1
+    warming_up: bool = False
+
+
+def nb_signed_deviance(observed: float, expected: float, alpha: float) -> float:
+    """Return the signed root deviance of a negative-binomial count (variance ``mu + alpha mu^2``).
+
+    A continuity correction of half a count towards the mean is applied, so that a single mention
+    where almost none are expected is not mistaken for a rare event. The result is approximately a
+    standard normal deviate: about 0 for a typical count, large and positive for a surge.
+    """
+    mu = max(expected, 1e-9)
+    if observed > mu:
+        x = max(observed - 0.5, mu)
+    elif observed < mu:
+        x = min(observed + 0.5, mu)
+    else:
+        return 0.0
+    if x == mu:
+        return 0.0
+    term = x * math.log(x / mu) if x > 0 else 0.0
+    if alpha > 0:
+        k = 1.0 / alpha
+        dev = 2.0 * (term - (x + k) * math.log((x + k) / (mu + k)))
+    else:
+        dev = 2.0 * (term - (x - mu))
+    root = math.sqrt(max(dev, 0.0))
+    return root if x > mu else -root
+
+
+def _rate(half_life: timedelta, step: timedelta) -> float:
+    """Return the EWMA weight per ``step`` giving ``half_life``."""
+    n = half_life / step
+    return 1.0 - 0.5 ** (1.0 / n) if n > 0 else 1.0
+
+
+class SpikeDetector:
+    """Online spike detector for one watch: feed it one count per bucket, in time order."""
+
+    def __init__(self, settings: DetectorSettings | None = None) -> None:
+        """Create a detector that has seen nothing yet."""
+        self.settings = settings or DetectorSettings()
+        s = self.settings
+        self._slots = int(_DAY / s.daily_slot)
+        self._slot_buckets = int(s.daily_slot / s.bucket)
+        self._scale_buckets = [int(sc / s.bucket) for sc in s.scales]
+        self._severity_buckets = max(1, int(s.severity_window / s.bucket))
+        self._history = max(*self._scale_buckets, self._severity_buckets)
+        self._eta_level = _rate(s.level_half_life, s.bucket)
+        # a time-of-day slot gets slot_buckets counts a day; a day of the week is closed once a week
+        self._eta_daily = _rate(s.daily_half_life, _DAY / self._slot_buckets)
+        self._eta_weekly = _rate(s.weekly_half_life, _DAY * _WEEK_DAYS)
+        self._eta_disp = _rate(s.dispersion_half_life, s.bucket)
+        self._warmup_buckets = int(s.warmup / s.bucket)
+        self._resolve_buckets = max(1, int(s.resolve_after / s.bucket))
+        self._refire_buckets = int(s.refire_after / s.bucket)
+        self._adapt_buckets = int(s.adapt_after / s.bucket)
+        self._max_gap = int(s.max_gap / s.bucket)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.n = 0
+        self.last_ts: datetime | None = None
+        self.level = 0.0
+        self.daily = [1.0] * self._slots
+        self.daily_n = [0.0] * self._slots
+        self.weekly = [1.0] * _WEEK_DAYS
+        self.weekly_n = [0] * _WEEK_DAYS
+        self.weekly_acc = [0.0, 0.0]  # observed and baseline counts of the current day
+        self.weekly_day = -1
+        self.alpha = [self.settings.min_dispersion] * len(self._scale_buckets)
+        self.alpha_n = [0] * len(self._scale_buckets)
+        self.recent_x: list[float] = []
+        self.recent_mu: list[float] = []
+        self.firing = False
+        self.fired_n = -1  # bucket index of the last "fired"
+        self.calm = 0  # consecutive normal buckets while firing
+        self.resolved_n = -(10**9)
+        self.severity: Severity | None = None
+
+    # ---------------------------------------------------------------- baseline
+    def _slot_position(self, ts: datetime) -> tuple[int, int, float, int]:
+        """Return the two daily slots around ``ts``, the weight of the second, and the weekday."""
+        day_seconds = ts.hour * 3600 + ts.minute * 60 + ts.second + ts.microsecond / 1e6
+        pos = day_seconds / self.settings.daily_slot.total_seconds() - 0.5
+        lo = math.floor(pos)
+        frac = pos - lo
+        return lo % self._slots, (lo + 1) % self._slots, frac, ts.weekday()
+
+    def _seasonal(self, lo: int, hi: int, frac: float, dow: int) -> float:
+        daily = self.daily[lo] * (1.0 - frac) + self.daily[hi] * frac
+        return max(daily, 1e-3) * max(self.weekly[dow], 1e-3)
+
+    def expected(self, ts: datetime) -> float:
+        """Return the count the baseline expects for the bucket starting at ``ts``."""
+        lo, hi, frac, dow = self._slot_position(_utc(ts))
+        return self.level * self._seasonal(lo, hi, frac, dow)
+
+    def _learn(self, x: float, mu: float, lo: int, hi: int, frac: float, dow: int) -> None:
+        """Teach the baseline the (already clipped) count ``x`` of a bucket expected at ``mu``."""
+        season = self._seasonal(lo, hi, frac, dow)
+        eta = max(self._eta_level, 1.0 / self.n)
+        self.level += eta * (x / season - self.level)
+        if self.level <= 0.0:
+            return
+        weekly = max(self.weekly[dow], 1e-3)
+        ratio = x / (self.level * weekly)
+        for slot, w in ((lo, 1.0 - frac), (hi, frac)):
+            if w <= 0.0:
+                continue
+            self.daily_n[slot] += w
+            eta_d = w * max(self._eta_daily, 1.0 / self.daily_n[slot])
+            self.daily[slot] += eta_d * (ratio - self.daily[slot])
+        mean = sum(self.daily) / self._slots
+        if mean > 0:
+            self.daily = [f / mean for f in self.daily]
+        # day-of-week factor: once a day, from that day's observed / baseline counts
+        if dow != self.weekly_day:
+            self._close_day()
+            self.weekly_day = dow
+        self.weekly_acc[0] += x
+        self.weekly_acc[1] += self.level * max(self.daily[lo] * (1 - frac) + self.daily[hi] * frac, 1e-3)
+
+    def _close_day(self) -> None:
+        day = self.weekly_day
+        obs, base = self.weekly_acc
+        self.weekly_acc = [0.0, 0.0]
+        if day < 0 or base <= 0.0 or not self.settings.weekly:
+            return
+        self.weekly_n[day] += 1
+        eta = max(self._eta_weekly, 1.0 / (self.weekly_n[day] + 1))
+        # a bounded step: one unusual day (a surge, an outage) moves its weekday's factor only a little
+        step = min(max(obs / base - self.weekly[day], -_WEEKLY_MAX_STEP), _WEEKLY_MAX_STEP)
+        self.weekly[day] += eta * step
+        mean = sum(self.weekly) / _WEEK_DAYS
+        if mean > 0:
+            self.weekly = [f / mean for f in self.weekly]
+
+    # ---------------------------------------------------------------- update
+    def update(self, ts: datetime, value: float) -> Decision:
+        """Feed the count of the bucket starting at ``ts`` and return the decision for it.
+
+        Buckets must come in time order. Missing buckets (a gap of up to ``max_gap``) count as
+        zero mentions; after a longer gap the detector starts learning afresh. A bucket at or before
+        the last one seen raises ``ValueError``.
+        """
+        ts = _utc(ts)
+        if value < 0 or math.isnan(value) or math.isinf(value):
+            raise ValueError(f"a bucket count must be a finite non-negative number, got {value!r}")
+        bucket = self.settings.bucket
+        if self.last_ts is not None:
+            if ts <= self.last_ts:
+                raise ValueError(f"bucket {ts.isoformat()} is not after the last one ({self.last_ts.isoformat()})")
+            missing = round((ts - self.last_ts) / bucket) - 1
+            if missing > self._max_gap:
+                self._reset()
+            else:
+                for k in range(missing, 0, -1):
+                    self._step(ts - k * bucket, 0.0)
+        return self._step(ts, float(value))
+
+    def _step(self, ts: datetime, x: float) -> Decision:
+        s = self.settings
+        self.n += 1
+        self.last_ts = ts
+        lo, hi, frac, dow = self._slot_position(ts)
+        mu = self.level * self._seasonal(lo, hi, frac, dow) if self.n > 1 else x
+        mu = max(mu, 1e-6)
+        self.recent_x.append(x)
+        self.recent_mu.append(mu)
+        if len(self.recent_x) > self._history:
+            del self.recent_x[0]
+            del self.recent_mu[0]
+
+        # statistic on each scale
+        best_z = -math.inf
+        best = (x, mu, 1)
+        can_fire_any = False
+        for j, m in enumerate(self._scale_buckets):
+            if len(self.recent_x) < m:
+                continue
+            obs = math.fsum(self.recent_x[-m:])
+            exp = math.fsum(self.recent_mu[-m:])
+            z = nb_signed_deviance(obs, exp, self.alpha[j])
+            if z > best_z:
+                best_z, best = z, (obs, exp, m)
+            if z >= s.fire_threshold and obs - exp >= s.min_excess and obs >= s.min_ratio * exp:
+                can_fire_any = True
+            self._learn_dispersion(j, obs, exp)
+
+        warming = self.n <= self._warmup_buckets
+        event: Literal["fired", "resolved"] | None = None
+        if self.firing:
+            if best_z < s.resolve_threshold:
+                self.calm += 1
+            else:
+                self.calm = 0
+            if self.calm >= self._resolve_buckets:
+                self.firing = False
+                self.resolved_n = self.n
+                event = "resolved"
+        elif can_fire_any and not warming and self.n - self.resolved_n > self._refire_buckets:
+            self.firing = True
+            self.fired_n = self.n
+            self.calm = 0
+            event = "fired"
+            k = self._severity_buckets
+            self.severity = self._severity(math.fsum(self.recent_x[-k:]), math.fsum(self.recent_mu[-k:]))
+
+        # robust learning
+        sd = math.sqrt(mu + self.alpha[0] * mu * mu)
+        upper = mu + s.clip_sigma * sd
+        if self.firing and self.n - self.fired_n < self._adapt_buckets:
+            upper = mu
+        x_learn = min(max(x, mu - s.clip_sigma * sd), upper) if self.n > 1 else x
+        self._learn(x_learn, mu, lo, hi, frac, dow)
+
+        obs, exp, m = best
+        stat = best_z if best_z != -math.inf else 0.0
+        pos = max(stat, 0.0)
+        score = pos / (pos + s.fire_threshold)
+        severity = self.severity if (self.firing or event == "resolved") else None
+        return Decision(
+            timestamp=ts,
+            event=event,
+            firing=self.firing,
+            severity=severity,
+            observed=obs,
+            expected=exp,
+            statistic=stat,
+            threshold=s.fire_threshold,
+            score=score,
+            scale_buckets=m,
+            warming_up=warming,
+        )
+
+    def _learn_dispersion(self, j: int, obs: float, exp: float) -> None:
+        s = self.settings
+        sd = math.sqrt(exp + self.alpha[j] * exp * exp)
+        clipped = min(max(obs, exp - s.dispersion_clip_sigma * sd), exp + s.dispersion_clip_sigma * sd)
+        a_obs = ((clipped - exp) ** 2 - exp) / (exp * exp)
+        a_obs = min(max(a_obs, -1.0), s.dispersion_cap)
+        self.alpha_n[j] += 1
+        eta = max(self._eta_disp, 1.0 / self.alpha_n[j])
+        raw = self.alpha[j] + eta * (a_obs - self.alpha[j])
+        self.alpha[j] = max(raw, s.min_dispersion)
+
+    def _severity(self, observed: float, expected: float) -> Severity:
+        ratio = observed / max(expected, 1e-9)
+        if ratio >= self.settings.critical_ratio:
+            return "critical"
+        if ratio >= self.settings.warning_ratio:
+            return "warning"
+        return "info"
+
+    # ---------------------------------------------------------------- state
+    def to_state(self) -> dict[str, Any]:
+        """Return the detector's whole state as a JSON-serialisable dict."""
+        return {
+            "version": STATE_VERSION,
+            "n": self.n,
+            "last_ts": self.last_ts.isoformat() if self.last_ts else None,
+            "level": self.level,
+            "daily": list(self.daily),
+            "daily_n": list(self.daily_n),
+            "weekly": list(self.weekly),
+            "weekly_n": list(self.weekly_n),
+            "weekly_acc": list(self.weekly_acc),
+            "weekly_day": self.weekly_day,
+            "alpha": list(self.alpha),
+            "alpha_n": list(self.alpha_n),
+            "recent_x": list(self.recent_x),
+            "recent_mu": list(self.recent_mu),
+            "firing": self.firing,
+            "fired_n": self.fired_n,
+            "calm": self.calm,
+            "resolved_n": self.resolved_n,
+            "severity": self.severity,
+        }
+
+    @classmethod
+    def from_state(cls, settings: DetectorSettings | None, state: dict[str, Any]) -> SpikeDetector:
+        """Rebuild a detector from :meth:`to_state` output (and the same settings)."""
+        det = cls(settings)
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported detector state version {state.get('version')!r}")
+        if len(state["daily"]) != det._slots or len(state["alpha"]) != len(det._scale_buckets):
+            raise ValueError("detector state does not match these settings (daily_slot or scales changed)")
+        det.n = int(state["n"])
+        det.last_ts = datetime.fromisoformat(state["last_ts"]) if state["last_ts"] else None
+        det.level = float(state["level"])
+        det.daily = [float(v) for v in state["daily"]]
+        det.daily_n = [float(v) for v in state["daily_n"]]
+        det.weekly = [float(v) for v in state["weekly"]]
+        det.weekly_n = [int(v) for v in state["weekly_n"]]
+        det.weekly_acc = [float(v) for v in state["weekly_acc"]]
+        det.weekly_day = int(state["weekly_day"])
+        det.alpha = [float(v) for v in state["alpha"]]
+        det.alpha_n = [int(v) for v in state["alpha_n"]]
+        det.recent_x = [float(v) for v in state["recent_x"]][-det._history :]
+        det.recent_mu = [float(v) for v in state["recent_mu"]][-det._history :]
+        det.firing = bool(state["firing"])
+        det.fired_n = int(state["fired_n"])
+        det.calm = int(state["calm"])
+        det.resolved_n = int(state["resolved_n"])
+        sev = state["severity"]
+        det.severity = sev if sev in ("info", "warning", "critical") else None
+        return det
+
+
+def _utc(ts: datetime) -> datetime:
+    """Return ``ts`` as an aware UTC datetime (naive timestamps are taken to be UTC)."""
+    if ts.tzinfo is None:
+        return ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC)

@@ -1,0 +1,160 @@
+"""The spike detector alerts once per surge, resolves after it, and stays quiet on ordinary rhythm."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from veille.spikes import Decision, DetectorSettings, SpikeDetector
+from veille.spikes.detector import nb_signed_deviance
+
+START = datetime(2024, 3, 4, tzinfo=UTC)  # a Monday
+BUCKET = timedelta(minutes=5)
+PER_DAY = 288
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    """Draw a Poisson count (Knuth for small means, a rounded normal for large ones)."""
+    if lam > 50:
+        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
+    limit, k, p = math.exp(-lam), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1
+
+
+def _rhythm(i: int, base: float) -> float:
+    """A daily rhythm (x3 between night and day) with quieter weekends."""
+    hour = (i % PER_DAY) / 12
+    day = (i // PER_DAY) % 7
+    daily = 1.0 + 0.5 * math.sin(2 * math.pi * (hour - 9) / 24)
+    return base * daily * (0.6 if day >= 5 else 1.0)
+
+
+def _series(days: int, base: float, seed: int, surge: tuple[int, int, float] | None = None) -> list[float]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(days * PER_DAY):
+        lam = _rhythm(i, base)
+        if surge and surge[0] <= i < surge[1]:
+            lam *= surge[2]
+        out.append(float(_poisson(rng, lam)))
+    return out
+
+
+def _run(values: list[float], det: SpikeDetector | None = None, offset: int = 0) -> list[Decision]:
+    det = det or SpikeDetector(DetectorSettings())
+    return [det.update(START + (offset + i) * BUCKET, v) for i, v in enumerate(values)]
+
+
+def _fired(decisions: list[Decision]) -> list[int]:
+    return [i for i, d in enumerate(decisions) if d.event == "fired"]
+
+
+def test_fires_once_on_a_surge_and_resolves_after_it() -> None:
+    """A two-hour surge to 6x the usual volume fires exactly one alert during it, then resolves."""
+    surge_start = 10 * PER_DAY + 14 * 12
+    surge_end = surge_start + 24
+    values = _series(14, 20.0, seed=1, surge=(surge_start, surge_end, 6.0))
+    decisions = _run(values)
+    fired = _fired(decisions)
+    assert len(fired) == 1
+    assert surge_start <= fired[0] < surge_start + 6
+    alert = decisions[fired[0]]
+    assert alert.severity in ("warning", "critical")
+    assert alert.observed > alert.expected
+    assert alert.score >= 0.5
+    resolved = [i for i, d in enumerate(decisions) if d.event == "resolved"]
+    assert len(resolved) == 1
+    assert surge_end <= resolved[0] < surge_end + 10 * 12
+    assert not decisions[-1].firing
+
+
+def test_does_not_fire_on_the_daily_and_weekly_rhythm() -> None:
+    """Three weeks of ordinary volume with a strong day/night and weekday/weekend rhythm raise no alert."""
+    values = _series(21, 30.0, seed=2)
+    assert _fired(_run(values)) == []
+
+
+def test_does_not_fire_on_sparse_zero_heavy_noise() -> None:
+    """A quiet watch (mostly zero mentions per bucket, the odd one or two) raises no alert."""
+    values = _series(21, 0.08, seed=3)
+    assert sum(v == 0 for v in values) > 0.85 * len(values)
+    assert _fired(_run(values)) == []
+
+
+def test_fires_on_a_burst_in_a_quiet_watch() -> None:
+    """Forty mentions within half an hour on a watch that usually gets a handful a day fire an alert."""
+    values = _series(10, 0.03, seed=4)
+    burst = 8 * PER_DAY + 15 * 12
+    for k in range(6):
+        values[burst + k] += 7.0
+    fired = _fired(_run(values))
+    assert len(fired) == 1
+    assert burst <= fired[0] < burst + 6
+
+
+def test_an_earlier_surge_does_not_hide_the_next_one() -> None:
+    """After a six-hour surge, the baseline has not absorbed it: a shorter one two days later fires again."""
+    first = 8 * PER_DAY + 13 * 12
+    second = 10 * PER_DAY + 13 * 12
+    values = _series(12, 20.0, seed=5, surge=(first, first + 72, 5.0))
+    rng = random.Random(6)
+    for i in range(second, second + 24):
+        values[i] = float(_poisson(rng, 5.0 * _rhythm(i, 20.0)))
+    fired = _fired(_run(values))
+    assert len(fired) == 2
+    assert first <= fired[0] < first + 12
+    assert second <= fired[1] < second + 24
+
+
+def test_state_round_trip_gives_identical_decisions() -> None:
+    """Saving the state as JSON halfway and resuming from it gives exactly the decisions of one run."""
+    surge = 9 * PER_DAY + 100
+    values = _series(12, 15.0, seed=7, surge=(surge, surge + 30, 5.0))
+    settings = DetectorSettings()
+    whole = _run(values, SpikeDetector(settings))
+    for half in (len(values) // 2, surge + 5):  # once while quiet, once while firing
+        first = SpikeDetector(settings)
+        part1 = _run(values[:half], first)
+        state = json.loads(json.dumps(first.to_state()))
+        resumed = SpikeDetector.from_state(settings, state)
+        part2 = _run(values[half:], resumed, offset=half)
+        assert part1 + part2 == whole
+
+
+def test_missing_buckets_count_as_zero_mentions() -> None:
+    """Skipping empty buckets gives the same decisions as feeding explicit zeros."""
+    values = _series(4, 0.2, seed=8)
+    dense = _run(values)
+    det = SpikeDetector(DetectorSettings())
+    sparse = {i: det.update(START + i * BUCKET, v) for i, v in enumerate(values) if v > 0 or i == 0}
+    assert all(sparse[i] == dense[i] for i in sparse)
+
+
+def test_rejects_buckets_out_of_order() -> None:
+    """Feeding a bucket at or before the last one is an error, not a silent corruption of the baseline."""
+    det = SpikeDetector()
+    det.update(START, 3)
+    with pytest.raises(ValueError, match="not after"):
+        det.update(START, 4)
+
+
+def test_settings_reject_a_scale_that_is_not_a_multiple_of_the_bucket() -> None:
+    """Aggregation windows are expressed in time and must be whole numbers of buckets."""
+    with pytest.raises(ValueError, match="multiple"):
+        DetectorSettings(bucket=timedelta(minutes=5), scales=(timedelta(minutes=7),))
+
+
+def test_statistic_is_calm_for_expected_counts_and_large_for_surges() -> None:
+    """The count statistic is near zero at the expected count and grows with the surge, even below one."""
+    assert abs(nb_signed_deviance(10, 10, 0.1)) < 0.2
+    assert nb_signed_deviance(1, 0.05, 0.0) < 2.0  # one mention where a twentieth is expected
+    assert nb_signed_deviance(8, 0.05, 0.0) > 5.0
+    assert nb_signed_deviance(40, 10, 0.1) > nb_signed_deviance(20, 10, 0.1) > 0
