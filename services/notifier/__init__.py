@@ -1,0 +1,1 @@
+"""The notifier: routes alerts, groups and silences them, and delivers them by email, webhook and chat."""

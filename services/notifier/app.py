@@ -1,0 +1,260 @@
+"""Composition root of the notifier: broker, subscribers, KV stores, integrations, ticker, metrics.
+
+``create_app(settings, config=..., http_client=..., clock=..., metrics=..., sleep=...)`` builds it;
+tests pass their own clock (grouping, silences and quiet hours without waiting), their own sleep
+(backoff without waiting) and their own HTTP client. ``__main__`` only calls :func:`main`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import structlog
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
+from pydantic import Field
+
+from services.notifier.delivery import Integration, RetryPolicy
+from services.notifier.dispatcher import Dispatcher, Sleep, targets_of
+from services.notifier.integrations.webhook import WebhookIntegration
+from services.notifier.metrics import NotifierMetrics
+from services.notifier.model import Clock, Notification
+from services.notifier.nflog import NotificationLog
+from services.notifier.signing import decode_secret
+from services.notifier.silences import SilenceStore
+from veille import bus
+from veille.config import Receiver, VeilleConfig, load_config
+from veille.health import Health
+from veille.httpclient import make_http_client
+from veille.messaging import DeadLetterSink, dead_letter_middleware, make_broker
+from veille.metrics import ServiceMetrics
+from veille.models import AlertRaised, utcnow
+from veille.settings import ServiceSettings
+
+__all__ = ["NotifierApp", "NotifierSettings", "build_integrations", "create_app", "main"]
+
+NAME = "notifier"
+log = structlog.get_logger("notifier")
+
+
+class NotifierSettings(ServiceSettings):
+    """The shared settings plus the notifier's own (``VEILLE_NOTIFIER_*``)."""
+
+    notifier_tick: float = Field(default=1.0, ge=0, description="Seconds between scans of the groups; 0 disables.")
+    notifier_lease: float = Field(default=60.0, gt=0, description="Seconds a claim on a notification is held.")
+    notifier_max_attempts: int = Field(default=6, ge=1, le=50)
+    notifier_retry_base: float = Field(default=1.0, gt=0)
+    notifier_retry_cap: float = Field(default=60.0, gt=0)
+
+
+def _read_secret(value: str | None, path: Path | None) -> str | None:
+    if value is not None:
+        return value
+    if path is not None:
+        return path.read_text(encoding="utf-8").strip()
+    return None
+
+
+def build_integrations(config: VeilleConfig, *, http_client: httpx.AsyncClient, clock: Clock) -> dict[str, Integration]:
+    """One integration per target of every receiver, keyed by target id."""
+    out: dict[str, Integration] = {}
+    for receiver in config.receivers:
+        for target in targets_of(receiver):
+            out[target.id] = _integration(receiver, target.kind, target.index, http_client=http_client, clock=clock)
+    return out
+
+
+def _integration(
+    receiver: Receiver, kind: str, index: int, *, http_client: httpx.AsyncClient, clock: Clock
+) -> Integration:
+    if kind == "webhook":
+        hook = receiver.webhook[index]
+        secret = _read_secret(hook.secret, hook.secret_file)
+        return WebhookIntegration(hook, http_client, key=decode_secret(secret) if secret else None, clock=clock)
+    if kind == "email":
+        from services.notifier.integrations.email import EmailIntegration
+
+        email = receiver.email[index]
+        return EmailIntegration(email, password=_read_secret(email.password, email.password_file), clock=clock)
+    if kind == "slack":
+        from services.notifier.integrations.slack import SlackIntegration
+
+        return SlackIntegration(receiver.slack[index], http_client)
+    if kind == "teams":
+        from services.notifier.integrations.teams import TeamsIntegration
+
+        return TeamsIntegration(receiver.teams[index], http_client)
+    raise ValueError(f"unknown integration kind {kind!r}")
+
+
+class NotifierApp:
+    """The running notifier."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        config: VeilleConfig,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        clock: Clock | None = None,
+        metrics: ServiceMetrics | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.metrics = metrics or ServiceMetrics(NAME)
+        self.notifier_metrics = NotifierMetrics(self.metrics)
+        self.health = Health()
+        self.clock: Clock = clock or utcnow
+        self.sleep: Sleep = sleep or asyncio.sleep
+        self._own_client = http_client is None
+        self.http_client = http_client or make_http_client(user_agent=settings.user_agent, timeout=30.0)
+        self.integrations = build_integrations(config, http_client=self.http_client, clock=self.clock)
+        self.policy = RetryPolicy(
+            max_attempts=settings.notifier_max_attempts,
+            base=settings.notifier_retry_base,
+            cap=settings.notifier_retry_cap,
+        )
+        self.sink = DeadLetterSink(NAME, self.metrics)
+        self._dispatcher: Dispatcher | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        middleware = dead_letter_middleware(NAME, bus.ALERTS.name, self.metrics, self.sink)
+        self.broker: NatsBroker = make_broker(settings, NAME, self.metrics, middlewares=(middleware,))
+        alerts = bus.NOTIFIER_CONSUMER
+        self.broker.subscriber(
+            alerts.filter_subject,
+            stream=JStream(alerts.stream, declare=False),
+            durable=alerts.durable,
+            pull_sub=PullSub(batch_size=50, timeout=1.0),
+            ack_policy=AckPolicy.MANUAL,
+            title="route_alert",
+            description="Route each alert to its receivers' groups; acked once recorded in KV.",
+        )(self.route_alert)
+        replays = bus.NOTIFIER_REPLAY_CONSUMER
+        self.broker.subscriber(
+            replays.filter_subject,
+            stream=JStream(replays.stream, declare=False),
+            durable=replays.durable,
+            pull_sub=PullSub(batch_size=10, timeout=1.0),
+            ack_policy=AckPolicy.MANUAL,
+            title="replay_notification",
+            description="Deliver a dead-lettered notification sent back by `veille dlq replay`.",
+        )(self.replay_notification)
+        self.health.add("nats", self._nats_problem)
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The dispatcher (available once started)."""
+        assert self._dispatcher is not None, "NotifierApp.start() first"
+        return self._dispatcher
+
+    def _nats_problem(self) -> str | None:
+        try:
+            connection = self.broker.connection
+        except Exception:
+            connection = None
+        if connection is None or not connection.is_connected:
+            return "not connected to NATS"
+        return None
+
+    async def route_alert(self, alert: AlertRaised) -> None:
+        """Record one alert in its groups (acked by the middleware once recorded), then flush due groups."""
+        with structlog.contextvars.bound_contextvars(alert_id=alert.id, watch=alert.watch):
+            keys = await self.dispatcher.record(alert)
+        if keys:
+            await self.dispatcher.flush_due(keys)
+
+    async def replay_notification(self, notification: Notification, msg: NatsMessage) -> None:
+        """Deliver a replayed notification once (the log's claim makes a redelivery a no-op)."""
+        metadata = getattr(msg.raw_message, "metadata", None)
+        sequence = int(getattr(getattr(metadata, "sequence", None), "stream", 0) or 0) or 1
+        outcome = await self.dispatcher.replay(notification, sequence)
+        log.info("notifier.notification_replayed", notification_id=notification.id, outcome=outcome)
+
+    async def flush_due(self, *, wait: bool = True) -> None:
+        """Plan every group now (tests call this after moving their clock)."""
+        await self.dispatcher.flush_due(wait=wait)
+
+    async def start(self) -> None:
+        """Connect, declare the topology, open the KV buckets, start consuming and ticking."""
+        await self.broker.connect()
+        self.metrics.nats_connected.labels(NAME).set(1)
+        js = self.broker.connection.jetstream()
+        await bus.ensure_topology(js, replicas=self.settings.stream_replicas)
+        self.sink.bind(self.broker.connection)
+        self._dispatcher = Dispatcher(
+            config=self.config,
+            integrations=self.integrations,
+            groups=await js.key_value(bus.NOTIFY_GROUPS.name),
+            nflog=NotificationLog(await js.key_value(bus.NOTIFY_LOG.name), owner=self.settings.instance),
+            silences=SilenceStore(await js.key_value(bus.SILENCES.name)),
+            sink=self.sink,
+            metrics=self.notifier_metrics,
+            clock=self.clock,
+            sleep=self.sleep,
+            policy=self.policy,
+            lease=timedelta(seconds=self.settings.notifier_lease),
+        )
+        await self.broker.start()
+        if self.settings.notifier_tick > 0:
+            self._ticker = asyncio.create_task(self._tick(), name="notifier-ticker")
+
+    async def _tick(self) -> None:
+        while True:
+            try:
+                await self.dispatcher.flush_due()
+            except Exception as exc:
+                log.warning("notifier.scan_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self.settings.notifier_tick)
+
+    async def stop(self) -> None:
+        """Stop ticking and consuming, let deliveries in flight finish, disconnect."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._dispatcher is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dispatcher.drain(), timeout=20)
+        await self.broker.stop()
+        if self._own_client:
+            await self.http_client.aclose()
+
+
+def create_app(
+    settings: ServiceSettings,
+    *,
+    config: VeilleConfig | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    clock: Clock | None = None,
+    metrics: ServiceMetrics | None = None,
+    sleep: Sleep | None = None,
+) -> NotifierApp:
+    """Build the notifier from settings (and optional parts a test provides)."""
+    if not isinstance(settings, NotifierSettings):
+        settings = NotifierSettings.model_validate(settings.model_dump())
+    return NotifierApp(
+        settings,
+        config or load_config(settings.config),
+        http_client=http_client,
+        clock=clock,
+        metrics=metrics,
+        sleep=sleep,
+    )
+
+
+def main() -> None:
+    """Run the notifier with settings from the environment until SIGTERM."""
+    from veille.logging import configure_logging
+    from veille.service import run_service
+
+    settings = NotifierSettings()
+    configure_logging(NAME, level=settings.log_level, fmt=settings.log_format)
+    run_service(create_app(settings), settings)

@@ -1,0 +1,343 @@
+"""The dispatcher: records alerts in their groups and flushes due groups to their integrations.
+
+It does I/O (KV, integrations) but no broker work: the subscriber calls :meth:`Dispatcher.record`,
+a ticker and the subscriber call :meth:`Dispatcher.flush_due`. Every group is flushed in its own
+task, so one slow or failing receiver never delays another; within one replica a group has at most
+one flush in flight, and across replicas the notification log's claim decides who sends.
+See :mod:`services.notifier.grouping` for durability and :mod:`services.notifier.nflog` for the
+delivery guarantee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+
+from services.notifier.delivery import DeliveryError, Integration, RetryPolicy
+from services.notifier.grouping import add_alert, build_notification, finalize, new_group, plan
+from services.notifier.metrics import NotifierMetrics
+from services.notifier.model import Clock, GroupState, Notification, Target, group_key_hash
+from services.notifier.nflog import ClaimLost, ClaimResult, NotificationLog
+from services.notifier.routing import group_key_for, match_routes
+from services.notifier.silences import Silence, SilenceStore
+from veille import bus
+from veille.config import Receiver, VeilleConfig
+from veille.messaging import DeadLetterSink
+from veille.models import AlertRaised
+
+__all__ = ["Dispatcher", "Sleep", "targets_of"]
+
+log = structlog.get_logger("notifier")
+Sleep = Callable[[float], Awaitable[None]]
+_CAS_TRIES = 20
+
+
+def targets_of(receiver: Receiver) -> list[Target]:
+    """Every integration of a receiver, each its own target."""
+    out: list[Target] = []
+    out += [Target(receiver.name, "email", i) for i in range(len(receiver.email))]
+    out += [Target(receiver.name, "webhook", i) for i in range(len(receiver.webhook))]
+    out += [Target(receiver.name, "slack", i) for i in range(len(receiver.slack))]
+    out += [Target(receiver.name, "teams", i) for i in range(len(receiver.teams))]
+    return out
+
+
+class Dispatcher:
+    """Routes, groups, silences and delivers alerts for one notifier replica."""
+
+    def __init__(
+        self,
+        *,
+        config: VeilleConfig,
+        integrations: dict[str, Integration],
+        groups: Any,
+        nflog: NotificationLog,
+        silences: SilenceStore,
+        sink: DeadLetterSink,
+        metrics: NotifierMetrics,
+        clock: Clock,
+        sleep: Sleep,
+        policy: RetryPolicy,
+        lease: timedelta,
+    ) -> None:
+        self.config = config
+        self.receivers = {r.name: r for r in config.receivers}
+        self.integrations = integrations
+        self.groups = groups
+        self.nflog = nflog
+        self.silences = silences
+        self.sink = sink
+        self.metrics = metrics
+        self.clock = clock
+        self.sleep = sleep
+        self.policy = policy
+        self.lease = lease
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+
+    # ------------------------------------------------------------------ recording
+
+    async def record(self, alert: AlertRaised) -> list[str]:
+        """Put ``alert`` in the group of every integration its routes lead to; return the group keys."""
+        keys: list[str] = []
+        for route in match_routes(self.config.route, alert):
+            receiver = self.receivers.get(route.receiver)
+            if receiver is None:
+                continue
+            for target in targets_of(receiver):
+                effective = route
+                if target.kind == "email" and receiver.email[target.index].digest is not None:
+                    digest = receiver.email[target.index].digest
+                    assert digest is not None
+                    effective = dataclasses.replace(route, group_wait=digest, group_interval=digest)
+                group_key, group_labels = group_key_for(effective, alert)
+                key = f"{target.id}.{group_key_hash(group_key)}"
+                now = self.clock()
+
+                def change(
+                    state: GroupState | None,
+                    target: Target = target,
+                    effective: Any = effective,
+                    group_key: str = group_key,
+                    group_labels: dict[str, str] = group_labels,
+                    now: datetime = now,
+                ) -> tuple[GroupState | None, str]:
+                    base = state or new_group(target, effective, group_key, group_labels)
+                    return add_alert(base, alert, now)
+
+                outcome = await self._update(key, change)
+                if outcome in ("grouped", "deduplicated"):
+                    self.metrics.suppressed.labels(outcome).inc()
+                log.debug("notifier.alert_recorded", alert_id=alert.id, target=target.id, outcome=outcome)
+                keys.append(key)
+        return keys
+
+    async def _update(self, key: str, change: Callable[[GroupState | None], tuple[GroupState | None, str]]) -> str:
+        """Compare-and-set loop on one group's state."""
+        for _ in range(_CAS_TRIES):
+            state, revision = await self._get(key)
+            new, outcome = change(state)
+            if new is None or new == state:
+                return outcome
+            try:
+                if revision is None:
+                    await self.groups.create(key, new.dump())
+                else:
+                    await self.groups.update(key, new.dump(), last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return outcome
+        raise RuntimeError(f"group {key} changed {_CAS_TRIES} times under us")
+
+    async def _get(self, key: str) -> tuple[GroupState | None, int | None]:
+        try:
+            entry = await self.groups.get(key)
+        except KeyNotFoundError:
+            return None, None
+        if not entry.value:
+            return None, None
+        return GroupState.model_validate_json(entry.value), entry.revision
+
+    # ------------------------------------------------------------------ flushing
+
+    async def group_keys(self) -> list[str]:
+        """Keys of every group held in KV."""
+        try:
+            keys: list[str] = await self.groups.keys()
+        except NoKeysError:
+            keys = []
+        self.metrics.pending_groups.set(len(keys))
+        return keys
+
+    async def flush_due(self, keys: list[str] | None = None, *, wait: bool = False) -> None:
+        """Plan every group (or ``keys``) now and start the due notifications, each in its own task."""
+        if keys is None:
+            keys = await self.group_keys()
+        silences = await self.silences.all()
+        started: list[asyncio.Task[None]] = []
+        for key in keys:
+            running = self._inflight.get(key)
+            if running is not None and not running.done():
+                if wait:
+                    started.append(running)
+                continue
+            task = asyncio.create_task(self._flush_group(key, silences), name=f"flush:{key}")
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._forget, key))
+            started.append(task)
+        if wait and started:
+            await asyncio.gather(*started, return_exceptions=True)
+
+    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("notifier.flush_failed", group=key, error=f"{type(exc).__name__}: {exc}")
+
+    async def drain(self) -> None:
+        """Wait for the flushes in flight (used when stopping)."""
+        tasks = [t for t in self._inflight.values() if not t.done()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _flush_group(self, key: str, silences: list[Silence]) -> None:
+        state, revision = await self._get(key)
+        if state is None or revision is None:
+            return
+        receiver = self.receivers.get(state.receiver)
+        integration = self.integrations.get(state.target)
+        if receiver is None or integration is None:
+            await self._delete(key, revision)
+            log.info("notifier.group_dropped", group=key, reason="receiver no longer configured")
+            return
+        now = self.clock()
+        decision = plan(state, now, send_resolved=receiver.send_resolved, silences=silences, quiet=receiver.quiet_hours)
+        if decision.state is None:
+            await self._delete(key, revision)
+            return
+        if decision.changed:
+            try:
+                revision = await self.groups.update(key, decision.state.dump(), last=revision)
+            except KeyWrongLastSequenceError:
+                return  # another replica or a new alert changed it: plan again next tick
+            if decision.silenced:
+                self.metrics.suppressed.labels("silenced").inc(len(decision.silenced))
+                log.info("notifier.alerts_silenced", group=key, alerts=decision.silenced)
+            if decision.quiet_deferred:
+                self.metrics.suppressed.labels("quiet_hours").inc()
+                log.info("notifier.notification_deferred", group=key, until=str(decision.due_at))
+        if decision.send is None:
+            return
+        notification = build_notification(decision.state, decision.send, now)
+        result = await self.nflog.claim(notification, now, self.lease)
+        if result.outcome == "taken":
+            log.debug("notifier.claim_taken", group=key, owner=result.claim.owner)
+            return
+        if result.outcome == "done":
+            self.metrics.suppressed.labels("deduplicated").inc()
+            await self._finalize(key, result.claim.notification)
+            return
+        if await self.deliver(result, integration) is not None:
+            await self._finalize(key, result.claim.notification)
+
+    async def _delete(self, key: str, revision: int) -> None:
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await self.groups.delete(key, last=revision)
+
+    async def _finalize(self, key: str, notification: Notification) -> None:
+        now = self.clock()
+
+        def change(state: GroupState | None) -> tuple[GroupState | None, str]:
+            if state is None:
+                return None, "gone"
+            return finalize(state, notification, now), "finalized"
+
+        await self._update(key, change)
+
+    # ------------------------------------------------------------------ delivery
+
+    async def deliver(self, result: ClaimResult, integration: Integration) -> str | None:
+        """Send a claimed notification with retries; return ``sent``, ``dead_lettered`` or None if lost."""
+        notification = result.claim.notification
+        labels = (notification.receiver, notification.integration)
+        started = time.perf_counter()
+        attempt = result.claim.attempts
+        try:
+            while True:
+                attempt += 1
+                await self.nflog.renew(result, self.clock(), self.lease, attempts=attempt)
+                try:
+                    await integration.send(notification)
+                except DeliveryError as exc:
+                    error = exc
+                except Exception as exc:  # a bug or a template error: trying again will not help
+                    error = DeliveryError(f"{type(exc).__name__}: {exc}", retryable=False)
+                else:
+                    await self.nflog.mark(result, "sent", self.clock())
+                    elapsed = time.perf_counter() - started
+                    self.metrics.notifications.labels(*labels, "sent").inc()
+                    self.metrics.latency.labels(*labels).observe(elapsed)
+                    log.info(
+                        "notifier.notification_sent",
+                        notification_id=notification.id,
+                        target=notification.target,
+                        status=notification.status,
+                        alerts=len(notification.alerts),
+                        attempts=attempt,
+                        replay=notification.replay,
+                        takeover=result.takeover,
+                        seconds=round(elapsed, 3),
+                    )
+                    return "sent"
+                if error.retryable and attempt < self.policy.max_attempts:
+                    delay = self.policy.delay(attempt, error.retry_after)
+                    self.metrics.retries.labels(*labels).inc()
+                    log.debug(
+                        f"notifier.{notification.integration}_failed",
+                        notification_id=notification.id,
+                        attempt=attempt,
+                        error=error.reason,
+                        retry_in=round(delay, 3),
+                    )
+                    await self.nflog.renew(
+                        result, self.clock(), self.lease + timedelta(seconds=delay), attempts=attempt
+                    )
+                    await self.sleep(delay)
+                    continue
+                await self._dead_letter(notification, error, attempt)
+                await self.nflog.mark(result, "dead_lettered", self.clock(), error=error.reason)
+                self.metrics.notifications.labels(*labels, "dead_lettered").inc()
+                self.metrics.dead_letters.labels(*labels).inc()
+                log.warning(
+                    "notifier.notification_dead_lettered",
+                    notification_id=notification.id,
+                    target=notification.target,
+                    status=notification.status,
+                    alerts=len(notification.alerts),
+                    attempts=attempt,
+                    retryable=error.retryable,
+                    http_status=error.status,
+                    error=error.reason,
+                )
+                return "dead_lettered"
+        except ClaimLost:
+            log.warning("notifier.claim_lost", notification_id=notification.id, target=notification.target)
+            return None
+
+    async def _dead_letter(self, notification: Notification, error: DeliveryError, attempts: int) -> None:
+        payload = notification.model_dump_json().encode()
+        reason = f"{'gave up' if error.retryable else 'not retryable'} after {attempts} attempt(s): {error.reason}"
+        await self.sink.send(
+            subject=bus.notify_replay_subject(notification.target),
+            payload=payload,
+            headers={"Nats-Msg-Id": f"{notification.id}.r{notification.replay}"},
+            kind="notification",
+            reason=reason,
+            attempts=attempts,
+            receiver=notification.target,
+        )
+
+    async def replay(self, notification: Notification, sequence: int) -> str:
+        """Deliver a notification sent back by ``veille dlq replay`` (outside grouping); return the outcome."""
+        notification = notification.model_copy(update={"replay": sequence})
+        integration = self.integrations.get(notification.target)
+        if integration is None:
+            error = DeliveryError(f"receiver {notification.target!r} is no longer configured", retryable=False)
+            await self._dead_letter(notification, error, 0)
+            return "dead_lettered"
+        result = await self.nflog.claim(notification, self.clock(), self.lease)
+        if result.outcome == "done":
+            return "deduplicated"
+        if result.outcome == "taken":
+            raise RuntimeError(f"notification {notification.id} is being replayed by {result.claim.owner}")
+        outcome = await self.deliver(result, integration)
+        return outcome or "lost"

@@ -1,0 +1,1 @@
+"""One module per external integration, each behind :class:`services.notifier.delivery.Integration`."""

@@ -1,0 +1,159 @@
+"""The notifier's own data: integration targets, notifications, group state (pydantic, JSON in KV)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from veille.models import AlertRaised
+
+__all__ = [
+    "AlertEntry",
+    "Clock",
+    "GroupState",
+    "IntegrationKind",
+    "Notification",
+    "Target",
+    "group_key_hash",
+    "notification_id",
+    "set_hash",
+]
+
+IntegrationKind = Literal["email", "webhook", "slack", "teams"]
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """One integration of a receiver (its second webhook, say): the unit that is grouped and logged."""
+
+    receiver: str
+    kind: IntegrationKind
+    index: int = 0
+
+    @property
+    def id(self) -> str:
+        """Stable identifier, safe in KV keys and subjects: ``crm.webhook.0``."""
+        return f"{self.receiver}.{self.kind}.{self.index}"
+
+
+def group_key_hash(group_key: str) -> str:
+    """Short hex digest of a group key, used in KV keys."""
+    return hashlib.sha256(group_key.encode()).hexdigest()[:20]
+
+
+def set_hash(alerts: list[AlertRaised]) -> str:
+    """Digest of a set of alerts and their status: equal sets notify the same thing."""
+    items = sorted(f"{a.id}:{a.status}" for a in alerts)
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:24]
+
+
+def notification_id(target: str, group_key: str, seq: int, alerts_hash: str) -> str:
+    """Deterministic notification id (also the ``webhook-id``): stable across retries, restarts and replicas."""
+    digest = hashlib.sha256(f"{target}\x1f{group_key}\x1f{seq}\x1f{alerts_hash}".encode()).hexdigest()[:26]
+    return f"msg_{digest}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Notification(_Model):
+    """One message to one integration: a group's alerts at one moment. Sent as is, retried as is."""
+
+    schema_version: Literal[1] = 1
+    id: str
+    target: str
+    receiver: str
+    integration: IntegrationKind
+    group_key: str
+    group_labels: dict[str, str] = Field(default_factory=dict)
+    status: Literal["firing", "resolved"]
+    seq: int = Field(description="Position of this notification in its group's history.")
+    alerts: list[AlertRaised]
+    created_at: datetime
+    replay: int = Field(default=0, description="How many times `veille dlq replay` sent it back.")
+
+    @property
+    def firing(self) -> list[AlertRaised]:
+        """The alerts still firing."""
+        return [a for a in self.alerts if a.status == "firing"]
+
+    @property
+    def resolved(self) -> list[AlertRaised]:
+        """The alerts that resolved."""
+        return [a for a in self.alerts if a.status == "resolved"]
+
+    def common_labels(self) -> dict[str, str]:
+        """Labels every alert of the notification shares."""
+        label_sets = [alert_labels(a) for a in self.alerts]
+        if not label_sets:
+            return {}
+        common = dict(label_sets[0])
+        for labels in label_sets[1:]:
+            common = {k: v for k, v in common.items() if labels.get(k) == v}
+        return common
+
+
+def alert_labels(alert: AlertRaised) -> dict[str, str]:
+    """The labels routes, group_by and silences match on: watch, kind, severity, lang, source, and the alert's own."""
+    labels = dict(alert.labels)
+    labels.update(
+        {
+            "watch": alert.watch,
+            "kind": alert.kind,
+            "severity": alert.severity,
+            "lang": alert.lang or "",
+            "language": alert.lang or "",
+            "source": alert.source or "",
+        }
+    )
+    return labels
+
+
+Notified = Literal["none", "firing", "resolved", "suppressed"]
+
+
+class AlertEntry(_Model):
+    """An alert inside a group, with what its receiver was last told about it."""
+
+    alert: AlertRaised
+    notified: Notified = "none"
+    first_seen: datetime
+
+
+class GroupState(_Model):
+    """The durable state of one group for one integration, kept in the ``veille_notify_groups`` bucket."""
+
+    schema_version: Literal[1] = 1
+    target: str
+    receiver: str
+    integration: IntegrationKind
+    group_key: str
+    group_labels: dict[str, str] = Field(default_factory=dict)
+    group_wait: float
+    group_interval: float
+    repeat_interval: float
+    alerts: dict[str, AlertEntry] = Field(default_factory=dict)
+    first_pending_at: datetime | None = None
+    last_notified_at: datetime | None = None
+    seq: int = 0
+    quiet_until: datetime | None = Field(default=None, description="Set while quiet hours hold the group back.")
+    seen: dict[str, datetime] = Field(
+        default_factory=dict, description="'<alert id>:<status>' of alerts that left the group, for deduplication."
+    )
+
+    def dump(self) -> bytes:
+        """Serialise for KV."""
+        return self.model_dump_json().encode()
+
+
+def dumps(value: object) -> bytes:
+    """Compact JSON bytes."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()

@@ -1,0 +1,236 @@
+"""Notifier test parts: a controllable clock, alerts, configs, a scriptable webhook receiver, app factory.
+
+The NATS server comes from the shared ``nats_server`` fixture (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from services.notifier.app import NotifierApp, NotifierSettings, create_app
+from veille import bus
+from veille.config import VeilleConfig, parse_config
+from veille.models import AlertRaised, SampleMention
+from veille.natsserver import NatsServerProcess
+
+SECRET = "whsec_dGVzdC1zZWNyZXQtZm9yLXZlaWxsZS1ub3RpZmllcg=="
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC
+
+
+class ManualClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+class RecordingSleep:
+    """Backoff sleeps recorded instead of waited (a tiny real yield keeps tasks interleaving)."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        await asyncio.sleep(0)
+
+
+def make_alert(
+    id: str = "alert-1",
+    *,
+    watch: str = "acme",
+    kind: str = "negative_mention",
+    severity: str = "warning",
+    status: str = "firing",
+    text: str = "Acme's outage is a disaster",
+    raised_at: datetime = T0,
+    **extra: Any,
+) -> AlertRaised:
+    """An alert like the classifier's, with one sample mention."""
+    return AlertRaised.model_validate(
+        {
+            "id": id,
+            "watch": watch,
+            "kind": kind,
+            "severity": severity,
+            "status": status,
+            "summary": f"Negative mention of {watch}: {text[:60]}",
+            "lang": "en",
+            "source": "rss",
+            "mention_count": 1,
+            "samples": [
+                SampleMention(
+                    id=f"rss:{id}", source="rss", url="https://news.example/a", title="Acme down", text=text
+                ).model_dump()
+            ],
+            "started_at": raised_at,
+            "raised_at": raised_at,
+            "labels": {"team": "comms"},
+            **extra,
+        }
+    )
+
+
+def webhook_config(url: str, *, route: str = "", receivers_extra: str = "", receiver_opts: str = "") -> VeilleConfig:
+    """A config with one webhook receiver ``hook`` at ``url`` (and optional extra YAML)."""
+    text = f"""
+version: 1
+watches:
+  - name: acme
+    query: acme
+  - name: globex
+    query: globex
+receivers:
+  - name: hook
+{receiver_opts}
+    webhook:
+      - url: {url}
+        secret: {SECRET}
+        headers: {{X-Team: comms}}
+{receivers_extra}
+route:
+  receiver: hook
+  group_by: [watch, kind]
+  group_wait: 0s
+  group_interval: 5m
+  repeat_interval: 4h
+{route}
+"""
+    return parse_config(text, env={})
+
+
+@dataclass
+class Hit:
+    """One request the receiver got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+Responder = Callable[["ScriptedReceiver", web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class ScriptedReceiver:
+    """A loopback HTTP receiver: answers each POST from a script of statuses, records accepted bodies."""
+
+    script: list[int | tuple[int, dict[str, str]]] = field(default_factory=list)
+    hits: list[Hit] = field(default_factory=list)
+    attempts: list[Hit] = field(default_factory=list)
+    hold: asyncio.Event | None = None
+    received: asyncio.Condition = field(default_factory=asyncio.Condition)
+    always: int | None = None
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{path:.*}", self._post)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def url(self, path: str = "hook") -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    async def _post(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        hit = Hit(request.path, dict(request.headers), body)
+        async with self.received:
+            self.attempts.append(hit)
+            self.received.notify_all()
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.script:
+            step = self.script.pop(0)
+        elif self.always is not None:
+            step = self.always
+        else:
+            step = 200
+        status, headers = step if isinstance(step, tuple) else (step, {})
+        if 200 <= status < 300:
+            async with self.received:
+                self.hits.append(hit)
+                self.received.notify_all()
+        return web.Response(status=status, headers=headers, text="ok" if status < 300 else "nope")
+
+    async def wait_for(self, count: int, *, attempts: bool = False, timeout: float = 15.0) -> list[Hit]:
+        """Wait until ``count`` accepted deliveries (or attempts) arrived."""
+        items = self.attempts if attempts else self.hits
+        async with self.received:
+            await asyncio.wait_for(self.received.wait_for(lambda: len(items) >= count), timeout)
+        return list(items)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[ScriptedReceiver]:
+    """A scriptable webhook receiver on 127.0.0.1."""
+    server = ScriptedReceiver()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+AppFactory = Callable[..., Awaitable[NotifierApp]]
+
+
+@pytest.fixture
+async def notifier_factory(nats_server: NatsServerProcess) -> AsyncIterator[AppFactory]:
+    """Start notifiers against the test NATS server; every one started is stopped at the end."""
+    started: list[NotifierApp] = []
+
+    async def factory(
+        config: VeilleConfig, *, instance: str = "replica-a", tick: float = 0.0, **parts: Any
+    ) -> NotifierApp:
+        settings = NotifierSettings(
+            nats_url=nats_server.url,
+            instance=instance,
+            notifier_tick=tick,
+            notifier_lease=parts.pop("lease", 60.0),
+            notifier_max_attempts=parts.pop("max_attempts", 4),
+            notifier_retry_base=0.01,
+            notifier_retry_cap=0.05,
+        )
+        app = create_app(settings, config=config, **parts)
+        await app.start()
+        started.append(app)
+        return app
+
+    try:
+        yield factory
+    finally:
+        for app in started:
+            await app.stop()
+
+
+async def publish_alert(js: Any, alert: AlertRaised) -> None:
+    """Publish an alert the way the classifier does."""
+    msg_id = alert.id if alert.status == "firing" else f"{alert.id}:resolved"
+    await js.publish(bus.alert_subject(alert.watch), alert.model_dump_json().encode(), headers={"Nats-Msg-Id": msg_id})
