@@ -12,12 +12,14 @@ The model, in words:
   it at all (for up to ``adapt_after``, after which a lasting new level is accepted). A surge therefore
   never poisons the baseline that the next surge is compared with.
 * **Counts, not z-scores.** Counts are treated as negative-binomial: variance ``mu + alpha mu^2``, with
-  the over-dispersion ``alpha`` learned online (robustly) for each aggregation scale. The statistic
-  is the signed root of the negative-binomial deviance of the observed count against the expected one
-  (with a continuity correction), which is close to a standard normal deviate in the upper tail even
-  for zero-heavy series with an expected count far below one. It is computed on the last bucket and
-  on sums over a few longer scales (``scales``), so a burst of a few mentions in a quiet watch and a
-  sustained rise in a busy one are both seen; the largest wins.
+  the over-dispersion ``alpha`` learned online for each aggregation scale. It is learned with a much
+  more lenient clip (``dispersion_clip_sigma``) than the baseline, on purpose: how bursty a watch
+  usually is (a busy brand gets a ten-fold burst every other day, a quiet one never does) sets how
+  surprising a burst must be to alert. The statistic is the signed root of the negative-binomial
+  deviance of the observed count against the expected one (with a continuity correction), close to
+  a standard normal deviate in the upper tail even for zero-heavy series with an expected count far
+  below one. It is computed on sums over a few scales (``scales``, 2 h and 6 h by default): a sum
+  reacts at once to a sudden burst and accumulates a slower, sustained rise; the largest wins.
 * **Alerts.** A surge fires when the statistic reaches ``fire_threshold`` *and* the observed count
   exceeds the expected one by at least ``min_excess`` mentions and ``min_ratio`` times. It fires once:
   while firing there is no new alert. It resolves when the statistic has stayed below
