@@ -1,0 +1,129 @@
+"""Composition root of the RSS/Atom ingestor (``ingest-rss``): feeds, Google Alerts, Google News."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import httpx
+import structlog
+
+from services.ingest_rss.logic import SOURCE, feed_targets, parse_feed, select_new
+from veille.config import RssSource, VeilleConfig, load_config
+from veille.httpclient import make_http_client
+from veille.ingest.cursors import Cursor
+from veille.ingest.http import Fetcher
+from veille.ingest.matching import Recheck, build_recheck, positive_terms
+from veille.ingest.metrics import IngestMetrics
+from veille.ingest.runner import Clock, IngestService, PollResult, Target
+from veille.metrics import ServiceMetrics
+from veille.settings import ServiceSettings
+
+__all__ = ["NAME", "RssFeeds", "create_app"]
+
+NAME = "ingest-rss"
+log = structlog.get_logger("ingest_rss")
+
+
+class RssFeeds:
+    """The RSS source: polls each feed with a conditional GET and publishes its new entries."""
+
+    name = SOURCE
+
+    def __init__(self, rss: RssSource, targets: list[Target], fetcher: Fetcher, clock: Clock) -> None:
+        self.rss = rss
+        self._targets = targets
+        self.fetcher = fetcher
+        self.clock = clock
+
+    def targets(self) -> list[Target]:
+        """One target per feed and per Google News search."""
+        return list(self._targets)
+
+    async def poll(self, target: Target, cursor: Cursor) -> PollResult:
+        """Fetch the feed (conditionally), parse it, keep entries not in the cursor."""
+        url = str(target.params["url"])
+        response = await self.fetcher.get(
+            url,
+            headers={"Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.8"},
+            etag=cursor.get("etag"),
+            last_modified=cursor.get("last_modified"),
+        )
+        if response.not_modified:
+            return PollResult([], cursor, not_modified=True, details={"status": 304})
+        feed = parse_feed(
+            response.body, url=url, kind=str(target.params.get("kind", "feed")), watch=target.watch, now=self.clock()
+        )
+        fresh, new_cursor = select_new(feed.mentions, cursor, newest=feed.newest)
+        new_cursor["url"] = url
+        for header, key in ((response.etag, "etag"), (response.last_modified, "last_modified")):
+            if header:
+                new_cursor[key] = header
+            else:
+                new_cursor.pop(key, None)
+        if feed.rejected:
+            log.warning(
+                "ingest.entries_rejected", source=SOURCE, target=target.name, url=url, reasons=dict(feed.rejected)
+            )
+        if feed.problems:
+            log.warning("ingest.feed_repaired", source=SOURCE, target=target.name, url=url, problems=feed.problems)
+        return PollResult(
+            fresh,
+            new_cursor,
+            newest=feed.newest,
+            rejected=feed.rejected,
+            repaired=feed.repaired,
+            details={"status": response.status, "bytes": len(response.body), "feed_entries": len(feed.mentions)},
+        )
+
+
+def _recheck_or_none(config: VeilleConfig) -> tuple[Recheck | None, Callable[[str], list[str]] | None]:
+    try:
+        return build_recheck(config), positive_terms
+    except ImportError:  # pragma: no cover - the query package always ships with veille
+        log.warning("ingest.query_engine_missing", detail="candidates are not re-checked locally")
+        return None, None
+
+
+def create_app(
+    settings: ServiceSettings,
+    *,
+    config: VeilleConfig | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    clock: Clock | None = None,
+    metrics: ServiceMetrics | None = None,
+) -> IngestService:
+    """Build the RSS ingestor from settings (and optional parts a test provides)."""
+    config = config or load_config(settings.config)
+    rss = config.sources.rss
+    metrics = metrics or ServiceMetrics(NAME)
+    ingest_metrics = IngestMetrics(metrics)
+    owns_client = http_client is None
+    client = http_client or make_http_client(user_agent=settings.user_agent, timeout=rss.timeout.total_seconds())
+    fetcher = Fetcher(
+        client,
+        max_bytes=rss.max_bytes,
+        timeout=rss.timeout.total_seconds(),
+        on_quota=ingest_metrics.quota.labels(SOURCE).set,
+    )
+    recheck, terms_of = _recheck_or_none(config)
+    targets = feed_targets(rss, config, terms_of) if rss.enabled else []
+    service_clock = clock
+    source = RssFeeds(rss, targets, fetcher, clock=service_clock or _now)
+    return IngestService(
+        NAME,
+        settings,
+        source,
+        metrics=metrics,
+        ingest_metrics=ingest_metrics,
+        clock=service_clock,
+        recheck=recheck,
+        http_client=client,
+        owns_http_client=owns_client,
+        failing_after=rss.failing_after,
+        jitter=rss.jitter,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
