@@ -29,20 +29,27 @@ from pydantic import (
 from veille.durations import Duration
 
 __all__ = [
+    "BlueskySource",
     "ConfigError",
     "ConfigProblem",
     "EmailReceiver",
     "FeedConfig",
+    "GdeltSource",
     "GoogleNewsSearch",
+    "HackerNewsSource",
+    "MastodonServer",
+    "MastodonSource",
     "Matcher",
     "QuietHours",
     "Receiver",
+    "RedditSource",
     "Route",
     "RssSource",
     "SourcesConfig",
     "VeilleConfig",
     "Watch",
     "WebhookReceiver",
+    "XSource",
     "load_config",
     "parse_config",
 ]
@@ -99,10 +106,139 @@ class RssSource(_IngestLimits):
     )
 
 
+class _SearchSource(_IngestLimits):
+    """A source searched once per watch."""
+
+    watches: list[str] = Field(
+        default_factory=list, description="Watches to search for; empty means every watch allowing this source."
+    )
+    min_interval: Duration = Field(default=timedelta(seconds=1), description="Least time between two requests.")
+
+
+def _secret(value: str | None, path: Path | None) -> str | None:
+    if value:
+        return value
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+    return None
+
+
+def _hn_tags() -> list[Literal["story", "comment"]]:
+    return ["story", "comment"]
+
+
+class HackerNewsSource(_SearchSource):
+    """Hacker News through the Algolia ``search_by_date`` API: stories and comments."""
+
+    interval: Duration = timedelta(minutes=2)
+    base_url: AnyHttpUrl = AnyHttpUrl("https://hn.algolia.com/api/v1")
+    tags: list[Literal["story", "comment"]] = Field(default_factory=_hn_tags, min_length=1)
+    hits_per_page: int = Field(default=100, ge=1, le=1000)
+    max_pages: int = Field(default=5, ge=1, le=50)
+
+
+class BlueskySource(_SearchSource):
+    """Bluesky: the Jetstream firehose (no auth), and searchPosts backfill with an app password."""
+
+    jetstream_url: str = Field(
+        default="wss://jetstream2.us-east.bsky.network/subscribe", pattern=r"^wss?://", description="Jetstream URL."
+    )
+    rewind: Duration = Field(default=timedelta(seconds=5), description="Replay this much on reconnect.")
+    api_url: AnyHttpUrl = Field(default=AnyHttpUrl("https://bsky.social/xrpc"), description="XRPC base for search.")
+    handle: str | None = None
+    app_password: str | None = None
+    app_password_file: Path | None = None
+    interval: Duration = Field(default=timedelta(minutes=10), description="Interval of the searchPosts backfill.")
+
+    def password(self) -> str | None:
+        """The app password, from the value or its file."""
+        return _secret(self.app_password, self.app_password_file)
+
+
+class MastodonServer(_Strict):
+    """A Mastodon server whose hashtag timelines are polled (and streamed, with a token)."""
+
+    url: AnyHttpUrl
+    token: str | None = Field(default=None, description="User access token: enables the streaming API.")
+    token_file: Path | None = None
+    hashtags: list[str] = Field(default_factory=list, description="Extra hashtags, without '#'.")
+
+    def access_token(self) -> str | None:
+        """The token, from the value or its file."""
+        return _secret(self.token, self.token_file)
+
+
+class MastodonSource(_SearchSource):
+    """Mastodon hashtag timelines on the listed servers (``min_id`` cursor, dedupe on ``uri``)."""
+
+    interval: Duration = timedelta(minutes=2)
+    servers: list[MastodonServer] = Field(default_factory=list)
+    streaming: bool = Field(default=True, description="Use the streaming API on servers with a token.")
+
+
+class GdeltSource(_SearchSource):
+    """GDELT DOC 2.0 article list (news coverage), at most one request per 5 seconds."""
+
+    interval: Duration = timedelta(minutes=15)
+    base_url: AnyHttpUrl = AnyHttpUrl("https://api.gdeltproject.org/api/v2/doc/doc")
+    min_interval: Duration = Field(default=timedelta(seconds=5))
+    timespan: Duration = Field(default=timedelta(hours=1), description="Window searched on the first poll.")
+    max_records: int = Field(default=250, ge=1, le=250)
+
+    @field_validator("min_interval")
+    @classmethod
+    def _gdelt_limit(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=5):
+            raise ValueError("GDELT allows at most one request every 5 seconds")
+        return value
+
+
+class RedditSource(_SearchSource):
+    """Reddit search through OAuth (app credentials); off unless they are configured."""
+
+    base_url: AnyHttpUrl = AnyHttpUrl("https://oauth.reddit.com")
+    token_url: AnyHttpUrl = AnyHttpUrl("https://www.reddit.com/api/v1/access_token")
+    client_id: str | None = None
+    client_secret: str | None = None
+    client_secret_file: Path | None = None
+    subreddits: list[str] = Field(default_factory=list, description="Search only these; empty searches all.")
+    user_agent: str = Field(default="veille/0.1 (media monitoring)", description="Reddit requires a unique one.")
+    min_interval: Duration = Field(default=timedelta(seconds=1), description="Reddit allows 100 requests a minute.")
+    limit: int = Field(default=100, ge=1, le=100)
+
+    def secret(self) -> str | None:
+        """The client secret, from the value or its file."""
+        return _secret(self.client_secret, self.client_secret_file)
+
+
+class XSource(_SearchSource):
+    """X API v2 recent search (bearer token); off unless a token is configured."""
+
+    interval: Duration = timedelta(minutes=15)
+    base_url: AnyHttpUrl = AnyHttpUrl("https://api.x.com/2")
+    bearer_token: str | None = None
+    bearer_token_file: Path | None = None
+    max_results: int = Field(default=100, ge=10, le=100)
+    min_interval: Duration = Field(default=timedelta(seconds=15), description="Recent search: 60 requests / 15 min.")
+
+    def token(self) -> str | None:
+        """The bearer token, from the value or its file."""
+        return _secret(self.bearer_token, self.bearer_token_file)
+
+
 class SourcesConfig(_Strict):
     """Per-source settings; a source absent here runs with its defaults or stays off."""
 
     rss: RssSource = Field(default_factory=RssSource)
+    hackernews: HackerNewsSource = Field(default_factory=HackerNewsSource)
+    bluesky: BlueskySource = Field(default_factory=BlueskySource)
+    mastodon: MastodonSource = Field(default_factory=MastodonSource)
+    gdelt: GdeltSource = Field(default_factory=GdeltSource)
+    reddit: RedditSource = Field(default_factory=RedditSource)
+    x: XSource = Field(default_factory=XSource)
 
 
 class Watch(_Strict):
@@ -325,6 +461,10 @@ class VeilleConfig(_Strict):
         for index, search in enumerate(self.sources.rss.google_news):
             if search.watch not in known_watches:
                 problems.append(f"@sources.rss.google_news[{index}].watch: {search.watch!r} is not a defined watch")
+        for section in ("hackernews", "bluesky", "mastodon", "gdelt", "reddit", "x"):
+            for index, name in enumerate(getattr(self.sources, section).watches):
+                if name not in known_watches:
+                    problems.append(f"@sources.{section}.watches[{index}]: {name!r} is not a defined watch")
         receivers = {r.name for r in self.receivers}
         if self.receivers and self.route.receiver is None:
             problems.append("@route.receiver: the root route needs a receiver")
