@@ -5,9 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/veille.yaml
+# `docker compose` (v2); set COMPOSE=docker-compose for the old v1 program.
+COMPOSE ?= docker compose
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck clean
+.PHONY: help install run test lint typecheck clean up down logs
 
 help: ## Show this help
 	@echo "veille — make targets:"
@@ -36,3 +38,13 @@ typecheck: $(STAMP) ## Check types with mypy (strict)
 
 clean: ## Remove the virtual environment and caches (keeps ./var)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+up: ## Start the Docker stack (docker-compose.yml; needs .env, see .env.example)
+	@test -f .env || { echo "no .env: cp .env.example .env and set the passwords"; exit 1; }
+	$(COMPOSE) up -d --build
+
+down: ## Stop the Docker stack (keeps its volumes)
+	$(COMPOSE) down
+
+logs: ## Follow the Docker stack's logs (SERVICE=notifier for one)
+	$(COMPOSE) logs -f --tail=100 $(SERVICE)
