@@ -40,6 +40,7 @@ async def test_alert_on_the_stream_reaches_the_webhook_signed(
     assert body["data"]["alerts"][0]["id"] == "alert-e2e"
     assert body["data"]["alerts"][0]["samples"][0]["text"] == "<b>Acme</b> is down\r\nBcc: x@evil"
     assert hit.headers["webhook-id"] == body["data"]["notification_id"]
+    await app.dispatcher.drain()
     await asyncio.sleep(0.5)  # a few ticks: nothing more is sent
     assert len(receiver.attempts) == 1
     assert app.notifier_metrics.notifications.labels("hook", "webhook", "sent")._value.get() == 1

@@ -1,0 +1,97 @@
+"""Microsoft Teams: a workflow webhook ("Post to a channel when a webhook request is received") with an
+Adaptive Card (version 1.4, full width, wrapped text: readable on a phone).
+
+Mention text is Markdown-escaped; links are only emitted as ``Action.OpenUrl`` for http(s) URLs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from services.notifier.delivery import check_response, error_from_exception
+from services.notifier.model import IntegrationKind, Notification
+from services.notifier.payload import encode
+from services.notifier.render import alert_facts, one_line, teams_escape, title_of
+from veille.config import ChatReceiver
+
+__all__ = ["TeamsIntegration", "teams_message"]
+
+MAX_ALERTS = 5
+MAX_SAMPLES = 2
+
+
+def teams_message(notification: Notification) -> dict[str, Any]:
+    """The workflow-webhook body: one message carrying one Adaptive Card."""
+    resolved = notification.status == "resolved"
+    body: list[dict[str, Any]] = [
+        {
+            "type": "TextBlock",
+            "text": teams_escape(title_of(notification)),
+            "weight": "Bolder",
+            "size": "Medium",
+            "wrap": True,
+            "color": "Good" if resolved else "Attention",
+        }
+    ]
+    actions: list[dict[str, Any]] = []
+    for alert in notification.alerts[:MAX_ALERTS]:
+        body.append(
+            {
+                "type": "TextBlock",
+                "text": teams_escape(one_line(alert.summary, 300)),
+                "wrap": True,
+                "separator": True,
+                "weight": "Bolder",
+            }
+        )
+        facts = [{"title": k, "value": teams_escape(one_line(v, 120))} for k, v in alert_facts(alert)]
+        body.append({"type": "FactSet", "facts": facts})
+        for sample in alert.samples[:MAX_SAMPLES]:
+            text = one_line(sample.title or sample.text, 200)
+            body.append({"type": "TextBlock", "text": "“" + teams_escape(text) + "”", "wrap": True, "isSubtle": True})
+            if sample.url and sample.url.startswith(("http://", "https://")) and len(actions) < 4:
+                actions.append({"type": "Action.OpenUrl", "title": one_line(text, 40), "url": sample.url})
+    hidden = len(notification.alerts) - MAX_ALERTS
+    if hidden > 0:
+        body.append({"type": "TextBlock", "text": f"…and {hidden} more alert(s)", "isSubtle": True, "wrap": True})
+    card: dict[str, Any] = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "msteams": {"width": "Full"},
+        "body": body,
+    }
+    if actions:
+        card["actions"] = actions
+    return {
+        "type": "message",
+        "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
+        ],
+    }
+
+
+class TeamsIntegration:
+    """Posts notifications to one Teams workflow webhook."""
+
+    kind: IntegrationKind = "teams"
+
+    def __init__(self, config: ChatReceiver, client: httpx.AsyncClient) -> None:
+        self.config = config
+        self.client = client
+
+    async def send(self, notification: Notification) -> None:
+        """POST the Adaptive Card once; raise DeliveryError on failure (workflows answer 202)."""
+        body = encode(teams_message(notification))
+        try:
+            response = await self.client.post(
+                str(self.config.url),
+                content=body,
+                headers={"content-type": "application/json"},
+                timeout=self.config.timeout.total_seconds(),
+            )
+        except httpx.HTTPError as exc:
+            raise error_from_exception(exc, "teams") from exc
+        check_response(response, "teams")

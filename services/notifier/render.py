@@ -1,0 +1,64 @@
+"""Text helpers shared by the human-facing integrations (email, Slack, Teams): titles, facts, escaping."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from services.notifier.model import Notification
+from veille.models import AlertRaised
+
+__all__ = ["alert_facts", "one_line", "slack_escape", "teams_escape", "title_of"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]+")
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """Collapse line breaks and control characters into spaces and cut to ``limit`` characters."""
+    text = unicodedata.normalize("NFC", text)
+    text = _CONTROL.sub(" ", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def title_of(notification: Notification) -> str:
+    """A one-line title: status, watch(es) and the first alert's summary."""
+    watches = sorted({a.watch for a in notification.alerts})
+    status = "RESOLVED" if notification.status == "resolved" else "FIRING"
+    count = len(notification.alerts)
+    first = notification.alerts[0].summary if notification.alerts else ""
+    more = f" (+{count - 1} more)" if count > 1 else ""
+    return one_line(f"[veille] {status}: {', '.join(watches)} — {first}{more}", 200)
+
+
+def alert_facts(alert: AlertRaised) -> list[tuple[str, str]]:
+    """Label/value pairs explaining why an alert fired."""
+    facts = [("Watch", alert.watch), ("Kind", alert.kind.replace("_", " ")), ("Severity", alert.severity)]
+    if alert.observed is not None:
+        facts.append(("Observed", f"{alert.observed:g}"))
+    if alert.expected is not None:
+        facts.append(("Expected", f"{alert.expected:g}"))
+    if alert.negative_share is not None:
+        facts.append(("Negative share", f"{alert.negative_share:.0%}"))
+    if alert.mention_count:
+        facts.append(("Mentions", str(alert.mention_count)))
+    if alert.top_terms:
+        facts.append(("Top terms", ", ".join(alert.top_terms[:8])))
+    if alert.top_sources:
+        facts.append(("Top sources", ", ".join(alert.top_sources[:5])))
+    if alert.lang:
+        facts.append(("Language", alert.lang))
+    return facts
+
+
+def slack_escape(text: str) -> str:
+    """Escape text for Slack mrkdwn: ``&``, ``<`` and ``>`` (links and mentions cannot be forged)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_TEAMS_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+
+
+def teams_escape(text: str) -> str:
+    """Escape Markdown in text shown by an Adaptive Card TextBlock."""
+    return _TEAMS_SPECIAL.sub(r"\\\1", text)
