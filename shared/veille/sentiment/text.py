@@ -1,0 +1,112 @@
+"""Turning a social-media text into tokens a lexicon can score.
+
+Handles what tweets and posts are made of: ``@handles`` and URLs (dropped), ``&amp;`` entities and
+literal ``\\u2019`` escapes (decoded), ``#HashTags`` (split into words), elongations (``soooo`` →
+``soo``), shouting (ALL CAPS), runs of ``!``/``?``, emoticons (``:-)``), emoji, French elisions
+(``l'``, ``d'``, ``qu'``, ``n'`` ...) and accents (looked up folded: ``déçu`` = ``decu``).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = ["Token", "fold", "tokenize"]
+
+_ESCAPED = re.compile(r"\\u([0-9a-fA-F]{4})")
+_NOISE = re.compile(r"https?://\S+|\bwww\.\S+|@\w+|\bhttps?\b")
+_PIECE = re.compile(r"#?[^\W_]+(?:['’\-][^\W_]+)*'?|[!?]+|[.,;:]+|[^\w\s]")
+_CAMEL = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+_ELONGATION = re.compile(r"([^\W\d_])\1{2,}")
+_FR_ELISION = re.compile(r"^(l|d|j|n|m|t|s|c|qu|jusqu|lorsqu|puisqu|quoiqu)['’](?=\w)", re.IGNORECASE)
+_CLAUSE_END = frozenset(".,;:")
+
+
+@lru_cache(maxsize=65_536)
+def fold(word: str) -> str:
+    """Return ``word`` lower-cased and without accents (``Déçu`` → ``decu``), for lexicon lookup."""
+    lowered = word.lower().replace("’", "'")
+    if lowered.isascii():
+        return lowered
+    decomposed = unicodedata.normalize("NFKD", lowered)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One unit of text: a word, an emoticon, an emoji, or punctuation.
+
+    ``key`` is the folded form used for lookup; ``shouted`` marks a word in capitals (of two
+    letters or more), ``elongated`` one with a letter repeated three times or more (``sooo``).
+    ``kind`` is ``"word"``, ``"emoticon"``, ``"symbol"`` (emoji or other sign), ``"bang"`` (a run of
+    ``!``/``?``) or ``"stop"`` (punctuation that ends a clause).
+    """
+
+    text: str
+    key: str
+    kind: str
+    shouted: bool = False
+    elongated: bool = False
+
+
+def _clean(text: str) -> str:
+    if "\\u" in text:
+        text = _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), text)
+    if "&" in text:
+        text = html.unescape(text)
+    return _NOISE.sub(" ", text)
+
+
+def _word_tokens(piece: str, french: bool, out: list[Token]) -> None:
+    if piece.startswith("#"):
+        body = piece[1:]
+        parts = _CAMEL.findall(body) if not body.islower() and not body.isupper() else [body]
+        for part in parts or [body]:
+            _word_tokens(part, french, out)
+        return
+    if french:
+        match = _FR_ELISION.match(piece)
+        if match:
+            out.append(Token(match.group(0), fold(match.group(1)) + "'", "word"))
+            piece = piece[match.end() :]
+    if "’" in piece:
+        piece = piece.replace("’", "'")
+    elongated = False
+    if _ELONGATION.search(piece):
+        elongated = True
+        piece = _ELONGATION.sub(r"\1\1", piece)
+    shouted = len(piece) > 1 and piece.isupper()
+    out.append(Token(piece, fold(piece), "word", shouted, elongated))
+
+
+def tokenize(text: str, lang: str | None = None, emoticons: frozenset[str] = frozenset()) -> list[Token]:
+    """Split ``text`` into :class:`Token` s; ``lang="fr"`` also splits French elisions.
+
+    Whitespace-separated chunks found in ``emoticons`` are kept whole (``:-)``, ``<3``).
+    """
+    french = lang == "fr"
+    out: list[Token] = []
+    for chunk in _clean(text).split():
+        if chunk in emoticons:
+            out.append(Token(chunk, chunk, "emoticon"))
+            continue
+        lowered = chunk.lower()
+        if lowered in emoticons:
+            out.append(Token(chunk, lowered, "emoticon"))
+            continue
+        for piece in _PIECE.findall(chunk):
+            first = piece[0]
+            if first in "!?":
+                out.append(Token(piece, piece, "bang"))
+            elif first in _CLAUSE_END:
+                out.append(Token(piece, piece, "stop"))
+            elif first == "#" or first.isalnum():
+                if piece.endswith("'") and len(piece) > 1:
+                    piece = piece[:-1]
+                _word_tokens(piece, french, out)
+            else:
+                out.append(Token(piece, piece, "symbol"))
+    return out
