@@ -23,10 +23,8 @@ both sides.
 
 from __future__ import annotations
 
-import functools
 import html
 import re
-import sys
 import unicodedata
 from html.parser import HTMLParser
 
@@ -157,16 +155,20 @@ _SPECIAL_LETTERS = {
 }
 
 
-@functools.cache
-def _fold_table() -> dict[int, str | None]:
-    """Build (once, on first use) the translation table dropping marks and format characters."""
-    table: dict[int, str | None] = {}
-    for code in range(sys.maxunicode + 1):
-        if unicodedata.category(chr(code)) in ("Mn", "Me", "Cf"):
-            table[code] = None
-    for letter, replacement in _SPECIAL_LETTERS.items():
-        table[ord(letter)] = replacement
-    return table
+_DROPPED_CATEGORIES = frozenset({"Mn", "Me", "Cf"})  # combining marks, enclosing marks, format chars
+_char_folds: dict[str, str] = {}
+
+
+def _fold_char(char: str) -> str:
+    """Return what a non-ASCII character of NFKD-decomposed, case-folded text becomes."""
+    found = _char_folds.get(char)
+    if found is None:
+        if unicodedata.category(char) in _DROPPED_CATEGORIES:
+            found = ""
+        else:
+            found = _SPECIAL_LETTERS.get(char, char)
+        _char_folds[char] = found
+    return found
 
 
 def fold(text: str) -> str:
@@ -179,12 +181,14 @@ def fold(text: str) -> str:
     """
     if text.isascii():
         return text.lower()
-    text = unicodedata.normalize("NFKD", text).casefold()
     # Case folding can produce new decomposable characters (e.g. "İ" → "i̇"): decompose again.
-    text = unicodedata.normalize("NFKD", text).translate(_fold_table())
-    if not text.isascii():
-        # A special letter may have been replaced by something foldable; one more pass is enough.
-        text = unicodedata.normalize("NFKD", text).translate(_fold_table())
+    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
+    # Replace each distinct non-ASCII character at most once (texts hold few distinct ones).
+    for char in set(text):
+        if char > "\x7f":
+            folded = _fold_char(char)
+            if folded != char:
+                text = text.replace(char, folded)
     return text
 
 
@@ -195,6 +199,7 @@ def fold(text: str) -> str:
 # Scripts written without spaces between words: one token per character.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
 _WORD_RE = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
+_ASCII_WORD_RE = re.compile(r"[a-z0-9]+")
 # Query words may also contain the wildcards "*" and "?".
 _PATTERN_RE = re.compile(rf"[{_CJK}]|(?:[^\W_{_CJK}]|[*?])+")
 
@@ -207,7 +212,11 @@ def tokenize(folded: str, *, wildcards: bool = False) -> list[str]:
     characters are one word each. With ``wildcards=True`` (used for query words) ``*`` and ``?``
     count as word characters, so ``"acme*"`` stays one pattern.
     """
-    return (_PATTERN_RE if wildcards else _WORD_RE).findall(folded)
+    if wildcards:
+        return _PATTERN_RE.findall(folded)
+    if folded.isascii():
+        return _ASCII_WORD_RE.findall(folded.lower())
+    return _WORD_RE.findall(folded)
 
 
 def normalise_for_match(text: str) -> list[str]:
@@ -217,4 +226,7 @@ def normalise_for_match(text: str) -> list[str]:
     ``["l", "entreprise", "a", "decu", "ses", "clients"]``. Applying it to the words it
     returns gives back the same words (it is idempotent).
     """
-    return _WORD_RE.findall(fold(text))
+    folded = fold(text)
+    if folded.isascii():
+        return _ASCII_WORD_RE.findall(folded)
+    return _WORD_RE.findall(folded)

@@ -60,7 +60,7 @@ class Document:
 def normalise_host(value: str) -> str:
     """Return the lower-case host in a host name or URL (``"https://WWW.LeMonde.fr/x"`` → ``"www.lemonde.fr"``).
 
-    A leading ``*.`` and a trailing dot are dropped; a value that is not a host is returned folded.
+    A trailing dot is dropped; a value that is not a host is returned folded.
     """
     value = value.strip()
     if "://" in value:
@@ -69,10 +69,7 @@ def normalise_host(value: str) -> str:
         value = value.split("/", 1)[0]
         if ":" in value and value.count(":") == 1:  # host:port
             value = value.split(":", 1)[0]
-    value = fold(value).strip().rstrip(".")
-    if value.startswith("*."):
-        value = value[2:]
-    return value
+    return fold(value).strip().rstrip(".")
 
 
 def host_suffixes(host: str) -> list[str]:

@@ -1,0 +1,304 @@
+"""Near-duplicate stories: one wire story syndicated to 200 sites, or one post quoted 500 times.
+
+Every mention is assigned a *story id*. Mentions whose normalised text is nearly the same get
+the same id, so alerts can count stories as well as mentions.
+
+How it works (bottom-k MinHash, an LSH-style index, bounded memory):
+
+1. The text is normalised: retweet/quote prefixes (``RT @bob:``), trailing ``via @bob`` and URLs
+   are removed, then :func:`veille.text.normalise_for_match` folds case and accents and splits
+   words; only the first :data:`MAX_WORDS` words are used (syndicated copies keep the lead).
+2. The text becomes the set of its word 3-grams ("shingles"), each hashed to 64 bits with a
+   stable hash (words with BLAKE2b, shingles with CPython's tuple hash of those integers, which
+   unlike the hash of a string is not salted per process), and is summarised by its ``k``
+   smallest hashes: a bottom-k MinHash sketch. Two sketches estimate the Jaccard similarity of the two
+   shingle sets and how much of the smaller text the larger one contains.
+3. A new mention joins the most similar live story when the texts are near duplicates
+   (Jaccard ≥ :data:`JACCARD_THRESHOLD`, or the smaller text, of at least
+   :data:`MIN_CONTAINED_SHINGLES` shingles, is ≥ :data:`CONTAINMENT_THRESHOLD` contained in the
+   larger one: a truncated copy, a quote with a comment). Otherwise it starts a new story whose
+   id is derived from its mention id.
+4. Candidates are found through an inverted index of the few smallest hashes of each sketch, so
+   a mention is compared with a handful of stories, not all of them.
+
+Memory is bounded: the index keeps at most ``max_entries`` sketches and forgets those not seen
+for ``ttl`` (in the mentions' own time, so a replay behaves like the original run). A variant
+that is almost identical to a known one refreshes it instead of adding a sketch.
+
+Everything is deterministic: the same sequence of ``assign`` calls gives the same ids in any
+process, which is what lets replicas replaying the same stream agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from array import array
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from veille.text import normalise_for_match
+
+__all__ = [
+    "CONTAINMENT_THRESHOLD",
+    "JACCARD_THRESHOLD",
+    "MAX_WORDS",
+    "MIN_CONTAINED_SHINGLES",
+    "Sketch",
+    "StoryIndex",
+    "StoryStats",
+    "new_story_id",
+    "sketch",
+    "story_text",
+]
+
+SHINGLE_WORDS: Final = 3
+"""Words per shingle."""
+SKETCH_SIZE: Final = 64
+"""Hashes kept per text (the k of bottom-k)."""
+INDEXED_HASHES: Final = 12
+"""Smallest hashes of each sketch put in the inverted index to find candidates."""
+MAX_WORDS: Final = 400
+"""Only the first words of a text are used."""
+JACCARD_THRESHOLD: Final = 0.5
+"""Estimated Jaccard similarity of shingle sets above which two texts are one story."""
+CONTAINMENT_THRESHOLD: Final = 0.8
+"""Estimated share of the smaller text found in the larger one above which they are one story."""
+MIN_CONTAINED_SHINGLES: Final = 8
+"""Containment only counts when the smaller text has at least this many shingles (~10 words)."""
+REFRESH_THRESHOLD: Final = 0.9
+"""A mention with this Jaccard similarity to a known sketch refreshes it instead of adding its own."""
+MAX_CANDIDATES: Final = 16
+"""At most this many candidate sketches (those sharing the most hashes) are compared."""
+
+_MASK: Final = (1 << 64) - 1
+_RT_RE = re.compile(r"^\s*(?:(?:RT|MT)\s+@[\w.\-]+\s*:?\s*)+", re.IGNORECASE)
+_VIA_RE = re.compile(r"\s+(?:via|by)\s+@[\w.\-]+\s*$", re.IGNORECASE)
+_URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+
+
+def story_text(text: str) -> list[str]:
+    """Return the words that identify a story in ``text``.
+
+    Retweet/quote prefixes (``RT @bob:``), a trailing ``via @bob`` and URLs are removed; the rest
+    is folded and split into words by :func:`veille.text.normalise_for_match`; at most
+    :data:`MAX_WORDS` words are kept.
+    """
+    text = text[: MAX_WORDS * 30]
+    text = _URL_RE.sub(" ", _VIA_RE.sub("", _RT_RE.sub("", text)))
+    return normalise_for_match(text)[:MAX_WORDS]
+
+
+_word_hashes: dict[str, int] = {}
+
+
+def _word_hash(word: str) -> int:
+    found = _word_hashes.get(word)
+    if found is None:
+        if len(_word_hashes) >= 200_000:
+            _word_hashes.clear()
+        found = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+        _word_hashes[word] = found
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Sketch:
+    """A bottom-k MinHash sketch: the smallest shingle hashes of a text, ascending.
+
+    ``size`` is the number of distinct shingles; when it is at most the sketch size, ``hashes``
+    holds all of them (the sketch is exact).
+    """
+
+    hashes: tuple[int, ...]
+    size: int
+
+    @property
+    def complete(self) -> bool:
+        """Whether the sketch holds every shingle hash of the text."""
+        return self.size <= len(self.hashes)
+
+    def compare(self, other: Sketch) -> tuple[float, float]:
+        """Estimate ``(jaccard, containment of the smaller text in the larger)`` between two texts.
+
+        Both are estimated on the hashes below the smaller of the two sketch maxima, where both
+        sketches are exact (see Broder, "On the resemblance and containment of documents").
+        """
+        if not self.hashes or not other.hashes:
+            return 0.0, 0.0
+        limit = min(
+            self.hashes[-1] if not self.complete else _MASK,
+            other.hashes[-1] if not other.complete else _MASK,
+        )
+        mine = {h for h in self.hashes if h <= limit}
+        theirs = {h for h in other.hashes if h <= limit}
+        shared = len(mine & theirs)
+        union = len(mine) + len(theirs) - shared
+        jaccard = shared / union if union else 0.0
+        smaller = mine if self.size <= other.size else theirs
+        containment = shared / len(smaller) if smaller else 0.0
+        return jaccard, containment
+
+
+def sketch(words: list[str], size: int = SKETCH_SIZE) -> Sketch:
+    """Return the bottom-``size`` sketch of the word 3-gram shingles of ``words``.
+
+    Fewer than three words make a single shingle of them all; no words, an empty sketch.
+    """
+    if not words:
+        return Sketch((), 0)
+    hashes = [_word_hash(w) for w in words]
+    if len(hashes) < SHINGLE_WORDS:
+        shingles = {hash(tuple(hashes)) & _MASK}
+    else:
+        # CPython's hash of a tuple of ints is not salted (only str and bytes hashes are) and mixes
+        # its items well (xxHash-style): stable across processes, and much faster than BLAKE2b.
+        shingles = {hash(t) & _MASK for t in zip(hashes, hashes[1:], hashes[2:], strict=False)}
+    smallest = sorted(shingles)[:size]
+    return Sketch(tuple(smallest), len(shingles))
+
+
+def new_story_id(mention_id: str) -> str:
+    """Return the id of a story started by a mention: stable, short, derived from the mention id."""
+    return "story:" + hashlib.blake2b(mention_id.encode(), digest_size=10).hexdigest()
+
+
+def _seconds(ts: datetime | float) -> float:
+    return ts.timestamp() if isinstance(ts, datetime) else float(ts)
+
+
+class _Entry:
+    __slots__ = ("hashes", "last_seen", "size", "story_id")
+
+    def __init__(self, story_id: str, found: Sketch, last_seen: float) -> None:
+        self.story_id = story_id
+        self.hashes = array("Q", found.hashes)
+        self.size = found.size
+        self.last_seen = last_seen
+
+    def sketch(self) -> Sketch:
+        return Sketch(tuple(self.hashes), self.size)
+
+
+@dataclass(frozen=True, slots=True)
+class StoryStats:
+    """Counters of a :class:`StoryIndex`."""
+
+    entries: int
+    assigned: int
+    new_stories: int
+    evicted: int
+
+
+class StoryIndex:
+    """Assigns mentions to near-duplicate stories, remembering recent stories only.
+
+    ``max_entries`` bounds the number of sketches kept (each ~2 KB); ``ttl`` forgets sketches not
+    seen for that long, measured in the timestamps passed to :meth:`assign` (a ``datetime`` or
+    seconds since the epoch), not the wall clock. Not thread-safe: use one per task.
+    """
+
+    def __init__(self, *, max_entries: int = 10_000, ttl: timedelta = timedelta(hours=48)) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.max_entries = max_entries
+        self.ttl = ttl.total_seconds()
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()  # least recently seen first
+        self._postings: dict[int, list[int]] = {}
+        self._next = 0
+        self._now = float("-inf")
+        self._assigned = 0
+        self._new = 0
+        self._evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def stats(self) -> StoryStats:
+        """Return how many sketches are kept and how many mentions and stories were seen."""
+        return StoryStats(len(self._entries), self._assigned, self._new, self._evicted)
+
+    def assign(self, mention_id: str, text: str, ts: datetime | float) -> str:
+        """Return the story id of a mention, joining the nearest live story or starting a new one.
+
+        A new story's id is :func:`new_story_id` of ``mention_id``. A mention with no words is a
+        story of its own. Assigning the same mention again gives the same id while its story is
+        remembered.
+        """
+        self._assigned += 1
+        now = _seconds(ts)
+        self._now = max(self._now, now)
+        self._expire()
+        found = sketch(story_text(text))
+        if not found.hashes:
+            self._new += 1
+            return new_story_id(mention_id)
+        best = self._nearest(found)
+        if best is not None:
+            entry_id, jaccard = best
+            entry = self._entries[entry_id]
+            if jaccard >= REFRESH_THRESHOLD:
+                entry.last_seen = max(entry.last_seen, now)
+                self._entries.move_to_end(entry_id)
+                return entry.story_id
+            story_id = entry.story_id
+        else:
+            story_id = new_story_id(mention_id)
+            self._new += 1
+        self._add(_Entry(story_id, found, now))
+        return story_id
+
+    def _nearest(self, found: Sketch) -> tuple[int, float] | None:
+        """Return the most similar live near-duplicate entry and its Jaccard similarity, if any."""
+        counts: dict[int, int] = {}
+        for h in found.hashes[:INDEXED_HASHES]:
+            for entry_id in self._postings.get(h, ()):
+                counts[entry_id] = counts.get(entry_id, 0) + 1
+        if not counts:
+            return None
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_CANDIDATES]
+        horizon = self._now - self.ttl
+        best: tuple[int, float, float] | None = None  # entry, jaccard, score
+        for entry_id, _ in ranked:
+            entry = self._entries[entry_id]
+            if entry.last_seen < horizon:
+                continue
+            jaccard, containment = found.compare(entry.sketch())
+            contained = min(found.size, entry.size) >= MIN_CONTAINED_SHINGLES and containment >= CONTAINMENT_THRESHOLD
+            if jaccard < JACCARD_THRESHOLD and not contained:
+                continue
+            score = max(jaccard, containment) if contained else jaccard
+            if jaccard >= REFRESH_THRESHOLD:
+                return entry_id, jaccard  # a near-identical copy: no need to look further
+            if best is None or score > best[2]:
+                best = (entry_id, jaccard, score)
+        return None if best is None else (best[0], best[1])
+
+    def _add(self, entry: _Entry) -> None:
+        entry_id = self._next
+        self._next += 1
+        self._entries[entry_id] = entry
+        for h in entry.hashes[:INDEXED_HASHES]:
+            self._postings.setdefault(h, []).append(entry_id)
+        while len(self._entries) > self.max_entries:
+            self._evict_oldest()
+
+    def _expire(self) -> None:
+        horizon = self._now - self.ttl
+        while self._entries:
+            entry = next(iter(self._entries.values()))
+            if entry.last_seen >= horizon:
+                break
+            self._evict_oldest()
+
+    def _evict_oldest(self) -> None:
+        entry_id, entry = self._entries.popitem(last=False)
+        self._evicted += 1
+        for h in entry.hashes[:INDEXED_HASHES]:
+            ids = self._postings.get(h)
+            if ids is not None:
+                ids.remove(entry_id)
+                if not ids:
+                    del self._postings[h]
