@@ -207,6 +207,7 @@ class IngestService:
         settings: ServiceSettings,
         source: PollingSource | StreamingSource,
         *,
+        streams: tuple[StreamingSource, ...] = (),
         metrics: ServiceMetrics | None = None,
         clock: Clock | None = None,
         recheck: Recheck | None = None,
@@ -221,11 +222,11 @@ class IngestService:
         self.settings = settings
         self.source = source
         self._poller: PollingSource | None = None
-        self._streamer: StreamingSource | None = None
+        self._streams: list[StreamingSource] = list(streams)
         if _is_polling(source):
             self._poller = source
         else:
-            self._streamer = cast(StreamingSource, source)
+            self._streams.insert(0, cast(StreamingSource, source))
         self.metrics = metrics or ServiceMetrics(name)
         self.ingest_metrics = ingest_metrics or IngestMetrics(self.metrics)
         self.health = Health()
@@ -268,9 +269,9 @@ class IngestService:
                 self._targets[target.key] = target
                 self.states.setdefault(target.key, TargetState())
                 self._tasks.append(asyncio.create_task(self._schedule(target), name=f"{self.name}:{target.name}"))
-            log.info("ingest.targets_scheduled", source=self.source.name, targets=len(self._tasks))
-        else:
-            self._tasks.append(asyncio.create_task(self._stream(), name=f"{self.name}:stream"))
+        for stream in self._streams:
+            self._tasks.append(asyncio.create_task(self._stream(stream), name=f"{self.name}:{stream.name}"))
+        log.info("ingest.started", source=self.source.name, tasks=len(self._tasks))
 
     async def stop(self) -> None:
         """Stop polling, close the HTTP client if ours, disconnect."""
@@ -432,17 +433,16 @@ class IngestService:
             outcome = await self.poll(target)
             await asyncio.sleep(outcome.next_in)
 
-    async def _stream(self) -> None:
-        assert self._streamer is not None
+    async def _stream(self, stream: StreamingSource) -> None:
         ctx = IngestContext(self)
         while True:
             try:
-                await self._streamer.run(ctx)
+                await stream.run(ctx)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("ingest.stream_crashed", source=self.source.name)
-                await asyncio.sleep(self.backoff.base)
+                log.exception("ingest.stream_crashed", source=stream.name)
+            await asyncio.sleep(self.backoff.base)
 
     # ------------------------------------------------------------------ health
 

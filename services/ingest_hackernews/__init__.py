@@ -1,0 +1,1 @@
+"""The Hacker News ingestor: stories and comments through the Algolia ``search_by_date`` API."""

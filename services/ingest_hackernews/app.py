@@ -1,0 +1,139 @@
+"""Composition root of the Hacker News ingestor (``ingest-hackernews``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import structlog
+
+from services.ingest_hackernews.logic import SOURCE, advance_cursor, hit_mention, search_params
+from veille.config import HackerNewsSource, VeilleConfig, load_config
+from veille.httpclient import make_http_client
+from veille.ingest.cursors import Cursor
+from veille.ingest.http import Fetcher, FetchError
+from veille.ingest.matching import build_recheck, positive_terms
+from veille.ingest.metrics import IngestMetrics
+from veille.ingest.runner import Clock, IngestService, PollResult, Target
+from veille.ingest.sources import load_json, make_fetcher, search_targets
+from veille.metrics import ServiceMetrics
+from veille.settings import ServiceSettings
+
+__all__ = ["NAME", "HackerNewsSearch", "create_app"]
+
+NAME = "ingest-hackernews"
+log = structlog.get_logger("ingest_hackernews")
+
+
+class HackerNewsSearch:
+    """Searches HN for each watch, newest first, pages until the cursor, publishes the new hits."""
+
+    name = SOURCE
+
+    def __init__(self, section: HackerNewsSource, targets: list[Target], fetcher: Fetcher) -> None:
+        self.section = section
+        self._targets = targets
+        self.fetcher = fetcher
+        self.url = str(section.base_url).rstrip("/") + "/search_by_date"
+
+    def targets(self) -> list[Target]:
+        """One target per watch."""
+        return list(self._targets)
+
+    async def poll(self, target: Target, cursor: Cursor) -> PollResult:
+        """Fetch the pages newer than the cursor; the poll fails as a whole if any page fails."""
+        terms = positive_terms(str(target.params["query"]))
+        if not terms:
+            raise FetchError("untranslatable", "the watch query has no word or phrase to search for", retryable=False)
+        seen_at = set(cursor.get("ids_at", []))
+        max_pages = self.section.max_pages
+        hits: list[dict[str, Any]] = []
+        repaired: Counter[str] = Counter()
+        page = pages = 0
+        while page < max_pages:
+            params = search_params(
+                terms, list(self.section.tags), cursor, hits_per_page=self.section.hits_per_page, page=page
+            )
+            response = await self.fetcher.get(self.url, params=params)
+            body, bad_utf8 = load_json(response.body)
+            if bad_utf8:
+                repaired["invalid_utf8"] += 1
+            if not isinstance(body, dict) or not isinstance(body.get("hits"), list):
+                raise FetchError("invalid_payload", "Algolia answer has no 'hits' list", retryable=False)
+            hits.extend(h for h in body["hits"] if isinstance(h, dict))
+            pages += 1
+            nb_pages = body.get("nbPages")
+            page += 1
+            if not isinstance(nb_pages, int) or page >= nb_pages:
+                break
+        truncated = page < (body.get("nbPages") or 0) if isinstance(body, dict) else False
+        if truncated:
+            log.warning("ingest.backlog_truncated", source=SOURCE, target=target.name, pages=pages)
+        problems: Counter[str] = Counter()
+        mentions = []
+        newest = None
+        for hit in hits:
+            if str(hit.get("objectID")) in seen_at:
+                continue
+            mention = hit_mention(hit, target.watch, problems)
+            if mention is None:
+                continue
+            mentions.append(mention)
+            if mention.published_at and (newest is None or mention.published_at > newest):
+                newest = mention.published_at
+        new_cursor = advance_cursor(cursor, hits)
+        if newest is None and isinstance(new_cursor.get("created_at_i"), int):
+            newest = datetime.fromtimestamp(new_cursor["created_at_i"], UTC)
+        repaired.update({k: v for k, v in problems.items() if k == "no_date"})
+        return PollResult(
+            mentions,
+            new_cursor,
+            newest=newest,
+            rejected=Counter({k: v for k, v in problems.items() if k != "no_date"}),
+            repaired=repaired,
+            details={"pages": pages, "hits": len(hits), "truncated": truncated or None},
+        )
+
+
+def create_app(
+    settings: ServiceSettings,
+    *,
+    config: VeilleConfig | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    clock: Clock | None = None,
+    metrics: ServiceMetrics | None = None,
+) -> IngestService:
+    """Build the Hacker News ingestor from settings (and optional parts a test provides)."""
+    config = config or load_config(settings.config)
+    section = config.sources.hackernews
+    metrics = metrics or ServiceMetrics(NAME)
+    ingest_metrics = IngestMetrics(metrics)
+    client = http_client or make_http_client(user_agent=settings.user_agent, timeout=section.timeout.total_seconds())
+    fetcher = make_fetcher(
+        client,
+        source=SOURCE,
+        max_bytes=section.max_bytes,
+        timeout=section.timeout.total_seconds(),
+        min_interval=section.min_interval.total_seconds(),
+        metrics=ingest_metrics,
+    )
+    targets = (
+        search_targets(SOURCE, config, section.watches, interval=section.interval.total_seconds())
+        if section.enabled
+        else []
+    )
+    return IngestService(
+        NAME,
+        settings,
+        HackerNewsSearch(section, targets, fetcher),
+        metrics=metrics,
+        ingest_metrics=ingest_metrics,
+        clock=clock,
+        recheck=build_recheck(config),
+        http_client=client,
+        owns_http_client=http_client is None,
+        failing_after=section.failing_after,
+        jitter=section.jitter,
+    )
