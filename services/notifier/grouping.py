@@ -210,7 +210,7 @@ def plan(
     bypass = (
         quiet is not None
         and quiet.critical_bypass
-        and any(a.severity == "critical" and a.status == "firing" for a in pending)
+        and any(a.severity == "critical" and a.status == "firing" for a in [*pending, *active])
     )
     if until is not None and not bypass:
         newly = state.quiet_until != until

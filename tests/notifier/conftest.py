@@ -234,3 +234,16 @@ async def publish_alert(js: Any, alert: AlertRaised) -> None:
     """Publish an alert the way the classifier does."""
     msg_id = alert.id if alert.status == "firing" else f"{alert.id}:resolved"
     await js.publish(bus.alert_subject(alert.watch), alert.model_dump_json().encode(), headers={"Nats-Msg-Id": msg_id})
+
+
+async def settled(js: Any, timeout: float = 10.0) -> None:
+    """Wait until the notifier's consumer has acked every alert on the stream (all recorded in KV)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        info = await js.consumer_info(bus.ALERTS.name, bus.NOTIFIER_CONSUMER.durable)
+        stream = await js.stream_info(bus.ALERTS.name)
+        if info.num_ack_pending == 0 and info.delivered.stream_seq >= stream.state.last_seq:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"alerts not all acked: {info}")
+        await asyncio.sleep(0.02)
