@@ -1,0 +1,120 @@
+"""Pure GDELT logic: the DOC 2.0 query, article mapping, the seen-window cursor."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from veille.ingest.cursors import Cursor
+from veille.ingest.textclean import clean_text
+from veille.ingest.urls import canonical_url, is_http_url
+from veille.models import MentionIngested, mention_id_for
+
+__all__ = ["SOURCE", "article_mention", "gdelt_query", "gdelt_time", "parse_seendate", "remember", "request_params"]
+
+SOURCE = "gdelt"
+OVERLAP = timedelta(minutes=15)
+SEEN_MAX = 3000
+
+# GDELT names languages in English; the ones veille users meet most, as ISO 639-1.
+LANGUAGES = {
+    "english": "en", "french": "fr", "german": "de", "spanish": "es", "italian": "it", "portuguese": "pt",
+    "dutch": "nl", "russian": "ru", "arabic": "ar", "chinese": "zh", "japanese": "ja", "korean": "ko",
+    "polish": "pl", "turkish": "tr", "swedish": "sv", "norwegian": "no", "danish": "da", "finnish": "fi",
+    "greek": "el", "czech": "cs", "romanian": "ro", "hungarian": "hu", "ukrainian": "uk", "catalan": "ca",
+}  # fmt: skip
+SOURCELANG = {"en": "english", "fr": "french", "de": "german", "es": "spanish", "it": "italian", "pt": "portuguese"}
+
+
+def gdelt_query(terms: list[str], languages: list[str]) -> str:
+    """A DOC 2.0 query: phrases quoted, alternatives in ``( ... OR ... )``, ``sourcelang:`` from the watch."""
+    quoted = [f'"{t}"' if not t.isalnum() else t for t in (term.replace('"', " ").strip() for term in terms) if t]
+    query = quoted[0] if len(quoted) == 1 else "(" + " OR ".join(quoted) + ")"
+    langs = [SOURCELANG[code] for code in languages if code in SOURCELANG]
+    if len(langs) == 1:
+        query += f" sourcelang:{langs[0]}"
+    elif langs:
+        query += " (" + " OR ".join(f"sourcelang:{name}" for name in langs) + ")"
+    return query
+
+
+def gdelt_time(moment: datetime) -> str:
+    """GDELT's ``YYYYMMDDHHMMSS`` in UTC."""
+    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+
+
+def parse_seendate(value: Any) -> datetime | None:
+    """``20250612T081500Z`` as a datetime, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def request_params(
+    query: str, cursor: Cursor, *, now: datetime, timespan: timedelta, max_records: int
+) -> dict[str, str]:
+    """Parameters of the article-list request: from the last seen date (less an overlap), else the timespan."""
+    since = now - timespan
+    last = cursor.get("last_seen")
+    if isinstance(last, str):
+        with contextlib.suppress(ValueError):
+            since = datetime.fromisoformat(last) - OVERLAP
+    return {
+        "query": query,
+        "mode": "artlist",
+        "format": "json",
+        "maxrecords": str(max_records),
+        "sort": "datedesc",
+        "startdatetime": gdelt_time(since),
+        "enddatetime": gdelt_time(now),
+    }
+
+
+def article_mention(article: dict[str, Any], watch: str | None, problems: Counter[str]) -> MentionIngested | None:
+    """Map one article of the list to a mention; None (with the reason counted) if it has no usable URL."""
+    url = article.get("url")
+    if not isinstance(url, str) or not is_http_url(url):
+        problems["no_link"] += 1
+        return None
+    published = parse_seendate(article.get("seendate"))
+    if published is None:
+        problems["no_date"] += 1
+    language = article.get("language")
+    lang = LANGUAGES.get(language.strip().lower()) if isinstance(language, str) else None
+    domain = article.get("domain")
+    return MentionIngested(
+        id=mention_id_for(SOURCE, canonical_url(url)),
+        source=SOURCE,
+        watch=watch,
+        url=url,  # type: ignore[arg-type]
+        title=clean_text(article.get("title"))[0] or None,
+        text="",
+        site=domain if isinstance(domain, str) and domain else None,
+        lang=lang,
+        published_at=published,
+    )
+
+
+def remember(cursor: Cursor, mentions: list[MentionIngested]) -> tuple[list[MentionIngested], Cursor]:
+    """Mentions not seen in the overlap window, and the cursor with them remembered."""
+    seen: list[str] = [s for s in cursor.get("seen", []) if isinstance(s, str)]
+    known = set(seen)
+    fresh = []
+    for mention in mentions:
+        if mention.id not in known:
+            known.add(mention.id)
+            fresh.append(mention)
+    out = dict(cursor)
+    out["seen"] = ([m.id for m in fresh] + seen)[:SEEN_MAX]
+    dates = [m.published_at for m in mentions if m.published_at]
+    last = cursor.get("last_seen")
+    if dates:
+        newest = max(dates)
+        if not isinstance(last, str) or newest.isoformat() > last:
+            out["last_seen"] = newest.isoformat()
+    return fresh, out
