@@ -163,10 +163,8 @@ def _fold_char(char: str) -> str:
     """Return what a non-ASCII character of NFKD-decomposed, case-folded text becomes."""
     found = _char_folds.get(char)
     if found is None:
-        if unicodedata.category(char) in _DROPPED_CATEGORIES:
-            found = ""
-        else:
-            found = _SPECIAL_LETTERS.get(char, char)
+        dropped = unicodedata.category(char) in _DROPPED_CATEGORIES
+        found = "" if dropped else _SPECIAL_LETTERS.get(char, char)
         _char_folds[char] = found
     return found
 

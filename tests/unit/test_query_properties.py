@@ -46,17 +46,13 @@ def _flat(kind: type[And] | type[Or], operands: list[Query]) -> Query:
 
 terms = st.sampled_from(WORDS).map(Term)
 wildcards = st.sampled_from(PATTERNS).map(Wildcard)
-phrases = st.lists(st.sampled_from(WORDS + PATTERNS[:3]), min_size=2, max_size=3).map(
-    lambda ws: Phrase(tuple(ws))
-)
+phrases = st.lists(st.sampled_from(WORDS + PATTERNS[:3]), min_size=2, max_size=3).map(lambda ws: Phrase(tuple(ws)))
 positional_leaves = st.one_of(terms, terms, wildcards, phrases)
 
 
 def _positional(children: st.SearchStrategy[Query]) -> st.SearchStrategy[Query]:
     return st.one_of(
-        st.builds(
-            Near, children, children, st.integers(min_value=0, max_value=4), st.booleans()
-        ),
+        st.builds(Near, children, children, st.integers(min_value=0, max_value=4), st.booleans()),
         st.lists(children, min_size=2, max_size=3).map(lambda qs: _flat(Or, qs)),
     )
 
@@ -99,9 +95,7 @@ documents = st.builds(
     Document,
     text=texts(),
     title=st.one_of(st.none(), texts()),
-    url=st.sampled_from(
-        [None, "https://www.lemonde.fr/economie/acme", "https://example.com/x1/outage", "not a url"]
-    ),
+    url=st.sampled_from([None, "https://www.lemonde.fr/economie/acme", "https://example.com/x1/outage", "not a url"]),
     site=st.sampled_from([None, "lemonde.fr", "Le Monde", "www.example.com"]),
     author=st.sampled_from([None, "Jean Panne", "@acme.bsky.social"]),
     lang=st.sampled_from([None, "fr", "en", "fr-CA", "FR"]),
@@ -122,12 +116,16 @@ def test_parse_only_raises_query_syntax_error_on_any_text(text: str) -> None:
 QUERYISH = [
     "acme", "déçu", "AND", "OR", "NOT", "NEAR/3", "NEAR/2f", "(", ")", '"', "*", "?", "-", "+",
     ":", "title:", "lang:", "site:", "foo:", "~", "~2", "^2", "[", "]", "TO", "/", "\\", "&&",
-    "l'x", "covid-19", '"a b"', "NEAR", "url:", "!",
+    "l'x", "covid-19", '"a b"', "NEAR", "url:", "!", '"a b"~1.5', "~0.5", "^1.5", "NEAR/0f",
 ]  # fmt: skip
 
 
 @SETTINGS
-@given(st.lists(st.sampled_from(QUERYISH), max_size=10).map(" ".join))
+@given(
+    st.tuples(st.sampled_from([" ", ""]), st.lists(st.sampled_from(QUERYISH), max_size=10)).map(
+        lambda t: t[0].join(t[1])
+    )
+)
 def test_parse_only_raises_query_syntax_error_on_query_like_text(text: str) -> None:
     """Sequences of query syntax either parse or raise QuerySyntaxError with a position inside the query."""
     try:

@@ -145,6 +145,19 @@ def _check_parentheses(query: str, toks: list[Any]) -> None:
         raise _error("unclosed parenthesis", stack[-1])
 
 
+def _check_modifiers(toks: list[Any]) -> None:
+    """Reject boosts and fuzzy terms, and check proximity numbers, before luqum builds them."""
+    for i, tok in enumerate(toks):
+        if tok.type == "BOOST":
+            raise _error("boosts (^) are not supported in watch queries", tok.lexpos)
+        if tok.type == "APPROX":
+            if i == 0 or toks[i - 1].type != "PHRASE":
+                raise _error("fuzzy search (~) is not supported; use a wildcard such as acme*", tok.lexpos)
+            degree = tok.value.value
+            if degree is not None and not degree.isdigit():
+                raise _error('give a whole number of words after ~, e.g. "acme outage"~5', tok.lexpos)
+
+
 def _near_of(tok: Any) -> re.Match[str] | None:
     if tok.type != "TERM":
         return None
@@ -366,6 +379,8 @@ class _Converter:
             raw = _unescape(item.value[1:-1])
         elif isinstance(item, tree.Word):
             raw = _unescape(item.value)
+        elif isinstance(item, tree.SearchField) and str(item.name).lower() in ("http", "https"):
+            raise self.fail(f'quote URLs: {name}:"https://…"', item)
         else:
             raise self.fail(f"{name}: takes a value, a quoted value or a parenthesised group of values", item)
         try:
@@ -409,11 +424,14 @@ def _parse(query: str) -> Query:
         raise _error("empty query", 0)
     toks = _tokens(query)
     _check_parentheses(query, toks)
+    _check_modifiers(toks)
     rewritten, to_original = _rewrite_near(query, toks)
     try:
         parsed = _luqum_parse(rewritten)
     except ParseError as exc:
         raise _from_luqum(str(exc), rewritten, to_original, len(query)) from None
+    except (ValueError, ArithmeticError):  # pragma: no cover - a luqum edge case the checks above missed
+        raise _error("could not parse this query", 0) from None
     try:
         return _Converter(to_original).convert(parsed, None)
     except RecursionError:
