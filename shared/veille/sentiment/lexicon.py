@@ -404,16 +404,23 @@ def _vader_fr_lexicon() -> dict[str, float]:
     return lexicon
 
 
+_EMOJI_OVERRIDES = {
+    "😡": -2.5, "🤬": -3.0, "😤": -1.5, "👎": -2.0, "👍": 2.0, "👏": 2.0, "🙏": 1.5, "💯": 2.0,
+    "💔": -2.5, "🤮": -2.5, "🤢": -2.0, "🙄": -1.0, "💩": -1.5, "😭": -1.5, "🥰": 3.0, "🤩": 2.5,
+}  # fmt: skip
+"""Common emoji whose English name carries no lexicon word ("pouting face", "thumbs down")."""
+
+
 def _emoji_valences(en_lexicon: dict[str, float]) -> dict[str, float]:
     """Valence of each single-character emoji: the sum of its English name's word valences."""
-    table: dict[str, float] = {}
+    table: dict[str, float] = dict(_EMOJI_OVERRIDES)
     for line in _read("vaderSentiment", "emoji_utf8_lexicon.txt").splitlines():
         emoji, sep, description = line.partition("\t")
         emoji = emoji.replace("\ufe0f", "")
         if not sep or len(emoji) != 1:
             continue
         total = sum(en_lexicon.get(fold(word), 0.0) for word in description.split())
-        if total:
+        if total and emoji not in _EMOJI_OVERRIDES:
             table[emoji] = max(-3.0, min(3.0, total))
     return table
 
@@ -694,12 +701,15 @@ class LexiconBackend:
     def analyze(self, text: str, lang: str | None = None) -> SentimentResult:
         """Return the label and score of ``text`` (``lang``: ISO 639-1 code or ``None``).
 
-        With a calibration the score is P(positive) − P(negative) and the label the most probable
+        A text with no sentiment-bearing word, emoji or emoticon is neutral with score 0. Otherwise,
+        with a calibration the score is P(positive) − P(negative) and the label the most probable
         one; without, the score is the compound valence and the label comes from the neutral band.
         """
         profile = self._profile(lang)
         evidence = _score_tokens(tokenize(text, profile.lang, profile.emoticons), profile)
         tuning = profile.tuning
+        if not evidence.positive and not evidence.negative:
+            return SentimentResult("neutral", 0.0)  # no sentiment word, emoji or emoticon: no opinion
         if profile.calibration is not None:
             probs = profile.calibration.probabilities(features(evidence, text, tuning.alpha))
             best = max(range(3), key=probs.__getitem__)

@@ -98,8 +98,10 @@ def _onnx_runner(path: Path, onnx_file: Path, max_length: int) -> Callable[[list
     if not tokenizer_file.is_file():
         raise FileNotFoundError(f"{tokenizer_file} is missing (the ONNX backend needs a fast tokenizer file)")
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    tokenizer.enable_truncation(max_length=max_length)
-    tokenizer.enable_padding()
+    if tokenizer.truncation is None:
+        tokenizer.enable_truncation(max_length=max_length)
+    if tokenizer.padding is None:
+        tokenizer.enable_padding()
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
