@@ -62,6 +62,7 @@ _VOID_ELEMENTS = frozenset(
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _HSPACE_RE = re.compile(r"[^\S\n]+")
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
+_BLANK_LINES_RE = re.compile(r"\n{2,}")
 
 
 class _TextExtractor(HTMLParser):
@@ -114,8 +115,8 @@ def html_to_text(markup: str) -> str:
 
     Entities are decoded (``&eacute;`` → ``é``), tags and comments removed, the content of
     ``script``, ``style``, ``noscript``, ``template``, ``head``, ``svg`` and similar elements dropped,
-    block elements (``p``, ``div``, ``br``, ``li`` ...) turned into line breaks, and whitespace
-    normalised (see :func:`normalise_whitespace`). Never raises on malformed HTML.
+    block elements (``p``, ``div``, ``br``, ``li`` ...) turned into single line breaks, and
+    whitespace normalised (see :func:`normalise_whitespace`). Never raises on malformed HTML.
 
     The result is *text*: an encoded ``&lt;script&gt;`` comes back as the characters
     ``<script>``, which whoever renders it must escape like any other text.
@@ -130,7 +131,7 @@ def html_to_text(markup: str) -> str:
         parser.close()
     except Exception:  # pragma: no cover - HTMLParser is lenient; belt and braces for odd inputs
         return normalise_whitespace(re.sub(r"<[^>]*>", " ", html.unescape(markup)))
-    return normalise_whitespace("".join(parser.parts))
+    return _BLANK_LINES_RE.sub("\n", normalise_whitespace("".join(parser.parts)))
 
 
 # --------------------------------------------------------------------------------------------
