@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from lingua import LanguageDetector
 
-__all__ = ["DETECTABLE_LANGUAGES", "detect_language", "detect_languages", "normalise_language_tag"]
+__all__ = [
+    "DETECTABLE_LANGUAGES",
+    "detect_language",
+    "detect_languages",
+    "normalise_language_tag",
+    "preload",
+]
 
 DETECTABLE_LANGUAGES: tuple[str, ...] = (
     "en", "fr", "de", "es", "it", "pt", "nl", "ar", "ru", "zh", "ja",
@@ -114,11 +120,17 @@ def _get_detector() -> LanguageDetector:
 
                 codes = [getattr(IsoCode639_1, code.upper()) for code in DETECTABLE_LANGUAGES]
                 _detector = (
-                    LanguageDetectorBuilder.from_iso_codes_639_1(*codes)
-                    .with_preloaded_language_models()
-                    .build()
+                    LanguageDetectorBuilder.from_iso_codes_639_1(*codes).with_preloaded_language_models().build()
                 )
     return _detector
+
+
+def preload() -> None:
+    """Build the detector now (about a second), instead of on the first text that needs it.
+
+    A service calls this at start-up so that its first mention is not slow.
+    """
+    _get_detector()
 
 
 def _marker_hits(words: list[str]) -> dict[str, int]:
