@@ -7,8 +7,9 @@ import click
 from veille.cli.asyncapi_cmd import asyncapi
 from veille.cli.backtest_cmd import backtest
 from veille.cli.run_cmd import check_config, run
+from veille.cli.sentiment_cmd import sentiment
 from veille.cli.up_cmd import up
 
 __all__ = ["ALL"]
 
-ALL: list[click.Command] = [up, run, check_config, asyncapi, backtest]
+ALL: list[click.Command] = [up, run, check_config, asyncapi, backtest, sentiment]
