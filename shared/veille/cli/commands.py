@@ -6,10 +6,12 @@ import click
 
 from veille.cli.asyncapi_cmd import asyncapi
 from veille.cli.backtest_cmd import backtest
+from veille.cli.dlq_cmd import dlq
 from veille.cli.run_cmd import check_config, run
 from veille.cli.sentiment_cmd import sentiment
+from veille.cli.silence_cmd import silence
 from veille.cli.up_cmd import up
 
 __all__ = ["ALL"]
 
-ALL: list[click.Command] = [up, run, check_config, asyncapi, backtest, sentiment]
+ALL: list[click.Command] = [up, run, check_config, asyncapi, backtest, sentiment, silence, dlq]
