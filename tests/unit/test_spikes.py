@@ -158,3 +158,36 @@ def test_statistic_is_calm_for_expected_counts_and_large_for_surges() -> None:
     assert nb_signed_deviance(1, 0.05, 0.0) < 2.0  # one mention where a twentieth is expected
     assert nb_signed_deviance(8, 0.05, 0.0) > 5.0
     assert nb_signed_deviance(40, 10, 0.1) > nb_signed_deviance(20, 10, 0.1) > 0
+
+
+def test_a_day_long_rise_fires_once_and_resolves() -> None:
+    """Volume at 3x the usual for a whole day is one surge: a single alert early in it, and it resolves."""
+    start = 10 * PER_DAY + 8 * 12
+    end = start + PER_DAY
+    values = _series(13, 10.0, seed=9, surge=(start, end, 3.0))
+    decisions = _run(values)
+    fired = [i for i in _fired(decisions) if i >= 3 * PER_DAY]  # once the daily rhythm is learned
+    assert len(fired) == 1
+    assert start <= fired[0] < start + 6 * 12
+    resolved = [i for i, d in enumerate(decisions) if d.event == "resolved" and i > fired[0]]
+    assert len(resolved) == 1
+    assert not decisions[-1].firing
+
+
+def test_warm_up_learns_the_level_of_a_new_watch() -> None:
+    """A new watch's first day teaches the baseline its real level, so over-dispersion is not inflated."""
+    values = _series(4, 2.0, seed=13)
+    det = SpikeDetector(DetectorSettings())
+    _run(values, det)
+    assert det.level == pytest.approx(2.0, rel=0.3)
+    assert max(det.alpha) < 0.3
+
+
+def test_longer_scales_get_family_wise_lower_thresholds() -> None:
+    """A day-long sum is tested twelve times less often than a two-hour one, so it fires at a lower statistic."""
+    det = SpikeDetector(DetectorSettings(scales=(timedelta(hours=2), timedelta(hours=6), timedelta(hours=24))))
+    two_h, six_h, day = det.thresholds
+    assert two_h == pytest.approx(3.0)
+    assert 3.0 > six_h > day > 2.0
+    flat = SpikeDetector(DetectorSettings(familywise=False))
+    assert flat.thresholds == [3.0] * len(flat.settings.scales)

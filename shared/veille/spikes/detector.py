@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from statistics import NormalDist
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -43,11 +44,12 @@ from veille.models import Severity
 
 __all__ = ["Decision", "DetectorSettings", "SpikeDetector", "nb_signed_deviance"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 _WEEK_DAYS = 7
 _DAY = timedelta(days=1)
 _WEEKLY_MAX_STEP = 0.3
+_MIN_THRESHOLD = 0.5
 
 
 class DetectorSettings(BaseModel):
@@ -73,10 +75,19 @@ class DetectorSettings(BaseModel):
         timedelta(days=3), description="Half-life of the over-dispersion estimates."
     )
     scales: tuple[timedelta, ...] = Field(
-        (timedelta(hours=2), timedelta(hours=6)),
+        (timedelta(hours=2), timedelta(hours=6), timedelta(hours=24)),
         description="Aggregation windows on which a surge is tested (each a multiple of the bucket).",
     )
-    fire_threshold: float = Field(3.0, gt=0, description="Statistic (about sigmas) at which a surge fires.")
+    fire_threshold: float = Field(
+        3.0, gt=0, description="Statistic (about sigmas) at which a surge fires on the shortest scale."
+    )
+    familywise: bool = Field(
+        True,
+        description=(
+            "Give longer scales a lower threshold, so that every scale has the same false-alarm rate per day "
+            "(a sum over m buckets is tested m times less often than a single bucket)."
+        ),
+    )
     resolve_threshold: float = Field(1.5, description="Statistic below which volume counts as normal.")
     resolve_after: timedelta = Field(
         timedelta(hours=1), description="How long volume must stay normal before the alert resolves."
@@ -189,6 +200,7 @@ class SpikeDetector:
         self._slots = int(_DAY / s.daily_slot)
         self._slot_buckets = int(s.daily_slot / s.bucket)
         self._scale_buckets = [int(sc / s.bucket) for sc in s.scales]
+        self._thresholds = _scale_thresholds(s.fire_threshold, self._scale_buckets, s.familywise)
         self._severity_buckets = max(1, int(s.severity_window / s.bucket))
         self._history = max(*self._scale_buckets, self._severity_buckets)
         self._eta_level = _rate(s.level_half_life, s.bucket)
@@ -202,6 +214,11 @@ class SpikeDetector:
         self._adapt_buckets = int(s.adapt_after / s.bucket)
         self._max_gap = int(s.max_gap / s.bucket)
         self._reset()
+
+    @property
+    def thresholds(self) -> list[float]:
+        """Return the firing threshold of each scale (in the order of ``settings.scales``)."""
+        return list(self._thresholds)
 
     def _reset(self) -> None:
         self.n = 0
@@ -217,7 +234,10 @@ class SpikeDetector:
         self.alpha_n = [0] * len(self._scale_buckets)
         self.recent_x: list[float] = []
         self.recent_mu: list[float] = []
+        self.sum_x = [0.0] * len(self._scale_buckets)
+        self.sum_mu = [0.0] * len(self._scale_buckets)
         self.firing = False
+        self.fired_scale = 0  # index of the scale that fired the current alert
         self.fired_n = -1  # bucket index of the last "fired"
         self.calm = 0  # consecutive normal buckets while firing
         self.resolved_n = -(10**9)
@@ -304,6 +324,25 @@ class SpikeDetector:
                     self._step(ts - k * bucket, 0.0)
         return self._step(ts, float(value))
 
+    def _push(self, x: float, mu: float) -> None:
+        """Append a bucket to the recent history and slide the per-scale sums."""
+        self.recent_x.append(x)
+        self.recent_mu.append(mu)
+        size = len(self.recent_x)
+        for j, m in enumerate(self._scale_buckets):
+            self.sum_x[j] += x
+            self.sum_mu[j] += mu
+            if size > m:
+                self.sum_x[j] -= self.recent_x[-m - 1]
+                self.sum_mu[j] -= self.recent_mu[-m - 1]
+        if size > self._history:
+            del self.recent_x[0]
+            del self.recent_mu[0]
+        if self.n % self._history == 0:  # wipe rounding drift now and then (deterministically)
+            for j, m in enumerate(self._scale_buckets):
+                self.sum_x[j] = math.fsum(self.recent_x[-m:])
+                self.sum_mu[j] = math.fsum(self.recent_mu[-m:])
+
     def _step(self, ts: datetime, x: float) -> Decision:
         s = self.settings
         self.n += 1
@@ -311,69 +350,86 @@ class SpikeDetector:
         lo, hi, frac, dow = self._slot_position(ts)
         mu = self.level * self._seasonal(lo, hi, frac, dow) if self.n > 1 else x
         mu = max(mu, 1e-6)
-        self.recent_x.append(x)
-        self.recent_mu.append(mu)
-        if len(self.recent_x) > self._history:
-            del self.recent_x[0]
-            del self.recent_mu[0]
+        self._push(x, mu)
 
-        # statistic on each scale
-        best_z = -math.inf
-        best = (x, mu, 1)
-        can_fire_any = False
+        # statistic on each scale, relative to that scale's threshold
+        zs: list[float] = []
+        best_r = -math.inf
+        best_j = -1
+        fire_j = -1
+        since_alert = self.n - self.resolved_n
         for j, m in enumerate(self._scale_buckets):
             if len(self.recent_x) < m:
+                zs.append(-math.inf)
                 continue
-            obs = math.fsum(self.recent_x[-m:])
-            exp = math.fsum(self.recent_mu[-m:])
+            obs = max(self.sum_x[j], 0.0)
+            exp = max(self.sum_mu[j], 1e-9)
             z = nb_signed_deviance(obs, exp, self.alpha[j])
-            if z > best_z:
-                best_z, best = z, (obs, exp, m)
-            if z >= s.fire_threshold and obs - exp >= s.min_excess and obs >= s.min_ratio * exp:
-                can_fire_any = True
-            self._learn_dispersion(j, obs, exp)
+            zs.append(z)
+            r = z / self._thresholds[j]
+            if r > best_r:
+                best_r, best_j = r, j
+            if (
+                r >= 1.0
+                and obs - exp >= s.min_excess
+                and obs >= s.min_ratio * exp
+                and since_alert > max(self._refire_buckets, m - self._resolve_buckets)
+                and (fire_j < 0 or r > zs[fire_j] / self._thresholds[fire_j])
+            ):
+                fire_j = j
+            if self.n > self._warmup_buckets // 2:
+                self._learn_dispersion(j, obs, exp)
 
         warming = self.n <= self._warmup_buckets
         event: Literal["fired", "resolved"] | None = None
         if self.firing:
-            if best_z < s.resolve_threshold:
-                self.calm += 1
-            else:
-                self.calm = 0
+            calm = all(
+                zs[j] < s.resolve_threshold * self._thresholds[j] / s.fire_threshold
+                for j in range(len(zs))
+                if self._scale_buckets[j] <= self._scale_buckets[self.fired_scale]
+            )
+            self.calm = self.calm + 1 if calm else 0
             if self.calm >= self._resolve_buckets:
                 self.firing = False
                 self.resolved_n = self.n
                 event = "resolved"
-        elif can_fire_any and not warming and self.n - self.resolved_n > self._refire_buckets:
+        elif fire_j >= 0 and not warming:
             self.firing = True
             self.fired_n = self.n
+            self.fired_scale = fire_j
             self.calm = 0
             event = "fired"
             k = self._severity_buckets
             self.severity = self._severity(math.fsum(self.recent_x[-k:]), math.fsum(self.recent_mu[-k:]))
+        if event == "fired":
+            best_j = fire_j
 
         # robust learning
         sd = math.sqrt(mu + self.alpha[0] * mu * mu)
         upper = mu + s.clip_sigma * sd
         if self.firing and self.n - self.fired_n < self._adapt_buckets:
             upper = mu
-        x_learn = min(max(x, mu - s.clip_sigma * sd), upper) if self.n > 1 else x
+        # during the warm-up the baseline is still finding its level: it learns every count as it is
+        x_learn = min(max(x, mu - s.clip_sigma * sd), upper) if self.n > self._warmup_buckets else x
         self._learn(x_learn, mu, lo, hi, frac, dow)
 
-        obs, exp, m = best
-        stat = best_z if best_z != -math.inf else 0.0
-        pos = max(stat, 0.0)
-        score = pos / (pos + s.fire_threshold)
+        if best_j >= 0:
+            m = self._scale_buckets[best_j]
+            obs, exp, stat, thr = self.sum_x[best_j], self.sum_mu[best_j], zs[best_j], self._thresholds[best_j]
+        else:
+            m, obs, exp, stat, thr = 1, x, mu, 0.0, self._thresholds[0]
+        ratio = max(stat / thr, 0.0)
+        score = ratio / (ratio + 1.0)
         severity = self.severity if (self.firing or event == "resolved") else None
         return Decision(
             timestamp=ts,
             event=event,
             firing=self.firing,
             severity=severity,
-            observed=obs,
-            expected=exp,
+            observed=max(obs, 0.0),
+            expected=max(exp, 0.0),
             statistic=stat,
-            threshold=s.fire_threshold,
+            threshold=thr,
             score=score,
             scale_buckets=m,
             warming_up=warming,
@@ -416,7 +472,10 @@ class SpikeDetector:
             "alpha_n": list(self.alpha_n),
             "recent_x": list(self.recent_x),
             "recent_mu": list(self.recent_mu),
+            "sum_x": list(self.sum_x),
+            "sum_mu": list(self.sum_mu),
             "firing": self.firing,
+            "fired_scale": self.fired_scale,
             "fired_n": self.fired_n,
             "calm": self.calm,
             "resolved_n": self.resolved_n,
@@ -444,13 +503,36 @@ class SpikeDetector:
         det.alpha_n = [int(v) for v in state["alpha_n"]]
         det.recent_x = [float(v) for v in state["recent_x"]][-det._history :]
         det.recent_mu = [float(v) for v in state["recent_mu"]][-det._history :]
+        det.sum_x = [float(v) for v in state["sum_x"]]
+        det.sum_mu = [float(v) for v in state["sum_mu"]]
         det.firing = bool(state["firing"])
+        det.fired_scale = int(state["fired_scale"])
         det.fired_n = int(state["fired_n"])
         det.calm = int(state["calm"])
         det.resolved_n = int(state["resolved_n"])
         sev = state["severity"]
         det.severity = sev if sev in ("info", "warning", "critical") else None
         return det
+
+
+def _scale_thresholds(threshold: float, scale_buckets: list[int], familywise: bool) -> list[float]:
+    """Return the firing threshold of each scale.
+
+    ``threshold`` applies to the shortest scale. With ``familywise``, a scale ``k`` times longer is
+    tested on ``k`` times fewer independent windows a day, so its one-sided tail probability may be
+    ``k`` times larger for the same false-alarm rate per day: its threshold is the normal quantile of
+    that tail.
+    """
+    if not familywise:
+        return [threshold] * len(scale_buckets)
+    normal = NormalDist()
+    tail = 1.0 - normal.cdf(threshold)
+    shortest = min(scale_buckets)
+    out = []
+    for m in scale_buckets:
+        p = min(tail * m / shortest, 0.5)
+        out.append(max(normal.inv_cdf(1.0 - p), _MIN_THRESHOLD) if m > shortest else threshold)
+    return out
 
 
 def _utc(ts: datetime) -> datetime:
