@@ -2,7 +2,9 @@
 
 Detections are the buckets where the detector *fires* (one per surge). Prints, for each NAB profile,
 the per-file raw scores and the normalised scores of the held-out files, the tuning files and all
-five, then a leave-one-out cross-validation of the firing threshold, the throughput, and writes
+five; then where each alert fell (inside a window: how far into it and what it earned; outside: the
+false-positive cost); then a leave-one-out cross-validation in which the firing threshold *and*
+the set of scales are chosen on four files and the fifth is scored; the throughput; and writes
 everything as JSON to ``bench/results/nab.json``.
 
 Usage::
@@ -15,11 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from veille.spikes.detector import DetectorSettings, SpikeDetector
-from veille.spikes.nab import PROFILES, FileScore, load_windows, normalised_score, read_series_csv, score_detections
+from veille.spikes.nab import (
+    PROFILES,
+    FileScore,
+    load_windows,
+    normalised_score,
+    read_series_csv,
+    row_scores,
+    score_detections,
+    window_bounds,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nab"
@@ -29,6 +41,10 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nab"
 TUNING = ("AAPL", "AMZN", "CRM")
 HELD_OUT = ("CVS", "FB")
 CV_THRESHOLDS = (2.5, 3.0, 3.5, 4.0)
+CV_SCALES: dict[str, tuple[timedelta, ...]] = {
+    "2h+6h": (timedelta(hours=2), timedelta(hours=6)),
+    "2h+6h+24h": (timedelta(hours=2), timedelta(hours=6), timedelta(hours=24)),
+}
 
 
 def _nab_name(symbol: str) -> str:
@@ -63,21 +79,63 @@ def _norm(scores: dict[str, FileScore], symbols: tuple[str, ...], profile: str) 
 
 
 def _leave_one_out(data: Path, symbols: tuple[str, ...]) -> dict[str, Any]:
-    """Pick the firing threshold on four files (standard profile), score the fifth; repeat."""
-    per_threshold = {t: _scores(data, symbols, DetectorSettings(fire_threshold=t))[0] for t in CV_THRESHOLDS}
+    """Pick the firing threshold and the scales on four files (standard profile), score the fifth; repeat.
+
+    Ties go to the configuration nearest the defaults (threshold 3, all scales).
+    """
+    grid = [(t, k) for k in CV_SCALES for t in CV_THRESHOLDS]
+    per_config = {
+        (t, k): _scores(data, symbols, DetectorSettings(fire_threshold=t, scales=CV_SCALES[k]))[0] for t, k in grid
+    }
+    default_scales = list(CV_SCALES)[-1]
     folds: dict[str, Any] = {}
     held: dict[str, list[FileScore]] = {p: [] for p in PROFILES}
     for out in symbols:
         rest = tuple(s for s in symbols if s != out)
-        best = max(CV_THRESHOLDS, key=lambda t: (_norm(per_threshold[t]["standard"], rest, "standard"), -abs(t - 3)))
-        folds[out] = {"threshold": best}
+        best = max(
+            grid,
+            key=lambda c: (
+                round(_norm(per_config[c]["standard"], rest, "standard"), 9),
+                -abs(c[0] - 3),
+                c[1] == default_scales,
+            ),
+        )
+        folds[out] = {"threshold": best[0], "scales": best[1]}
         for p in PROFILES:
-            held[p].append(per_threshold[best][p][out])
+            held[p].append(per_config[best][p][out])
     return {
         "thresholds_tried": list(CV_THRESHOLDS),
+        "scales_tried": list(CV_SCALES),
         "folds": folds,
         "normalised": {p: normalised_score(held[p], PROFILES[p]) for p in PROFILES},
     }
+
+
+def _alerts(data: Path, symbols: tuple[str, ...], settings: DetectorSettings) -> dict[str, list[dict[str, Any]]]:
+    """Return, per file, where each alert fell: in a window (how far in, what it earned) or outside."""
+    windows = load_windows(data / "windows.json")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for symbol in symbols:
+        timestamps, fired, _ = _fired(data, symbol, settings)
+        bounds = window_bounds(timestamps, windows[_nab_name(symbol)])
+        rows = row_scores(len(timestamps), bounds, PROFILES["standard"])
+        alerts = []
+        for i, hit in enumerate(fired):
+            if not hit:
+                continue
+            win = rows.window[i]
+            item: dict[str, Any] = {"timestamp": timestamps[i].isoformat(sep=" "), "standard_score": rows.weight[i]}
+            if win is None:
+                item["where"] = "probation"
+            elif win < 0:
+                item["where"] = "outside"
+            else:
+                left, right = bounds[win]
+                item["where"] = f"window {win}"
+                item["position_in_window"] = (i - left) / (right - left + 1)
+            alerts.append(item)
+        out[symbol] = alerts
+    return out
 
 
 def main() -> None:
@@ -125,14 +183,25 @@ def main() -> None:
                 for s, fs in per_file.items()
             },
         }
+    alerts = _alerts(args.data, symbols, settings)
+    result["alerts"] = alerts
+    print("\nalerts (position 0 = a window's left edge, 0.5 = about the labelled point; standard-profile score)")
+    for s, items in alerts.items():
+        text = ", ".join(
+            f"w{a['where'].split()[-1]}@{a['position_in_window']:.2f}({a['standard_score']:+.2f})"
+            if a["where"].startswith("window")
+            else f"{a['where'][:3]}({a['standard_score']:+.2f})"
+            for a in items
+        )
+        print(f"  {s:<5} {text}")
     rate = buckets / seconds if seconds else float("nan")
     result["throughput_buckets_per_s"] = rate
     print(f"\nthroughput: {rate:,.0f} buckets/s ({buckets} buckets, one detector at a time, update() only)")
     if not args.no_cv:
         cv = _leave_one_out(args.data, symbols)
         result["leave_one_out"] = cv
-        folds = ", ".join(f"{s}:{f['threshold']}" for s, f in cv["folds"].items())
-        print(f"leave-one-out (threshold chosen on the other four: {folds})")
+        folds = ", ".join(f"{s}:{f['threshold']}/{f['scales']}" for s, f in cv["folds"].items())
+        print(f"leave-one-out (threshold/scales chosen on the other four: {folds})")
         for p, v in cv["normalised"].items():
             print(f"  normalised {p:<28} {v:6.1f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
