@@ -18,13 +18,22 @@ The model, in words:
   surprising a burst must be to alert. The statistic is the signed root of the negative-binomial
   deviance of the observed count against the expected one (with a continuity correction), close to
   a standard normal deviate in the upper tail even for zero-heavy series with an expected count far
-  below one. It is computed on sums over a few scales (``scales``, 2 h and 6 h by default): a sum
-  reacts at once to a sudden burst and accumulates a slower, sustained rise; the largest wins.
-* **Alerts.** A surge fires when the statistic reaches ``fire_threshold`` *and* the observed count
+  below one. It is computed on sums over a few scales (``scales``, 2 h, 6 h and 24 h by default): a
+  sum reacts at once to a sudden burst and accumulates a slower, sustained rise (a day-long rise that
+  the short sums' dispersion hides shows on the 24 h sum). With ``familywise``, a scale ``k`` times
+  longer than the shortest is tested ``k`` times less often, so it fires at the normal quantile of a
+  ``k`` times larger tail (3.0, 2.65, 2.14 by default): the same false-alarm rate a day on every
+  scale. The scale furthest above its own threshold decides.
+* **Warm-up.** For ``warmup`` the detector only learns, and learns every count unclipped (a new
+  watch's level is not known yet, so clipping would only slow it down); the over-dispersion starts
+  learning half-way through, once the baseline means something.
+* **Alerts.** A surge fires when the statistic reaches its scale's threshold *and* the observed count
   exceeds the expected one by at least ``min_excess`` mentions and ``min_ratio`` times. It fires once:
-  while firing there is no new alert. It resolves when the statistic has stayed below
-  ``resolve_threshold`` for ``resolve_after``. A new surge can fire ``refire_after`` after the
-  resolution.
+  while firing there is no new alert. It resolves when the statistic on every scale up to the one
+  that fired has stayed below ``resolve_threshold`` (scaled like the thresholds) for
+  ``resolve_after``. A new surge can fire ``refire_after`` after the resolution, and a scale only
+  once its window holds no bucket of the previous alert (the 24 h sum does not report again a
+  surge that was already reported).
 
 Everything is a few float operations per bucket (no history beyond the longest scale), and the whole
 state is a small JSON-serialisable dict (:meth:`SpikeDetector.to_state`).
