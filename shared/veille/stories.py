@@ -19,7 +19,9 @@ How it works (bottom-k MinHash, an LSH-style index, bounded memory):
    larger one: a truncated copy, a quote with a comment). Otherwise it starts a new story whose
    id is derived from its mention id.
 4. Candidates are found through an inverted index of the few smallest hashes of each sketch, so
-   a mention is compared with a handful of stories, not all of them.
+   a mention is compared with a handful of stories, not all of them. A hash shared by very many
+   texts (a common phrase) only remembers its most recent sketches; near duplicates share many
+   hashes, so they still find each other.
 
 Memory is bounded: the index keeps at most ``max_entries`` sketches and forgets those not seen
 for ``ttl`` (in the mentions' own time, so a replay behaves like the original run). A variant
@@ -72,6 +74,8 @@ REFRESH_THRESHOLD: Final = 0.9
 """A mention with this Jaccard similarity to a known sketch refreshes it instead of adding its own."""
 MAX_CANDIDATES: Final = 16
 """At most this many candidate sketches (those sharing the most hashes) are compared."""
+MAX_POSTINGS: Final = 32
+"""A hash shared by many texts (a common phrase) keeps only its most recent sketches in the index."""
 
 _MASK: Final = (1 << 64) - 1
 _RT_RE = re.compile(r"^\s*(?:(?:RT|MT)\s+@[\w.\-]+\s*:?\s*)+", re.IGNORECASE)
@@ -281,7 +285,10 @@ class StoryIndex:
         self._next += 1
         self._entries[entry_id] = entry
         for h in entry.hashes[:INDEXED_HASHES]:
-            self._postings.setdefault(h, []).append(entry_id)
+            ids = self._postings.setdefault(h, [])
+            if len(ids) >= MAX_POSTINGS:
+                del ids[0]
+            ids.append(entry_id)
         while len(self._entries) > self.max_entries:
             self._evict_oldest()
 
@@ -298,7 +305,7 @@ class StoryIndex:
         self._evicted += 1
         for h in entry.hashes[:INDEXED_HASHES]:
             ids = self._postings.get(h)
-            if ids is not None:
+            if ids is not None and entry_id in ids:
                 ids.remove(entry_id)
                 if not ids:
                     del self._postings[h]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
@@ -72,6 +73,22 @@ def normalise_host(value: str) -> str:
     return fold(value).strip().rstrip(".")
 
 
+_SIMPLE_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([A-Za-z0-9.-]+)(?::[0-9]*)?(?:[/?#]|$)")
+
+
+def _url_host(url: str) -> str:
+    """Return the folded host of a URL, or ``""`` (fast path for the usual ``scheme://host/...``)."""
+    url = url.strip()
+    simple = _SIMPLE_URL_RE.match(url)
+    if simple:
+        return simple.group(1).lower().rstrip(".")
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return ""
+    return fold(host).rstrip(".") if host else ""
+
+
 def host_suffixes(host: str) -> list[str]:
     """Return a host and every parent domain of it (``a.b.fr`` → ``["a.b.fr", "b.fr", "fr"]``)."""
     parts = host.split(".")
@@ -86,31 +103,61 @@ class PreparedDocument:
     :meth:`~veille.query.Query.matches` or :meth:`~veille.query.WatchIndex.match`.
     """
 
-    __slots__ = ("_positions", "_wildcards", "document", "hosts", "lang", "site_name", "source")
+    __slots__ = (
+        "_hosts", "_joined_words", "_lang", "_positions", "_site_name", "_source", "_wildcards", "document"
+    )  # fmt: skip
 
     def __init__(self, document: Document) -> None:
         self.document: Final = document
         self._positions: dict[Scope, dict[str, list[int]]] = {}
         self._wildcards: dict[tuple[Scope, str], list[int]] = {}
-        self.lang: Final = fold(document.lang).strip().replace("_", "-") if document.lang else ""
-        self.source: Final = fold(document.source).strip() if document.source else ""
-        hosts: set[str] = set()
-        site_name = ""
-        if document.site:
-            site_name = " ".join(normalise_for_match(document.site))
-            if " " not in document.site.strip():
-                host = normalise_host(document.site)
+        self._joined_words: dict[Scope, str] = {}
+        self._lang: str | None = None
+        self._source: str | None = None
+        self._hosts: frozenset[str] | None = None
+        self._site_name: str | None = None
+
+    @property
+    def lang(self) -> str:
+        """The folded language code (``fr-ca``), or ``""``."""
+        if self._lang is None:
+            lang = self.document.lang
+            self._lang = fold(lang).strip().replace("_", "-") if lang else ""
+        return self._lang
+
+    @property
+    def source(self) -> str:
+        """The folded source name, or ``""``."""
+        if self._source is None:
+            source = self.document.source
+            self._source = fold(source).strip() if source else ""
+        return self._source
+
+    @property
+    def site_name(self) -> str:
+        """The words of ``site`` joined by spaces (``"Le Monde"`` → ``"le monde"``), or ``""``."""
+        if self._site_name is None:
+            site = self.document.site
+            self._site_name = " ".join(normalise_for_match(site)) if site else ""
+        return self._site_name
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        """Hosts of ``site`` (when it is a host name) and of ``url``, with all their parent domains."""
+        if self._hosts is None:
+            hosts: set[str] = set()
+            site = self.document.site
+            if site and " " not in site.strip():
+                host = normalise_host(site)
                 if "." in host:
                     hosts.update(host_suffixes(host))
-        if document.url:
-            try:
-                url_host = urlsplit(document.url.strip()).hostname
-            except ValueError:
-                url_host = None
-            if url_host:
-                hosts.update(host_suffixes(fold(url_host).rstrip(".")))
-        self.hosts: Final = frozenset(hosts)
-        self.site_name: Final = site_name
+            url = self.document.url
+            if url:
+                url_host = _url_host(url)
+                if url_host:
+                    hosts.update(host_suffixes(url_host))
+            self._hosts = frozenset(hosts)
+        return self._hosts
 
     def positions(self, scope: Scope) -> dict[str, list[int]]:
         """Return ``{word: [positions]}`` for a scope (positions ascending)."""
@@ -136,18 +183,33 @@ class PreparedDocument:
             out.setdefault(word, []).append(i)
         return out
 
-    def wildcard_positions(self, scope: Scope, pattern: str, matcher: Callable[[str], bool]) -> list[int]:
-        """Return the sorted positions of the words of a scope that ``matcher`` accepts (cached by pattern)."""
+    def wildcard_positions(
+        self, scope: Scope, pattern: str, matcher: Callable[[str], bool], needle: str = ""
+    ) -> list[int]:
+        """Return the sorted positions of the words of a scope that ``matcher`` accepts (cached by pattern).
+
+        ``needle``, when given, is text that every matching word contains (``" acme"`` for
+        ``acme*``, with a space marking a word boundary): a document whose words, joined by spaces,
+        do not contain it has no match, which is found without testing each word.
+        """
         key = (scope, pattern)
         found = self._wildcards.get(key)
         if found is None:
             found = []
-            for word, where in self.positions(scope).items():
-                if matcher(word):
-                    found.extend(where)
-            found.sort()
+            words = self.positions(scope)
+            if not needle or needle in self._joined(scope, words):
+                for word, where in words.items():
+                    if matcher(word):
+                        found.extend(where)
+                found.sort()
             self._wildcards[key] = found
         return found
+
+    def _joined(self, scope: Scope, words: dict[str, list[int]]) -> str:
+        joined = self._joined_words.get(scope)
+        if joined is None:
+            joined = self._joined_words[scope] = " " + " ".join(words) + " "
+        return joined
 
 
 def prepare(document: Document | PreparedDocument) -> PreparedDocument:

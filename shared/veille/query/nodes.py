@@ -63,15 +63,45 @@ def is_pattern(word: str) -> bool:
 @functools.lru_cache(maxsize=8192)
 def _compile_pattern(pattern: str) -> Callable[[str], bool]:
     """Return a predicate testing whether a whole word matches a wildcard pattern."""
-    stem = pattern.rstrip("*")
-    if stem and not is_pattern(stem):
-        if stem == pattern:
-            return stem.__eq__
-        return lambda word: word.startswith(stem)  # prefix: the common case, no regex
+    if "?" not in pattern:  # only "*": string tests, no regex
+        parts = pattern.split("*")
+        if len(parts) == 1:
+            return pattern.__eq__
+        if len(parts) == 2:
+            head, tail = parts
+            if not tail:
+                return lambda word: word.startswith(head)  # acme*: the common case
+            if not head:
+                return lambda word: word.endswith(tail)  # *corp
+            size = len(head) + len(tail)
+            return lambda word: len(word) >= size and word.startswith(head) and word.endswith(tail)
+        if len(parts) == 3 and not parts[0] and not parts[2]:
+            middle = parts[1]
+            return lambda word: middle in word  # *bank*
     regex = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
     regex = re.sub(r"(?:\.\*)+", ".*", regex)
     compiled = re.compile(regex, re.DOTALL)
     return lambda word: compiled.fullmatch(word) is not None
+
+
+def _needle(pattern: str) -> str:
+    """Return the longest literal run of a pattern, with a space where it touches a word boundary.
+
+    Every word matching ``pattern`` contains it once the words are joined by spaces and framed by
+    spaces: ``acme*`` → ``" acme"``, ``*corp`` → ``"corp "``, ``*bank*`` → ``"bank"``.
+    """
+    runs = re.split(r"([*?]+)", pattern)
+    best, best_index = "", -1
+    for i, run in enumerate(runs):
+        if i % 2 == 0 and len(run) > len(best):
+            best, best_index = run, i
+    if not best:
+        return ""
+    if best_index == 0:
+        best = " " + best
+    if best_index == len(runs) - 1:
+        best += " "
+    return best
 
 
 def _quote(value: str) -> str:
@@ -170,6 +200,7 @@ class Wildcard(Query):
     pattern: str
     raw: str | None = field(default=None, compare=False, repr=False)
     _match: Callable[[str], bool] = field(init=False, compare=False, repr=False, hash=False)
+    _needle: str = field(init=False, compare=False, repr=False, hash=False)
 
     def _positional(self) -> bool:
         return True
@@ -178,6 +209,7 @@ class Wildcard(Query):
         if not is_pattern(self.pattern):
             raise ValueError(f"not a wildcard pattern: {self.pattern!r}")
         object.__setattr__(self, "_match", _compile_pattern(self.pattern))
+        object.__setattr__(self, "_needle", _needle(self.pattern))
 
     @property
     def prefix(self) -> str:
@@ -192,10 +224,10 @@ class Wildcard(Query):
         return self.pattern
 
     def _eval(self, doc: PreparedDocument, scope: Scope) -> bool:
-        return bool(doc.wildcard_positions(scope, self.pattern, self._match))
+        return bool(doc.wildcard_positions(scope, self.pattern, self._match, self._needle))
 
     def _spans(self, doc: PreparedDocument, scope: Scope) -> list[Span]:
-        return [(p, p) for p in doc.wildcard_positions(scope, self.pattern, self._match)]
+        return [(p, p) for p in doc.wildcard_positions(scope, self.pattern, self._match, self._needle)]
 
     def _leaves(self, positive: bool, scope: Scope) -> Iterator[tuple[Term | Phrase | Wildcard, bool, Scope]]:
         yield self, positive, scope
@@ -208,6 +240,7 @@ class Phrase(Query):
     words: tuple[str, ...]
     raw: str | None = field(default=None, compare=False, repr=False)
     _matchers: tuple[Callable[[str], bool] | None, ...] = field(init=False, compare=False, repr=False, hash=False)
+    _needles: tuple[str, ...] = field(init=False, compare=False, repr=False, hash=False)
 
     def _positional(self) -> bool:
         return True
@@ -216,6 +249,7 @@ class Phrase(Query):
         if len(self.words) < 2 or not all(self.words):
             raise ValueError("a phrase has at least two words")
         object.__setattr__(self, "_matchers", tuple(_compile_pattern(w) if is_pattern(w) else None for w in self.words))
+        object.__setattr__(self, "_needles", tuple(_needle(w) if is_pattern(w) else "" for w in self.words))
 
     def __str__(self) -> str:
         return _quote(" ".join(self.words))
@@ -225,7 +259,7 @@ class Phrase(Query):
         word = self.words[i]
         if matcher is None:
             return doc.positions(scope).get(word, [])
-        return doc.wildcard_positions(scope, word, matcher)
+        return doc.wildcard_positions(scope, word, matcher, self._needles[i])
 
     def _starts(self, doc: PreparedDocument, scope: Scope, first_only: bool) -> list[int]:
         lists = [self._word_positions(doc, scope, i) for i in range(len(self.words))]
