@@ -39,20 +39,28 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sentiment"
 DEFAULT_OUT = ROOT / "bench" / "results" / "query.json"
 
-BRANDS = """
-Acme Globex Initech Umbrella Hooli Stark Wayne Wonka Cyberdyne Tyrell Soylent Vandelay Massive Dynamic
-Airbus Renault Peugeot Citroën Michelin Danone Carrefour Auchan Leclerc Orange Bouygues Free SFR Total
-TotalEnergies Engie EDF Veolia Suez Thales Safran Dassault Sanofi L'Oréal LVMH Hermès Kering Chanel Decathlon
-Fnac Darty Boulanger Cdiscount Vinted BlaBlaCar Doctolib Deezer Ubisoft Criteo OVHcloud Atos Capgemini Sodexo
-Accor Michelin SNCF RATP Transavia Lactalis Bonduelle Ricard Pernod Lacoste Sephora Yves Rocher Leroy Merlin
-Apple Google Alphabet Microsoft Amazon Meta Facebook Instagram WhatsApp Netflix Spotify Tesla SpaceX Uber Lyft
-Airbnb Twitter Bluesky Mastodon Reddit Nvidia Intel AMD Samsung Sony Nintendo Xbox PlayStation Adobe Oracle
-Salesforce Slack Zoom Dropbox Shopify Stripe PayPal Visa Mastercard Boeing Ford Toyota Volkswagen BMW Audi
-Nestlé Unilever Coca-Cola Pepsi McDonald's Starbucks Walmart Costco Target Nike Adidas Puma Zara H&M IKEA
-Pfizer Moderna AstraZeneca Bayer Siemens Philips Ericsson Nokia Vodafone Telefónica BNP Société Générale
-Crédit Agricole AXA Allianz HSBC Barclays Santander ING Revolut N26 Qonto Lydia Monzo Klarna Deliveroo
-Glovo Bolt Lime Dott Tier Getir Gorillas Flink Frichti Picnic Ocado Tesco Lidl Aldi Intermarché Casino Monoprix
-""".split()
+# fmt: off
+BRANDS = [
+    "Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Cyberdyne", "Tyrell",
+    "Soylent", "Vandelay", "Massive Dynamic", "Airbus", "Renault", "Peugeot", "Citroën", "Michelin",
+    "Danone", "Carrefour", "Auchan", "Leclerc", "Orange", "Bouygues", "Free", "SFR", "Total",
+    "TotalEnergies", "Engie", "EDF", "Veolia", "Suez", "Thales", "Safran", "Dassault", "Sanofi", "L'Oréal",
+    "LVMH", "Hermès", "Kering", "Chanel", "Decathlon", "Fnac", "Darty", "Boulanger", "Cdiscount", "Vinted",
+    "BlaBlaCar", "Doctolib", "Deezer", "Ubisoft", "Criteo", "OVHcloud", "Atos", "Capgemini", "Sodexo",
+    "Accor", "SNCF", "RATP", "Transavia", "Lactalis", "Bonduelle", "Ricard", "Pernod", "Lacoste", "Sephora",
+    "Yves Rocher", "Leroy Merlin", "Apple", "Google", "Alphabet", "Microsoft", "Amazon", "Meta", "Facebook",
+    "Instagram", "WhatsApp", "Netflix", "Spotify", "Tesla", "SpaceX", "Uber", "Lyft", "Airbnb", "Twitter",
+    "Bluesky", "Mastodon", "Reddit", "Nvidia", "Intel", "AMD", "Samsung", "Sony", "Nintendo", "Xbox",
+    "PlayStation", "Adobe", "Oracle", "Salesforce", "Slack", "Zoom", "Dropbox", "Shopify", "Stripe",
+    "PayPal", "Visa", "Mastercard", "Boeing", "Ford", "Toyota", "Volkswagen", "BMW", "Audi", "Nestlé",
+    "Unilever", "Coca-Cola", "Pepsi", "McDonald's", "Starbucks", "Walmart", "Costco", "Target", "Nike",
+    "Adidas", "Puma", "Zara", "H&M", "IKEA", "Pfizer", "Moderna", "AstraZeneca", "Bayer", "Siemens",
+    "Philips", "Ericsson", "Nokia", "Vodafone", "Telefónica", "BNP", "Société Générale", "Crédit Agricole",
+    "AXA", "Allianz", "HSBC", "Barclays", "Santander", "ING", "Revolut", "N26", "Qonto", "Lydia", "Monzo",
+    "Klarna", "Deliveroo", "Glovo", "Bolt", "Lime", "Dott", "Tier", "Getir", "Gorillas", "Flink", "Frichti",
+    "Picnic", "Ocado", "Tesco", "Lidl", "Aldi", "Intermarché", "Casino", "Monoprix",
+]
+# fmt: on
 ALIASES = {"Meta": "Facebook", "Alphabet": "Google", "Total": "TotalEnergies", "X": "Twitter"}
 TOPICS_EN = ["outage", "layoffs", "strike", "recall", "lawsuit", "scandal", "breach", "hack", "boycott", "fine"]
 TOPICS_FR = ["panne", "licenciements", "grève", "rappel", "procès", "scandale", "fuite", "piratage", "boycott"]
