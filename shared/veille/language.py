@@ -75,23 +75,37 @@ _TAG_SPLIT = re.compile(r"[-_.@]")
 _MARKERS: dict[str, frozenset[str]] = {
     "en": _words(
         "the and is are was were you your this that with have has been will what just they their "
-        "it's i'm don't can't would could should there from about which when"
+        "it's i'm don't can't would could should there from about which when of to for my our not "
+        "all be get got going if he she his him her who how why does did out i've i'll i'd "
+        "didn't doesn't isn't won't"
     ),
     "fr": _words(
         "les des est et une pour dans avec pas nous vous sont mais cette ces ils elles aux sur "
         "le du au ce je ne qui ont fait plus tout comme ses leur leurs être été très aussi ça "
-        "avoir faut peut doit encore déjà où après avant chez sans entre"
+        "avoir faut peut doit encore déjà où après avant chez sans entre notre votre cela ceci "
+        "celui celle quand était moins toujours jamais rien contre depuis selon sous vers donc "
+        "alors puis parce quoi pourquoi ici là voilà oui merci bonjour veut vont suis sommes êtes "
+        "avons avez eux même autre autres tous toute toutes beaucoup trop à"
     ),
     "de": _words("der die das und ist nicht ein eine mit auf für ich sie wir sind auch"),
     "es": _words("el los las es pero muy del al hay también"),
-    "it": _words("il gli che di è sono non per ma anche della questo"),
+    "it": _words("il gli che di è sono per ma anche della questo"),
     "pt": _words("os não uma com mas muito do dos"),
     "nl": _words("het een van niet zijn voor dat maar ook wij"),
 }
+_MARKER_LANG: dict[str, str] = {word: lang for lang, words in _MARKERS.items() for word in words}
+"""Each marker word to its language (one dictionary lookup per word on the fast path)."""
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
-_FR_ELISION = re.compile(r"^(?:d|j|n|c|s|qu|jusqu|lorsqu|puisqu)'[^\W\d_]")
-"""A French elided article or pronoun (``d'un``, ``qu'il``, ``c'est``; not ``l'``, Italian has it too)."""
+_FR_ELISION = re.compile(r"^(?:d|j|n|c|s|qu|jusqu|lorsqu|puisqu)'[^\W\d_]|^l'[éêœ]")
+"""A French elided article or pronoun (``d'un``, ``qu'il``, ``c'est``, ``l'écologie``; not ``l'`` before
+other letters, Italian has it too)."""
+_FR_SHAPE = re.compile(r"^é[^\W\d_]{3}|ée")
+"""Word shapes that are French rather than Spanish, Italian or Portuguese (``écologie``, ``menacée``)."""
 _FAST_PATH_MIN_HITS = 2
+_FAST_PATH_DOMINANCE = 3
+"""From three marker words on, one language wins the fast path when it has at least this many times
+as many as all the others together (``l'écologie c'est pas son truc`` with one Italian-looking
+``non``); with two, it needs the others to have none."""
 
 _detector: LanguageDetector | None = None
 _detector_lock = threading.Lock()
@@ -134,16 +148,36 @@ def preload() -> None:
 
 
 def _marker_hits(words: list[str]) -> dict[str, int]:
-    hits = {lang: sum(1 for word in words if word in markers) for lang, markers in _MARKERS.items()}
-    hits["fr"] += sum(1 for word in words if _FR_ELISION.match(word))
+    hits = dict.fromkeys(_MARKERS, 0)
+    marker_lang = _MARKER_LANG
+    for word in words:
+        lang = marker_lang.get(word)
+        if lang is not None:
+            hits[lang] += 1
+        elif ("'" in word and _FR_ELISION.match(word)) or ("é" in word and _FR_SHAPE.search(word)):
+            hits["fr"] += 1
     return hits
 
 
 def _fast_path(hits: dict[str, int]) -> str | None:
     best = max(hits, key=hits.__getitem__)
-    if hits[best] >= _FAST_PATH_MIN_HITS and sum(hits.values()) == hits[best]:
+    top = hits[best]
+    others = sum(hits.values()) - top
+    if top >= _FAST_PATH_MIN_HITS and others == 0:
+        return best
+    if top > _FAST_PATH_MIN_HITS and top >= _FAST_PATH_DOMINANCE * others:
         return best
     return None
+
+
+def _has_letters(text: str, count: int) -> bool:
+    """Return whether ``text`` has at least ``count`` letters (stops as soon as it has)."""
+    for ch in text:
+        if ch.isalpha():
+            count -= 1
+            if count <= 0:
+                return True
+    return count <= 0
 
 
 def detect_language(text: str, declared: str | None = None) -> str | None:
@@ -157,7 +191,7 @@ def detect_language(text: str, declared: str | None = None) -> str | None:
     if tag is not None:
         return tag
     cleaned = _NOISE.sub(" ", text)
-    if sum(1 for ch in cleaned if ch.isalpha()) < MIN_LETTERS:
+    if not _has_letters(cleaned, MIN_LETTERS):
         return None
     hits = _marker_hits(_WORD.findall(cleaned.lower().replace("’", "'")))
     fast = _fast_path(hits)

@@ -59,3 +59,37 @@ def test_detect_languages_pairs_texts_with_their_declared_tags() -> None:
     assert detect_languages(["Bonjour à tous, merci pour votre aide", "hello"], ["", "en-US"]) == ["fr", "en"]
     with pytest.raises(ValueError, match="declared"):
         detect_languages(["a", "b"], ["en"])
+
+
+def test_fast_path_lets_a_dominant_language_win_over_one_stray_marker() -> None:
+    """Several French markers and one word that looks Italian or Spanish stay French, without lingua."""
+    from veille.language import _fast_path, _marker_hits
+
+    hits = _marker_hits(["l'écologie", "c'est", "pas", "son", "truc", "il", "préfère", "ses", "amis"])
+    assert hits["fr"] >= 3 * max(count for lang, count in hits.items() if lang != "fr")
+    assert _fast_path(hits) == "fr"
+    assert _fast_path({"fr": 1, "it": 1, "en": 0}) is None  # a tie is for the detector
+    assert _fast_path({"fr": 2, "it": 1, "en": 0}) is None
+
+
+def test_french_word_shapes_count_as_french_markers() -> None:
+    """'l'écologie' (elided article before é) and participles in -ée are French evidence."""
+    from veille.language import _marker_hits
+
+    assert _marker_hits(["l'écologie"])["fr"] == 1
+    assert _marker_hits(["menacée"])["fr"] == 1
+    assert _marker_hits(["l'ho"])["fr"] == 0  # Italian elision
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Oh non ! J'ai brisé l'équilibre écologique !", "fr"),
+        ("Non è vero, sono qui per te e anche per lei", "it"),
+        ("Vou à praia com muito sol, não sei quando volto", "pt"),
+        ("Ik weet niet of het een goed idee is", "nl"),
+    ],
+)
+def test_neighbouring_languages_are_not_taken_for_french_or_english(text: str, expected: str) -> None:
+    """Shared words ('non', 'à', 'of') do not pull Italian, Portuguese or Dutch into French or English."""
+    assert detect_language(text) == expected
