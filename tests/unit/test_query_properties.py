@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -185,3 +187,51 @@ def test_word_query_matches_its_own_text(text: str) -> None:
     if not normalise_for_match(text) or "*" in text or "?" in text:
         return
     assert parse_query(f'"{escaped}"').matches(Document(text=f"before {text} after"))
+
+
+def _reference_word(pattern: str, word: str) -> bool:
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, word) is not None
+
+
+def _reference_spans(query: Query, words: list[str]) -> set[tuple[int, int]]:
+    """Occurrences of a positional query in a word list, computed the obvious, slow way."""
+    if isinstance(query, Term | Wildcard):
+        pattern = query.word if isinstance(query, Term) else query.pattern
+        return {(i, i) for i, w in enumerate(words) if _reference_word(pattern, w)}
+    if isinstance(query, Phrase):
+        n = len(query.words)
+        return {
+            (i, i + n - 1)
+            for i in range(len(words) - n + 1)
+            if all(_reference_word(p, w) for p, w in zip(query.words, words[i : i + n], strict=True))
+        }
+    if isinstance(query, Or):
+        return set().union(*(_reference_spans(q, words) for q in query.operands))
+    assert isinstance(query, Near)
+    out = set()
+    for a in _reference_spans(query.left, words):
+        for b in _reference_spans(query.right, words):
+            if a[1] < b[0] and b[0] - a[1] - 1 <= query.distance:
+                out.add((a[0], b[1]))
+            elif not query.ordered and b[1] < a[0] and a[0] - b[1] - 1 <= query.distance:
+                out.add((b[0], a[1]))
+    return out
+
+
+small_words = st.text(alphabet="abc", min_size=1, max_size=3)
+small_patterns = st.text(alphabet="abc*?", min_size=1, max_size=4)
+small_leaves = st.one_of(
+    small_words.map(Term),
+    small_patterns.filter(lambda p: "*" in p or "?" in p).map(Wildcard),
+    st.lists(st.one_of(small_words, small_patterns), min_size=2, max_size=3).map(lambda ws: Phrase(tuple(ws))),
+)
+small_positional = st.recursive(small_leaves, _positional, max_leaves=4)
+
+
+@SETTINGS
+@given(small_positional, st.lists(small_words, max_size=12))
+def test_positional_queries_match_like_a_brute_force_reference(query: Query, words: list[str]) -> None:
+    """Words, wildcards, phrases, OR and NEAR match exactly when a brute-force search finds an occurrence."""
+    doc = Document(text=" ".join(words))
+    assert query.matches(doc) is bool(_reference_spans(query, words))
