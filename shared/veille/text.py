@@ -166,7 +166,8 @@ def _fold_char(char: str) -> str:
     if found is None:
         dropped = unicodedata.category(char) in _DROPPED_CATEGORIES
         found = "" if dropped else _SPECIAL_LETTERS.get(char, char)
-        _char_folds[char] = found
+        if len(_char_folds) < 100_000:  # bounded: hostile text cannot grow it without limit
+            _char_folds[char] = found
     return found
 
 
