@@ -97,7 +97,27 @@ class LanguageProfile:
     """Words that boost a valenced word right after them, and otherwise keep their own valence."""
     inflections: tuple[str, ...] = ()
     """Endings to strip when a word is not in the lexicon (French ``es``, ``s``, ``e``, ``x``)."""
+    extra_lexicons: tuple[dict[str, float], ...] = ()
+    """Further word lists (folded word → valence, on a scale like VADER's ±4) scored with the same
+    rules; each gives the calibration its own positive and negative sums (English: AFINN)."""
+    valence_bins: bool = False
+    """Give the calibration counts of the words in each band of lexicon valence (strong, moderate,
+    mild; negative and positive), so that it can weigh one strong word against several mild ones."""
     _cache: dict[str, float] = field(default_factory=dict, repr=False)
+    _extra_cache: dict[str, tuple[float, ...]] = field(default_factory=dict, repr=False)
+
+    def extra_valences(self, key: str) -> tuple[float, ...]:
+        """Return the valence of a folded word in each of :attr:`extra_lexicons` (``()`` if none has it)."""
+        found = self._extra_cache.get(key)
+        if found is not None:
+            return found
+        values = tuple(lexicon.get(key, 0.0) for lexicon in self.extra_lexicons)
+        if not any(values):
+            values = ()
+        if len(self._extra_cache) > 200_000:
+            self._extra_cache.clear()
+        self._extra_cache[key] = values
+        return values
 
     def valence(self, key: str) -> float:
         """Return the lexicon valence of a folded word, 0.0 when it has none."""
@@ -526,22 +546,52 @@ class Evidence(NamedTuple):
     negations: int
     bangs: int
     questions: int
+    extra: tuple[tuple[float, float], ...] = ()
+    """(positive, negative) sums of each of the profile's extra lexicons, after the same rules."""
+    bins: tuple[int, ...] = ()
+    """Counts of lexicon words by valence band (see :data:`VALENCE_BANDS`), when the profile asks."""
+
+
+VALENCE_BANDS: tuple[float, ...] = (-2.5, -1.5, 0.0, 1.5, 2.5)
+"""Edges of the six valence bands counted in :attr:`Evidence.bins`: ≤ −2.5, ≤ −1.5, < 0, < 1.5,
+< 2.5 and above (VADER's scale: −2.5 is ``awful``, −1.5 ``sad``, 1.5 ``nice``, 2.5 ``great``)."""
+_MAX_BIN_COUNT = 3
+
+
+def _band(value: float) -> int:
+    if value < 0:
+        return 0 if value <= -2.5 else 1 if value <= -1.5 else 2
+    return 3 if value < 1.5 else 4 if value < 2.5 else 5
 
 
 def _score_tokens(tokens: list[Token], profile: LanguageProfile) -> Evidence:
-    """Return the valence evidence of a token list (``total`` is VADER's unnormalised sum)."""
+    """Return the valence evidence of a token list (``total`` is VADER's unnormalised sum).
+
+    The profile's extra lexicons go through the same rules (negation, boosters, contrast ...) in the
+    same pass; their sums land in :attr:`Evidence.extra`.
+    """
     tuning = profile.tuning
     lexicon_valence = profile.valence
+    extra_valences = profile.extra_valences
+    n_extra = len(profile.extra_lexicons)
     negators = profile.negators
     boosters = profile.boosters
     ne_words = profile.ne_words
     completers = profile.ne_completers
     phrases = profile.phrases
     idioms = profile.idioms
-    words = [t for t in tokens if t.kind == "word"]
-    mixed_case = any(t.shouted for t in words) and not all(t.shouted for t in words)
+    contrast_words = profile.contrast
+    soft_boosters = profile.soft_boosters
+    conditional = profile.conditional
+    mixed_case = False
+    if any(t.shouted for t in tokens):
+        word_tokens = [t for t in tokens if t.kind == "word"]
+        mixed_case = not all(t.shouted for t in word_tokens)
+    n_words = sum(1 for t in tokens if t.kind == "word")
 
-    valences: list[float] = []
+    # (token index, valence, extra valences) of every token that carries some.
+    scored: list[tuple[int, float, tuple[float, ...]]] = []
+    bins = [0] * 6 if profile.valence_bins else None
     contrast_at = -1
     negated_until = -1  # index (in tokens) of the last token a negation still reaches
     ne_open = False
@@ -554,7 +604,6 @@ def _score_tokens(tokens: list[Token], profile: LanguageProfile) -> Evidence:
     for i, token in enumerate(tokens):
         if skip_next:
             skip_next = False
-            valences.append(0.0)
             continue
         kind = token.kind
         if kind == "bang":
@@ -563,52 +612,44 @@ def _score_tokens(tokens: list[Token], profile: LanguageProfile) -> Evidence:
             negated_until = -1
             ne_open = False
             recent_boost.clear()
-            valences.append(0.0)
             continue
         if kind == "stop":
             if token.text != ":":
                 negated_until = -1
                 ne_open = False
                 recent_boost.clear()
-            valences.append(0.0)
             continue
         key = token.key
         if kind == "word":
             if idioms and i + 1 < n:
                 idiom = idioms.get(f"{key} {tokens[i + 1].key}")
                 if idiom is not None:
-                    valences.append(idiom)
+                    scored.append((i, idiom, (idiom,) * n_extra))
                     skip_next = True
                     recent_boost.clear()
                     continue
-            if key in profile.contrast:
+            if key in contrast_words:
                 contrast_at = i
                 negated_until = -1
                 ne_open = False
-                valences.append(0.0)
                 continue
             if key in ne_words:
                 ne_open = True
                 negated_until = i + tuning.negation_scope + 1
-                valences.append(0.0)
                 continue
             if key in negators or (ne_open and key in completers) or key.endswith("n't"):
                 negated_until = max(negated_until, i + tuning.negation_scope)
                 ne_open = False
-                valences.append(0.0)
                 continue
             boost = boosters.get(key)
             if boost is not None:
                 recent_boost.append((i, boost))
-                valences.append(0.0)
                 continue
-        if key in profile.soft_boosters and i + 1 < n and lexicon_valence(tokens[i + 1].key):
+        if key in soft_boosters and i + 1 < n and lexicon_valence(tokens[i + 1].key):
             recent_boost.append((i, 1.0))
-            valences.append(0.0)
             continue
-        allowed_after = profile.conditional.get(key)
+        allowed_after = conditional.get(key)
         if allowed_after is not None and (i == 0 or tokens[i - 1].key not in allowed_after):
-            valences.append(0.0)
             continue
         valence = 0.0
         if phrases and i + 1 < n:
@@ -618,40 +659,75 @@ def _score_tokens(tokens: list[Token], profile: LanguageProfile) -> Evidence:
                 skip_next = True
         if not valence:
             valence = lexicon_valence(key)
-        if not valence:
-            valences.append(0.0)
+        extras = extra_valences(key) if n_extra else ()
+        if not valence and not extras:
             continue
-        sign = 1.0 if valence > 0 else -1.0
+        if bins is not None and valence:
+            bins[_band(valence)] += 1
+        lift = 0.0
         if token.shouted and mixed_case:
-            valence += sign * tuning.shout
+            lift += tuning.shout
         if token.elongated:
-            valence += sign * tuning.elongation
+            lift += tuning.elongation
         for at, boost in recent_boost:
             distance = i - at
             if distance <= 3:
-                valence += sign * boost * tuning.booster * (1.0, 0.95, 0.9)[distance - 1]
+                lift += boost * tuning.booster * (1.0, 0.95, 0.9)[distance - 1]
         recent_boost.clear()
-        if i <= negated_until:
-            valence *= tuning.negation_scalar
+        negated = i <= negated_until
+        if negated and valence:
             negations += 1
-        if valence < 0:
-            valence *= tuning.negative_weight
-        valences.append(valence)
+        scored.append(
+            (
+                i,
+                _modified(valence, lift, negated, tuning) if valence else 0.0,
+                tuple(_modified(v, lift, negated, tuning) if v else 0.0 for v in extras) if extras else (),
+            )
+        )
 
-    if contrast_at >= 0:
-        weighted = [v * tuning.contrast_before for v in valences[:contrast_at]]
-        weighted += [v * tuning.contrast_after for v in valences[contrast_at + 1 :]]
-    else:
-        weighted = valences
-    positive = sum(v for v in weighted if v > 0)
-    negative = sum(v for v in weighted if v < 0)
+    positive = negative = 0.0
+    extra_pos = [0.0] * n_extra
+    extra_neg = [0.0] * n_extra
+    for at, valence, extras in scored:
+        weight = 1.0
+        if contrast_at >= 0:
+            weight = tuning.contrast_before if at < contrast_at else tuning.contrast_after
+        if valence > 0:
+            positive += valence * weight
+        elif valence < 0:
+            negative += valence * weight
+        for j, value in enumerate(extras):
+            if value > 0:
+                extra_pos[j] += value * weight
+            elif value < 0:
+                extra_neg[j] += value * weight
     total = positive + negative
     if total:
         emphasis = min(bangs, 4) * tuning.bang
         if questions > 1:
             emphasis += min(questions, 4) * 0.18 if questions <= 3 else 0.96
         total += emphasis if total > 0 else -emphasis
-    return Evidence(total, positive, negative, len(words), negations, bangs, questions)
+    return Evidence(
+        total,
+        positive,
+        negative,
+        n_words,
+        negations,
+        bangs,
+        questions,
+        tuple(zip(extra_pos, extra_neg, strict=True)),
+        tuple(min(count, _MAX_BIN_COUNT) for count in bins) if bins is not None else (),
+    )
+
+
+def _modified(valence: float, lift: float, negated: bool, tuning: Tuning) -> float:
+    """Apply emphasis (``lift``, away from zero), negation and the negative weight to a valence."""
+    valence += lift if valence > 0 else -lift
+    if negated:
+        valence *= tuning.negation_scalar
+    if valence < 0:
+        valence *= tuning.negative_weight
+    return valence
 
 
 class LexiconBackend:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 __all__ = ["Token", "fold", "tokenize"]
 
@@ -35,8 +35,7 @@ def fold(word: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
     """One unit of text: a word, an emoticon, an emoji, or punctuation.
 
     ``key`` is the folded form used for lookup; ``shouted`` marks a word in capitals (of two
@@ -60,12 +59,29 @@ def _clean(text: str) -> str:
     return _NOISE.sub(" ", text)
 
 
+_WORD_CACHE: dict[tuple[str, bool], tuple[Token, ...]] = {}
+_WORD_CACHE_SIZE = 100_000
+
+
 def _word_tokens(piece: str, french: bool, out: list[Token]) -> None:
+    """Append the tokens of one word-like piece (memoised: tokens are immutable)."""
+    cached = _WORD_CACHE.get((piece, french))
+    if cached is None:
+        found: list[Token] = []
+        _split_word(piece, french, found)
+        cached = tuple(found)
+        if len(_WORD_CACHE) >= _WORD_CACHE_SIZE:
+            _WORD_CACHE.clear()
+        _WORD_CACHE[(piece, french)] = cached
+    out.extend(cached)
+
+
+def _split_word(piece: str, french: bool, out: list[Token]) -> None:
     if piece.startswith("#"):
         body = piece[1:]
         parts = _CAMEL.findall(body) if not body.islower() and not body.isupper() else [body]
         for part in parts or [body]:
-            _word_tokens(part, french, out)
+            _split_word(part, french, out)
         return
     if french:
         match = _FR_ELISION.match(piece)
