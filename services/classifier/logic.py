@@ -6,10 +6,10 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from veille.query import Document, WatchIndex
-
 from veille.config import VeilleConfig, Watch
 from veille.models import AlertRaised, MentionClassified, MentionIngested, SampleMention, Sentiment
+from veille.query import Document, WatchIndex
+from veille.stories import StoryIndex
 
 __all__ = ["Classification", "Classifier", "SentimentFn", "alert_id", "document_for"]
 
@@ -41,13 +41,29 @@ class Classification:
 
     mention: MentionClassified
     alerts: list[AlertRaised]
+    body: str = ""
 
 
 class Classifier:
-    """Matches mentions to watches, scores their sentiment and raises per-mention alerts."""
+    """Matches mentions to watches, scores their sentiment, groups near-duplicates into stories and
+    raises per-mention alerts.
 
-    def __init__(self, config: VeilleConfig, sentiment: SentimentFn, language: LanguageFn) -> None:
+    Story ids come from ``stories`` (a fresh :class:`~veille.stories.StoryIndex` by default), which
+    lives in this process only: see :mod:`services.classifier.detection` for what that means with
+    several replicas.
+    """
+
+    def __init__(
+        self,
+        config: VeilleConfig,
+        sentiment: SentimentFn,
+        language: LanguageFn,
+        *,
+        stories: StoryIndex | None = None,
+    ) -> None:
+        """Build the matcher for ``config``'s watches with the given sentiment and language functions."""
         self.config = config
+        self.stories = stories if stories is not None else StoryIndex()
         self.watches: dict[str, Watch] = {w.name: w for w in config.watches}
         self.index = WatchIndex({w.name: w.query for w in config.watches})
         self.sentiment = sentiment
@@ -75,8 +91,9 @@ class Classifier:
         lang = self.language(body, mention.lang)
         label, score = self.sentiment(body, lang)
         watches = self.matching_watches(mention, lang)
+        story_id = self.stories.assign(mention.id, body, mention.ingested_at)
         classified = MentionClassified(
-            mention=mention, lang=lang, sentiment=label, sentiment_score=score, watches=watches
+            mention=mention, lang=lang, sentiment=label, sentiment_score=score, watches=watches, story_id=story_id
         )
         alerts = [
             self._negative_alert(self.watches[name], classified)
@@ -85,7 +102,7 @@ class Classifier:
             and label == "negative"
             and score <= self.watches[name].negative_threshold
         ]
-        return Classification(classified, alerts)
+        return Classification(classified, alerts, body)
 
     @staticmethod
     def _negative_alert(watch: Watch, classified: MentionClassified) -> AlertRaised:
