@@ -105,6 +105,7 @@ def create_app(
         max_bytes=rss.max_bytes,
         timeout=rss.timeout.total_seconds(),
         on_quota=ingest_metrics.quota.labels(SOURCE).set,
+        per_host=True,
     )
     recheck, terms_of = _recheck_or_none(config)
     targets = feed_targets(rss, config, terms_of) if rss.enabled else []

@@ -108,7 +108,7 @@ async def test_an_empty_answer_and_a_refused_query_are_told_apart(
     http_server.route(PATH, serve(b"{}"))
     app = await make_app()
     assert (await app.poll_all())[0].outcome == "ok"
-    app.source.fetcher.limiter._next_at = 0.0  # type: ignore[attr-defined]  # skip the 5 s spacing in this test
+    app.source.fetcher.limiter.reset()  # type: ignore[attr-defined]  # skip the 5 s spacing in this test
     http_server.route(PATH, serve(b"The specified phrase is too short.\n", content_type="text/html"))
     [outcome] = await app.poll_all()
     assert outcome.error is not None and outcome.error.kind == "query_rejected"

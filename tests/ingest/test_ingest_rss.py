@@ -406,11 +406,12 @@ async def test_429_and_503_honour_retry_after_and_repeated_failures_turn_readine
     app = await make_app(feeds_yaml(f"{{url: '{http_server.url}/feed.xml', name: flaky}}"))
     first = (await app.poll_all())[0]
     assert first.error is not None and first.error.kind == "rate_limited" and first.next_in >= 120
-    app.source.fetcher.limiter.pause(0)  # type: ignore[attr-defined]
-    app.source.fetcher.limiter._next_at = 0  # type: ignore[attr-defined]  # the test does not wait 120 s
+    for limiter in app.source.fetcher.limiters():  # type: ignore[attr-defined]
+        limiter.reset()  # the test does not wait 120 s
     second = (await app.poll_all())[0]
     assert second.error is not None and second.error.kind == "unavailable" and second.next_in >= 30
-    app.source.fetcher.limiter._next_at = 0  # type: ignore[attr-defined]
+    for limiter in app.source.fetcher.limiters():  # type: ignore[attr-defined]
+        limiter.reset()
     assert "sources" not in app.health.problems()
     third = (await app.poll_all())[0]
     assert third.error is not None and third.error.kind == "http_5xx"

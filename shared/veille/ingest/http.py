@@ -132,6 +132,10 @@ class RateLimiter:
         """Allow no request for ``seconds`` (the source said ``Retry-After``)."""
         self._next_at = max(self._next_at, self.clock() + seconds)
 
+    def reset(self) -> None:
+        """Forget any pause and spacing (a new window began)."""
+        self._next_at = 0.0
+
     def paused_for(self) -> float:
         """Seconds until the next request is allowed."""
         return max(0.0, self._next_at - self.clock())
@@ -149,11 +153,14 @@ class Fetcher:
         limiter: RateLimiter | None = None,
         max_retry_after: float = 3600.0,
         on_quota: Callable[[float], None] | None = None,
+        per_host: bool = False,
     ) -> None:
         self.client = client
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.limiter = limiter or RateLimiter()
+        self.per_host = per_host
+        self._host_limiters: dict[str, RateLimiter] = {}
         self.max_retry_after = max_retry_after
         self.on_quota = on_quota
 
@@ -187,7 +194,8 @@ class Fetcher:
             send_headers["If-None-Match"] = etag
         if last_modified:
             send_headers["If-Modified-Since"] = last_modified
-        await self.limiter.acquire()
+        limiter = self.limiter_for(url)
+        await limiter.acquire()
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
@@ -200,8 +208,21 @@ class Fetcher:
         remaining = quota_remaining(response.headers)
         if remaining is not None and self.on_quota is not None:
             self.on_quota(remaining)
-        self._check_status(response)
+        self._check_status(response, limiter)
         return response
+
+    def limiter_for(self, url: str) -> RateLimiter:
+        """The rate limiter governing ``url``: the source's, or its host's when limits are per host."""
+        if not self.per_host:
+            return self.limiter
+        host = (httpx.URL(url).host or "").lower()
+        if host not in self._host_limiters:
+            self._host_limiters[host] = RateLimiter(min_interval=self.limiter.min_interval)
+        return self._host_limiters[host]
+
+    def limiters(self) -> list[RateLimiter]:
+        """Every rate limiter in use."""
+        return [self.limiter, *self._host_limiters.values()]
 
     async def _send(
         self,
@@ -253,7 +274,7 @@ class Fetcher:
             str(response.url), response.status_code, {k.lower(): v for k, v in response.headers.items()}, body
         )
 
-    def _check_status(self, response: Response) -> None:
+    def _check_status(self, response: Response, limiter: RateLimiter) -> None:
         status = response.status
         if 200 <= status < 300 or status == 304:
             return
@@ -262,7 +283,7 @@ class Fetcher:
             retry_after = min(retry_after, self.max_retry_after)
         if status in (429, 503) or (retry_after is not None and status >= 500):
             if retry_after is not None:
-                self.limiter.pause(retry_after)
+                limiter.pause(retry_after)
             kind = "rate_limited" if status == 429 else "unavailable"
             wait = f", retry after {retry_after:g}s" if retry_after is not None else ""
             raise FetchError(kind, f"HTTP {status}{wait}", status=status, retry_after=retry_after)

@@ -1,0 +1,1 @@
+"""The Mastodon ingestor: hashtag timelines on the servers the user lists."""
