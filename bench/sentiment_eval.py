@@ -8,7 +8,9 @@ Each file is split in two, stratified and seeded (:func:`veille.sentiment.evalua
 the *tune* half is the only one ``--fit`` looks at; quality is reported on the *held-out* half.
 Metric: macro-averaged recall over the three classes (TweetEval's), plus negative precision and
 recall. Baselines: the PyPI packages ``vadersentiment`` / ``vadersentiment-fr`` as they are
-(compound score, neutral band ±0.05). Throughput: texts per second on one core, language given.
+(compound score, neutral band ±0.05). Throughput: texts per second on one core (best of three runs),
+sentiment with the language given, ``detect_language`` alone, and both as the classifier's hot path
+runs them (detect, then analyze with the detected language).
 Writes ``bench/results/sentiment.json``.
 """
 
@@ -56,15 +58,21 @@ def _vader(lang: str) -> Callable[[str], float]:
         return lambda text: float(en.polarity_scores(text)["compound"])
 
 
-def _rate(func: Callable[[str], object], texts: list[str], min_seconds: float = 1.0) -> float:
-    done, start = 0, time.perf_counter()
-    while True:
-        for text in texts:
-            func(text)
-        done += len(texts)
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return done / elapsed
+def _rate(func: Callable[[str], object], texts: list[str], min_seconds: float = 0.5, repeats: int = 3) -> float:
+    """Texts per second: the best of ``repeats`` runs of at least ``min_seconds`` each (the machine
+    may be shared; the best run is the one least disturbed by other processes)."""
+    best = 0.0
+    for _ in range(repeats):
+        done, start = 0, time.perf_counter()
+        while True:
+            for text in texts:
+                func(text)
+            done += len(texts)
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                break
+        best = max(best, done / elapsed)
+    return best
 
 
 def _scores_json(scores: Scores) -> dict[str, object]:
@@ -104,7 +112,11 @@ def fit_calibrations() -> dict[str, Calibration]:
         lines.append(f'    "{lang}": Calibration(')
         lines.append("        weights=(")
         for label, row in zip(LABELS, calibration.weights, strict=True):
-            lines.append("            (" + ", ".join(f"{w:.4f}" for w in row) + f"),  # {label}")
+            lines.append(f"            # {label}")
+            lines.append("            (")
+            for at in range(0, len(row), 8):
+                lines.append("                " + ", ".join(f"{w:.4f}" for w in row[at : at + 8]) + ",")
+            lines.append("            ),")
         lines.append("        ),")
         lines.append("        bias=(" + ", ".join(f"{b:.4f}" for b in calibration.bias) + "),")
         lines.append("    ),")

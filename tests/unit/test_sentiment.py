@@ -132,6 +132,43 @@ def test_french_idioms(lexicon: LexiconBackend) -> None:
     assert lexicon.analyze("J'ai hâte de voir ça", "fr").label == "positive"
 
 
+def test_english_words_only_afinn_knows_carry_sentiment(lexicon: LexiconBackend) -> None:
+    """AFINN (package ``afinn``) covers words VADER lacks ('corruption', 'atrocious'), with the same
+    rules: negation flips them too."""
+    from veille.sentiment.lexicon import load_profile
+
+    profile = load_profile("en")
+    assert "corruption" not in profile.lexicon and "atrocious" not in profile.lexicon
+    assert lexicon.analyze("Another corruption scandal", "en").label == "negative"
+    assert lexicon.analyze("The food was atrocious", "en").label == "negative"
+    plain = lexicon.evidence("The view was breathtaking", "en").extra
+    negated = lexicon.evidence("The view was not breathtaking", "en").extra
+    assert plain[0][0] > 0 and plain[0][1] == 0
+    assert negated[0][0] == 0 and negated[0][1] < 0
+
+
+def test_feature_vectors_match_their_names(lexicon: LexiconBackend) -> None:
+    """English vectors carry AFINN's compound/positive/negative after the shared features; French
+    ones only the shared features; the shipped calibrations take vectors of that length."""
+    from veille.sentiment.calibration import FEATURE_NAMES, feature_names
+    from veille.sentiment.lexicon import load_profile
+
+    en = lexicon.features("Great phone, awful battery", "en")
+    fr = lexicon.features("Super téléphone, batterie nulle", "fr")
+    assert len(en) == len(feature_names(["afinn"])) == len(FEATURE_NAMES) + 3
+    assert len(fr) == len(FEATURE_NAMES)
+    for lang, vector in (("en", en), ("fr", fr)):
+        calibration = load_profile(lang).calibration
+        assert calibration is not None and all(len(row) == len(vector) for row in calibration.weights)
+
+
+def test_tokens_are_memoised_but_equal(lexicon: LexiconBackend) -> None:
+    """Scoring the same text twice (word tokens come from a cache the second time) gives the same."""
+    text = "Sooo HAPPY with #GreatService, l'équipe est top"
+    assert lexicon.analyze(text, "en") == lexicon.analyze(text, "en")
+    assert lexicon.analyze(text, "fr") == lexicon.analyze(text, "fr")
+
+
 def test_other_languages_are_judged_on_emoji_only(lexicon: LexiconBackend) -> None:
     """A German text is not misread with the English lexicon; its emoji still count."""
     assert lexicon.analyze("Das ist kein Problem", "de").label == "neutral"
@@ -316,7 +353,7 @@ def _held_out_scores(backend: LexiconBackend, lang: str) -> Scores:
         pytest.param(
             "en",
             65.0,
-            marks=pytest.mark.xfail(reason="issue 4 goal for English (65) not reached yet: 63.3", strict=False),
+            marks=pytest.mark.xfail(reason="issue 4 goal for English (65) not reached yet: 64.4", strict=False),
         ),
         ("fr", 62.0),
     ],
@@ -328,7 +365,7 @@ def test_held_out_macro_recall_meets_the_goal(lexicon: LexiconBackend, lang: str
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="evaluation data not present")
-@pytest.mark.parametrize(("lang", "floor", "vader"), [("en", 63.0, 59.0), ("fr", 62.0, 57.3)])
+@pytest.mark.parametrize(("lang", "floor", "vader"), [("en", 64.0, 59.0), ("fr", 62.0, 57.3)])
 def test_held_out_quality_does_not_regress(lexicon: LexiconBackend, lang: str, floor: float, vader: float) -> None:
     """Held-out macro recall stays at its measured level, well above VADER as packaged, and negative
     recall stays above VADER's (the class a crisis alert lives on)."""

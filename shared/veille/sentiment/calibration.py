@@ -4,8 +4,9 @@ A neutral band on one compound score throws information away: a text with strong
 negative words, one that is a bare headline with a link, one full of ``!`` all look alike. So the
 evidence the rules collect (:class:`~veille.sentiment.lexicon.Evidence`) and a few surface cues
 become :data:`FEATURE_NAMES`, and a three-class linear model (multinomial logistic regression) turns
-them into probabilities. It has ``3 × (len(FEATURE_NAMES) + 1)`` coefficients per language — no
-word weights — fitted by :func:`fit` on the tuning half of the development tweets only
+them into probabilities. A profile with extra lexicons (English: AFINN) adds each one's sums
+(:func:`feature_names`). It has ``3 × (features + 1)``
+coefficients per language — no word weights — fitted by :func:`fit` on the tuning half of the development tweets only
 (``bench/sentiment_eval.py --fit`` writes them to ``_calibration_data.py``).
 """
 
@@ -22,7 +23,7 @@ from veille.sentiment.base import LABELS, Label
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from veille.sentiment.lexicon import Evidence
 
-__all__ = ["FEATURE_NAMES", "Calibration", "features", "fit"]
+__all__ = ["FEATURE_NAMES", "Calibration", "feature_names", "features", "fit"]
 
 FEATURE_NAMES: tuple[str, ...] = (
     "compound",
@@ -42,7 +43,8 @@ _HANDLE = re.compile(r"@\w+")
 
 
 def features(evidence: Evidence, text: str, alpha: float) -> list[float]:
-    """Return the feature vector (in :data:`FEATURE_NAMES` order) of one scored text."""
+    """Return the feature vector of one scored text: :data:`FEATURE_NAMES`, then for each extra
+    lexicon its compound, positive and negative sums (see :func:`feature_names`)."""
 
     def squash(value: float) -> float:
         return value / math.sqrt(value * value + alpha)
@@ -59,7 +61,16 @@ def features(evidence: Evidence, text: str, alpha: float) -> list[float]:
         float(min(len(_HANDLE.findall(text)), 3)),
         float(min(text.count("#"), 4)),
         1.0 if evidence.positive > 0 and evidence.negative < 0 else 0.0,
+        *[value for pos, neg in evidence.extra for value in (squash(pos + neg), squash(pos), squash(neg))],
     ]
+
+
+def feature_names(extra_lexicons: Sequence[str] = ()) -> tuple[str, ...]:
+    """Return the names of :func:`features`' values for a profile with these extra lexicons."""
+    names = list(FEATURE_NAMES)
+    for name in extra_lexicons:
+        names += [f"{name}_compound", f"{name}_positive", f"{name}_negative"]
+    return tuple(names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,9 @@
 
 The word lists are the ones the PyPI packages ``vadersentiment`` (English, emoticons, emoji names)
 and ``vadersentiment-fr`` (French) ship; they are read from the installed packages, not copied
-here. What this module adds over running those packages as they are:
+here, and so is AFINN-165 (English, PyPI package ``afinn``, a second opinion on each word whose
+sums the calibration weighs next to VADER's). What this module adds over running those packages as
+they are:
 
 * tweet-aware tokens (:mod:`veille.sentiment.text`): handles, URLs, hashtags, elongations, emoji;
 * lookups with accents folded and French elisions split (``l'écologie``, ``déçu`` = ``decu``), with a
@@ -100,9 +102,6 @@ class LanguageProfile:
     extra_lexicons: tuple[dict[str, float], ...] = ()
     """Further word lists (folded word → valence, on a scale like VADER's ±4) scored with the same
     rules; each gives the calibration its own positive and negative sums (English: AFINN)."""
-    valence_bins: bool = False
-    """Give the calibration counts of the words in each band of lexicon valence (strong, moderate,
-    mild; negative and positive), so that it can weigh one strong word against several mild ones."""
     _cache: dict[str, float] = field(default_factory=dict, repr=False)
     _extra_cache: dict[str, tuple[float, ...]] = field(default_factory=dict, repr=False)
 
@@ -445,6 +444,16 @@ def _emoji_valences(en_lexicon: dict[str, float]) -> dict[str, float]:
     return table
 
 
+def _afinn_en_lexicon() -> dict[str, float]:
+    """AFINN-165 (Finn Årup Nielsen), single words only, as the PyPI package ``afinn`` ships it."""
+    lexicon: dict[str, float] = {}
+    for line in _read("afinn", "data/AFINN-en-165.txt").splitlines():
+        word, sep, value = line.rpartition("\t")
+        if sep and word and " " not in word:
+            lexicon.setdefault(fold(word), float(value))
+    return lexicon
+
+
 def _split_phrases(lexicon: dict[str, float]) -> tuple[dict[str, float], dict[str, float], frozenset[str]]:
     words: dict[str, float] = {}
     phrases: dict[str, float] = {}
@@ -483,6 +492,9 @@ def _build_profiles() -> dict[str, LanguageProfile]:
         fr_words.pop(word, None)
     for word in _EN_NO_VALENCE:
         en_words.pop(word, None)
+    afinn = _afinn_en_lexicon()
+    for word in (*boosters_en, *_EN_NO_VALENCE):
+        afinn.pop(word, None)
     emoticons = en_emoticons | fr_emoticons
     from veille.sentiment._calibration_data import CALIBRATIONS
 
@@ -501,6 +513,7 @@ def _build_profiles() -> dict[str, LanguageProfile]:
             idioms=_EN_IDIOMS,
             conditional=_EN_CONDITIONAL,
             soft_boosters=_EN_SOFT_BOOSTERS,
+            extra_lexicons=(afinn,),
         ),
         "fr": LanguageProfile(
             "fr",
@@ -548,20 +561,6 @@ class Evidence(NamedTuple):
     questions: int
     extra: tuple[tuple[float, float], ...] = ()
     """(positive, negative) sums of each of the profile's extra lexicons, after the same rules."""
-    bins: tuple[int, ...] = ()
-    """Counts of lexicon words by valence band (see :data:`VALENCE_BANDS`), when the profile asks."""
-
-
-VALENCE_BANDS: tuple[float, ...] = (-2.5, -1.5, 0.0, 1.5, 2.5)
-"""Edges of the six valence bands counted in :attr:`Evidence.bins`: ≤ −2.5, ≤ −1.5, < 0, < 1.5,
-< 2.5 and above (VADER's scale: −2.5 is ``awful``, −1.5 ``sad``, 1.5 ``nice``, 2.5 ``great``)."""
-_MAX_BIN_COUNT = 3
-
-
-def _band(value: float) -> int:
-    if value < 0:
-        return 0 if value <= -2.5 else 1 if value <= -1.5 else 2
-    return 3 if value < 1.5 else 4 if value < 2.5 else 5
 
 
 def _score_tokens(tokens: list[Token], profile: LanguageProfile) -> Evidence:
@@ -591,7 +590,6 @@ def _score_tokens(tokens: list[Token], profile: LanguageProfile) -> Evidence:
 
     # (token index, valence, extra valences) of every token that carries some.
     scored: list[tuple[int, float, tuple[float, ...]]] = []
-    bins = [0] * 6 if profile.valence_bins else None
     contrast_at = -1
     negated_until = -1  # index (in tokens) of the last token a negation still reaches
     ne_open = False
@@ -662,8 +660,6 @@ def _score_tokens(tokens: list[Token], profile: LanguageProfile) -> Evidence:
         extras = extra_valences(key) if n_extra else ()
         if not valence and not extras:
             continue
-        if bins is not None and valence:
-            bins[_band(valence)] += 1
         lift = 0.0
         if token.shouted and mixed_case:
             lift += tuning.shout
@@ -716,7 +712,6 @@ def _score_tokens(tokens: list[Token], profile: LanguageProfile) -> Evidence:
         bangs,
         questions,
         tuple(zip(extra_pos, extra_neg, strict=True)),
-        tuple(min(count, _MAX_BIN_COUNT) for count in bins) if bins is not None else (),
     )
 
 
@@ -784,7 +779,7 @@ class LexiconBackend:
         profile = self._profile(lang)
         evidence = _score_tokens(tokenize(text, profile.lang, profile.emoticons), profile)
         tuning = profile.tuning
-        if not evidence.positive and not evidence.negative:
+        if not evidence.positive and not evidence.negative and not any(any(pair) for pair in evidence.extra):
             return SentimentResult("neutral", 0.0)  # no sentiment word, emoji or emoticon: no opinion
         if profile.calibration is not None:
             probs = profile.calibration.probabilities(features(evidence, text, tuning.alpha))
