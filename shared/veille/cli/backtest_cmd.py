@@ -1,13 +1,30 @@
-"""``veille backtest``: run the spike detector over a recorded series and list the alerts it fires."""
+"""``veille backtest``: run the spike detector over past data and list the alerts it would have fired.
+
+Two modes:
+
+* ``--series FILE``: a CSV of counts per bucket (like the NAB files) through the default detector;
+  one CSV row per alert.
+* ``--config FILE --watch NAME --since 30d``: the raw mentions kept in the stream, replayed through
+  the classifier's own matching, bucketing and detector code with that configuration (see
+  :mod:`services.classifier.backtest`); a progress bar while it reads, a table of the alerts, and a
+  PNG plot of volume, baseline and alerts.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from veille.spikes.backtest import SeriesFormatError, backtest_series, write_alerts_csv
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from services.classifier.backtest import BacktestResult
+    from veille.config import VeilleConfig
 
 __all__ = ["backtest"]
 
@@ -16,28 +33,69 @@ __all__ = ["backtest"]
 @click.option(
     "--series",
     "series",
-    required=True,
+    default=None,
     type=click.Path(dir_okay=False, path_type=Path),
     help="CSV of counts per time bucket with a header 'timestamp,value' (like the NAB files).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Configuration file whose watch is replayed over the mentions in the stream.",
+)
+@click.option("--watch", "watch", default=None, help="Name of the watch to backtest (with --config).")
+@click.option("--since", "since", default="30d", show_default=True, help="How far back to replay: 30d, 12h ...")
+@click.option("--nats-url", envvar="VEILLE_NATS_URL", default=None, help="NATS server URL(s) (with --config).")
+@click.option(
+    "--plot",
+    "plot",
+    default=None,
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Where to write the PNG plot (with --config; default backtest-WATCH.png).",
 )
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     default=None,
-    help="Write the alerts to this CSV file instead of standard output.",
+    help="Write the alerts to this CSV file instead of standard output (with --series).",
 )
-def backtest(series: Path, output: Path | None) -> None:
-    """Replay a series of mention counts through the spike detector with the default settings.
+def backtest(
+    series: Path | None,
+    config_path: Path | None,
+    watch: str | None,
+    since: str,
+    nats_url: str | None,
+    plot: Path | None,
+    output: Path | None,
+) -> None:
+    """Replay past mention counts through the spike detector and show the alerts it would have fired.
 
-    Writes one CSV row per alert fired: the bucket at which it fired (`timestamp`), its
-    `severity` (info, warning or critical), and the `observed` and `expected` mention
-    counts over the last `window_minutes` that made it fire.
+    With --series, writes one CSV row per alert fired: the bucket at which it fired (`timestamp`),
+    its `severity` (info, warning or critical), and the `observed` and `expected` mention counts
+    over the last `window_minutes` that made it fire.
+
+    With --config and --watch, replays the mentions kept in the stream since --since ago through the
+    classifier's code (matching, buckets, detector), shows the alerts as a table and writes a PNG plot
+    of volume, baseline and alerts.
 
     \b
-    Example:
+    Examples:
       veille backtest --series Twitter_volume_AAPL.csv -o alerts.csv
+      veille backtest --config veille.yaml --watch acme --since 30d
     """
+    if series is not None:
+        if config_path is not None or watch is not None:
+            raise click.UsageError("--series cannot be combined with --config/--watch")
+        _series_mode(series, output)
+        return
+    if config_path is None or watch is None:
+        raise click.UsageError("give --series FILE, or --config FILE and --watch NAME")
+    _watch_mode(config_path, watch, since, nats_url, plot)
+
+
+def _series_mode(series: Path, output: Path | None) -> None:
     if not series.is_file():
         raise click.BadParameter(f"no such file: {series}", param_hint="--series")
     try:
@@ -52,3 +110,97 @@ def backtest(series: Path, output: Path | None) -> None:
         with output.open("w", newline="", encoding="utf-8") as fh:
             write_alerts_csv(rows, fh)
         click.echo(f"{len(rows)} alert(s) written to {output}", err=True)
+
+
+def _watch_mode(config_path: Path, watch: str, since: str, nats_url: str | None, plot: Path | None) -> None:
+    from veille.config import ConfigError, load_config
+    from veille.durations import parse_duration
+
+    try:
+        span = parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    if span <= timedelta(0):
+        raise click.BadParameter("must be a positive duration such as 30d", param_hint="--since")
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    names = [w.name for w in config.watches]
+    if watch not in names:
+        raise click.BadParameter(
+            f"no watch named {watch!r} (known: {', '.join(names) or 'none'})", param_hint="--watch"
+        )
+    if nats_url is None:
+        from veille.settings import ServiceSettings
+
+        nats_url = ServiceSettings().nats_url
+    result = asyncio.run(_replay(nats_url, config, watch, span))
+    _print_table(result)
+    from services.classifier.backtest import plot_result
+
+    target = plot or Path(f"backtest-{watch}.png")
+    plot_result(result, target)
+    click.echo(f"plot written to {target}", err=True)
+
+
+async def _replay(url: str, config: VeilleConfig, watch: str, span: timedelta) -> BacktestResult:
+    import nats
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from services.classifier.backtest import replay_stream
+
+    try:
+        client = await nats.connect(url.split(","), connect_timeout=5, max_reconnect_attempts=1)
+    except Exception as exc:
+        raise click.ClickException(f"cannot connect to NATS at {url}: {exc}") from None
+    try:
+        with Progress(
+            TextColumn("replaying mentions"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        ) as bar:
+            task = bar.add_task("replay", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            return await replay_stream(client.jetstream(), config, watch, span, progress=progress)
+    finally:
+        await client.close()
+
+
+def _print_table(result: BacktestResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # piped or captured: do not squeeze the table into 80 columns
+    table = Table(title=f"Alerts the classifier would have raised for {result.watch}")
+    for column in ("raised at", "kind", "status", "severity", "observed", "expected", "stat/threshold", "stories"):
+        table.add_column(column)
+    for alert in result.alerts:
+        stat = (
+            f"{alert.statistic:.1f}/{alert.threshold:.1f}"
+            if alert.statistic is not None and alert.threshold is not None
+            else ""
+        )
+        table.add_row(
+            alert.raised_at.strftime("%Y-%m-%d %H:%M"),
+            alert.kind,
+            alert.status,
+            alert.severity,
+            f"{alert.observed:g}" if alert.observed is not None else "",
+            f"{alert.expected:.1f}" if alert.expected is not None else "",
+            stat,
+            str(alert.story_count),
+        )
+    console.print(table)
+    fired = sum(1 for a in result.alerts if a.status == "firing")
+    console.print(
+        f"{result.mentions_read} mentions read, {sum(s.total for s in result.steps)} matched {result.watch} "
+        f"in {len(result.steps)} buckets; {fired} alert(s) fired."
+    )
