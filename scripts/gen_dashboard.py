@@ -305,6 +305,42 @@ def build() -> dict[str, Any]:
         8,
     )
 
+    g.add(
+        timeseries(
+            "Mentions vs baseline per watch",
+            "Mentions of each watch in its last bucket (all and negative) against what the spike detector's "
+            "baseline expected: a spike alert fires when the first rises well above the second.",
+            [
+                target(
+                    f"max by (watch, series) (veille_watch_bucket_mentions{{{watch}}})", "{{watch}} {{series}} seen"
+                ),
+                target(
+                    f"max by (watch, series) (veille_watch_bucket_expected_mentions{{{watch}}})",
+                    "{{watch}} {{series}} expected",
+                    "B",
+                ),
+            ],
+        ),
+        16,
+    )
+    g.add(
+        timeseries(
+            "Spike detector",
+            "Buckets stepped per watch, mentions too late for their bucket, and KV write conflicts between replicas.",
+            [
+                target(
+                    f"sum by (watch) (rate(veille_spike_detector_steps_total{{{watch}}}[{RATE}]))", "steps {{watch}}"
+                ),
+                target(
+                    f"sum by (watch) (rate(veille_spike_late_mentions_total{{{watch}}}[{RATE}]))", "late {{watch}}", "B"
+                ),
+                target(f"sum(rate(veille_spike_state_conflicts_total[{RATE}]))", "KV conflicts", "C"),
+            ],
+            unit="ops",
+        ),
+        8,
+    )
+
     g.row("Notifications")
     g.add(
         timeseries(
