@@ -184,6 +184,7 @@ class Fetcher:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
+        json: Any = None,
         auth: tuple[str, str] | None = None,
         etag: str | None = None,
         last_modified: str | None = None,
@@ -199,7 +200,7 @@ class Fetcher:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self._send(method, url, params, send_headers, data, auth)
+                response = await self._send(method, url, params, send_headers, data, json, auth)
         except TimeoutError as exc:
             raise FetchError("timeout", f"no complete answer within {self.timeout:g}s") from exc
         response = Response(
@@ -231,9 +232,10 @@ class Fetcher:
         params: Mapping[str, Any] | None,
         headers: dict[str, str],
         data: Mapping[str, str] | None,
+        json: Any,
         auth: tuple[str, str] | None,
     ) -> Response:
-        request = self.client.build_request(method, url, params=params, headers=headers, data=data)
+        request = self.client.build_request(method, url, params=params, headers=headers, data=data, json=json)
         try:
             response = await self.client.send(request, stream=True, auth=auth if auth else httpx.USE_CLIENT_DEFAULT)
         except httpx.TimeoutException as exc:

@@ -13,7 +13,7 @@ from typing import Any
 from veille.config import VeilleConfig, Watch
 from veille.models import MentionIngested
 
-__all__ = ["Recheck", "build_recheck", "positive_terms", "quote_term", "watches_for"]
+__all__ = ["Recheck", "build_recheck", "build_watch_matcher", "positive_terms", "quote_term", "watches_for"]
 
 Recheck = Callable[[str, MentionIngested], bool]
 
@@ -45,6 +45,20 @@ def build_recheck(config: VeilleConfig) -> Recheck:
         return bool(query.matches(_document(mention)))
 
     return recheck
+
+
+def build_watch_matcher(
+    config: VeilleConfig, source: str, only: Iterable[str] = ()
+) -> Callable[[MentionIngested], list[str]]:
+    """A function naming the watches (allowing ``source``) a mention matches, for firehose sources."""
+    from veille.query import WatchIndex
+
+    index = WatchIndex({watch.name: watch.query for watch in watches_for(config, source, only)})
+
+    def match(mention: MentionIngested) -> list[str]:
+        return list(index.match(_document(mention)))
+
+    return match
 
 
 def positive_terms(query: str, *, wildcards: bool = False) -> list[str]:

@@ -91,6 +91,8 @@ class PollResult:
     rejected: Counter[str] = field(default_factory=Counter)
     repaired: Counter[str] = field(default_factory=Counter)
     details: dict[str, Any] = field(default_factory=dict)
+    quiet: bool = False
+    """Log the canonical line at debug level (a firehose flush with nothing in it)."""
 
 
 @dataclass
@@ -364,7 +366,8 @@ class IngestService:
         if newest is not None:
             m.lag.labels(source, target.name).set(max(0.0, (self.clock() - newest).total_seconds()))
         self.record_success(target)
-        log.info(
+        emit = log.debug if result.quiet and not (published or duplicates or rejected) else log.info
+        emit(
             "ingest.fetch_completed",
             source=source,
             target=target.name,

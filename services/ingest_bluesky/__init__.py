@@ -1,0 +1,1 @@
+"""The Bluesky ingestor: the Jetstream firehose matched locally, and searchPosts backfill with an app password."""
