@@ -29,6 +29,7 @@ __all__ = [
     "Response",
     "parse_retry_after",
     "quota_remaining",
+    "quota_reset",
 ]
 
 QUOTA_HEADERS = ("x-ratelimit-remaining", "x-rate-limit-remaining", "ratelimit-remaining")
@@ -62,6 +63,20 @@ def quota_remaining(headers: Mapping[str, str]) -> float | None:
                 return float(lowered[name].split(",")[0].strip())
             except ValueError:
                 return None
+    return None
+
+
+def quota_reset(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds until the rate-limit window resets: Reddit sends seconds, X and GitHub-style APIs an epoch."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    for name in ("x-ratelimit-reset", "x-rate-limit-reset", "ratelimit-reset"):
+        if name in lowered:
+            try:
+                value = float(lowered[name].strip())
+            except ValueError:
+                return None
+            current = now if now is not None else time.time()
+            return max(0.0, value - current) if value > 1_000_000_000 else max(0.0, value)
     return None
 
 
@@ -207,8 +222,13 @@ class Fetcher:
             response.url, response.status, response.headers, response.body, time.perf_counter() - started
         )
         remaining = quota_remaining(response.headers)
-        if remaining is not None and self.on_quota is not None:
-            self.on_quota(remaining)
+        if remaining is not None:
+            if self.on_quota is not None:
+                self.on_quota(remaining)
+            if remaining < 1:
+                reset = quota_reset(response.headers)
+                if reset is not None:
+                    limiter.pause(min(reset, self.max_retry_after))
         self._check_status(response, limiter)
         return response
 

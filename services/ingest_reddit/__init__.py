@@ -1,0 +1,1 @@
+"""The Reddit ingestor: search through OAuth app credentials; off unless they are configured."""

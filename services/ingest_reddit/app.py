@@ -1,0 +1,151 @@
+"""Composition root of the Reddit ingestor (``ingest-reddit``)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import structlog
+
+from services.ingest_reddit.logic import SOURCE, advance_cursor, is_seen, post_mention, reddit_query
+from veille.config import RedditSource, VeilleConfig, load_config
+from veille.httpclient import make_http_client
+from veille.ingest.cursors import Cursor
+from veille.ingest.http import Fetcher, FetchError
+from veille.ingest.matching import build_recheck, positive_terms
+from veille.ingest.metrics import IngestMetrics
+from veille.ingest.runner import Clock, IngestService, PollResult, Target
+from veille.ingest.sources import load_json, make_fetcher, search_targets
+from veille.metrics import ServiceMetrics
+from veille.settings import ServiceSettings
+
+__all__ = ["NAME", "RedditSearch", "create_app"]
+
+NAME = "ingest-reddit"
+MAX_PAGES = 3
+log = structlog.get_logger("ingest_reddit")
+
+
+class RedditSearch:
+    """Searches Reddit (newest first) for each watch with an application-only OAuth token."""
+
+    name = SOURCE
+
+    def __init__(self, section: RedditSource, targets: list[Target], fetcher: Fetcher) -> None:
+        self.section = section
+        self._targets = targets
+        self.fetcher = fetcher
+        self._token: str | None = None
+        self._expires = 0.0
+
+    def targets(self) -> list[Target]:
+        """One target per watch, when credentials are configured."""
+        return list(self._targets)
+
+    async def _access_token(self) -> str:
+        if self._token is None or time.monotonic() >= self._expires:
+            response = await self.fetcher.request(
+                "POST",
+                str(self.section.token_url),
+                data={"grant_type": "client_credentials"},
+                auth=(self.section.client_id or "", self.section.secret() or ""),
+                headers={"User-Agent": self.section.user_agent},
+            )
+            body, _ = load_json(response.body)
+            token = body.get("access_token") if isinstance(body, dict) else None
+            if not isinstance(token, str):
+                raise FetchError("unauthorized", "the token endpoint returned no access_token", retryable=False)
+            expires_in = body.get("expires_in", 3600)
+            self._token = token
+            self._expires = time.monotonic() + max(60.0, float(expires_in) - 60.0)
+        return self._token
+
+    async def poll(self, target: Target, cursor: Cursor) -> PollResult:
+        """Page through the newest results until the cursor; publish the new posts."""
+        terms = positive_terms(str(target.params["query"]))
+        if not terms:
+            raise FetchError("untranslatable", "the watch query has no word or phrase to search for", retryable=False)
+        base = str(self.section.base_url).rstrip("/")
+        subs = "+".join(self.section.subreddits)
+        url = f"{base}/r/{subs}/search" if subs else f"{base}/search"
+        params = {"q": reddit_query(terms), "sort": "new", "limit": str(self.section.limit), "type": "link"}
+        params["raw_json"] = "1"
+        if subs:
+            params["restrict_sr"] = "on"
+        children: list[Any] = []
+        pages = 0
+        for _ in range(MAX_PAGES):
+            token = await self._access_token()
+            response = await self.fetcher.get(
+                url, params=params, headers={"Authorization": f"bearer {token}", "User-Agent": self.section.user_agent}
+            )
+            pages += 1
+            body, _ = load_json(response.body)
+            data = body.get("data") if isinstance(body, dict) and body.get("kind") == "Listing" else None
+            if not isinstance(data, dict) or not isinstance(data.get("children"), list):
+                raise FetchError("invalid_payload", "Reddit answer is not a Listing", retryable=False)
+            page = data["children"]
+            fresh = [c for c in page if not is_seen(c, cursor)]
+            children.extend(fresh)
+            after = data.get("after")
+            if len(fresh) < len(page) or not isinstance(after, str) or not after:
+                break
+            params["after"] = after
+        problems: Counter[str] = Counter()
+        mentions = [m for c in children if (m := post_mention(c, target.watch, problems)) is not None]
+        newest = max((m.published_at for m in mentions if m.published_at), default=None)
+        return PollResult(
+            mentions,
+            advance_cursor(cursor, children),
+            newest=newest,
+            rejected=Counter({k: v for k, v in problems.items() if k != "no_date"}),
+            repaired=Counter({k: v for k, v in problems.items() if k == "no_date"}),
+            details={"pages": pages},
+        )
+
+
+def create_app(
+    settings: ServiceSettings,
+    *,
+    config: VeilleConfig | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    clock: Clock | None = None,
+    metrics: ServiceMetrics | None = None,
+) -> IngestService:
+    """Build the Reddit ingestor; without client id and secret it runs with no targets."""
+    config = config or load_config(settings.config)
+    section = config.sources.reddit
+    metrics = metrics or ServiceMetrics(NAME)
+    ingest_metrics = IngestMetrics(metrics)
+    client = http_client or make_http_client(user_agent=section.user_agent, timeout=section.timeout.total_seconds())
+    fetcher = make_fetcher(
+        client,
+        source=SOURCE,
+        max_bytes=section.max_bytes,
+        timeout=section.timeout.total_seconds(),
+        min_interval=section.min_interval.total_seconds(),
+        metrics=ingest_metrics,
+    )
+    configured = bool(section.client_id and section.secret())
+    if section.enabled and not configured:
+        log.info("ingest.source_idle", source=SOURCE, reason="no client_id/client_secret in sources.reddit")
+    targets = (
+        search_targets(SOURCE, config, section.watches, interval=section.interval.total_seconds())
+        if section.enabled and configured
+        else []
+    )
+    return IngestService(
+        NAME,
+        settings,
+        RedditSearch(section, targets, fetcher),
+        metrics=metrics,
+        ingest_metrics=ingest_metrics,
+        clock=clock,
+        recheck=build_recheck(config),
+        http_client=client,
+        owns_http_client=http_client is None,
+        failing_after=section.failing_after,
+        jitter=section.jitter,
+    )

@@ -1,0 +1,141 @@
+"""Composition root of the X ingestor (``ingest-x``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import httpx
+import structlog
+
+from services.ingest_x.logic import SOURCE, TWEET_FIELDS, USER_FIELDS, tweet_mention, users_by_id, x_query
+from veille.config import VeilleConfig, XSource, load_config
+from veille.httpclient import make_http_client
+from veille.ingest.cursors import Cursor
+from veille.ingest.http import Fetcher, FetchError
+from veille.ingest.matching import build_recheck, positive_terms
+from veille.ingest.metrics import IngestMetrics
+from veille.ingest.runner import Clock, IngestService, PollResult, Target
+from veille.ingest.sources import load_json, make_fetcher, search_targets
+from veille.metrics import ServiceMetrics
+from veille.models import MentionIngested
+from veille.settings import ServiceSettings
+
+__all__ = ["NAME", "XRecentSearch", "create_app"]
+
+NAME = "ingest-x"
+MAX_PAGES = 3
+log = structlog.get_logger("ingest_x")
+
+
+class XRecentSearch:
+    """Recent search per watch since the newest tweet id seen, paged with ``next_token``."""
+
+    name = SOURCE
+
+    def __init__(self, section: XSource, targets: list[Target], fetcher: Fetcher) -> None:
+        self.section = section
+        self._targets = targets
+        self.fetcher = fetcher
+
+    def targets(self) -> list[Target]:
+        """One target per watch, when a bearer token is configured."""
+        return list(self._targets)
+
+    async def poll(self, target: Target, cursor: Cursor) -> PollResult:
+        """Fetch the tweets newer than ``since_id``; the poll fails as a whole on any error."""
+        query = x_query(positive_terms(str(target.params["query"])), list(target.params.get("languages", [])))
+        if not query:
+            raise FetchError("untranslatable", "the watch query has no word or phrase to search for", retryable=False)
+        params = {
+            "query": query,
+            "max_results": str(self.section.max_results),
+            "tweet.fields": TWEET_FIELDS,
+            "expansions": "author_id",
+            "user.fields": USER_FIELDS,
+        }
+        if isinstance(cursor.get("since_id"), str):
+            params["since_id"] = cursor["since_id"]
+        headers = {"Authorization": f"Bearer {self.section.token()}"}
+        url = str(self.section.base_url).rstrip("/") + "/tweets/search/recent"
+        problems: Counter[str] = Counter()
+        mentions: list[MentionIngested] = []
+        newest_id: str | None = None
+        pages = 0
+        for _ in range(MAX_PAGES):
+            response = await self.fetcher.get(url, params=params, headers=headers)
+            pages += 1
+            body, _ = load_json(response.body)
+            if not isinstance(body, dict) or not isinstance(body.get("meta"), dict):
+                raise FetchError("invalid_payload", "X answer has no 'meta' object", retryable=False)
+            if body.get("errors") and not body.get("data"):
+                raise FetchError(
+                    "query_rejected", f"X refused the search: {str(body['errors'])[:200]}", retryable=False
+                )
+            users = users_by_id(body)
+            data: list[Any] = body.get("data") or []
+            mentions.extend(m for t in data if (m := tweet_mention(t, users, target.watch, problems)) is not None)
+            meta = body["meta"]
+            if newest_id is None and isinstance(meta.get("newest_id"), str):
+                newest_id = meta["newest_id"]
+            token = meta.get("next_token")
+            if not isinstance(token, str) or not token:
+                break
+            params["next_token"] = token
+        new_cursor = dict(cursor)
+        if newest_id is not None:
+            new_cursor["since_id"] = newest_id
+        newest = max((m.published_at for m in mentions if m.published_at), default=None)
+        return PollResult(
+            mentions,
+            new_cursor,
+            newest=newest,
+            rejected=Counter({k: v for k, v in problems.items() if k != "no_date"}),
+            repaired=Counter({k: v for k, v in problems.items() if k == "no_date"}),
+            details={"pages": pages, "query": query},
+        )
+
+
+def create_app(
+    settings: ServiceSettings,
+    *,
+    config: VeilleConfig | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    clock: Clock | None = None,
+    metrics: ServiceMetrics | None = None,
+) -> IngestService:
+    """Build the X ingestor; without a bearer token it runs with no targets."""
+    config = config or load_config(settings.config)
+    section = config.sources.x
+    metrics = metrics or ServiceMetrics(NAME)
+    ingest_metrics = IngestMetrics(metrics)
+    client = http_client or make_http_client(user_agent=settings.user_agent, timeout=section.timeout.total_seconds())
+    fetcher = make_fetcher(
+        client,
+        source=SOURCE,
+        max_bytes=section.max_bytes,
+        timeout=section.timeout.total_seconds(),
+        min_interval=section.min_interval.total_seconds(),
+        metrics=ingest_metrics,
+    )
+    configured = bool(section.token())
+    if section.enabled and not configured:
+        log.info("ingest.source_idle", source=SOURCE, reason="no bearer_token in sources.x")
+    targets = (
+        search_targets(SOURCE, config, section.watches, interval=section.interval.total_seconds())
+        if section.enabled and configured
+        else []
+    )
+    return IngestService(
+        NAME,
+        settings,
+        XRecentSearch(section, targets, fetcher),
+        metrics=metrics,
+        ingest_metrics=ingest_metrics,
+        clock=clock,
+        recheck=build_recheck(config),
+        http_client=client,
+        owns_http_client=http_client is None,
+        failing_after=section.failing_after,
+        jitter=section.jitter,
+    )

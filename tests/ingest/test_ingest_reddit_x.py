@@ -1,0 +1,239 @@
+"""The Reddit and X ingestors against loopback API servers and a real nats-server."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp import web
+from ingest_helpers import FIXED_NOW, LoopbackServer, config_from, metric, payload, read_mentions, settings_for
+
+from services.ingest_reddit.app import create_app as create_reddit
+from services.ingest_x.app import create_app as create_x
+from services.ingest_x.logic import x_query
+from veille.ingest.runner import IngestService
+from veille.models import mention_id_for
+from veille.natsserver import NatsServerProcess
+
+pytestmark = pytest.mark.integration
+
+WATCH = """
+watches:
+  - name: acme
+    query: '"Acme Corp"'
+"""
+
+
+@pytest.fixture
+async def make_app(nats_server: NatsServerProcess) -> AsyncIterator[Callable[..., Any]]:
+    """Build connected Reddit or X ingestors; stop them at the end."""
+    apps: list[IngestService] = []
+
+    async def factory(create: Callable[..., IngestService], sources: str) -> IngestService:
+        app = create(settings_for(nats_server.url), config=config_from(WATCH + sources), clock=lambda: FIXED_NOW)
+        apps.append(app)
+        await app.connect()
+        return app
+
+    yield factory
+    for app in apps:
+        await app.stop()
+
+
+def reddit_yaml(server: LoopbackServer, *, credentials: bool = True) -> str:
+    """The Reddit section pointing at the loopback server."""
+    creds = "    client_id: my-app\n    client_secret: s3cret\n" if credentials else ""
+    return f"""
+sources:
+  reddit:
+    base_url: '{server.url}/oauth'
+    token_url: '{server.url}/api/v1/access_token'
+    user_agent: 'linux:veille-test:0.1 (by /u/veille)'
+    min_interval: 0s
+{creds}"""
+
+
+def reddit_routes(server: LoopbackServer, search: Any) -> list[dict[str, str]]:
+    """Serve the token endpoint (recording its form) and ``search``."""
+    forms: list[dict[str, str]] = []
+
+    async def token(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        forms.append({k: str(v) for k, v in form.items()} | {"auth": request.headers.get("Authorization", "")})
+        return web.json_response({"access_token": "tok-1", "token_type": "bearer", "expires_in": 86400, "scope": "*"})
+
+    server.route("/api/v1/access_token", token)
+    server.route("/oauth/search", search)
+    return forms
+
+
+async def test_reddit_search_authenticates_pages_and_maps_posts(
+    make_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """Client credentials get a token; search pages by 'after'; posts land with permalink, author, score, comments."""
+
+    async def search(request: web.Request) -> web.StreamResponse:
+        name = "reddit_search_page2.json" if request.query.get("after") else "reddit_search_page1.json"
+        headers = {"X-Ratelimit-Remaining": "598.0", "X-Ratelimit-Used": "2", "X-Ratelimit-Reset": "420"}
+        return web.Response(body=payload(name), content_type="application/json", headers=headers)
+
+    forms = reddit_routes(http_server, search)
+    app = await make_app(create_reddit, reddit_yaml(http_server))
+    [outcome] = await app.poll_all()
+    expected_auth = "Basic " + base64.b64encode(b"my-app:s3cret").decode()
+    assert forms == [{"grant_type": "client_credentials", "auth": expected_auth}]
+    searches = http_server.requests_to("/oauth/search")
+    assert searches[0].headers["Authorization"] == "bearer tok-1"
+    assert searches[0].headers["User-Agent"] == "linux:veille-test:0.1 (by /u/veille)"
+    assert searches[0].query["q"] == '"Acme Corp"' and searches[0].query["sort"] == "new"
+    assert searches[1].query["after"] == "t3_1l9a000"
+    assert (outcome.published, outcome.rejected) == (2, 1)
+    stored = {msg_id: m for msg_id, m in await read_mentions(nats_server.url)}
+    post = stored[mention_id_for("reddit", "t3_1l9b2cc")]
+    assert str(post.url) == "https://www.reddit.com/r/sysadmin/comments/1l9b2cc/acme_corp_outage_right_now/"
+    assert post.title == "Acme Corp outage right now?" and post.author == "u/pager_duty_pete"
+    assert post.text == "Anyone else seeing Acme Corp timeouts since 9am? Our whole & entire pipeline is stuck."
+    assert (post.engagement.score, post.engagement.replies) == (245, 88)
+    assert post.site == "reddit.com/r/sysadmin"
+    assert post.published_at == datetime(2025, 6, 12, 9, 0, tzinfo=UTC)
+    link = stored[mention_id_for("reddit", "t3_1l9a111")]
+    assert "https://www.lemonde.fr/economie/article/2025/06/12/acme-corp-la-panne.html" in link.text
+    assert metric(app.metrics, "veille_ingest_quota_remaining", source="reddit") == 598
+
+
+async def test_reddit_cursor_survives_a_restart_and_stops_paging_at_seen_posts(
+    make_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """After a restart only the post newer than the cursor is published, and paging stops at the first seen post."""
+    pages = [
+        payload("reddit_search_page1.json"),
+        payload("reddit_search_page2.json"),
+        payload("reddit_search_newer.json"),
+    ]
+
+    async def search(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=pages.pop(0), content_type="application/json")
+
+    reddit_routes(http_server, search)
+    app = await make_app(create_reddit, reddit_yaml(http_server))
+    await app.poll_all()
+    await app.stop()
+    nats_server.stop()
+    nats_server.start()
+    restarted = await make_app(create_reddit, reddit_yaml(http_server))
+    [outcome] = await restarted.poll_all()
+    assert (outcome.published, outcome.duplicates) == (1, 0)
+    assert len(http_server.requests_to("/oauth/search")) == 3
+    assert len(await read_mentions(nats_server.url)) == 3
+
+
+async def test_reddit_and_x_stay_off_without_credentials(
+    make_app: Callable[..., Any], http_server: LoopbackServer
+) -> None:
+    """No client secret or bearer token: no targets, no request, and readiness stays green."""
+    reddit = await make_app(create_reddit, reddit_yaml(http_server, credentials=False))
+    x = await make_app(create_x, f"\nsources:\n  x:\n    base_url: '{http_server.url}/2'\n")
+    assert await reddit.poll_all() == [] and await x.poll_all() == []
+    assert http_server.requests == []
+    assert "sources" not in reddit.health.problems() and "sources" not in x.health.problems()
+
+
+def x_yaml(server: LoopbackServer) -> str:
+    """The X section pointing at the loopback server."""
+    return f"""
+sources:
+  x:
+    base_url: '{server.url}/2'
+    bearer_token: AAAA-test-token
+    min_interval: 0s
+"""
+
+
+def test_x_query_uses_or_excludes_retweets_and_respects_the_length_limit() -> None:
+    """Terms are ORed and quoted as needed, retweets excluded, one language filtered, 512 characters at most."""
+    assert (
+        x_query(["Acme Corp", "acme.com", "acme"], ["fr"]) == '("Acme Corp" OR "acme.com" OR acme) -is:retweet lang:fr'
+    )
+    assert len(x_query([f"term{i}" for i in range(200)], [])) <= 512
+
+
+async def test_x_recent_search_pages_maps_authors_and_resumes_from_since_id(
+    make_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """Tweets land with author, followers and metrics from includes.users; the next poll sends since_id."""
+
+    async def search(request: web.Request) -> web.StreamResponse:
+        if "since_id" in request.query:
+            name = "x_recent_empty.json"
+        elif "next_token" in request.query:
+            name = "x_recent_page2.json"
+        else:
+            name = "x_recent_page1.json"
+        headers = {"x-rate-limit-limit": "60", "x-rate-limit-remaining": "57", "x-rate-limit-reset": "1749719700"}
+        return web.Response(body=payload(name), content_type="application/json", headers=headers)
+
+    http_server.route("/2/tweets/search/recent", search)
+    app = await make_app(create_x, x_yaml(http_server))
+    [outcome] = await app.poll_all()
+    first = http_server.requests_to("/2/tweets/search/recent")[0]
+    assert first.headers["Authorization"] == "Bearer AAAA-test-token"
+    assert first.query["query"] == '"Acme Corp" -is:retweet'
+    assert first.query["expansions"] == "author_id"
+    assert (outcome.published, outcome.rejected) == (2, 1)
+    stored = {msg_id: m for msg_id, m in await read_mentions(nats_server.url)}
+    tweet = stored[mention_id_for("x", "1933100000000000001")]
+    assert str(tweet.url) == "https://x.com/opsweekly/status/1933100000000000001"
+    assert tweet.author == "@opsweekly" and tweet.author_followers == 48211
+    assert (tweet.engagement.likes, tweet.engagement.reposts, tweet.engagement.replies) == (120, 14, 9)
+    assert tweet.text.startswith("Acme Corp down again?! @AcmeSupport & status page")
+    assert stored[mention_id_for("x", "1933080000000000003")].lang == "fr"
+    assert metric(app.metrics, "veille_ingest_quota_remaining", source="x") == 57
+
+    await app.stop()
+    nats_server.stop()
+    nats_server.start()
+    restarted = await make_app(create_x, x_yaml(http_server))
+    [again] = await restarted.poll_all()
+    assert http_server.requests_to("/2/tweets/search/recent")[-1].query["since_id"] == "1933100000000000001"
+    assert again.published == 0 and len(await read_mentions(nats_server.url)) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (429, b'{"title": "Too Many Requests", "detail": "Too Many Requests", "type": "about:blank", "status": 429}',
+         "rate_limited"),
+        (401, b'{"title": "Unauthorized", "type": "about:blank", "status": 401, "detail": "Unauthorized"}',
+         "unauthorized"),
+        (200, b'{"errors": [{"parameters": {"query": ["("]}, "message": "bad query"}], "title": "Invalid Request",'
+              b' "detail": "One or more parameters to your request was invalid.", "meta": {}}', "query_rejected"),
+        (200, b"\xff\xfe not json", "invalid_json"),
+    ],
+)  # fmt: skip
+async def test_x_failures_are_errors_by_kind(
+    make_app: Callable[..., Any],
+    http_server: LoopbackServer,
+    nats_server: NatsServerProcess,
+    status: int,
+    body: bytes,
+    kind: str,
+) -> None:
+    """429 (paused until x-rate-limit-reset), 401, an 'errors' answer and a non-JSON body each fail with their kind."""
+    reset = int(time.time()) + 600
+
+    async def search(request: web.Request) -> web.StreamResponse:
+        headers = {"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(reset)} if status == 429 else {}
+        return web.Response(status=status, body=body, headers=headers, content_type="application/json")
+
+    http_server.route("/2/tweets/search/recent", search)
+    app = await make_app(create_x, x_yaml(http_server))
+    [outcome] = await app.poll_all()
+    assert outcome.error is not None and outcome.error.kind == kind
+    assert metric(app.metrics, "veille_ingest_errors_total", source="x", kind=kind) == 1
+    if status == 429:
+        assert app.source.fetcher.limiter.paused_for() > 500  # type: ignore[attr-defined]
+    assert await read_mentions(nats_server.url) == []
