@@ -19,7 +19,7 @@ __all__ = ["ServiceSettings"]
 class ServiceSettings(BaseSettings):
     """Settings shared by every service; localhost defaults so a laptop needs none."""
 
-    model_config = SettingsConfigDict(env_prefix="VEILLE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="VEILLE_", extra="ignore", frozen=True, env_ignore_empty=True)
 
     nats_url: str = Field(default="nats://127.0.0.1:4222", description="Comma-separated NATS server URLs.")
     nats_user: str | None = None

@@ -22,14 +22,17 @@ async def dead_letters(js: JetStreamContext, expected: int, timeout: float = 15.
     sub = await js.pull_subscribe("veille.dlq.>", durable=None, stream=bus.DEADLETTER.name)
     out: list[DeadLettered] = []
     deadline = asyncio.get_running_loop().time() + timeout
-    while len(out) < expected and asyncio.get_running_loop().time() < deadline:
-        try:
-            msgs = await sub.fetch(expected - len(out), timeout=1)
-        except TimeoutError:
-            continue
-        for msg in msgs:
-            out.append(DeadLettered.model_validate_json(msg.data))
-            await msg.ack()
+    try:
+        while len(out) < expected and asyncio.get_running_loop().time() < deadline:
+            try:
+                msgs = await sub.fetch(expected - len(out), timeout=1)
+            except TimeoutError:
+                continue
+            for msg in msgs:
+                out.append(DeadLettered.model_validate_json(msg.data))
+                await msg.ack()
+    finally:
+        await sub.unsubscribe()
     return out
 
 
