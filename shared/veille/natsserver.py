@@ -122,10 +122,8 @@ class NatsServerProcess:
         if self.process is None or self.process.poll() is not None:
             self.process = None
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:

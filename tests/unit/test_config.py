@@ -86,7 +86,11 @@ def test_not_yaml_is_reported_with_its_line() -> None:
 
 def test_environment_variables_are_interpolated() -> None:
     """${VAR} takes the environment's value and ${VAR:-x} falls back to x."""
-    text = 'receivers:\n  - name: h\n    webhook: [{url: "http://127.0.0.1:${PORT:-8099}/h", secret: "${S}"}]\nroute: {receiver: h}\n'
+    text = (
+        "receivers:\n  - name: h\n"
+        '    webhook: [{url: "http://127.0.0.1:${PORT:-8099}/h", secret: "${S}"}]\n'
+        "route: {receiver: h}\n"
+    )
     config = parse_config(text, env={"S": "whsec_abc"})
     hook = config.receivers[0].webhook[0]
     assert str(hook.url) == "http://127.0.0.1:8099/h" and hook.secret == "whsec_abc"

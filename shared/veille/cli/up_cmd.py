@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -194,7 +195,7 @@ def _print_summary(
     smtp_port: int,
     webhook_port: int,
     own_port: int,
-    children: list[object],
+    children: Sequence[object],
 ) -> None:
     lines = [
         "",
