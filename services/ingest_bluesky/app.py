@@ -30,12 +30,12 @@ from veille.ingest.http import Fetcher, FetchError
 from veille.ingest.matching import build_recheck, build_watch_matcher, positive_terms
 from veille.ingest.metrics import IngestMetrics
 from veille.ingest.runner import Clock, IngestContext, IngestService, PollResult, Target
-from veille.ingest.sources import load_json, make_fetcher, parse_time, search_targets
+from veille.ingest.sources import configured, load_json, make_fetcher, parse_time, search_targets
 from veille.metrics import ServiceMetrics
 from veille.models import MentionIngested
 from veille.settings import ServiceSettings
 
-__all__ = ["NAME", "BlueskySearch", "JetstreamFirehose", "create_app"]
+__all__ = ["NAME", "BlueskySearch", "JetstreamFirehose", "create_app", "enabled"]
 
 NAME = "ingest-bluesky"
 SEEN_MAX = 2000
@@ -270,6 +270,11 @@ class BlueskySearch:
         return PollResult(fresh, new_cursor, newest=newest, rejected=rejected, details={"posts": len(posts)})
 
 
+def enabled(config: VeilleConfig) -> bool:
+    """Whether ``veille up`` should start this service: its section is in the configuration."""
+    return configured(config, "bluesky")
+
+
 def create_app(
     settings: ServiceSettings,
     *,
@@ -296,7 +301,7 @@ def create_app(
     with_login = bool(section.handle and section.password())
     targets = (
         search_targets(SOURCE, config, section.watches, interval=section.interval.total_seconds())
-        if section.enabled and with_login
+        if configured(config, "bluesky") and with_login
         else []
     )
     streams = (
@@ -308,7 +313,7 @@ def create_app(
                 backoff=Backoff(base=min(1.0, flush_interval), maximum=60.0),
             ),
         )
-        if section.enabled
+        if configured(config, "bluesky")
         else ()
     )
     return IngestService(

@@ -16,11 +16,11 @@ from veille.ingest.http import Fetcher, FetchError
 from veille.ingest.matching import build_recheck, positive_terms
 from veille.ingest.metrics import IngestMetrics
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
-from veille.ingest.sources import load_json, make_fetcher, search_targets
+from veille.ingest.sources import configured, load_json, make_fetcher, search_targets
 from veille.metrics import ServiceMetrics
 from veille.settings import ServiceSettings
 
-__all__ = ["NAME", "GdeltArticles", "create_app"]
+__all__ = ["NAME", "GdeltArticles", "create_app", "enabled"]
 
 NAME = "ingest-gdelt"
 log = structlog.get_logger("ingest_gdelt")
@@ -86,6 +86,11 @@ class GdeltArticles:
         )
 
 
+def enabled(config: VeilleConfig) -> bool:
+    """Whether ``veille up`` should start this service: its section is in the configuration."""
+    return configured(config, "gdelt")
+
+
 def create_app(
     settings: ServiceSettings,
     *,
@@ -110,7 +115,7 @@ def create_app(
     )
     targets = (
         search_targets(SOURCE, config, section.watches, interval=section.interval.total_seconds())
-        if section.enabled
+        if configured(config, "gdelt")
         else []
     )
     return IngestService(

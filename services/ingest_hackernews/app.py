@@ -17,11 +17,11 @@ from veille.ingest.http import Fetcher, FetchError
 from veille.ingest.matching import build_recheck, positive_terms
 from veille.ingest.metrics import IngestMetrics
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
-from veille.ingest.sources import load_json, make_fetcher, search_targets
+from veille.ingest.sources import configured, load_json, make_fetcher, search_targets
 from veille.metrics import ServiceMetrics
 from veille.settings import ServiceSettings
 
-__all__ = ["NAME", "HackerNewsSearch", "create_app"]
+__all__ = ["NAME", "HackerNewsSearch", "create_app", "enabled"]
 
 NAME = "ingest-hackernews"
 log = structlog.get_logger("ingest_hackernews")
@@ -97,6 +97,11 @@ class HackerNewsSearch:
         )
 
 
+def enabled(config: VeilleConfig) -> bool:
+    """Whether ``veille up`` should start this service: its section is in the configuration."""
+    return configured(config, "hackernews")
+
+
 def create_app(
     settings: ServiceSettings,
     *,
@@ -121,7 +126,7 @@ def create_app(
     )
     targets = (
         search_targets(SOURCE, config, section.watches, interval=section.interval.total_seconds())
-        if section.enabled
+        if configured(config, "hackernews")
         else []
     )
     return IngestService(

@@ -19,12 +19,12 @@ from veille.ingest.http import Fetcher, FetchError
 from veille.ingest.matching import build_recheck, positive_terms, watches_for
 from veille.ingest.metrics import IngestMetrics
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
-from veille.ingest.sources import load_json, make_fetcher
+from veille.ingest.sources import configured, load_json, make_fetcher
 from veille.metrics import ServiceMetrics
 from veille.models import MentionIngested
 from veille.settings import ServiceSettings
 
-__all__ = ["NAME", "MastodonTimelines", "create_app", "mastodon_targets"]
+__all__ = ["NAME", "MastodonTimelines", "create_app", "enabled", "mastodon_targets"]
 
 NAME = "ingest-mastodon"
 PAGE = 40
@@ -140,6 +140,11 @@ class MastodonTimelines:
         )
 
 
+def enabled(config: VeilleConfig) -> bool:
+    """Whether ``veille up`` should start this service: its section is configured, credentials included."""
+    return configured(config, "mastodon") and bool(config.sources.mastodon.servers)
+
+
 def create_app(
     settings: ServiceSettings,
     *,
@@ -165,8 +170,8 @@ def create_app(
             metrics=ingest_metrics,
         )
 
-    targets = mastodon_targets(section, config) if section.enabled else []
-    if section.enabled and not section.servers:
+    targets = mastodon_targets(section, config) if configured(config, "mastodon") else []
+    if configured(config, "mastodon") and not section.servers:
         log.info("ingest.source_idle", source=SOURCE, reason="no Mastodon server listed in sources.mastodon.servers")
     return IngestService(
         NAME,

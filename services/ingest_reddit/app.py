@@ -17,11 +17,11 @@ from veille.ingest.http import Fetcher, FetchError
 from veille.ingest.matching import build_recheck, positive_terms
 from veille.ingest.metrics import IngestMetrics
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
-from veille.ingest.sources import load_json, make_fetcher, search_targets
+from veille.ingest.sources import configured, load_json, make_fetcher, search_targets
 from veille.metrics import ServiceMetrics
 from veille.settings import ServiceSettings
 
-__all__ = ["NAME", "RedditSearch", "create_app"]
+__all__ = ["NAME", "RedditSearch", "create_app", "enabled"]
 
 NAME = "ingest-reddit"
 MAX_PAGES = 3
@@ -106,6 +106,11 @@ class RedditSearch:
         )
 
 
+def enabled(config: VeilleConfig) -> bool:
+    """Whether ``veille up`` should start this service: its section is configured, credentials included."""
+    return configured(config, "reddit") and bool(config.sources.reddit.client_id and config.sources.reddit.secret())
+
+
 def create_app(
     settings: ServiceSettings,
     *,
@@ -128,12 +133,12 @@ def create_app(
         min_interval=section.min_interval.total_seconds(),
         metrics=ingest_metrics,
     )
-    configured = bool(section.client_id and section.secret())
-    if section.enabled and not configured:
+    has_credentials = bool(section.client_id and section.secret())
+    if configured(config, "reddit") and not has_credentials:
         log.info("ingest.source_idle", source=SOURCE, reason="no client_id/client_secret in sources.reddit")
     targets = (
         search_targets(SOURCE, config, section.watches, interval=section.interval.total_seconds())
-        if section.enabled and configured
+        if configured(config, "reddit") and has_credentials
         else []
     )
     return IngestService(

@@ -19,7 +19,7 @@ from veille.ingest.runner import Clock, IngestService, PollResult, Target
 from veille.metrics import ServiceMetrics
 from veille.settings import ServiceSettings
 
-__all__ = ["NAME", "RssFeeds", "create_app"]
+__all__ = ["NAME", "RssFeeds", "create_app", "enabled"]
 
 NAME = "ingest-rss"
 log = structlog.get_logger("ingest_rss")
@@ -83,6 +83,12 @@ def _recheck_or_none(config: VeilleConfig) -> tuple[Recheck | None, Callable[[st
     except ImportError:  # pragma: no cover - the query package always ships with veille
         log.warning("ingest.query_engine_missing", detail="candidates are not re-checked locally")
         return None, None
+
+
+def enabled(config: VeilleConfig) -> bool:
+    """Whether ``veille up`` should start this service: RSS is on and has feeds or searches."""
+    rss = config.sources.rss
+    return rss.enabled and bool(rss.feeds or rss.google_news)
 
 
 def create_app(

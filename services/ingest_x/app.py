@@ -16,12 +16,12 @@ from veille.ingest.http import Fetcher, FetchError
 from veille.ingest.matching import build_recheck, positive_terms
 from veille.ingest.metrics import IngestMetrics
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
-from veille.ingest.sources import load_json, make_fetcher, search_targets
+from veille.ingest.sources import configured, load_json, make_fetcher, search_targets
 from veille.metrics import ServiceMetrics
 from veille.models import MentionIngested
 from veille.settings import ServiceSettings
 
-__all__ = ["NAME", "XRecentSearch", "create_app"]
+__all__ = ["NAME", "XRecentSearch", "create_app", "enabled"]
 
 NAME = "ingest-x"
 MAX_PAGES = 3
@@ -96,6 +96,11 @@ class XRecentSearch:
         )
 
 
+def enabled(config: VeilleConfig) -> bool:
+    """Whether ``veille up`` should start this service: its section is configured, credentials included."""
+    return configured(config, "x") and bool(config.sources.x.token())
+
+
 def create_app(
     settings: ServiceSettings,
     *,
@@ -118,12 +123,12 @@ def create_app(
         min_interval=section.min_interval.total_seconds(),
         metrics=ingest_metrics,
     )
-    configured = bool(section.token())
-    if section.enabled and not configured:
+    has_credentials = bool(section.token())
+    if configured(config, "x") and not has_credentials:
         log.info("ingest.source_idle", source=SOURCE, reason="no bearer_token in sources.x")
     targets = (
         search_targets(SOURCE, config, section.watches, interval=section.interval.total_seconds())
-        if section.enabled and configured
+        if configured(config, "x") and has_credentials
         else []
     )
     return IngestService(

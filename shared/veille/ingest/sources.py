@@ -16,7 +16,7 @@ from veille.ingest.metrics import IngestMetrics
 from veille.ingest.runner import Target
 from veille.ingest.textclean import decode_utf8
 
-__all__ = ["SearchSection", "load_json", "make_fetcher", "parse_time", "search_targets"]
+__all__ = ["SearchSection", "configured", "load_json", "make_fetcher", "parse_time", "search_targets"]
 
 
 class SearchSection(Protocol):
@@ -33,6 +33,15 @@ class SearchSection(Protocol):
     @property
     def max_bytes(self) -> int:
         """Response size cap."""
+
+
+def configured(config: VeilleConfig, section: str) -> bool:
+    """Whether ``sources.<section>`` appears in the configuration file and is enabled.
+
+    Sources that search the internet on their own run only when their section is written (an
+    empty ``hackernews: {}`` is enough): a configuration without it, or a test, never reaches out.
+    """
+    return section in config.sources.model_fields_set and bool(getattr(config.sources, section).enabled)
 
 
 def make_fetcher(
