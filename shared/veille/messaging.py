@@ -7,11 +7,21 @@ acknowledgement of every message so the rule is written once:
   reason, a metric, a log line, then ack — the message is kept, the service goes on;
 - the handler raised anything else: nak with a growing delay, and after ``max_attempts`` a dead
   letter — a poison message never blocks the stream and is never silently dropped.
+
+Sizes. A dead letter embeds the original payload (base64) only up to :data:`MAX_KEPT_PAYLOAD` bytes;
+past that it keeps the first bytes and says in its reason how big the original was, its SHA-256, and
+the stream and sequence it still sits at. Without that cap a payload over ~750 kB could not be
+dead-lettered at all (the letter itself would be too big), and would be redelivered until
+``max_deliver`` and then stranded. ``max_bytes`` (1 MiB) equals NATS's default ``max_payload``, so
+with ``veille up``'s embedded server an oversized message is refused at publish time and never
+reaches a service; ``deploy/nats/*.conf`` raise ``max_payload`` to 4MB, so there a 1-4 MB message
+reaches the service and becomes a ``too_large`` dead letter.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -29,7 +39,10 @@ from veille.metrics import ServiceMetrics
 from veille.models import DeadLettered
 from veille.settings import ServiceSettings
 
-__all__ = ["DeadLetterSink", "dead_letter_middleware", "make_broker", "publish_model"]
+__all__ = ["MAX_KEPT_PAYLOAD", "DeadLetterSink", "dead_letter_middleware", "make_broker", "publish_model"]
+
+MAX_KEPT_PAYLOAD = 256 * 1024
+"""Most bytes of the original payload a dead letter embeds (the rest stays in the source stream)."""
 
 log = structlog.get_logger("veille.messaging")
 
@@ -108,15 +121,30 @@ class DeadLetterSink:
         reason: str,
         attempts: int = 1,
         receiver: str | None = None,
+        origin: str | None = None,
     ) -> None:
-        """Keep an unprocessable message with its reason; raise if the stream cannot take it."""
+        """Keep an unprocessable message with its reason; raise if the stream cannot take it.
+
+        ``origin`` says where the original still is (``VEILLE_MENTIONS#1234``), quoted when the
+        payload is too big to embed whole.
+        """
         assert self.js is not None, "DeadLetterSink.bind() first"
+        reason = reason[:2000]
+        kept = payload
+        if len(payload) > MAX_KEPT_PAYLOAD:
+            kept = payload[:MAX_KEPT_PAYLOAD]
+            reason += (
+                f" [payload truncated to its first {MAX_KEPT_PAYLOAD} of {len(payload)} bytes, "
+                f"sha256 {hashlib.sha256(payload).hexdigest()}"
+                + (f"; the original is at {origin}" if origin else "")
+                + "]"
+            )
         letter = DeadLettered(
             service=self.service,
             subject=subject,
-            reason=reason[:2000],
+            reason=reason,
             error_kind=kind,
-            payload=base64.b64encode(payload).decode(),
+            payload=base64.b64encode(kept).decode(),
             headers={k: v for k, v in (headers or {}).items() if isinstance(v, str)},
             attempts=attempts,
             receiver=receiver,
@@ -187,6 +215,8 @@ def dead_letter_middleware(
             body: bytes = msg.body if isinstance(msg.body, bytes) else bytes(msg.body)
             metadata = getattr(raw, "metadata", None)
             attempts = int(getattr(metadata, "num_delivered", 1) or 1)
+            sequence = getattr(getattr(metadata, "sequence", None), "stream", None)
+            origin = f"{getattr(metadata, 'stream', None) or stream}#{sequence}" if sequence else None
             bound = structlog.contextvars.bound_contextvars(subject=subject, msg_id=headers.get("Nats-Msg-Id"))
             with bound:
                 bad = (
@@ -220,7 +250,13 @@ def dead_letter_middleware(
                 kind, reason = bad
                 try:
                     await sink.send(
-                        subject=subject, payload=body, headers=headers, kind=kind, reason=reason, attempts=attempts
+                        subject=subject,
+                        payload=body,
+                        headers=headers,
+                        kind=kind,
+                        reason=reason,
+                        attempts=attempts,
+                        origin=origin,
                     )
                 except Exception as exc:
                     log.error(f"{service}.dead_letter_failed", error=str(exc))
