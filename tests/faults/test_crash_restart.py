@@ -30,7 +30,7 @@ MENTIONS = 10_000
 async def test_kill_9_classifier_then_notifier_loses_nothing_and_repeats_nothing(
     nats_server: NatsServerProcess, tmp_path: Path
 ) -> None:
-    """After kill -9 of each service mid-stream, every mention is classified once and every alert is sent in one notification."""
+    """After kill -9 of each service mid-stream, each mention is classified once and each alert sent once."""
     receiver = Receiver()
     await receiver.start()
     config = write_config(tmp_path / "veille.yaml", receiver.url)
