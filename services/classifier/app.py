@@ -1,8 +1,11 @@
 """Composition root of the classifier: broker, subscriber, spike detection, metrics, health.
 
-The subscriber handles up to ``max_workers`` mentions concurrently (FastStream's concurrent pull
-subscriber): the CPU work of one mention is sequential anyway, but its waits (the stream's ack of
-the classified mention, the flush of its counts to the detector KV bucket) overlap with the others'.
+Throughput. FastStream's pull subscriber fetches ``batch_size`` mentions and handles them as
+concurrent tasks (then fetches the next batch), so the waits of one mention (the stream's ack of the
+classified mention, the flush of its counts to the detector KV bucket every ``flush_interval``)
+overlap with the others'; the CPU work (language, sentiment, matching, story) is sequential in one
+process. ``max_workers > 1`` switches to FastStream's concurrent subscriber, which measured slower
+here (two task hand-offs per message). Where the time goes and the numbers: ``bench/classifier_bench.py``.
 The dead-letter middleware acks a mention only when its handler returned, i.e. once the classified
 mention and its alerts are stored and its counts flushed (see :mod:`services.classifier.detection`).
 """
@@ -52,9 +55,10 @@ class ClassifierApp:
         metrics: ServiceMetrics | None = None,
         clock: Clock | None = None,
         tick_interval: float | None = 1.0,
-        flush_interval: float = 0.1,
+        flush_interval: float = 0.02,
         grace: timedelta = timedelta(seconds=15),
-        max_workers: int = 500,
+        max_workers: int = 1,
+        batch_size: int = 500,
     ) -> None:
         """Build the classifier; ``tick_interval=None`` leaves stepping the detectors to :meth:`tick`."""
         self.settings = settings
@@ -101,7 +105,7 @@ class ClassifierApp:
             consumer.filter_subject,
             stream=JStream(consumer.stream, declare=False),
             durable=consumer.durable,
-            pull_sub=PullSub(batch_size=min(max_workers, 500), timeout=1.0),
+            pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
             max_workers=max_workers,
             ack_policy=AckPolicy.MANUAL,
             title="classify_mention",

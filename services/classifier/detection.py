@@ -152,7 +152,7 @@ class SurgeDetection:
         *,
         clock: Clock,
         grace: timedelta = timedelta(seconds=15),
-        flush_interval: float = 0.1,
+        flush_interval: float = 0.02,
         consumer: bus.Consumer = bus.CLASSIFIER_CONSUMER,
     ) -> None:
         """Build the detection for ``watches``; ``publish`` sends one alert with its deterministic id."""

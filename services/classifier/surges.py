@@ -150,16 +150,17 @@ class BucketStats:
             self.terms[term] = self.terms.get(term, 0) + 1
         site = mention.site or mention.source
         self.sources[site] = self.sources.get(site, 0) + 1
-        sample = SampleMention(
-            id=mention.id,
-            source=mention.source,
-            url=str(mention.url) if mention.url else None,
-            title=mention.title,
-            text=mention.text[:300],
-            author=mention.author,
-            sentiment=classified.sentiment,
-            published_at=mention.published_at,
-        ).model_dump(mode="json", exclude_none=True)
+        sample: dict[str, Any] = {"id": mention.id, "source": mention.source, "sentiment": classified.sentiment}
+        if mention.url is not None:
+            sample["url"] = str(mention.url)
+        if mention.title:
+            sample["title"] = mention.title
+        if mention.text:
+            sample["text"] = mention.text[:300]
+        if mention.author:
+            sample["author"] = mention.author
+        if mention.published_at is not None:
+            sample["published_at"] = mention.published_at.isoformat()
         self.samples.append(sample)
         if negative:
             self.negative_samples.append(sample)
