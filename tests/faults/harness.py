@@ -444,3 +444,61 @@ async def connect(urls: list[str]) -> NatsClient:
     import nats
 
     return await nats.connect(urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2)
+
+
+async def drive(
+    js: JetStreamContext,
+    receiver: Receiver,
+    mentions: list[MentionIngested],
+    faults: list[tuple[int, Callable[[], Awaitable[None]]]],
+    *,
+    settle: float = 3.0,
+    timeout: float = 240.0,
+) -> Audit:
+    """Publish ``mentions`` while running each fault once that many are classified; wait for all output.
+
+    Waits (each bounded) until every mention is classified, both consumers are drained (what was in
+    flight at a fault comes back after the consumer's ack_wait) and every alert reached the
+    receiver, then ``settle`` seconds more for any wrong second sending, and returns the audit.
+    """
+    publishing = asyncio.create_task(publish_all(js, mentions, retry_for=timeout))
+    try:
+        for threshold, fault in faults:
+
+            async def reached(n: int = threshold) -> bool:
+                return await stream_count(js, bus.CLASSIFIED.name) >= n
+
+            await eventually(reached, timeout=timeout / 2, what=f"{threshold} mentions classified")
+            await fault()
+        assert await publishing == len(mentions)
+    finally:
+        if not publishing.done():
+            publishing.cancel()
+    total = len(mentions)
+
+    async def all_classified() -> bool:
+        return await stream_count(js, bus.CLASSIFIED.name) >= total
+
+    await eventually(all_classified, timeout=timeout, what="every mention classified")
+    await eventually(lambda: consumer_drained(js, bus.CLASSIFIER_CONSUMER), timeout=timeout, what="classifier drained")
+    await eventually(lambda: consumer_drained(js, bus.NOTIFIER_CONSUMER), timeout=timeout, what="notifier drained")
+    audit = await audit_output(js, receiver, {})
+    await eventually(
+        lambda: audit.firing_alert_ids <= set(receiver.firing_alerts()), timeout=timeout, what="every alert delivered"
+    )
+    await asyncio.sleep(settle)
+    return await audit_output(js, receiver, {})
+
+
+def assert_exactly_once(audit: Audit, mentions: list[MentionIngested], receiver: Receiver, *, repeats: int = 0) -> None:
+    """Every mention classified once; every alert raised once and carried by exactly one notification."""
+    assert audit.classified_total == len(mentions), audit.summary()
+    assert audit.classified_ids == {m.id for m in mentions}, audit.summary()
+    assert audit.alerts_total == audit.alerts_distinct, audit.summary()
+    assert audit.expected_alerts <= audit.firing_alert_ids, audit.summary()
+    assert len(audit.expected_alerts) >= len(mentions) // 100, "the load raises enough alerts to mean something"
+    assert receiver.truncated() == 0
+    assert set(audit.delivered) == audit.firing_alert_ids, audit.summary()
+    twice = {a: ids for a, ids in audit.delivered.items() if len(ids) > 1}
+    assert not twice, f"alerts in more than one notification: {list(twice.items())[:3]}"
+    assert audit.duplicate_deliveries <= repeats, audit.summary()
