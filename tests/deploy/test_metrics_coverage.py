@@ -160,6 +160,7 @@ async def stack(tmp_path: Path, monitored_nats: NatsServerProcess) -> AsyncItera
     """Every service of services.SERVICES running as a child process, scraped once ready."""
     feeds = FeedServer()
     feeds.serve("/feed.xml", ATOM)
+    feeds.serve_websocket("/bluesky/jetstream_url")  # an idle firehose, so ingest-bluesky is ready
     await feeds.start()
     nc = await nats.connect(monitored_nats.url)
     await bus.ensure_topology(nc.jetstream())

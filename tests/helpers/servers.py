@@ -67,15 +67,26 @@ class FeedServer(_Server):
         self.etag = True
         self.requests: list[dict[str, str]] = []
         self.not_modified = 0
+        self.websockets: set[str] = set()
 
     def serve(self, path: str, body: bytes, content_type: str = "application/atom+xml") -> None:
         self.documents[path] = (body, content_type)
+
+    def serve_websocket(self, path: str) -> None:
+        """Accept WebSocket connections on ``path`` and keep them open, silent (an idle firehose)."""
+        self.websockets.add(path)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/{path:.*}", self._get)
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(dict(request.headers))
+        if "/" + request.match_info["path"] in self.websockets:
+            socket = web.WebSocketResponse(heartbeat=10)
+            await socket.prepare(request)
+            async for _ in socket:
+                pass
+            return socket
         doc = self.documents.get("/" + request.match_info["path"])
         if doc is None:
             return web.Response(status=404)
