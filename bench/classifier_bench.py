@@ -1,0 +1,266 @@
+"""Benchmark the classifier service through a real nats-server, beside the raw nats-py ceiling.
+
+In one run, on one fresh ``nats-server`` (temporary store, loopback):
+
+1. ``--mentions`` raw mentions are published to the mentions stream: real English and French tweets
+   from ``../shared/data/sentiment`` (synthetic text when absent), most of them naming one of the
+   watched brands, a share syndicated (same text on several sites), a share with a declared
+   language (``--declared-lang``, as RSS, Bluesky and Mastodon give one) and the rest left to the
+   language detector;
+2. ``raw``: a plain nats-py pull consumer fetches every mention in batches and acks each one: the
+   ceiling for any consumer of that stream on this machine;
+3. ``classifier``: the real classifier service (its composition root, FastStream subscriber,
+   dead-letter middleware, spike-detection counters flushed to KV, detector ticks) consumes the
+   same backlog: consumed, classified, published to the classified stream, counted and acked;
+4. ``cpu``: the classification alone (language, sentiment, watch matching, story id, terms) in a
+   loop, no NATS: the CPU ceiling of one Python process.
+
+Prints a table and writes ``bench/results/classifier.json`` (rates in mentions per second and the
+ratio of the classifier to the raw consume-and-ack rate). ``--profile`` also writes a pyinstrument
+profile of the classifier run.
+
+Usage::
+
+    .venv/bin/python bench/classifier_bench.py [--mentions 20000] [--declared-lang 0.5] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import platform
+import random
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.js import JetStreamContext
+
+from services.classifier.app import create_app
+from services.classifier.logic import Classifier
+from services.classifier.surges import mention_terms
+from veille import bus
+from veille.config import parse_config
+from veille.language import detect_language, preload
+from veille.logging import configure_logging
+from veille.metrics import ServiceMetrics
+from veille.models import MentionIngested, Sentiment, utcnow
+from veille.natsserver import NatsServerProcess
+from veille.sentiment import make_backend
+from veille.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "sentiment"
+OUT = ROOT / "bench" / "results" / "classifier.json"
+BRANDS = ["Acme", "Globex", "Initech", "Hooli", "Umbrella", "Renault", "Danone", "Orange", "Decathlon", "Doctolib"]
+CONFIG = "version: 1\nwatches:\n" + "".join(
+    f"  - name: {b.lower()}\n    query: '{b.lower()} OR \"{b} Corp\"'\n" for b in BRANDS
+)
+
+
+def texts() -> list[tuple[str, str]]:
+    """(text, language) of real tweets, or synthetic sentences when the data is absent."""
+    out: list[tuple[str, str]] = []
+    for name, lang in (("en_tweets_dev.csv", "en"), ("fr_tweets_dev.csv", "fr")):
+        path = DATA / name
+        if path.is_file():
+            with path.open(encoding="utf-8", newline="") as fh:
+                out.extend((row["text"], lang) for row in csv.DictReader(fh) if row.get("text"))
+    if not out:
+        rng = random.Random(3)
+        words = [
+            "service",
+            "great",
+            "awful",
+            "launch",
+            "price",
+            "support",
+            "outage",
+            "customers",
+            "today",
+            "new",
+            "product",
+        ]
+        out = [(" ".join(rng.choices(words, k=15)), "en") for _ in range(2000)]
+    return out
+
+
+def make_mentions(n: int, declared: float, seed: int = 1) -> list[MentionIngested]:
+    """``n`` mentions: 80 % name a brand, 20 % are syndicated copies of an earlier one."""
+    rng = random.Random(seed)
+    corpus = texts()
+    now = utcnow()
+    out: list[MentionIngested] = []
+    for i in range(n):
+        if out and rng.random() < 0.2:
+            base = rng.choice(out[-200:])
+            text, lang = base.text, base.lang
+        else:
+            text, lang = rng.choice(corpus)
+            if rng.random() < 0.8:
+                text = f"{rng.choice(BRANDS)} {text}"
+            lang = lang if rng.random() < declared else None
+        out.append(
+            MentionIngested(
+                id=f"bench:{i}",
+                source=rng.choice(("rss", "bluesky", "mastodon", "hackernews")),
+                url=f"https://site{i % 97}.example/p/{i}",
+                site=f"site{i % 97}.example",
+                text=text,
+                lang=lang,
+                ingested_at=now + timedelta(milliseconds=i),
+            )
+        )
+    return out
+
+
+async def publish(js: JetStreamContext, mentions: list[MentionIngested]) -> float:
+    """Publish the mentions (async publish, acks gathered in chunks); return the rate."""
+    started = time.perf_counter()
+    for k in range(0, len(mentions), 2000):
+        futures = [
+            await js.publish_async(
+                bus.mention_subject(m.source), m.model_dump_json().encode(), headers={"Nats-Msg-Id": m.id}
+            )
+            for m in mentions[k : k + 2000]
+        ]
+        await asyncio.gather(*futures)
+    return len(mentions) / (time.perf_counter() - started)
+
+
+async def raw_consume_ack(js: JetStreamContext, n: int) -> float:
+    """Fetch and ack ``n`` mentions with a plain nats-py durable pull consumer; return the rate."""
+    sub = await js.pull_subscribe(f"{bus.PREFIX}.mentions.ingested.>", durable="bench-raw", stream=bus.MENTIONS.name)
+    done = 0
+    started = time.perf_counter()
+    while done < n:
+        msgs = await sub.fetch(500, timeout=5)
+        for msg in msgs:
+            await msg.ack()
+        done += len(msgs)
+    rate = n / (time.perf_counter() - started)
+    await sub.unsubscribe()
+    await js.delete_consumer(bus.MENTIONS.name, "bench-raw")
+    return rate
+
+
+async def classifier_run(url: str, js: JetStreamContext, n: int, max_workers: int) -> dict[str, Any]:
+    """Run the classifier service over the backlog of ``n`` mentions; return its rate and counters."""
+    metrics = ServiceMetrics("classifier")
+    app = create_app(
+        ServiceSettings(nats_url=url), config=parse_config(CONFIG), metrics=metrics, max_workers=max_workers
+    )
+    consumer = bus.CLASSIFIER_CONSUMER
+    started = time.perf_counter()
+    await app.start()
+    try:
+        while True:
+            info = await js.consumer_info(consumer.stream, consumer.durable)
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                break
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        classified = (await js.stream_info(bus.CLASSIFIED.name)).state.messages
+        flushes = app.detection_metrics.flushes._value.get()
+        processed = {
+            sample.labels["outcome"]: sample.value
+            for metric in metrics.messages.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        }
+    finally:
+        await app.stop()
+    return {
+        "rate": n / elapsed,
+        "seconds": elapsed,
+        "classified": classified,
+        "kv_flushes": flushes,
+        "processed": processed,
+    }
+
+
+def cpu_only(mentions: list[MentionIngested]) -> float:
+    """Classify in a loop without NATS (language, sentiment, watches, story, terms); return the rate."""
+    backend = make_backend("lexicon")
+
+    def score(text: str, lang: str | None) -> tuple[Sentiment, float]:
+        found = backend.analyze(text, lang)
+        return found.label, found.score
+
+    classifier = Classifier(parse_config(CONFIG), score, detect_language)
+    started = time.perf_counter()
+    for m in mentions:
+        found = classifier.classify(m)
+        if found.mention.watches:
+            mention_terms(found.body)
+    return len(mentions) / (time.perf_counter() - started)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every measure on one fresh nats-server and return the results."""
+    configure_logging("classifier", level="warning", fmt="json")
+    preload()
+    mentions = make_mentions(args.mentions, args.declared_lang)
+    cpu = cpu_only(mentions)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = NatsServerProcess(store_dir=Path(tmp) / "store", log_file=Path(tmp) / "nats.log")
+        server.start()
+        try:
+            client = await nats.connect(server.url)
+            js = client.jetstream()
+            await bus.ensure_topology(js)
+            publish_rate = await publish(js, mentions)
+            raw = await raw_consume_ack(js, len(mentions))
+            if args.profile:
+                from pyinstrument import Profiler
+
+                profiler = Profiler(async_mode="enabled")
+                profiler.start()
+            run = await classifier_run(server.url, js, len(mentions), args.max_workers)
+            if args.profile:
+                profiler.stop()
+                target = OUT.with_suffix(".profile.txt")
+                target.write_text(profiler.output_text(unicode=True, show_all=True), encoding="utf-8")
+                print(f"profile written to {target}")
+            await client.close()
+        finally:
+            server.stop()
+    return {
+        "benchmark": "classifier",
+        "mentions": len(mentions),
+        "declared_lang_share": args.declared_lang,
+        "max_workers": args.max_workers,
+        "publish_per_s": round(publish_rate),
+        "raw_consume_ack_per_s": round(raw),
+        "classifier_per_s": round(run["rate"]),
+        "classifier_seconds": round(run["seconds"], 2),
+        "classified_published": run["classified"],
+        "kv_counter_flushes": run["kv_flushes"],
+        "messages_processed": run["processed"],
+        "ratio_to_raw": round(run["rate"] / raw, 3),
+        "cpu_only_classify_per_s": round(cpu),
+        "cpus": os.cpu_count(),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mentions", type=int, default=20_000)
+    parser.add_argument("--declared-lang", type=float, default=0.5, help="Share of mentions with a declared language.")
+    parser.add_argument("--max-workers", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("-o", "--output", type=Path, default=OUT)
+    result = asyncio.run(main(parser.parse_args()))
+    for key, value in result.items():
+        print(f"{key:>26}  {value}")
+    parser.parse_args().output.parent.mkdir(parents=True, exist_ok=True)
+    parser.parse_args().output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
