@@ -83,3 +83,27 @@ async def test_two_replicas_raise_the_same_alerts_as_one(apps: Apps, js: JetStre
     alerts = await alerts_in_stream(js)
     assert key(alerts) == key(offline_alerts())
     assert [s for _, s in spikes(alerts)] == ["firing", "resolved"]
+
+
+async def test_alerts_decided_before_a_crash_are_published_by_the_next_tick(apps: Apps, js: JetStreamContext) -> None:
+    """If a replica dies after committing a step but before publishing, the outbox is published once by another."""
+    crashing, healthy = await apps.start(), await apps.start()
+
+    async def die(alert: AlertRaised) -> None:
+        raise ConnectionError("killed between the KV commit and the publish")
+
+    crashing.detection.publish = die  # type: ignore[union-attr]
+    await publish_mentions(js, series())
+    await caught_up(js)
+    apps.clock.now = at(END_MINUTES + 30)
+    try:
+        await crashing.tick()
+    except ConnectionError:
+        pass
+    else:
+        raise AssertionError("the crashing replica should have failed to publish")
+    assert spikes(await alerts_in_stream(js)) == []
+    await healthy.tick()
+    await healthy.tick()
+    alerts = await alerts_in_stream(js)
+    assert key(alerts) == key(offline_alerts())
