@@ -9,7 +9,7 @@ CONFIG ?= examples/veille.yaml
 COMPOSE ?= docker compose
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck clean up down logs
+.PHONY: help install run test lint typecheck clean up down logs bench
 
 help: ## Show this help
 	@echo "veille — make targets:"
@@ -35,6 +35,9 @@ lint: $(STAMP) ## Check style with ruff
 
 typecheck: $(STAMP) ## Check types with mypy (strict)
 	$(BIN)/mypy
+
+bench: $(STAMP) ## Run every benchmark, write docs/benchmarks.md (BENCH_ARGS=--full: an hour of memory)
+	PYTHONPATH=shared:. $(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean: ## Remove the virtual environment and caches (keeps ./var)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,218 @@
+"""Run every benchmark in ``bench/``, gather their JSON into one file and write ``docs/benchmarks.md``.
+
+Each ``bench/*.py`` script (except this one) runs in turn with the arguments below (the default run
+takes a few minutes; ``--full`` gives the memory benchmark a real hour), writes its JSON to
+``bench/results/``; this script then writes ``bench/results/all.json`` (the machine, what ran, every
+result) and a short table in ``docs/benchmarks.md``.
+
+Usage::
+
+    PYTHONPATH=shared:. python bench/run_all.py [--full] [--only e2e_bench,memory_bench] [--skip nab_eval]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+sys.path[:0] = [str(ROOT / "shared"), str(ROOT)]
+
+# Arguments of each script in the default (few minutes) run and in the --full run.
+QUICK: dict[str, list[str]] = {
+    "nab_eval": ["--no-cv"],
+    "memory_bench": ["--duration", "120", "--accel", "30"],
+}
+FULL: dict[str, list[str]] = {
+    "nab_eval": [],
+    "memory_bench": ["--duration", "3600", "--accel", "1"],
+}
+RESULT_FILE = {
+    "nab_eval": "nab.json",
+    "sentiment_eval": "sentiment.json",
+    "query_bench": "query.json",
+    "classifier_bench": "classifier.json",
+    "e2e_bench": "e2e.json",
+    "memory_bench": "memory.json",
+}
+
+
+def machine() -> dict[str, Any]:
+    """The machine the figures come from."""
+    cpu = platform.processor() or platform.machine()
+    mem_gib = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    from veille.natsserver import find_nats_server
+
+    try:
+        nats_version = subprocess.run(
+            [find_nats_server(), "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except (OSError, FileNotFoundError):
+        nats_version = "unknown"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": mem_gib,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "nats_server": nats_version,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def scripts() -> list[str]:
+    """Every benchmark script, by name."""
+    return sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in {"run_all", "__init__"})
+
+
+def run(name: str, full: bool) -> dict[str, Any]:
+    """Run one script; return how it went."""
+    args = (FULL if full else QUICK).get(name, [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)])}
+    print(f"== {name} {' '.join(args)}", flush=True)
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), *args], cwd=ROOT, env=env, check=False)
+    return {"args": args, "exit_code": proc.returncode, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def load(name: str) -> Any:
+    """The JSON a script wrote (None when absent)."""
+    path = RESULTS / RESULT_FILE.get(name, f"{name}.json")
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _f(value: Any, fmt: str = ",.0f") -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def markdown(all_results: dict[str, Any]) -> str:
+    """The short report in docs/benchmarks.md."""
+    m = all_results["machine"]
+    r = all_results["results"]
+    out = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`bench/run_all.py`); every figure is in `bench/results/all.json`.",
+        "Tests never assert on timings: these numbers are measured here, on this machine, in one run.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, Python {m['python']}, "
+        f"{m['nats_server']}; {m['date']}.",
+        "",
+    ]
+    e2e = r.get("e2e_bench")
+    if e2e:
+        c = e2e["ceiling"]
+        s = e2e["services"]
+        out += [
+            "## Throughput (mentions or alerts per second, one process each)",
+            "",
+            "| what | per second | vs raw consume-and-ack |",
+            "|---|---:|---:|",
+            f"| raw nats-py publish (ceiling) | {_f(c['publish_per_s'])} | |",
+            f"| raw nats-py consume-and-ack (ceiling) | {_f(c['consume_ack_per_s'])} | 1.00 |",
+            f"| ingest-rss (feed to mentions) | {_f(s['ingest-rss']['per_s'])} | "
+            f"{_f(s['ingest-rss']['per_s'] / c['consume_ack_per_s'], '.2f')} |",
+            f"| classifier | {_f(s['classifier']['per_s'])} | {_f(s['classifier']['vs_consume_ceiling'], '.3f')} |",
+            f"| notifier (alerts to decisions) | {_f(s['notifier']['per_s'])} | "
+            f"{_f(s['notifier']['vs_consume_ceiling'], '.3f')} |",
+            f"| end to end (feed to notification decision) | {_f(e2e['e2e']['e2e_per_s'])} | "
+            f"{_f(e2e['e2e']['vs_consume_ceiling'], '.3f')} |",
+            "",
+            "## Latency, mention published to webhook received (ms)",
+            "",
+            "| rate (target / achieved per s) | alerts | p50 | p95 | p99 |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for row in e2e["latency"]:
+            out.append(
+                f"| {_f(row['target_per_s'])} / {_f(row['achieved_per_s'])} | {row['alerts']} | "
+                f"{_f(row['p50_ms'])} | {_f(row['p95_ms'])} | {_f(row['p99_ms'])} |"
+            )
+        out += [""]
+    mem = r.get("memory_bench")
+    if mem:
+        out += [
+            f"## Memory: {mem['simulated_hours']} simulated hour(s) of traffic, {mem['watches']} watches, "
+            f"{_f(mem['rate_per_s'])} mentions/s for {_f(mem['duration_s'])} s",
+            "",
+            "| service | RSS start | after warm-up | end | max | slope, 2nd half (MiB/h) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, f in mem["services"].items():
+            out.append(
+                f"| {name} | {f['rss_mb_start']} | {f['rss_mb_after_warmup']} | {f['rss_mb_end']} | "
+                f"{f['rss_mb_max']} | {f['slope_second_half_mb_per_hour']} |"
+            )
+        out += [""]
+    others = [
+        ("classifier_bench", "classifier bench"),
+        ("query_bench", "query bench"),
+        ("sentiment_eval", "sentiment eval"),
+        ("nab_eval", "NAB eval"),
+    ]
+    present = [(k, label) for k, label in others if r.get(k) is not None]
+    if present:
+        out += ["## Other benchmarks", ""]
+        out += [f"- {label}: `bench/results/{RESULT_FILE[k]}`" for k, label in present]
+        out += [""]
+    out += [NOTES, ""]
+    runs = all_results["runs"]
+    out += ["Runs: " + ", ".join(f"{k} {v['seconds']} s (exit {v['exit_code']})" for k, v in runs.items()) + "."]
+    return "\n".join(out) + "\n"
+
+
+NOTES_FILE = BENCH / "benchmarks_notes.md"
+NOTES = NOTES_FILE.read_text(encoding="utf-8").strip() if NOTES_FILE.exists() else ""
+
+
+def main() -> None:
+    """Run the benchmarks, gather the results, write the report."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="the long run: a real hour of memory traffic")
+    parser.add_argument("--only", default="", help="comma-separated scripts to run (default: all)")
+    parser.add_argument("--skip", default="", help="comma-separated scripts not to run")
+    parser.add_argument("--no-run", action="store_true", help="only gather existing results and write the report")
+    args = parser.parse_args()
+    names = scripts()
+    if args.only:
+        names = [n for n in names if n in args.only.split(",")]
+    names = [n for n in names if n not in args.skip.split(",")]
+    runs = {} if args.no_run else {name: run(name, args.full) for name in names}
+    all_results = {
+        "machine": machine(),
+        "runs": runs,
+        "results": {name: load(name) for name in scripts()},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "all.json").write_text(json.dumps(all_results, indent=2) + "\n", encoding="utf-8")
+    DOC.write_text(markdown(all_results), encoding="utf-8")
+    print(f"wrote {RESULTS / 'all.json'} and {DOC}")
+    failed = [k for k, v in runs.items() if v["exit_code"] != 0]
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
