@@ -192,9 +192,10 @@ class NotifierApp:
         self._dispatcher = Dispatcher(
             config=self.config,
             integrations=self.integrations,
+            js=js,
             groups=await js.key_value(bus.NOTIFY_GROUPS.name),
             nflog=NotificationLog(await js.key_value(bus.NOTIFY_LOG.name), owner=self.settings.instance),
-            silences=SilenceStore(await js.key_value(bus.SILENCES.name)),
+            silences=SilenceStore(await js.key_value(bus.SILENCES.name), js),
             sink=self.sink,
             metrics=self.notifier_metrics,
             clock=self.clock,

@@ -20,12 +20,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from services.notifier.delivery import DeliveryError, Integration, RetryPolicy
 from services.notifier.grouping import add_alert, build_notification, finalize, new_group, plan
 from services.notifier.metrics import NotifierMetrics
-from services.notifier.model import Clock, GroupState, Notification, Target, group_key_hash
+from services.notifier.model import Clock, GroupState, Notification, Target, group_key_hash, kv_keys
 from services.notifier.nflog import ClaimLost, ClaimResult, NotificationLog
 from services.notifier.routing import group_key_for, match_routes
 from services.notifier.silences import Silence, SilenceStore
@@ -59,6 +59,7 @@ class Dispatcher:
         *,
         config: VeilleConfig,
         integrations: dict[str, Integration],
+        js: Any,
         groups: Any,
         nflog: NotificationLog,
         silences: SilenceStore,
@@ -72,6 +73,7 @@ class Dispatcher:
         self.config = config
         self.receivers = {r.name: r for r in config.receivers}
         self.integrations = integrations
+        self.js = js
         self.groups = groups
         self.nflog = nflog
         self.silences = silences
@@ -150,10 +152,7 @@ class Dispatcher:
 
     async def group_keys(self) -> list[str]:
         """Keys of every group held in KV."""
-        try:
-            keys: list[str] = await self.groups.keys()
-        except NoKeysError:
-            keys = []
+        keys = await kv_keys(self.js, bus.NOTIFY_GROUPS.name)
         self.metrics.pending_groups.set(len(keys))
         return keys
 

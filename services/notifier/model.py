@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,7 @@ __all__ = [
     "Notification",
     "Target",
     "group_key_hash",
+    "kv_keys",
     "notification_id",
     "set_hash",
 ]
@@ -41,6 +42,18 @@ class Target:
     def id(self) -> str:
         """Stable identifier, safe in KV keys and subjects: ``crm.webhook.0``."""
         return f"{self.receiver}.{self.kind}.{self.index}"
+
+
+async def kv_keys(js: Any, bucket: str) -> list[str]:
+    """Keys of a KV bucket (deleted ones included) from one stream-info request.
+
+    ``KeyValue.keys()`` creates a consumer per call, too costly for a scan every second on every
+    replica; the stream's per-subject state answers the same question without one (the server
+    returns up to 100,000 subjects, far more groups than a notifier holds).
+    """
+    prefix = f"$KV.{bucket}."
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+    return sorted(subject.removeprefix(prefix) for subject in (info.state.subjects or {}))
 
 
 def group_key_hash(group_key: str) -> str:

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.notifier.model import alert_labels
+from services.notifier.model import alert_labels, kv_keys
 from veille import bus
 from veille.config import Matcher
 from veille.models import AlertRaised
@@ -89,8 +89,9 @@ def silenced_by(alert: AlertRaised, silences: list[Silence], now: datetime) -> S
 class SilenceStore:
     """Reads and writes silences in the shared KV bucket."""
 
-    def __init__(self, kv: Any) -> None:
+    def __init__(self, kv: Any, js: Any) -> None:
         self.kv = kv
+        self.js = js
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> SilenceStore:
@@ -99,7 +100,7 @@ class SilenceStore:
             kv = await js.key_value(bus.SILENCES.name)
         except Exception:
             kv = await js.create_key_value(bus.SILENCES.config())
-        return cls(kv)
+        return cls(kv, js)
 
     async def put(self, silence: Silence) -> None:
         """Store (or replace) a silence."""
@@ -117,12 +118,8 @@ class SilenceStore:
 
     async def all(self) -> list[Silence]:
         """Every stored silence, oldest first."""
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return []
         out = []
-        for key in keys:
+        for key in await kv_keys(self.js, bus.SILENCES.name):
             silence = await self.get(key)
             if silence is not None:
                 out.append(silence)

@@ -144,7 +144,7 @@ class ScriptedReceiver:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/{path:.*}", self._post)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
@@ -227,7 +227,14 @@ async def notifier_factory(nats_server: NatsServerProcess) -> AsyncIterator[AppF
         yield factory
     finally:
         for app in started:
-            await app.stop()
+            try:
+                await asyncio.wait_for(app.stop(), 25)
+            except TimeoutError:
+                import sys
+
+                for task in asyncio.all_tasks():
+                    task.print_stack(file=sys.stderr)
+                raise
 
 
 async def publish_alert(js: Any, alert: AlertRaised) -> None:
