@@ -137,8 +137,6 @@ def list_(show_all: bool, as_json: bool, nats_url: str | None) -> None:
         )
 
 
-
-
 @silence.command("expire")
 @click.argument("silence_ids", nargs=-1, required=True)
 @_nats_option
