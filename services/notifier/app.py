@@ -240,7 +240,7 @@ def create_app(
 ) -> NotifierApp:
     """Build the notifier from settings (and optional parts a test provides)."""
     if not isinstance(settings, NotifierSettings):
-        settings = NotifierSettings.model_validate(settings.model_dump())
+        settings = NotifierSettings(**settings.model_dump())  # the VEILLE_NOTIFIER_* variables are read here
     return NotifierApp(
         settings,
         config or load_config(settings.config),
