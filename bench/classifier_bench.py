@@ -150,12 +150,10 @@ async def raw_consume_ack(js: JetStreamContext, n: int) -> float:
     return rate
 
 
-async def classifier_run(url: str, js: JetStreamContext, n: int, max_workers: int) -> dict[str, Any]:
+async def classifier_run(url: str, js: JetStreamContext, n: int, batch_size: int) -> dict[str, Any]:
     """Run the classifier service over the backlog of ``n`` mentions; return its rate and counters."""
     metrics = ServiceMetrics("classifier")
-    app = create_app(
-        ServiceSettings(nats_url=url), config=parse_config(CONFIG), metrics=metrics, max_workers=max_workers
-    )
+    app = create_app(ServiceSettings(nats_url=url), config=parse_config(CONFIG), metrics=metrics, batch_size=batch_size)
     consumer = bus.CLASSIFIER_CONSUMER
     started = time.perf_counter()
     await app.start()
@@ -222,7 +220,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
                 profiler = Profiler(async_mode="enabled")
                 profiler.start()
-            run = await classifier_run(server.url, js, len(mentions), args.max_workers)
+            run = await classifier_run(server.url, js, len(mentions), args.batch_size)
             if args.profile:
                 profiler.stop()
                 target = OUT.with_suffix(".profile.txt")
@@ -235,7 +233,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "classifier",
         "mentions": len(mentions),
         "declared_lang_share": args.declared_lang,
-        "max_workers": args.max_workers,
+        "batch_size": args.batch_size,
         "publish_per_s": round(publish_rate),
         "raw_consume_ack_per_s": round(raw),
         "classifier_per_s": round(run["rate"]),
@@ -256,7 +254,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mentions", type=int, default=20_000)
     parser.add_argument("--declared-lang", type=float, default=0.5, help="Share of mentions with a declared language.")
-    parser.add_argument("--max-workers", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("-o", "--output", type=Path, default=OUT)
     result = asyncio.run(main(parser.parse_args()))
