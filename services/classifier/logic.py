@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,6 +52,10 @@ class Classifier:
     Story ids come from ``stories`` (a fresh :class:`~veille.stories.StoryIndex` by default), which
     lives in this process only: see :mod:`services.classifier.detection` for what that means with
     several replicas.
+
+    Language and sentiment are pure functions of the text (and its declared language); the last
+    ``cache_size`` results are remembered so syndicated copies of a story (the same text on many
+    sites, common in news) are scored once.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class Classifier:
         language: LanguageFn,
         *,
         stories: StoryIndex | None = None,
+        cache_size: int = 4096,
     ) -> None:
         """Build the matcher for ``config``'s watches with the given sentiment and language functions."""
         self.config = config
@@ -68,6 +74,24 @@ class Classifier:
         self.index = WatchIndex({w.name: w.query for w in config.watches})
         self.sentiment = sentiment
         self.language = language
+        self.cache_size = cache_size
+        self._analyzed: OrderedDict[tuple[str, str | None], tuple[str | None, Sentiment, float]] = OrderedDict()
+
+    def analyze(self, body: str, declared: str | None) -> tuple[str | None, Sentiment, float]:
+        """Language, sentiment label and score of ``body`` (remembered for the last ``cache_size`` texts)."""
+        key = (body, declared)
+        cached = self._analyzed.get(key)
+        if cached is not None:
+            self._analyzed.move_to_end(key)
+            return cached
+        lang = self.language(body, declared)
+        label, score = self.sentiment(body, lang)
+        result = (lang, label, score)
+        if self.cache_size > 0:
+            self._analyzed[key] = result
+            if len(self._analyzed) > self.cache_size:
+                self._analyzed.popitem(last=False)
+        return result
 
     def matching_watches(self, mention: MentionIngested, lang: str | None) -> list[str]:
         """Names of the watches this mention belongs to, filtered by their languages and sources."""
@@ -88,8 +112,7 @@ class Classifier:
     def classify(self, mention: MentionIngested) -> Classification:
         """Classify one mention and return it with the alerts it raises."""
         body = " ".join(part for part in (mention.title, mention.text) if part)
-        lang = self.language(body, mention.lang)
-        label, score = self.sentiment(body, lang)
+        lang, label, score = self.analyze(body, mention.lang)
         watches = self.matching_watches(mention, lang)
         story_id = self.stories.assign(mention.id, body, mention.ingested_at)
         classified = MentionClassified(
