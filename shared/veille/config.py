@@ -537,6 +537,14 @@ def _interpolate(text: str, env: dict[str, str], missing: list[str]) -> str:
     return _ENV.sub(repl, text)
 
 
+def _scalar(node: yaml.Node) -> tuple[Any, str | None]:
+    """Construct one scalar node the way yaml.safe_load would; (raw text, reason) when it cannot."""
+    try:
+        return yaml.SafeLoader("").construct_object(node, deep=True), None
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        return str(getattr(node, "value", "")), f"cannot read this value: {getattr(exc, 'problem', None) or exc}"
+
+
 def _to_python(
     node: yaml.Node, lines: dict[tuple[str | int, ...], int], path: tuple[str | int, ...], env: dict[str, str]
 ) -> tuple[Any, list[tuple[tuple[str | int, ...], str]]]:
@@ -546,10 +554,15 @@ def _to_python(
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node))
+            if not isinstance(key_node, yaml.ScalarNode):
+                lines[(*path, "?")] = key_node.start_mark.line + 1
+                errors.append(((*path, "?"), "a key must be a plain name, not a list or a mapping"))
+                continue
+            key, problem = _scalar(key_node)
+            if problem:
+                errors.append(((*path, str(key)), problem))
             if key in out:
                 errors.append(((*path, key), f"key {key!r} appears twice"))
-            lines[(*path, key)] = key_node.start_mark.line + 1
             value, errs = _to_python(value_node, lines, (*path, key), env)
             out[key] = value
             errors.extend(errs)
@@ -562,7 +575,9 @@ def _to_python(
             items.append(value)
             errors.extend(errs)
         return items, errors
-    value = yaml.safe_load(yaml.serialize(node))
+    value, problem = _scalar(node)
+    if problem:
+        errors.append((path, problem))
     if isinstance(value, str) and "${" in value:
         missing: list[str] = []
         value = _interpolate(value, env, missing)
