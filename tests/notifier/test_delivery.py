@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from click.testing import CliRunner
 from nats.js import JetStreamContext
 
 from services.notifier.model import Notification
@@ -16,7 +17,8 @@ from tests.notifier.conftest import (
     publish_alert,
     webhook_config,
 )
-from veille.cli.dlq_cmd import DeadLetterEntry, list_dead_letters, replay_dead_letters
+from veille.cli.dlq_cmd import DeadLetterEntry, dlq, list_dead_letters
+from veille.natsserver import NatsServerProcess
 
 
 async def wait_dead_letters(js: JetStreamContext, count: int, timeout: float = 15.0) -> list[DeadLetterEntry]:
@@ -76,7 +78,7 @@ async def test_client_error_is_not_retried_and_dead_lettered(
 
 
 async def test_receiver_down_for_good_is_dead_lettered_then_replayed(
-    js: JetStreamContext, receiver: ScriptedReceiver, notifier_factory: AppFactory
+    js: JetStreamContext, receiver: ScriptedReceiver, notifier_factory: AppFactory, nats_server: NatsServerProcess
 ) -> None:
     """After the last attempt the notification is a dead letter; `dlq replay` delivers it once, same id."""
     receiver.always = 503
@@ -86,9 +88,13 @@ async def test_receiver_down_for_good_is_dead_lettered_then_replayed(
     assert len(receiver.attempts) == 3
     assert entry.letter.attempts == 3 and "gave up after 3 attempt(s)" in entry.letter.reason
     failed_id = receiver.attempts[0].headers["webhook-id"]
+    url = ["--nats-url", nats_server.url]
+    listed = await asyncio.to_thread(CliRunner().invoke, dlq, ["list", *url])
+    assert listed.exit_code == 0 and f"{entry.seq}" in listed.output and "hook.webhook.0" in listed.output
 
     receiver.always = None  # the receiver is back
-    assert await replay_dead_letters(js, [entry]) == [entry.seq]
+    replayed = await asyncio.to_thread(CliRunner().invoke, dlq, ["replay", str(entry.seq), *url])
+    assert replayed.exit_code == 0 and f"replayed {entry.seq}" in replayed.output
     [hit] = await receiver.wait_for(1)
     assert hit.headers["webhook-id"] == failed_id
     assert json.loads(hit.body)["data"]["alerts"][0]["id"] == "alert-down"
