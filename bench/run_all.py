@@ -176,14 +176,14 @@ def markdown(all_results: dict[str, Any]) -> str:
         out += ["## Other benchmarks", ""]
         out += [f"- {label}: `bench/results/{RESULT_FILE[k]}`" for k, label in present]
         out += [""]
-    out += [NOTES, ""]
+    if NOTES_FILE.exists():
+        out += [NOTES_FILE.read_text(encoding="utf-8").strip(), ""]
     runs = all_results["runs"]
     out += ["Runs: " + ", ".join(f"{k} {v['seconds']} s (exit {v['exit_code']})" for k, v in runs.items()) + "."]
     return "\n".join(out) + "\n"
 
 
 NOTES_FILE = BENCH / "benchmarks_notes.md"
-NOTES = NOTES_FILE.read_text(encoding="utf-8").strip() if NOTES_FILE.exists() else ""
 
 
 def main() -> None:
@@ -198,7 +198,11 @@ def main() -> None:
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
     names = [n for n in names if n not in args.skip.split(",")]
-    runs = {} if args.no_run else {name: run(name, args.full) for name in names}
+    previous = RESULTS / "all.json"
+    if args.no_run:
+        runs = json.loads(previous.read_text(encoding="utf-8")).get("runs", {}) if previous.exists() else {}
+    else:
+        runs = {name: run(name, args.full) for name in names}
     all_results = {
         "machine": machine(),
         "runs": runs,
