@@ -29,6 +29,7 @@ from services.notifier.signing import decode_secret
 from services.notifier.silences import SilenceStore
 from veille import bus
 from veille.config import Receiver, VeilleConfig, load_config
+from veille.consumerlag import ConsumerLagMonitor
 from veille.health import Health
 from veille.httpclient import make_http_client
 from veille.messaging import DeadLetterSink, dead_letter_middleware, make_broker
@@ -148,6 +149,9 @@ class NotifierApp:
             description="Deliver a dead-lettered notification sent back by `veille dlq replay`.",
         )(self.replay_notification)
         self.health.add("nats", self._nats_problem)
+        self.lag = ConsumerLagMonitor(
+            NAME, self.metrics.registry, [bus.NOTIFIER_CONSUMER, bus.NOTIFIER_REPLAY_CONSUMER]
+        )
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -204,6 +208,7 @@ class NotifierApp:
             lease=timedelta(seconds=self.settings.notifier_lease),
         )
         await self.broker.start()
+        self.lag.start(js)
         if self.settings.notifier_tick > 0:
             self._ticker = asyncio.create_task(self._tick(), name="notifier-ticker")
 
@@ -217,6 +222,7 @@ class NotifierApp:
 
     async def stop(self) -> None:
         """Stop ticking and consuming, let deliveries in flight finish, disconnect."""
+        await self.lag.stop()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
