@@ -9,9 +9,10 @@ In one run, on one fresh ``nats-server`` (temporary store, loopback):
    language detector;
 2. ``raw``: a plain nats-py pull consumer fetches every mention in batches and acks each one: the
    ceiling for any consumer of that stream on this machine;
-3. ``classifier``: the real classifier service (its composition root, FastStream subscriber,
-   dead-letter middleware, spike-detection counters flushed to KV, detector ticks) consumes the
-   same backlog: consumed, classified, published to the classified stream, counted and acked;
+3. ``classifier``: the real classifier service (its composition root, batch consumer with its
+   dead-letter checks, spike-detection counters flushed to KV once per batch, detector ticks)
+   consumes the same backlog: consumed, classified, published to the classified stream (stream
+   acks awaited), counted and acked; ``--batch-size`` sets the fetch size;
 4. ``cpu``: the classification alone (language, sentiment, watch matching, story id, terms) in a
    loop, no NATS: the CPU ceiling of one Python process.
 
@@ -21,7 +22,10 @@ profile of the classifier run.
 
 Usage::
 
-    .venv/bin/python bench/classifier_bench.py [--mentions 20000] [--declared-lang 0.5] [--profile]
+    .venv/bin/python bench/classifier_bench.py [--mentions 20000] [--declared-lang 0.5] [--batch-size 500] [--profile]
+
+The rate counts the service's start (connect, topology, KV) in its time, as before. On a shared
+2-core machine take the best of a few runs and quote the load average the JSON records.
 """
 
 from __future__ import annotations

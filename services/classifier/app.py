@@ -144,23 +144,28 @@ class ClassifierApp:
         assert self.js is not None, "start() first"
         js = self.js
         results = [self.classifier.classify(mention) for mention in mentions]
-        waits: list[Any] = []
-        for result in results:
-            mention = result.mention.mention
-            waits.append(
-                await js.publish_async(
-                    bus.classified_subject(mention.source),
-                    result.mention.model_dump_json().encode(),
-                    headers={"Nats-Msg-Id": mention.id},
-                )
-            )
+        waits: list[asyncio.Future[PubAck]] = []
         alerts = [alert for result in results for alert in result.alerts]
-        for alert in alerts:
-            waits.append(
-                await js.publish_async(
-                    bus.alert_subject(alert.watch), alert.model_dump_json().encode(), headers=_alert_headers(alert)
+        try:
+            for result in results:
+                mention = result.mention.mention
+                waits.append(
+                    await js.publish_async(
+                        bus.classified_subject(mention.source),
+                        result.mention.model_dump_json().encode(),
+                        headers={"Nats-Msg-Id": mention.id},
+                    )
                 )
-            )
+            for alert in alerts:
+                waits.append(
+                    await js.publish_async(
+                        bus.alert_subject(alert.watch), alert.model_dump_json().encode(), headers=_alert_headers(alert)
+                    )
+                )
+        except BaseException:
+            for wait in waits:  # a pending publish future holds a slot of the context's semaphore
+                wait.cancel()
+            raise
         acks = await gather_publishes(waits)
         for alert, ack in zip(alerts, acks[len(results) :], strict=True):
             self._alert_published(alert, ack)

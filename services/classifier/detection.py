@@ -215,6 +215,7 @@ class SurgeDetection:
                 if remaining:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
+            await self._start_watches(pending.stats)
             if pending.high_water is not None and (self._high_water is None or pending.high_water > self._high_water):
                 self._high_water = pending.high_water
             for waiter in pending.waiters:
@@ -247,8 +248,27 @@ class SurgeDetection:
         else:
             raise RuntimeError(f"could not update {name} after {_CAS_ATTEMPTS} attempts")
         self.metrics.flushes.inc()
-        if watch not in self._has_state:
-            await self._create_state(watch, bucket)
+
+    async def _start_watches(self, stats: dict[tuple[str, datetime], BucketStats]) -> None:
+        """Create the detector state of watches counted for the first time, from their earliest bucket.
+
+        A flush can hold many buckets of one watch (a whole consumed batch): the state must start at
+        the earliest of them, not at whichever counter write finished first.
+        """
+        first: dict[str, datetime] = {}
+        for watch, bucket in stats:
+            if watch not in self._has_state and (watch not in first or bucket < first[watch]):
+                first[watch] = bucket
+        for watch, bucket in sorted(first.items()):
+            delay = 0.1
+            while True:
+                try:
+                    await self._create_state(watch, bucket)
+                    break
+                except Exception as exc:
+                    log.warning("classifier.watch_state_create_failed", watch=watch, error=repr(exc))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
 
     async def _create_state(self, watch: str, bucket: datetime) -> None:
         surges = WatchSurges(self.watches[watch])
