@@ -33,6 +33,7 @@ from services.classifier.logic import Classification, Classifier
 from services.classifier.surges import mention_terms
 from veille import bus
 from veille.config import VeilleConfig, load_config
+from veille.consumerlag import ConsumerLagMonitor
 from veille.health import Health
 from veille.language import detect_language, preload
 from veille.messaging import BatchConsumer, DeadLetterSink, gather_publishes, make_broker
@@ -115,6 +116,7 @@ class ClassifierApp:
             batch_size=batch_size,
         )
         self.health.add("nats", self._nats_problem)
+        self.lag = ConsumerLagMonitor(NAME, self.metrics.registry, [bus.CLASSIFIER_CONSUMER])
 
     def _nats_problem(self) -> str | None:
         connection = self._connection()
@@ -245,9 +247,11 @@ class ClassifierApp:
         if self.tick_interval is not None:
             self._tasks.append(asyncio.create_task(self.detection.run_ticker(self.tick_interval)))
         await self.consumer.start(self.broker.connection)
+        self.lag.start(js)
 
     async def stop(self) -> None:
         """Finish and ack the batch in hand (its counts flushed), stop the detection loops, disconnect."""
+        await self.lag.stop()
         try:
             await self.consumer.stop()
             await self.broker.stop()
