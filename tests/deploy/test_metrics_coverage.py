@@ -25,7 +25,6 @@ import httpx
 import nats
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 from pydantic import AnyHttpUrl
 
 from services import SERVICES
@@ -34,7 +33,6 @@ from tests.deploy.promql import dashboard_expressions, grafana_to_promql, metric
 from tests.helpers.servers import FeedServer
 from veille import bus
 from veille.config import SourcesConfig
-from veille.consumerlag import ConsumerLagMonitor
 from veille.embedded import ChildService, Supervisor
 from veille.natsserver import NatsServerProcess, free_port
 
@@ -80,15 +78,6 @@ def exported_names(text: str) -> set[str]:
         elif line and not line.startswith("#"):
             names.add(line.split("{", 1)[0].split(" ", 1)[0])
     return names
-
-
-def consumer_lag_names() -> set[str]:
-    """What veille.consumerlag exports (its families, rendered by the same client library)."""
-    from prometheus_client import generate_latest
-
-    registry = CollectorRegistry()
-    ConsumerLagMonitor("probe", registry, [bus.CLASSIFIER_CONSUMER])
-    return exported_names(generate_latest(registry).decode())
 
 
 def loopback_sources(base: str) -> dict[str, Any]:
