@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -11,24 +13,28 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from services.ingest_mastodon.logic import SOURCE, hashtags_for, newest_id, status_mention
+from services.ingest_mastodon.logic import SOURCE, SseEvent, SseParser, hashtags_for, newest_id, status_mention
 from veille.config import MastodonSource, VeilleConfig, load_config
 from veille.httpclient import make_http_client
+from veille.ingest.backoff import Backoff
 from veille.ingest.cursors import Cursor, cursor_key
-from veille.ingest.http import Fetcher, FetchError
+from veille.ingest.http import Fetcher, FetchError, parse_retry_after
 from veille.ingest.matching import build_recheck, positive_terms, watches_for
 from veille.ingest.metrics import IngestMetrics
-from veille.ingest.runner import Clock, IngestService, PollResult, Target
+from veille.ingest.runner import Clock, IngestContext, IngestService, PollResult, Target
 from veille.ingest.sources import configured, load_json, make_fetcher
 from veille.metrics import ServiceMetrics
 from veille.models import MentionIngested
 from veille.settings import ServiceSettings
 
-__all__ = ["NAME", "MastodonTimelines", "create_app", "enabled", "mastodon_targets"]
+__all__ = ["NAME", "HashtagStream", "MastodonTimelines", "create_app", "enabled", "mastodon_targets"]
 
 NAME = "ingest-mastodon"
 PAGE = 40
 MAX_PAGES = 5
+MAX_EVENT_BYTES = 1 << 20
+STREAM_READ_TIMEOUT = 60.0
+"""Seconds without a byte (Mastodon sends a ``:thump`` every 15 s or so) before a stream counts as stalled."""
 log = structlog.get_logger("ingest_mastodon")
 
 
@@ -90,6 +96,10 @@ class MastodonTimelines:
 
     async def poll(self, target: Target, cursor: Cursor) -> PollResult:
         """Read each hashtag timeline forward from its ``min_id``; the poll fails as a whole on any error."""
+        return await self.poll_tags(target, cursor, list(target.params["hashtags"]))
+
+    async def poll_tags(self, target: Target, cursor: Cursor, hashtags: list[str]) -> PollResult:
+        """Read the timelines of ``hashtags`` (some of the target's) forward from their ``min_id``."""
         server = str(target.params["server"])
         token = target.params.get("token")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -98,7 +108,7 @@ class MastodonTimelines:
         repaired: Counter[str] = Counter()
         mentions: dict[str, MentionIngested] = {}
         requests = 0
-        for tag in target.params["hashtags"]:
+        for tag in hashtags:
             since = min_ids.get(tag)
             for _ in range(MAX_PAGES):
                 params = {"limit": str(PAGE)}
@@ -140,6 +150,166 @@ class MastodonTimelines:
         )
 
 
+class HashtagStream:
+    """Mastodon's streaming API for one hashtag of one target (a server with a user token).
+
+    On every (re)connect, once the server accepted the stream, it first polls the hashtag
+    timeline from its ``min_id`` (backfilling what came while it was away; events arriving
+    meanwhile wait in the connection), then reads ``update`` events, maps each status exactly as
+    a poll does and publishes it, advancing the same ``min_id`` cursor. Cursor writes for one
+    target go through a lock shared by its hashtags' streams. A dropped connection is counted
+    and retried with backoff; a malformed or oversized event is counted and skipped.
+    """
+
+    name = SOURCE
+
+    def __init__(
+        self,
+        timelines: MastodonTimelines,
+        target: Target,
+        tag: str,
+        lock: asyncio.Lock,
+        *,
+        backoff: Backoff | None = None,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+    ) -> None:
+        self.timelines = timelines
+        self.target = target
+        self.tag = tag
+        self.lock = lock
+        self.backoff = backoff or Backoff(base=1.0, maximum=60.0)
+        self.max_event_bytes = max_event_bytes
+        self.connections = 0
+        server = str(target.params["server"])
+        self.url = f"{server}/api/v1/streaming/hashtag"
+        self.label = f"#{tag}@{server.split('://', 1)[-1]}"
+
+    async def run(self, ctx: IngestContext) -> None:
+        """Connect, backfill, read events; on any failure back off and do it again, until cancelled."""
+        while True:
+            try:
+                await self._connect_and_read(ctx)
+                error = FetchError("disconnected", "the server ended the stream")
+            except FetchError as exc:
+                error = exc
+            except (httpx.TransportError, OSError) as exc:
+                kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "disconnected"
+                error = FetchError(kind, f"{type(exc).__name__}: {exc}")
+            failures = ctx.failed(self.target, error)
+            delay = self.backoff.delay(failures, retry_after=error.retry_after)
+            log.warning(
+                "ingest.stream_disconnected", source=SOURCE, target=self.target.name, stream=self.label,
+                kind=error.kind, error=error.message, failures=failures, reconnect_in=round(delay, 2),
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+
+    async def _connect_and_read(self, ctx: IngestContext) -> None:
+        fetcher = self.timelines.fetcher(str(self.target.params["server"]))
+        await fetcher.limiter.acquire()
+        headers = {
+            "Authorization": f"Bearer {self.target.params['token']}",
+            "Accept": "text/event-stream",
+            "Accept-Encoding": "identity",
+            "Cache-Control": "no-cache",
+        }
+        client = fetcher.client
+        timeout = httpx.Timeout(fetcher.timeout, read=max(STREAM_READ_TIMEOUT, fetcher.timeout))
+        async with client.stream(
+            "GET", self.url, params={"tag": self.tag}, headers=headers, timeout=timeout
+        ) as response:
+            _check_stream_status(response)
+            self.connections += 1
+            log.info("ingest.stream_connected", source=SOURCE, target=self.target.name, stream=self.label)
+            await self._backfill(ctx)
+            ctx.succeeded(self.target)
+            parser = SseParser(max_line=self.max_event_bytes, max_event=self.max_event_bytes)
+            async for chunk in response.aiter_bytes():
+                for event in parser.feed(chunk):
+                    await self._handle(ctx, event)
+
+    async def _backfill(self, ctx: IngestContext) -> None:
+        """One poll of this hashtag from its ``min_id``, published like any poll."""
+        async with self.lock:
+            cursor = await ctx.load_cursor(self.target.key)
+            result = await self.timelines.poll_tags(self.target, cursor, [self.tag])
+            result.details["backfill"] = self.tag
+            await ctx.deliver(self.target, result)
+
+    async def _handle(self, ctx: IngestContext, event: SseEvent) -> None:
+        if event.too_large:
+            ctx.metrics.errors.labels(SOURCE, "too_large").inc()
+            log.warning(
+                "ingest.stream_event_dropped", source=SOURCE, stream=self.label, reason="too_large",
+                event=event.event, size=event.size, limit=self.max_event_bytes,
+            )  # fmt: skip
+            return
+        if event.event != "update":
+            return  # delete, status.update, notification...: not new mentions
+        try:
+            status = json.loads(event.data)
+        except ValueError as exc:
+            status, problem = None, f"not JSON ({exc})"
+        else:
+            problem = "not a JSON object"
+        if not isinstance(status, dict):
+            ctx.metrics.errors.labels(SOURCE, "invalid_json").inc()
+            log.warning(
+                "ingest.stream_event_dropped", source=SOURCE, stream=self.label, reason="invalid_json",
+                error=problem, preview=event.data[:60],
+            )  # fmt: skip
+            return
+        server = str(self.target.params["server"])
+        problems: Counter[str] = Counter()
+        mention = status_mention(status, server, self.target.watch, problems)
+        async with self.lock:
+            cursor = await ctx.load_cursor(self.target.key)
+            min_ids: dict[str, str] = dict(cursor.get("min_id", {}))
+            newer = newest_id(min_ids.get(self.tag), [status])
+            if newer:
+                min_ids[self.tag] = newer
+            result = PollResult(
+                [mention] if mention is not None else [],
+                {**cursor, "min_id": min_ids},
+                newest=mention.published_at if mention is not None else None,
+                rejected=Counter({k: v for k, v in problems.items() if k != "no_date"}),
+                repaired=Counter({k: v for k, v in problems.items() if k == "no_date"}),
+                details={"streamed": self.tag},
+                quiet=True,
+            )
+            await ctx.deliver(self.target, result)
+
+
+def _check_stream_status(response: httpx.Response) -> None:
+    """Raise the :class:`FetchError` a poll would for a refused stream."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    if status in (429, 503):
+        kind = "rate_limited" if status == 429 else "unavailable"
+        raise FetchError(kind, f"HTTP {status}", status=status, retry_after=retry_after)
+    if status in (401, 403):
+        raise FetchError("unauthorized", f"HTTP {status}: credentials refused", status=status, retryable=False)
+    kind = "http_5xx" if status >= 500 else "http_4xx"
+    raise FetchError(kind, f"HTTP {status}", status=status, retry_after=retry_after)
+
+
+def hashtag_streams(
+    timelines: MastodonTimelines, *, backoff: Backoff | None = None, max_event_bytes: int = MAX_EVENT_BYTES
+) -> list[HashtagStream]:
+    """One stream per hashtag of every target whose server has a user token."""
+    streams = []
+    for target in timelines.targets():
+        if not target.params.get("token"):
+            continue
+        lock = asyncio.Lock()
+        for tag in target.params["hashtags"]:
+            streams.append(
+                HashtagStream(timelines, target, tag, lock, backoff=backoff, max_event_bytes=max_event_bytes)
+            )
+    return streams
+
+
 def enabled(config: VeilleConfig) -> bool:
     """Whether ``veille up`` should start this service: its section is configured, credentials included."""
     return configured(config, "mastodon") and bool(config.sources.mastodon.servers)
@@ -152,8 +322,14 @@ def create_app(
     http_client: httpx.AsyncClient | None = None,
     clock: Clock | None = None,
     metrics: ServiceMetrics | None = None,
+    stream_backoff: Backoff | None = None,
+    max_event_bytes: int = MAX_EVENT_BYTES,
 ) -> IngestService:
-    """Build the Mastodon ingestor from settings (and optional parts a test provides)."""
+    """Build the Mastodon ingestor from settings (and optional parts a test provides).
+
+    Servers with a user token also get the streaming API (``sources.mastodon.streaming``, on by
+    default): one stream per followed hashtag, alongside the scheduled polls.
+    """
     config = config or load_config(settings.config)
     section = config.sources.mastodon
     metrics = metrics or ServiceMetrics(NAME)
@@ -173,10 +349,15 @@ def create_app(
     targets = mastodon_targets(section, config) if configured(config, "mastodon") else []
     if configured(config, "mastodon") and not section.servers:
         log.info("ingest.source_idle", source=SOURCE, reason="no Mastodon server listed in sources.mastodon.servers")
+    timelines = MastodonTimelines(targets, fetcher)
+    streams = (
+        hashtag_streams(timelines, backoff=stream_backoff, max_event_bytes=max_event_bytes) if section.streaming else []
+    )
     return IngestService(
         NAME,
         settings,
-        MastodonTimelines(targets, fetcher),
+        timelines,
+        streams=tuple(streams),
         metrics=metrics,
         ingest_metrics=ingest_metrics,
         clock=clock,

@@ -1,9 +1,11 @@
-"""Pure Mastodon logic: hashtags from a query, Status mapping (dedupe on ``uri``), ``min_id`` cursors."""
+"""Pure Mastodon logic: hashtags from a query, Status mapping (dedupe on ``uri``), ``min_id`` cursors, SSE."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,7 +14,7 @@ from veille.ingest.textclean import clean_text
 from veille.ingest.urls import host_of, is_http_url
 from veille.models import Engagement, MentionIngested, mention_id_for
 
-__all__ = ["SOURCE", "hashtags_for", "newest_id", "status_mention"]
+__all__ = ["SOURCE", "SseEvent", "SseParser", "hashtags_for", "newest_id", "status_mention"]
 
 SOURCE = "mastodon"
 _NON_TAG = re.compile(r"[^0-9A-Za-z_\u00c0-\u024f]+")
@@ -91,3 +93,100 @@ def status_mention(
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    """One Server-Sent Event: its type and data; ``too_large`` when it went over the size cap (data dropped)."""
+
+    event: str
+    data: str
+    too_large: bool = False
+    size: int = 0
+
+
+class SseParser:
+    """An incremental Server-Sent Events parser with bounded memory.
+
+    Bytes go in with :meth:`feed`; complete events come out. A line longer than ``max_line``
+    bytes, or an event whose lines total more than ``max_event`` bytes, is not buffered: the
+    event is still delimited by its blank line but comes out with ``too_large`` set and no data.
+    Comment lines (``:thump`` heartbeats) are skipped.
+    """
+
+    def __init__(self, *, max_line: int, max_event: int) -> None:
+        self.max_line = max_line
+        self.max_event = max_event
+        self._buffer = bytearray()
+        self._skipping_line = False
+        self._event = ""
+        self._data: list[str] = []
+        self._size = 0
+        self._too_large = False
+        self._fields = False
+
+    def feed(self, chunk: bytes) -> Iterator[SseEvent]:
+        """Add ``chunk`` and yield every event it completes."""
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            if end < 0:
+                rest = chunk[start:]
+                if self._skipping_line:
+                    self._size += len(rest)
+                elif len(self._buffer) + len(rest) > self.max_line:
+                    self._size += len(self._buffer) + len(rest)
+                    self._buffer.clear()
+                    self._skipping_line = True
+                    self._too_large = self._fields = True
+                else:
+                    self._buffer += rest
+                return
+            piece = chunk[start:end]
+            start = end + 1
+            if self._skipping_line:
+                self._size += len(piece)
+                self._skipping_line = False
+                continue
+            if len(self._buffer) + len(piece) > self.max_line:
+                self._size += len(self._buffer) + len(piece)
+                self._buffer.clear()
+                self._too_large = self._fields = True
+                continue
+            self._buffer += piece
+            line = bytes(self._buffer).rstrip(b"\r")
+            self._buffer.clear()
+            event = self._line(line)
+            if event is not None:
+                yield event
+
+    def _line(self, line: bytes) -> SseEvent | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(b":"):
+            return None  # a comment: Mastodon's ":thump" heartbeat
+        self._size += len(line) + 1
+        self._fields = True
+        if self._size > self.max_event:
+            self._too_large = True
+            self._data.clear()
+            return None
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        text = value.decode("utf-8", errors="replace")
+        if name == b"event":
+            self._event = text
+        elif name == b"data" and not self._too_large:
+            self._data.append(text)
+        return None
+
+    def _dispatch(self) -> SseEvent | None:
+        if not self._fields:
+            return None
+        event = SseEvent(self._event or "message", "\n".join(self._data), self._too_large, self._size)
+        self._event = ""
+        self._data = []
+        self._size = 0
+        self._too_large = self._fields = False
+        return event
