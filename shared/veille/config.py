@@ -330,6 +330,17 @@ class EmailReceiver(_Strict):
     sender: str = Field(alias="from", default="veille@localhost")
     smarthost: str = Field(default="127.0.0.1:1025", description="host:port of the SMTP server.")
     security: Literal["none", "starttls", "tls"] = "none"
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) to trust for the SMTP server's certificate (a private CA); "
+        "the system's CAs otherwise.",
+    )
+    insecure_skip_verify: bool = Field(
+        default=False,
+        description="DANGEROUS: accept any server certificate (no CA or hostname check) under starttls/tls. "
+        "The connection is still encrypted but anyone on the path can read the mail and the password. "
+        "Prefer ca_file.",
+    )
     username: str | None = None
     password: str | None = None
     password_file: Path | None = None

@@ -1,6 +1,11 @@
 """Email over SMTP: multipart text and HTML from Jinja2 templates a user can override.
 
 - Security: ``none``, ``starttls`` or implicit ``tls``; optional authentication; several recipients.
+  Under ``starttls`` and ``tls`` the server certificate is verified (the system's CAs, or
+  ``ca_file`` for a private CA; ``insecure_skip_verify`` turns that off and is dangerous), and a
+  failed handshake or a server that does not offer STARTTLS fails the attempt: never a fallback to
+  clear text. A certificate that fails verification is not retried (dead-lettered at once, with the
+  reason; ``veille dlq replay`` once the configuration is fixed).
 - Escaping: the HTML template is rendered with autoescaping (mention text can carry no markup), the
   subject is rendered then collapsed to one line (no header injection: CR, LF and other control
   characters become spaces, and :mod:`email.policy` refuses any line break that would remain).
@@ -31,7 +36,7 @@ from services.notifier.model import Clock, IntegrationKind, Notification
 from services.notifier.render import alert_facts, one_line, title_of
 from veille.config import EmailReceiver
 
-__all__ = ["EmailIntegration", "render_email"]
+__all__ = ["EmailIntegration", "render_email", "tls_context"]
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MAX_ALERTS = 20
@@ -78,7 +83,21 @@ def render_email(config: EmailReceiver, notification: Notification) -> tuple[str
     return one_line(subject, 200), text, html
 
 
+def tls_context(config: EmailReceiver) -> ssl.SSLContext:
+    """The client TLS context for ``config``: verifying against the system's CAs or ``ca_file``."""
+    context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file is not None else None)
+    if config.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def _classify(exc: BaseException) -> DeliveryError:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return DeliveryError(
+            f"SMTP server certificate not trusted: {exc.verify_message or exc} (set ca_file for a private CA)",
+            retryable=False,
+        )
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
         retryable = all(400 <= code < 500 for code in codes)
@@ -113,6 +132,7 @@ class EmailIntegration:
         host, _, port = config.smarthost.rpartition(":")
         self.host = host or config.smarthost
         self.port = int(port) if port.isdigit() else (465 if config.security == "tls" else 25)
+        self.context = tls_context(config)
 
     def message(self, notification: Notification) -> EmailMessage:
         """The multipart message for ``notification``."""
@@ -133,7 +153,7 @@ class EmailIntegration:
         return msg
 
     def _send_blocking(self, msg: EmailMessage) -> None:
-        context = ssl.create_default_context()
+        context = self.context
         client: smtplib.SMTP
         if self.config.security == "tls":
             client = smtplib.SMTP_SSL(self.host, self.port, timeout=TIMEOUT, context=context)
