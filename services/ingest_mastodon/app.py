@@ -240,7 +240,7 @@ class HashtagStream:
             ctx.metrics.errors.labels(SOURCE, "too_large").inc()
             log.warning(
                 "ingest.stream_event_dropped", source=SOURCE, stream=self.label, reason="too_large",
-                event=event.event, size=event.size, limit=self.max_event_bytes,
+                sse_event=event.event, size=event.size, limit=self.max_event_bytes,
             )  # fmt: skip
             return
         if event.event != "update":

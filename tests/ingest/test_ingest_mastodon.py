@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -9,10 +10,20 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from ingest_helpers import FIXED_NOW, LoopbackServer, config_from, metric, payload, read_mentions, settings_for
+from ingest_helpers import (
+    FIXED_NOW,
+    LoopbackServer,
+    config_from,
+    metric,
+    payload,
+    read_mentions,
+    settings_for,
+    wait_for,
+)
 
 from services.ingest_mastodon.app import create_app
 from services.ingest_mastodon.logic import hashtags_for
+from veille.ingest.backoff import Backoff
 from veille.ingest.runner import IngestService
 from veille.models import mention_id_for
 from veille.natsserver import NatsServerProcess
@@ -151,3 +162,248 @@ async def test_bad_answers_are_errors_by_kind(
         assert metric(app.metrics, "veille_ingest_quota_remaining", source="mastodon") == 0
         assert outcome.next_in >= 300
     assert await read_mentions(nats_server.url) == []
+
+
+# ---------------------------------------------------------------------- streaming API
+
+STREAM = "/three/api/v1/streaming/hashtag"
+TIMELINE = "/three/api/v1/timelines/tag/acme"
+CLAIRE_URI = "https://mastodon.social/users/claire/statuses/114667412345678901"
+
+
+def status_with(status_id: str, content: str) -> dict[str, Any]:
+    """A copy of claire's recorded status with another id, uri, url and content."""
+    status: dict[str, Any] = json.loads(payload("mastodon_tag_acme.json"))[0]
+    status.update(
+        id=status_id,
+        uri=f"https://mastodon.social/users/claire/statuses/{status_id}",
+        url=f"https://mastodon.social/@claire/{status_id}",
+        content=f"<p>{content}</p>",
+    )
+    return status
+
+
+def sse(event: str, data: str) -> bytes:
+    """One Server-Sent Event as Mastodon writes it."""
+    return f"event: {event}\ndata: {data}\n\n".encode()
+
+
+class FakeTimeline:
+    """A hashtag timeline answering ``min_id`` queries from a list of statuses (so concurrent polls agree)."""
+
+    def __init__(self) -> None:
+        self.statuses: list[dict[str, Any]] = json.loads(payload("mastodon_tag_acme.json"))
+        self.min_ids: list[str | None] = []
+
+    async def handler(self, request: web.Request) -> web.StreamResponse:
+        """Statuses newer than ``min_id``, newest first."""
+        min_id = request.query.get("min_id")
+        self.min_ids.append(min_id)
+        newer = [s for s in self.statuses if min_id is None or int(s["id"]) > int(min_id)]
+        newer.sort(key=lambda s: int(s["id"]), reverse=True)
+        return web.Response(body=json.dumps(newer).encode(), content_type="application/json")
+
+
+class FakeStream:
+    """Mastodon's hashtag stream: each connection writes its script, then drops or holds with heartbeats.
+
+    A connection that drops waits for ``release`` first (set unless a test clears it).
+    """
+
+    def __init__(self, *scripts: tuple[list[bytes], bool]) -> None:
+        self.scripts = list(scripts)
+        self.connections = 0
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def handler(self, request: web.Request) -> web.StreamResponse:
+        """Serve the next script (``(chunks, drop)``); past the last one, heartbeats only."""
+        chunks, drop = self.scripts[self.connections] if self.connections < len(self.scripts) else ([], False)
+        self.connections += 1
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        await response.prepare(request)
+        try:
+            await response.write(b":)\n")
+            for chunk in chunks:
+                await response.write(chunk)
+            if drop:
+                async with asyncio.timeout(10):
+                    await self.release.wait()
+                request.transport.close()  # type: ignore[union-attr]
+                return response
+            for _ in range(2000):  # bounded: ~100 s of heartbeats, far beyond any test
+                await response.write(b":thump\n")
+                await asyncio.sleep(0.05)
+        except (ConnectionError, RuntimeError):
+            pass  # the ingestor went away
+        return response
+
+
+@pytest.fixture
+async def start_app(nats_server: NatsServerProcess, http_server: LoopbackServer) -> AsyncIterator[Callable[..., Any]]:
+    """Start Mastodon ingestors with streaming on a loopback server; stop them at the end."""
+    apps: list[IngestService] = []
+
+    async def factory(server: str = "token: secret-token", section: str = "") -> IngestService:
+        yaml_text = f"""
+watches:
+  - name: acme
+    query: 'acme'
+sources:
+  mastodon:
+    min_interval: 0s
+    interval: 1h
+    jitter: 0
+{section}
+    servers:
+      - url: '{http_server.url}/three'
+        {server}
+"""
+        app = create_app(
+            settings_for(nats_server.url),
+            config=config_from(yaml_text),
+            clock=lambda: FIXED_NOW,
+            stream_backoff=Backoff(base=0.05, maximum=0.2, jitter=0.0),
+            max_event_bytes=4096,
+        )
+        apps.append(app)
+        await app.start()
+        return app
+
+    yield factory
+    for app in apps:
+        await app.stop()
+
+
+def published(app: IngestService) -> float:
+    """Mentions the ingestor published so far."""
+    return metric(app.metrics, "veille_ingest_mentions_published_total", source="mastodon")
+
+
+async def test_streamed_statuses_are_published_once_each_and_a_polled_one_is_not_repeated(
+    start_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """Update events are mapped like polled statuses and published once; heartbeats and deletes are ignored."""
+    fresh = status_with("114667500000000000", "#acme is down again")
+    claire = json.loads(payload("mastodon_tag_acme.json"))[0]
+    timeline = FakeTimeline()
+    stream = FakeStream(
+        (
+            [
+                b":thump\n",
+                sse("update", json.dumps(claire)),
+                sse("update", json.dumps(fresh)),
+                b":thump\n",
+                sse("update", json.dumps(fresh)),
+                sse("delete", "114667400000000000"),
+            ],
+            False,
+        )
+    )
+    http_server.route(TIMELINE, timeline.handler)
+    http_server.route(STREAM, stream.handler)
+    app = await start_app()
+
+    async def done() -> bool:
+        duplicates = metric(app.metrics, "veille_ingest_duplicates_total", source="mastodon")
+        return published(app) == 3 and duplicates >= 2
+
+    await wait_for(done)
+    asked = http_server.requests_to(STREAM)[0]
+    assert asked.headers["Authorization"] == "Bearer secret-token" and asked.query["tag"] == "acme"
+    stored = await read_mentions(nats_server.url)
+    ids = [msg_id for msg_id, _ in stored]
+    assert len(ids) == 3 and len(set(ids)) == 3
+    assert ids.count(mention_id_for("mastodon", CLAIRE_URI)) == 1
+    by_id = {msg_id: m for msg_id, m in stored}
+    streamed = by_id[mention_id_for("mastodon", fresh["uri"])]
+    assert streamed.id == mention_id_for("mastodon", fresh["uri"])
+    assert streamed.source == "mastodon" and streamed.watch == "acme"
+    assert str(streamed.url) == fresh["url"] and streamed.text == "#acme is down again"
+    assert streamed.author == "claire@127.0.0.1" and streamed.author_followers == 1520
+    assert streamed.published_at == datetime(2025, 6, 12, 9, 41, 12, tzinfo=UTC)
+    assert stream.connections == 1
+
+
+async def test_after_a_drop_the_stream_reconnects_and_backfills_from_the_streamed_min_id(
+    start_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """A status posted while the stream was down is fetched with ``min_id`` = the last streamed status."""
+    streamed = status_with("114667500000000000", "#acme streamed")
+    missed = status_with("114667600000000000", "#acme posted while disconnected")
+    timeline = FakeTimeline()
+    stream = FakeStream(([sse("update", json.dumps(streamed))], True))
+    stream.release.clear()
+    http_server.route(TIMELINE, timeline.handler)
+    http_server.route(STREAM, stream.handler)
+    app = await start_app()
+
+    async def streamed_one() -> bool:
+        return published(app) == 3
+
+    await wait_for(streamed_one)
+    timeline.statuses.append(missed)
+    stream.release.set()
+
+    async def done() -> bool:
+        return published(app) == 4 and stream.connections >= 2
+
+    await wait_for(done)
+    assert streamed["id"] in timeline.min_ids
+    assert metric(app.metrics, "veille_ingest_errors_total", source="mastodon", kind="disconnected") >= 1
+    stored = await read_mentions(nats_server.url)
+    ids = [msg_id for msg_id, _ in stored]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    assert mention_id_for("mastodon", missed["uri"]) in ids
+
+
+async def test_malformed_and_oversized_events_are_counted_and_skipped(
+    start_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """Bad JSON, a non-object and a too-large event are counted by kind and the stream goes on."""
+    fresh = status_with("114667500000000000", "#acme after the junk")
+    stream = FakeStream(
+        (
+            [
+                sse("update", "{not json"),
+                sse("update", "[1, 2]"),
+                sse("update", "x" * 5000),
+                sse("update", json.dumps(fresh)),
+            ],
+            False,
+        )
+    )
+    http_server.route(TIMELINE, FakeTimeline().handler)
+    http_server.route(STREAM, stream.handler)
+    app = await start_app()
+
+    async def done() -> bool:
+        return published(app) == 3
+
+    await wait_for(done)
+    assert metric(app.metrics, "veille_ingest_errors_total", source="mastodon", kind="invalid_json") == 2
+    assert metric(app.metrics, "veille_ingest_errors_total", source="mastodon", kind="too_large") == 1
+    assert stream.connections == 1
+    ids = [msg_id for msg_id, _ in await read_mentions(nats_server.url)]
+    assert mention_id_for("mastodon", fresh["uri"]) in ids
+
+
+@pytest.mark.parametrize(
+    ("server", "section"),
+    [("hashtags: []", ""), ("token: secret-token", "    streaming: false")],
+    ids=["no-token", "streaming-off"],
+)
+async def test_without_a_token_nothing_is_streamed(
+    start_app: Callable[..., Any], http_server: LoopbackServer, server: str, section: str
+) -> None:
+    """Without a user token (or with streaming off) the timeline is polled and no stream is requested."""
+    http_server.route(TIMELINE, FakeTimeline().handler)
+    http_server.route(STREAM, FakeStream().handler)
+    app = await start_app(server, section)
+
+    async def done() -> bool:
+        return published(app) == 2
+
+    await wait_for(done)
+    assert http_server.requests_to(TIMELINE)
+    assert [r.path for r in http_server.requests if "streaming" in r.path] == []
