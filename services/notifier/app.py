@@ -129,11 +129,15 @@ class NotifierApp:
         middleware = dead_letter_middleware(NAME, bus.ALERTS.name, self.metrics, self.sink)
         self.broker: NatsBroker = make_broker(settings, NAME, self.metrics, middlewares=(middleware,))
         alerts = bus.NOTIFIER_CONSUMER
+        # One alert per fetch: FastStream handles the messages of a fetched batch concurrently (an
+        # anyio task group), so two alerts of one group could be recorded, hence told, out of stream
+        # order. Fetched one at a time they are recorded in stream order, each before the next is
+        # fetched; alerts are few (a burst of tens, not a firehose), a fetch round trip is cheap.
         self.broker.subscriber(
             alerts.filter_subject,
             stream=JStream(alerts.stream, declare=False),
             durable=alerts.durable,
-            pull_sub=PullSub(batch_size=50, timeout=1.0),
+            pull_sub=PullSub(batch_size=1, timeout=1.0),
             ack_policy=AckPolicy.MANUAL,
             title="route_alert",
             description="Route each alert to its receivers' groups; acked once recorded in KV.",
