@@ -197,6 +197,8 @@ class HashtagStream:
                 error = FetchError(kind, f"{type(exc).__name__}: {exc}")
             failures = ctx.failed(self.target, error)
             delay = self.backoff.delay(failures, retry_after=error.retry_after)
+            if not error.retryable:
+                delay = max(delay, self.target.interval)  # a refused token: no faster than polling
             log.warning(
                 "ingest.stream_disconnected", source=SOURCE, target=self.target.name, stream=self.label,
                 kind=error.kind, error=error.message, failures=failures, reconnect_in=round(delay, 2),

@@ -22,7 +22,7 @@ from ingest_helpers import (
 )
 
 from services.ingest_mastodon.app import create_app
-from services.ingest_mastodon.logic import hashtags_for
+from services.ingest_mastodon.logic import SseEvent, SseParser, hashtags_for
 from veille.ingest.backoff import Backoff
 from veille.ingest.runner import IngestService
 from veille.models import mention_id_for
@@ -75,6 +75,25 @@ def timeline(*pages: bytes) -> Any:
 def test_hashtags_come_from_the_query_terms() -> None:
     """Words and phrases become hashtags without spaces or punctuation."""
     assert hashtags_for(["Acme Corp", "acme.com", "Acmé", "2025"]) == ["acmecorp", "acmecom", "acmé"]
+
+
+def test_the_sse_parser_ignores_chunk_boundaries_and_bounds_events() -> None:
+    """Split anywhere, CRLF or LF, comments skipped; an oversized line or event comes out flagged, without data."""
+    stream = (
+        b":thump\nevent: update\r\ndata: {}\r\n\r\n:thump\n\nevent: delete\ndata: 12\n\n"
+        b"event: update\ndata: " + b"x" * 100 + b"\n\nevent: update\ndata: a\ndata: b\n\n"
+    )
+    whole = list(SseParser(max_line=64, max_event=64).feed(stream))
+    parser = SseParser(max_line=64, max_event=64)
+    split = [event for i in range(len(stream)) for event in parser.feed(stream[i : i + 1])]
+    assert [(e.event, e.data, e.too_large) for e in whole] == [
+        ("update", "{}", False),
+        ("delete", "12", False),
+        ("update", "", True),
+        ("update", "a\nb", False),
+    ]
+    assert split == whole
+    assert all(isinstance(e, SseEvent) for e in whole)
 
 
 async def test_statuses_are_mapped_and_the_same_uri_on_two_servers_is_published_once(
