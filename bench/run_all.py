@@ -165,6 +165,7 @@ def markdown(all_results: dict[str, Any]) -> str:
                 f"{f['rss_mb_max']} | {f['slope_second_half_mb_per_hour']} |"
             )
         out += [""]
+    out += _quality_sections(r)
     others = [
         ("classifier_bench", "classifier bench"),
         ("query_bench", "query bench"),
@@ -181,6 +182,77 @@ def markdown(all_results: dict[str, Any]) -> str:
     runs = all_results["runs"]
     out += ["Runs: " + ", ".join(f"{k} {v['seconds']} s (exit {v['exit_code']})" for k, v in runs.items()) + "."]
     return "\n".join(out) + "\n"
+
+
+def _quality_sections(r: dict[str, Any]) -> list[str]:
+    """Tables for the classifier bench, detection quality (NAB, sentiment) and query matching."""
+    out: list[str] = []
+    cls = r.get("classifier_bench") or {}
+    if cls.get("classifier_per_s"):
+        out += [
+            f"## Classifier alone (`bench/classifier_bench.py`, a backlog of {_f(cls.get('mentions', 0))} mentions)",
+            "",
+            "| what | per second |",
+            "|---|---:|",
+            f"| raw nats-py consume-and-ack (ceiling, same run) | {_f(cls.get('raw_consume_ack_per_s', 0))} |",
+            f"| classifier: consumed, classified, published, acked | {_f(cls['classifier_per_s'])} "
+            f"({cls.get('ratio_to_raw', 0)} of the ceiling) |",
+            f"| classification alone, no NATS | {_f(cls.get('cpu_only_classify_per_s', 0))} |",
+            "",
+        ]
+    nab = (r.get("nab_eval") or {}).get("profiles") or {}
+    if nab:
+        out += [
+            "## Spike detection: NAB realTweets, normalised score (default settings for every series)",
+            "",
+            "| profile | held out (CVS, FB) | tuning files, in sample (AAPL, AMZN, CRM) | all five |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, prof in nab.items():
+            n = prof.get("normalised", {})
+            out.append(
+                f"| {name} | {n.get('held_out', 0):.1f} | {n.get('tuning_in_sample', 0):.1f} | "
+                f"{n.get('all_five_partly_in_sample', 0):.1f} |"
+            )
+        scale = "For scale, published on these five series (standard): ARTime 83.8, CAD OSE 76.0, Numenta HTM 66.1."
+        out += ["", scale, ""]
+    langs = (r.get("sentiment_eval") or {}).get("languages") or {}
+    if langs:
+        out += [
+            "## Sentiment, held-out half of the labelled tweets",
+            "",
+            "| language | system | macro recall | negative precision | negative recall | texts/s | goal |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+        for lang, res in langs.items():
+            mine, base = res.get("veille_lexicon", {}), res.get("vader_baseline", {})
+            goal = f"{res.get('goal_macro_recall', 0):.0f} ({'met' if res.get('meets_goal') else 'missed'})"
+            out.append(
+                f"| {lang} | veille | {mine.get('macro_recall', 0)} | {mine.get('negative_precision', 0)} | "
+                f"{mine.get('negative_recall', 0)} | {_f(mine.get('texts_per_second', 0))} | {goal} |"
+            )
+            out.append(
+                f"| {lang} | VADER as packaged | {base.get('macro_recall', 0)} | {base.get('negative_precision', 0)} | "
+                f"{base.get('negative_recall', 0)} | {_f(base.get('texts_per_second', 0))} | |"
+            )
+            out.append(
+                f"| {lang} | language detection + veille sentiment | | | | "
+                f"{_f(res.get('detect_and_sentiment_texts_per_second', 0))} | |"
+            )
+        out += [""]
+    match = (r.get("query_bench") or {}).get("matching") or {}
+    if match:
+        stories = (r.get("query_bench") or {}).get("stories") or {}
+        out += [
+            f"## Query matching: {_f(match.get('watches', 0))} watches against real tweets",
+            "",
+            f"- `WatchIndex.match`: {_f(match.get('index_posts_per_s', 0))} posts/s, "
+            f"{match.get('index_vs_naive', 0):.0f}x checking every query, "
+            f"{match.get('mismatches_index_vs_naive', 0)} disagreements with it",
+            f"- near-duplicate stories: {_f(stories.get('assign_per_s', 0))} mentions/s",
+            "",
+        ]
+    return out
 
 
 NOTES_FILE = BENCH / "benchmarks_notes.md"
