@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope
 from nats.js import JetStreamContext
 
-from tests.notifier.conftest import AppFactory, RecordingSleep, make_alert, publish_alert
+from tests.notifier.conftest import AppFactory, ManualClock, RecordingSleep, make_alert, publish_alert, settled
 from veille.config import parse_config
 from veille.natsserver import free_port
 
@@ -160,3 +160,44 @@ async def test_user_templates_override_the_defaults(
     assert msg["Subject"] == "Alerte acme: <b>bad</b> Subject: forged"
     assert msg.get_body(("plain",)).get_content().startswith("TEXT <b>bad</b>")  # type: ignore[union-attr]
     assert "<p>HTML &lt;b&gt;bad&lt;/b&gt;" in msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+
+
+async def test_digest_mode_sends_one_email_per_interval_per_group(
+    js: JetStreamContext, smtp: tuple[Inbox, int], notifier_factory: AppFactory
+) -> None:
+    """With `digest: 1h`, alerts of one group within the hour arrive together in one email, at the hour."""
+    inbox, port = smtp
+    clock = ManualClock()
+    app = await notifier_factory(mail_config(port, "        digest: 1h\n"), clock=clock)
+
+    async def flush() -> None:
+        await settled(js)
+        await app.flush_due()
+        await app.dispatcher.drain()
+
+    await publish_alert(js, make_alert("digest-1", text="first acme mention"))
+    await flush()
+    clock.advance(minutes=20)
+    await publish_alert(js, make_alert("digest-2", text="second acme mention"))
+    await flush()
+    clock.advance(minutes=30)
+    await flush()
+    assert inbox.envelopes == [], "nothing before the digest interval is over"
+    clock.advance(minutes=11)
+    await flush()
+    await inbox.wait(1)
+    [msg] = inbox.messages()
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "first acme mention" in text and "second acme mention" in text
+
+    clock.advance(minutes=10)
+    await publish_alert(js, make_alert("digest-3", text="third acme mention"))
+    await flush()
+    clock.advance(minutes=30)
+    await flush()
+    assert len(inbox.envelopes) == 1, "the next digest waits for the next interval"
+    clock.advance(minutes=35)
+    await flush()
+    await inbox.wait(2)
+    latest = inbox.messages()[1].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "third acme mention" in latest and "first acme mention" not in latest
