@@ -64,9 +64,7 @@ class MentionIngested(_Message):
     schema_version: Literal[1] = 1
     id: str = Field(description="Stable id, also the Nats-Msg-Id: same item, same id.")
     source: str = Field(description="Ingestor that found it: rss, hackernews, bluesky, ...")
-    watch: str | None = Field(
-        default=None, description="Watch whose query found it, when the source searched for one."
-    )
+    watch: str | None = Field(default=None, description="Watch whose query found it, when the source searched for one.")
     url: AnyHttpUrl | None = Field(default=None, description="Permalink to the mention.")
     title: str | None = None
     text: str = Field(default="", description="Plain text of the mention (HTML stripped).")
