@@ -26,7 +26,7 @@ install: $(STAMP) ## Create .venv and install veille with its development tools
 run: $(STAMP) ## Run the whole stack on this machine (veille up) with CONFIG=examples/veille.yaml
 	$(BIN)/veille up --config $(CONFIG)
 
-test: $(STAMP) ## Run the whole test suite (what CI runs)
+test: lint typecheck ## Lint, type-check and run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP) ## Check style with ruff
