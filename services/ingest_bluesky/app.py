@@ -23,14 +23,12 @@ from services.ingest_bluesky.logic import (
     search_query,
 )
 from veille.config import BlueskySource, VeilleConfig, load_config
-from veille.httpclient import make_http_client
 from veille.ingest.backoff import Backoff
 from veille.ingest.cursors import Cursor, cursor_key
 from veille.ingest.http import Fetcher, FetchError
-from veille.ingest.matching import build_recheck, build_watch_matcher, positive_terms
-from veille.ingest.metrics import IngestMetrics
+from veille.ingest.matching import build_watch_matcher, positive_terms
 from veille.ingest.runner import Clock, IngestContext, IngestService, PollResult, Target
-from veille.ingest.sources import configured, load_json, make_fetcher, parse_time, search_targets
+from veille.ingest.sources import configured, load_json, parse_time, search_parts
 from veille.metrics import ServiceMetrics
 from veille.models import MentionIngested
 from veille.settings import ServiceSettings
@@ -287,23 +285,9 @@ def create_app(
     """Build the Bluesky ingestor from settings (and optional parts a test provides)."""
     config = config or load_config(settings.config)
     section = config.sources.bluesky
-    metrics = metrics or ServiceMetrics(NAME)
-    ingest_metrics = IngestMetrics(metrics)
-    client = http_client or make_http_client(user_agent=settings.user_agent, timeout=section.timeout.total_seconds())
-    fetcher = make_fetcher(
-        client,
-        source=SOURCE,
-        max_bytes=section.max_bytes,
-        timeout=section.timeout.total_seconds(),
-        min_interval=section.min_interval.total_seconds(),
-        metrics=ingest_metrics,
-    )
+    parts = search_parts(NAME, SOURCE, section, settings, config, http_client=http_client, metrics=metrics)
     with_login = bool(section.handle and section.password())
-    targets = (
-        search_targets(SOURCE, config, section.watches, interval=section.interval.total_seconds())
-        if configured(config, "bluesky") and with_login
-        else []
-    )
+    targets = parts.targets(when=configured(config, "bluesky") and with_login)
     streams = (
         (
             JetstreamFirehose(
@@ -316,17 +300,4 @@ def create_app(
         if configured(config, "bluesky")
         else ()
     )
-    return IngestService(
-        NAME,
-        settings,
-        BlueskySearch(section, targets, fetcher),
-        streams=streams,
-        metrics=metrics,
-        ingest_metrics=ingest_metrics,
-        clock=clock,
-        recheck=build_recheck(config),
-        http_client=client,
-        owns_http_client=http_client is None,
-        failing_after=section.failing_after,
-        jitter=section.jitter,
-    )
+    return parts.service(settings, BlueskySearch(section, targets, parts.fetcher()), clock=clock, streams=streams)

@@ -11,13 +11,11 @@ import structlog
 
 from services.ingest_hackernews.logic import SOURCE, advance_cursor, hit_mention, search_params
 from veille.config import HackerNewsSource, VeilleConfig, load_config
-from veille.httpclient import make_http_client
 from veille.ingest.cursors import Cursor
 from veille.ingest.http import Fetcher, FetchError
-from veille.ingest.matching import build_recheck, positive_terms
-from veille.ingest.metrics import IngestMetrics
+from veille.ingest.matching import positive_terms
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
-from veille.ingest.sources import configured, load_json, make_fetcher, search_targets
+from veille.ingest.sources import configured, load_json, search_parts
 from veille.metrics import ServiceMetrics
 from veille.settings import ServiceSettings
 
@@ -113,32 +111,6 @@ def create_app(
     """Build the Hacker News ingestor from settings (and optional parts a test provides)."""
     config = config or load_config(settings.config)
     section = config.sources.hackernews
-    metrics = metrics or ServiceMetrics(NAME)
-    ingest_metrics = IngestMetrics(metrics)
-    client = http_client or make_http_client(user_agent=settings.user_agent, timeout=section.timeout.total_seconds())
-    fetcher = make_fetcher(
-        client,
-        source=SOURCE,
-        max_bytes=section.max_bytes,
-        timeout=section.timeout.total_seconds(),
-        min_interval=section.min_interval.total_seconds(),
-        metrics=ingest_metrics,
-    )
-    targets = (
-        search_targets(SOURCE, config, section.watches, interval=section.interval.total_seconds())
-        if configured(config, "hackernews")
-        else []
-    )
-    return IngestService(
-        NAME,
-        settings,
-        HackerNewsSearch(section, targets, fetcher),
-        metrics=metrics,
-        ingest_metrics=ingest_metrics,
-        clock=clock,
-        recheck=build_recheck(config),
-        http_client=client,
-        owns_http_client=http_client is None,
-        failing_after=section.failing_after,
-        jitter=section.jitter,
-    )
+    parts = search_parts(NAME, SOURCE, section, settings, config, http_client=http_client, metrics=metrics)
+    targets = parts.targets(when=configured(config, "hackernews"))
+    return parts.service(settings, HackerNewsSearch(section, targets, parts.fetcher()), clock=clock)

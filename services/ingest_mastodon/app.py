@@ -15,14 +15,12 @@ import structlog
 
 from services.ingest_mastodon.logic import SOURCE, SseEvent, SseParser, hashtags_for, newest_id, status_mention
 from veille.config import MastodonSource, VeilleConfig, load_config
-from veille.httpclient import make_http_client
 from veille.ingest.backoff import Backoff
 from veille.ingest.cursors import Cursor, cursor_key
 from veille.ingest.http import Fetcher, FetchError, parse_retry_after
-from veille.ingest.matching import build_recheck, positive_terms, watches_for
-from veille.ingest.metrics import IngestMetrics
+from veille.ingest.matching import positive_terms, watches_for
 from veille.ingest.runner import Clock, IngestContext, IngestService, PollResult, Target
-from veille.ingest.sources import configured, load_json, make_fetcher
+from veille.ingest.sources import configured, load_json, search_parts
 from veille.metrics import ServiceMetrics
 from veille.models import MentionIngested
 from veille.settings import ServiceSettings
@@ -334,38 +332,12 @@ def create_app(
     """
     config = config or load_config(settings.config)
     section = config.sources.mastodon
-    metrics = metrics or ServiceMetrics(NAME)
-    ingest_metrics = IngestMetrics(metrics)
-    client = http_client or make_http_client(user_agent=settings.user_agent, timeout=section.timeout.total_seconds())
-
-    def fetcher() -> Fetcher:
-        return make_fetcher(
-            client,
-            source=SOURCE,
-            max_bytes=section.max_bytes,
-            timeout=section.timeout.total_seconds(),
-            min_interval=section.min_interval.total_seconds(),
-            metrics=ingest_metrics,
-        )
-
+    parts = search_parts(NAME, SOURCE, section, settings, config, http_client=http_client, metrics=metrics)
     targets = mastodon_targets(section, config) if configured(config, "mastodon") else []
     if configured(config, "mastodon") and not section.servers:
         log.info("ingest.source_idle", source=SOURCE, reason="no Mastodon server listed in sources.mastodon.servers")
-    timelines = MastodonTimelines(targets, fetcher)
+    timelines = MastodonTimelines(targets, parts.fetcher)
     streams = (
         hashtag_streams(timelines, backoff=stream_backoff, max_event_bytes=max_event_bytes) if section.streaming else []
     )
-    return IngestService(
-        NAME,
-        settings,
-        timelines,
-        streams=tuple(streams),
-        metrics=metrics,
-        ingest_metrics=ingest_metrics,
-        clock=clock,
-        recheck=build_recheck(config),
-        http_client=client,
-        owns_http_client=http_client is None,
-        failing_after=section.failing_after,
-        jitter=section.jitter,
-    )
+    return parts.service(settings, timelines, clock=clock, streams=tuple(streams))

@@ -10,13 +10,11 @@ import structlog
 
 from services.ingest_x.logic import SOURCE, TWEET_FIELDS, USER_FIELDS, tweet_mention, users_by_id, x_query
 from veille.config import VeilleConfig, XSource, load_config
-from veille.httpclient import make_http_client
 from veille.ingest.cursors import Cursor
 from veille.ingest.http import Fetcher, FetchError
-from veille.ingest.matching import build_recheck, positive_terms
-from veille.ingest.metrics import IngestMetrics
+from veille.ingest.matching import positive_terms
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
-from veille.ingest.sources import configured, load_json, make_fetcher, search_targets
+from veille.ingest.sources import configured, load_json, search_parts
 from veille.metrics import ServiceMetrics
 from veille.models import MentionIngested
 from veille.settings import ServiceSettings
@@ -112,35 +110,9 @@ def create_app(
     """Build the X ingestor; without a bearer token it runs with no targets."""
     config = config or load_config(settings.config)
     section = config.sources.x
-    metrics = metrics or ServiceMetrics(NAME)
-    ingest_metrics = IngestMetrics(metrics)
-    client = http_client or make_http_client(user_agent=settings.user_agent, timeout=section.timeout.total_seconds())
-    fetcher = make_fetcher(
-        client,
-        source=SOURCE,
-        max_bytes=section.max_bytes,
-        timeout=section.timeout.total_seconds(),
-        min_interval=section.min_interval.total_seconds(),
-        metrics=ingest_metrics,
-    )
+    parts = search_parts(NAME, SOURCE, section, settings, config, http_client=http_client, metrics=metrics)
     has_credentials = bool(section.token())
     if configured(config, "x") and not has_credentials:
         log.info("ingest.source_idle", source=SOURCE, reason="no bearer_token in sources.x")
-    targets = (
-        search_targets(SOURCE, config, section.watches, interval=section.interval.total_seconds())
-        if configured(config, "x") and has_credentials
-        else []
-    )
-    return IngestService(
-        NAME,
-        settings,
-        XRecentSearch(section, targets, fetcher),
-        metrics=metrics,
-        ingest_metrics=ingest_metrics,
-        clock=clock,
-        recheck=build_recheck(config),
-        http_client=client,
-        owns_http_client=http_client is None,
-        failing_after=section.failing_after,
-        jitter=section.jitter,
-    )
+    targets = parts.targets(when=configured(config, "x") and has_credentials)
+    return parts.service(settings, XRecentSearch(section, targets, parts.fetcher()), clock=clock)
