@@ -10,32 +10,14 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
+from tests.helpers.deadletters import dead_letters
 from veille import bus
 from veille.messaging import BatchConsumer, DeadLetterSink, gather_publishes
 from veille.metrics import ServiceMetrics
-from veille.models import DeadLettered, MentionIngested
+from veille.models import MentionIngested
 
 CONSUMER = bus.Consumer(bus.MENTIONS.name, "probe-batch", "veille.mentions.ingested.>", ack_wait=30.0)
 OUT_SUBJECT = "veille.mentions.classified.probe"
-
-
-async def dead_letters(js: JetStreamContext, expected: int, timeout: float = 20.0) -> list[DeadLettered]:
-    """Read ``expected`` dead letters (or what arrived before ``timeout``)."""
-    sub = await js.pull_subscribe("veille.dlq.>", stream=bus.DEADLETTER.name)
-    out: list[DeadLettered] = []
-    deadline = asyncio.get_running_loop().time() + timeout
-    try:
-        while len(out) < expected and asyncio.get_running_loop().time() < deadline:
-            try:
-                msgs = await sub.fetch(expected - len(out), timeout=1)
-            except TimeoutError:
-                continue
-            for msg in msgs:
-                out.append(DeadLettered.model_validate_json(msg.data))
-                await msg.ack()
-    finally:
-        await sub.unsubscribe()
-    return out
 
 
 async def settled(js: JetStreamContext, timeout: float = 20.0) -> None:
