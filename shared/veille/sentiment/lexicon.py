@@ -13,6 +13,8 @@ they are:
   (the verb between ``ne`` and ``pas`` is negated too: ``je n'aime pas``);
 * intensifiers and dampeners (``very``, ``très``, ``a bit``), shouting, elongation, ``!!!``;
 * contrast (``but``, ``mais``, ``pourtant`` ...): what comes after weighs more than what came before;
+* names and titles: Capitalised words in a row inside a sentence (``listening to Bad Blood``, ``Star
+  Wars Day``) carry no sentiment of the writer's, so their lexicon valence is ignored;
 * a neutral band per language whose two edges were tuned on half of the development data
   (see ``bench/sentiment_eval.py``), plus a handful of rule weights; no word weights are learned.
 """
@@ -563,6 +565,9 @@ class Evidence(NamedTuple):
     """(positive, negative) sums of each of the profile's extra lexicons, after the same rules."""
 
 
+_SENTENCE_BREAKS = frozenset(("stop", "bang"))
+
+
 def _score_tokens(tokens: list[Token], profile: LanguageProfile) -> Evidence:
     """Return the valence evidence of a token list (``total`` is VADER's unnormalised sum).
 
@@ -648,6 +653,15 @@ def _score_tokens(tokens: list[Token], profile: LanguageProfile) -> Evidence:
             continue
         allowed_after = conditional.get(key)
         if allowed_after is not None and (i == 0 or tokens[i - 1].key not in allowed_after):
+            continue
+        if (
+            token.titled
+            and i
+            and tokens[i - 1].kind not in _SENTENCE_BREAKS
+            and (tokens[i - 1].titled or (i + 1 < n and tokens[i + 1].titled))
+        ):
+            # Inside a name or a title ("... listening to Bad Blood", "Star Wars Day"): two
+            # Capitalised words in a row, not at the start of a sentence, say nothing of the writer.
             continue
         valence = 0.0
         if phrases and i + 1 < n:

@@ -39,7 +39,8 @@ class Token(NamedTuple):
     """One unit of text: a word, an emoticon, an emoji, or punctuation.
 
     ``key`` is the folded form used for lookup; ``shouted`` marks a word in capitals (of two
-    letters or more), ``elongated`` one with a letter repeated three times or more (``sooo``).
+    letters or more), ``elongated`` one with a letter repeated three times or more (``sooo``),
+    ``titled`` one written Capitalised (``Blood``; not ``I``, not a part of a ``#HashTag``).
     ``kind`` is ``"word"``, ``"emoticon"``, ``"symbol"`` (emoji or other sign), ``"bang"`` (a run of
     ``!``/``?``) or ``"stop"`` (punctuation that ends a clause).
     """
@@ -49,6 +50,7 @@ class Token(NamedTuple):
     kind: str
     shouted: bool = False
     elongated: bool = False
+    titled: bool = False
 
 
 def _clean(text: str) -> str:
@@ -76,12 +78,12 @@ def _word_tokens(piece: str, french: bool, out: list[Token]) -> None:
     out.extend(cached)
 
 
-def _split_word(piece: str, french: bool, out: list[Token]) -> None:
+def _split_word(piece: str, french: bool, out: list[Token], tag: bool = False) -> None:
     if piece.startswith("#"):
         body = piece[1:]
         parts = _CAMEL.findall(body) if not body.islower() and not body.isupper() else [body]
         for part in parts or [body]:
-            _split_word(part, french, out)
+            _split_word(part, french, out, True)
         return
     if french:
         match = _FR_ELISION.match(piece)
@@ -95,7 +97,8 @@ def _split_word(piece: str, french: bool, out: list[Token]) -> None:
         elongated = True
         piece = _ELONGATION.sub(r"\1\1", piece)
     shouted = len(piece) > 1 and piece.isupper()
-    out.append(Token(piece, fold(piece), "word", shouted, elongated))
+    titled = not tag and not shouted and piece[0].isupper() and piece != "I"
+    out.append(Token(piece, fold(piece), "word", shouted, elongated, titled))
 
 
 def tokenize(text: str, lang: str | None = None, emoticons: frozenset[str] = frozenset()) -> list[Token]:
