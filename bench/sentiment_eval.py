@@ -10,7 +10,9 @@ Metric: macro-averaged recall over the three classes (TweetEval's), plus negativ
 recall. Baselines: the PyPI packages ``vadersentiment`` / ``vadersentiment-fr`` as they are
 (compound score, neutral band ±0.05). Throughput: texts per second on one core (best of three runs),
 sentiment with the language given, ``detect_language`` alone, and both as the classifier's hot path
-runs them (detect, then analyze with the detected language).
+runs them (detect, then analyze with the detected language). Those runs replay the same texts, so the
+backend's memo of tokens and word valences is warm; "unseen texts" is one pass over the tuning half
+after the held-out half was scored (its words are half new), closer to a stream's first hour.
 Writes ``bench/results/sentiment.json``.
 """
 
@@ -73,6 +75,17 @@ def _rate(func: Callable[[str], object], texts: list[str], min_seconds: float = 
                 break
         best = max(best, done / elapsed)
     return best
+
+
+def _first_pass_rate(func: Callable[[str], object], texts: list[str]) -> float:
+    """Texts per second of one pass over texts not seen before (memo caches only partly warm).
+
+    One pass cannot be repeated, so it is timed in CPU time (``process_time``), which a shared
+    machine's other processes disturb less than wall-clock time."""
+    start = time.process_time()
+    for text in texts:
+        func(text)
+    return len(texts) / max(time.process_time() - start, 1e-9)
 
 
 def _scores_json(scores: Scores) -> dict[str, object]:
@@ -149,6 +162,7 @@ def run() -> dict[str, object]:
         def pipeline_one(text: str) -> object:
             return backend.analyze(text, detect_language(text))
 
+        unseen_rate = _first_pass_rate(ours_one, [text for text, _ in _rows(lang, "tune")])
         ours_rate = _rate(ours_one, texts)
         vader_rate = _rate(vader, texts)
         detect_rate = _rate(detect_language, texts)
@@ -161,12 +175,14 @@ def run() -> dict[str, object]:
                 f"{lang:4} {scores.n:5d} {name:18} {scores.macro_recall:7.1f} "
                 f"{scores.negative_precision:6.1f} {scores.negative_recall:6.1f} {rate:9.0f}"
             )
+        print(f"{lang:4} {'':5} {'  unseen texts':18} {'':7} {'':6} {'':6} {unseen_rate:9.0f}")
         print(f"{lang:4} {'':5} {'detect_language':18} {'':7} {'':6} {'':6} {detect_rate:9.0f}")
         print(f"{lang:4} {'':5} {'detect + sentiment':18} {'':7} {'':6} {'':6} {pipeline_rate:9.0f}")
         languages[lang] = {
             "goal_macro_recall": GOALS[lang],
             "meets_goal": ours.macro_recall >= GOALS[lang],
-            "veille_lexicon": _scores_json(ours) | {"texts_per_second": round(ours_rate)},
+            "veille_lexicon": _scores_json(ours)
+            | {"texts_per_second": round(ours_rate), "texts_per_second_unseen": round(unseen_rate)},
             "vader_baseline": _scores_json(baseline) | {"texts_per_second": round(vader_rate)},
             "detect_language_texts_per_second": round(detect_rate),
             "detect_and_sentiment_texts_per_second": round(pipeline_rate),

@@ -15,7 +15,9 @@ from veille.sentiment import (
     label_for_score,
     make_backend,
 )
+from veille.sentiment.calibration import Calibration
 from veille.sentiment.evaluation import Scores, evaluate, load_labelled, split_labelled
+from veille.sentiment.text import tokenize
 from veille.sentiment.transformer import labels_from_config
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sentiment"
@@ -123,6 +125,24 @@ def test_french_elisions_are_split(lexicon: LexiconBackend) -> None:
     assert score(lexicon, "C'est l'horreur", "fr") < 0
     assert score(lexicon, "Un message d'amour", "fr") > 0
     assert score(lexicon, "J’adore", "fr") > 0  # typographic apostrophe
+
+
+def test_memoised_tokens_depend_on_the_language() -> None:
+    """A chunk seen in English first is still split the French way in a French text, and repeats
+    give the same tokens."""
+    english = tokenize("l'horreur", "en")
+    french = tokenize("l'horreur", "fr")
+    assert [t.key for t in english] == ["l'horreur"]
+    assert [t.key for t in french] == ["l'", "horreur"]
+    assert tokenize("l'horreur", "fr") == french
+
+
+def test_calibration_rejects_a_vector_of_the_wrong_length() -> None:
+    """A calibration fitted for n features refuses a vector of another length rather than misread it."""
+    calibration = Calibration(weights=((1.0, 0.0), (0.0, 0.0), (0.0, 1.0)), bias=(0.0, 0.0, 0.0))
+    assert calibration.probabilities([2.0, 0.0])[0] > 0.5
+    with pytest.raises(ValueError, match="expected 2 features"):
+        calibration.probabilities([1.0, 2.0, 3.0])
 
 
 def test_french_ne_pas_negates_the_verb_between(lexicon: LexiconBackend) -> None:

@@ -13,6 +13,7 @@ coefficients per language — no word weights — fitted by :func:`fit` on the t
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,10 +83,9 @@ class Calibration:
 
     def probabilities(self, vector: Sequence[float]) -> tuple[float, float, float]:
         """Return P(negative), P(neutral), P(positive) for a feature vector."""
-        logits = [
-            b + sum(w * x for w, x in zip(row, vector, strict=True))
-            for row, b in zip(self.weights, self.bias, strict=True)
-        ]
+        if len(vector) != len(self.weights[0]):
+            raise ValueError(f"expected {len(self.weights[0])} features, got {len(vector)}")
+        logits = [b + sum(map(operator.mul, row, vector)) for row, b in zip(self.weights, self.bias, strict=True)]
         top = max(logits)
         exps = [math.exp(v - top) for v in logits]
         total = sum(exps)

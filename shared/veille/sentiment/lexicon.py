@@ -104,25 +104,29 @@ class LanguageProfile:
     extra_lexicons: tuple[dict[str, float], ...] = ()
     """Further word lists (folded word → valence, on a scale like VADER's ±4) scored with the same
     rules; each gives the calibration its own positive and negative sums (English: AFINN)."""
-    _cache: dict[str, float] = field(default_factory=dict, repr=False)
-    _extra_cache: dict[str, tuple[float, ...]] = field(default_factory=dict, repr=False)
+    _lookups: dict[str, tuple[float, tuple[float, ...]]] = field(init=False, repr=False)
+    """Memo of :meth:`lookup` (rebuilt empty by :func:`dataclasses.replace`)."""
+    _pair_starts: frozenset[str] = field(init=False, repr=False)
+    """First words of :attr:`phrases` and :attr:`idioms`: only these can open a two-word entry."""
+    _special: frozenset[str] = field(init=False, repr=False)
+    """Every word with a role besides its valence (function words, first words of pairs)."""
 
-    def extra_valences(self, key: str) -> tuple[float, ...]:
-        """Return the valence of a folded word in each of :attr:`extra_lexicons` (``()`` if none has it)."""
-        found = self._extra_cache.get(key)
-        if found is not None:
-            return found
-        values = tuple(lexicon.get(key, 0.0) for lexicon in self.extra_lexicons)
-        if not any(values):
-            values = ()
-        if len(self._extra_cache) > 200_000:
-            self._extra_cache.clear()
-        self._extra_cache[key] = values
-        return values
+    def __post_init__(self) -> None:
+        self._lookups = {}
+        self._pair_starts = frozenset(pair.partition(" ")[0] for pair in (*self.phrases, *self.idioms))
+        self._special = self._pair_starts.union(
+            self.negators,
+            self.boosters,
+            self.contrast,
+            self.ne_words,
+            self.ne_completers,
+            self.soft_boosters,
+            self.conditional,
+        )
 
-    def valence(self, key: str) -> float:
-        """Return the lexicon valence of a folded word, 0.0 when it has none."""
-        found = self._cache.get(key)
+    def lookup(self, key: str) -> tuple[float, tuple[float, ...]]:
+        """Return :meth:`valence` and :meth:`extra_valences` of a folded word in one (memoised) call."""
+        found = self._lookups.get(key)
         if found is not None:
             return found
         value = self.lexicon.get(key)
@@ -134,10 +138,20 @@ class LanguageProfile:
                     if stem is not None:
                         value = stem
                         break
-        if len(self._cache) > 200_000:
-            self._cache.clear()
-        self._cache[key] = value
-        return value
+        extras = tuple(lexicon.get(key, 0.0) for lexicon in self.extra_lexicons)
+        found = (value, extras if any(extras) else ())
+        if len(self._lookups) > 200_000:
+            self._lookups.clear()
+        self._lookups[key] = found
+        return found
+
+    def extra_valences(self, key: str) -> tuple[float, ...]:
+        """Return the valence of a folded word in each of :attr:`extra_lexicons` (``()`` if none has it)."""
+        return self.lookup(key)[1]
+
+    def valence(self, key: str) -> float:
+        """Return the lexicon valence of a folded word, 0.0 when it has none."""
+        return self.lookup(key)[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -575,8 +589,8 @@ def _score_tokens(tokens: list[Token], profile: LanguageProfile) -> Evidence:
     same pass; their sums land in :attr:`Evidence.extra`.
     """
     tuning = profile.tuning
-    lexicon_valence = profile.valence
-    extra_valences = profile.extra_valences
+    lookups = profile._lookups
+    lookup = profile.lookup
     n_extra = len(profile.extra_lexicons)
     negators = profile.negators
     boosters = profile.boosters
@@ -584,14 +598,16 @@ def _score_tokens(tokens: list[Token], profile: LanguageProfile) -> Evidence:
     completers = profile.ne_completers
     phrases = profile.phrases
     idioms = profile.idioms
+    pair_starts = profile._pair_starts
+    special = profile._special
     contrast_words = profile.contrast
     soft_boosters = profile.soft_boosters
     conditional = profile.conditional
+    word_tokens = [t for t in tokens if t.kind == "word"]
+    n_words = len(word_tokens)
     mixed_case = False
-    if any(t.shouted for t in tokens):
-        word_tokens = [t for t in tokens if t.kind == "word"]
+    if any(t.shouted for t in word_tokens):
         mixed_case = not all(t.shouted for t in word_tokens)
-    n_words = sum(1 for t in tokens if t.kind == "word")
 
     # (token index, valence, extra valences) of every token that carries some.
     scored: list[tuple[int, float, tuple[float, ...]]] = []
@@ -623,37 +639,40 @@ def _score_tokens(tokens: list[Token], profile: LanguageProfile) -> Evidence:
                 recent_boost.clear()
             continue
         key = token.key
-        if kind == "word":
-            if idioms and i + 1 < n:
-                idiom = idioms.get(f"{key} {tokens[i + 1].key}")
-                if idiom is not None:
-                    scored.append((i, idiom, (idiom,) * n_extra))
-                    skip_next = True
-                    recent_boost.clear()
+        pairable = False
+        if key in special or "n't" in key:  # most words have no role but their valence: skip this
+            pairable = key in pair_starts and i + 1 < n
+            if kind == "word":
+                if pairable:
+                    idiom = idioms.get(f"{key} {tokens[i + 1].key}")
+                    if idiom is not None:
+                        scored.append((i, idiom, (idiom,) * n_extra))
+                        skip_next = True
+                        recent_boost.clear()
+                        continue
+                if key in contrast_words:
+                    contrast_at = i
+                    negated_until = -1
+                    ne_open = False
                     continue
-            if key in contrast_words:
-                contrast_at = i
-                negated_until = -1
-                ne_open = False
+                if key in ne_words:
+                    ne_open = True
+                    negated_until = i + tuning.negation_scope + 1
+                    continue
+                if key in negators or (ne_open and key in completers) or key.endswith("n't"):
+                    negated_until = max(negated_until, i + tuning.negation_scope)
+                    ne_open = False
+                    continue
+                boost = boosters.get(key)
+                if boost is not None:
+                    recent_boost.append((i, boost))
+                    continue
+            if key in soft_boosters and i + 1 < n and lookup(tokens[i + 1].key)[0]:
+                recent_boost.append((i, 1.0))
                 continue
-            if key in ne_words:
-                ne_open = True
-                negated_until = i + tuning.negation_scope + 1
+            allowed_after = conditional.get(key)
+            if allowed_after is not None and (i == 0 or tokens[i - 1].key not in allowed_after):
                 continue
-            if key in negators or (ne_open and key in completers) or key.endswith("n't"):
-                negated_until = max(negated_until, i + tuning.negation_scope)
-                ne_open = False
-                continue
-            boost = boosters.get(key)
-            if boost is not None:
-                recent_boost.append((i, boost))
-                continue
-        if key in soft_boosters and i + 1 < n and lexicon_valence(tokens[i + 1].key):
-            recent_boost.append((i, 1.0))
-            continue
-        allowed_after = conditional.get(key)
-        if allowed_after is not None and (i == 0 or tokens[i - 1].key not in allowed_after):
-            continue
         if (
             token.titled
             and i
@@ -663,15 +682,13 @@ def _score_tokens(tokens: list[Token], profile: LanguageProfile) -> Evidence:
             # Inside a name or a title ("... listening to Bad Blood", "Star Wars Day"): two
             # Capitalised words in a row, not at the start of a sentence, say nothing of the writer.
             continue
-        valence = 0.0
-        if phrases and i + 1 < n:
+        found = lookups.get(key) or lookup(key)
+        valence, extras = found
+        if pairable:
             pair = phrases.get(f"{key} {tokens[i + 1].key}")
             if pair is not None:
-                valence = pair
+                valence = pair or valence
                 skip_next = True
-        if not valence:
-            valence = lexicon_valence(key)
-        extras = extra_valences(key) if n_extra else ()
         if not valence and not extras:
             continue
         lift = 0.0

@@ -61,23 +61,6 @@ def _clean(text: str) -> str:
     return _NOISE.sub(" ", text)
 
 
-_WORD_CACHE: dict[tuple[str, bool], tuple[Token, ...]] = {}
-_WORD_CACHE_SIZE = 100_000
-
-
-def _word_tokens(piece: str, french: bool, out: list[Token]) -> None:
-    """Append the tokens of one word-like piece (memoised: tokens are immutable)."""
-    cached = _WORD_CACHE.get((piece, french))
-    if cached is None:
-        found: list[Token] = []
-        _split_word(piece, french, found)
-        cached = tuple(found)
-        if len(_WORD_CACHE) >= _WORD_CACHE_SIZE:
-            _WORD_CACHE.clear()
-        _WORD_CACHE[(piece, french)] = cached
-    out.extend(cached)
-
-
 def _split_word(piece: str, french: bool, out: list[Token], tag: bool = False) -> None:
     if piece.startswith("#"):
         body = piece[1:]
@@ -104,28 +87,48 @@ def _split_word(piece: str, french: bool, out: list[Token], tag: bool = False) -
 def tokenize(text: str, lang: str | None = None, emoticons: frozenset[str] = frozenset()) -> list[Token]:
     """Split ``text`` into :class:`Token` s; ``lang="fr"`` also splits French elisions.
 
-    Whitespace-separated chunks found in ``emoticons`` are kept whole (``:-)``, ``<3``).
+    Whitespace-separated chunks found in ``emoticons`` are kept whole (``:-)``, ``<3``). The tokens
+    of each chunk are memoised (they are immutable): a stream of posts repeats most of its words.
     """
     french = lang == "fr"
+    cache = _CHUNK_CACHES.get((french, emoticons))
+    if cache is None:
+        cache = _CHUNK_CACHES.setdefault((french, emoticons), {})
     out: list[Token] = []
     for chunk in _clean(text).split():
-        if chunk in emoticons:
-            out.append(Token(chunk, chunk, "emoticon"))
-            continue
-        lowered = chunk.lower()
-        if lowered in emoticons:
-            out.append(Token(chunk, lowered, "emoticon"))
-            continue
-        for piece in _PIECE.findall(chunk):
-            first = piece[0]
-            if first in "!?":
-                out.append(Token(piece, piece, "bang"))
-            elif first in _CLAUSE_END:
-                out.append(Token(piece, piece, "stop"))
-            elif first == "#" or first.isalnum():
-                if piece.endswith("'") and len(piece) > 1:
-                    piece = piece[:-1]
-                _word_tokens(piece, french, out)
-            else:
-                out.append(Token(piece, piece, "symbol"))
+        tokens = cache.get(chunk)
+        if tokens is None:
+            tokens = _chunk_tokens(chunk, french, emoticons)
+            if len(cache) >= _CHUNK_CACHE_SIZE:
+                cache.clear()
+            cache[chunk] = tokens
+        out.extend(tokens)
     return out
+
+
+_CHUNK_CACHES: dict[tuple[bool, frozenset[str]], dict[str, tuple[Token, ...]]] = {}
+"""Tokens of each whitespace-separated chunk already seen, per (French?, emoticon set)."""
+_CHUNK_CACHE_SIZE = 50_000
+
+
+def _chunk_tokens(chunk: str, french: bool, emoticons: frozenset[str]) -> tuple[Token, ...]:
+    """Return the tokens of one whitespace-separated chunk of a cleaned text."""
+    if chunk in emoticons:
+        return (Token(chunk, chunk, "emoticon"),)
+    lowered = chunk.lower()
+    if lowered in emoticons:
+        return (Token(chunk, lowered, "emoticon"),)
+    out: list[Token] = []
+    for piece in _PIECE.findall(chunk):
+        first = piece[0]
+        if first in "!?":
+            out.append(Token(piece, piece, "bang"))
+        elif first in _CLAUSE_END:
+            out.append(Token(piece, piece, "stop"))
+        elif first == "#" or first.isalnum():
+            if piece.endswith("'") and len(piece) > 1:
+                piece = piece[:-1]
+            _split_word(piece, french, out)
+        else:
+            out.append(Token(piece, piece, "symbol"))
+    return tuple(out)
