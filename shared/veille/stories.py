@@ -36,7 +36,9 @@ from __future__ import annotations
 import hashlib
 import re
 from array import array
-from collections import OrderedDict
+from bisect import bisect_right
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -130,20 +132,31 @@ class Sketch:
         Both are estimated on the hashes below the smaller of the two sketch maxima, where both
         sketches are exact (see Broder, "On the resemblance and containment of documents").
         """
-        if not self.hashes or not other.hashes:
-            return 0.0, 0.0
-        limit = min(
-            self.hashes[-1] if not self.complete else _MASK,
-            other.hashes[-1] if not other.complete else _MASK,
-        )
-        mine = {h for h in self.hashes if h <= limit}
-        theirs = {h for h in other.hashes if h <= limit}
-        shared = len(mine & theirs)
-        union = len(mine) + len(theirs) - shared
-        jaccard = shared / union if union else 0.0
-        smaller = mine if self.size <= other.size else theirs
-        containment = shared / len(smaller) if smaller else 0.0
-        return jaccard, containment
+        return _compare(self.hashes, set(self.hashes), self.size, other.hashes, other.size)
+
+
+def _compare(
+    mine: Sequence[int], mine_set: set[int], mine_size: int, theirs: Sequence[int], theirs_size: int
+) -> tuple[float, float]:
+    """:meth:`Sketch.compare` on sorted hash sequences, with ``mine`` also given as a set.
+
+    Every hash the two sketches share is below both their maxima, so the shared count is the size
+    of the whole intersection; only the two sides' counts need cutting at the lower maximum.
+    """
+    if not mine or not theirs:
+        return 0.0, 0.0
+    limit = min(
+        mine[-1] if mine_size > len(mine) else _MASK,
+        theirs[-1] if theirs_size > len(theirs) else _MASK,
+    )
+    shared = len(mine_set.intersection(theirs))
+    n_mine = len(mine) if limit >= mine[-1] else bisect_right(mine, limit)
+    n_theirs = len(theirs) if limit >= theirs[-1] else bisect_right(theirs, limit)
+    union = n_mine + n_theirs - shared
+    jaccard = shared / union if union else 0.0
+    smaller = n_mine if mine_size <= theirs_size else n_theirs
+    containment = shared / smaller if smaller else 0.0
+    return jaccard, containment
 
 
 def sketch(words: list[str], size: int = SKETCH_SIZE) -> Sketch:
@@ -153,7 +166,9 @@ def sketch(words: list[str], size: int = SKETCH_SIZE) -> Sketch:
     """
     if not words:
         return Sketch((), 0)
-    hashes = [_word_hash(w) for w in words]
+    hashes = list(map(_word_hashes.get, words))
+    if None in hashes:
+        hashes = [h if h is not None else _word_hash(w) for h, w in zip(hashes, words, strict=True)]
     if len(hashes) < SHINGLE_WORDS:
         shingles = {hash(tuple(hashes)) & _MASK}
     else:
@@ -173,6 +188,11 @@ def _seconds(ts: datetime | float) -> float:
     return ts.timestamp() if isinstance(ts, datetime) else float(ts)
 
 
+def _by_count_then_age(item: tuple[int, int]) -> tuple[int, int]:
+    """Candidates sharing the most indexed hashes first, the oldest entry first among equals."""
+    return -item[1], item[0]
+
+
 class _Entry:
     __slots__ = ("hashes", "last_seen", "size", "story_id")
 
@@ -181,9 +201,6 @@ class _Entry:
         self.hashes = array("Q", found.hashes)
         self.size = found.size
         self.last_seen = last_seen
-
-    def sketch(self) -> Sketch:
-        return Sketch(tuple(self.hashes), self.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,21 +273,24 @@ class StoryIndex:
 
     def _nearest(self, found: Sketch) -> tuple[int, float] | None:
         """Return the most similar live near-duplicate entry and its Jaccard similarity, if any."""
-        counts: dict[int, int] = {}
-        for h in found.hashes[:INDEXED_HASHES]:
-            for entry_id in self._postings.get(h, ()):
-                counts[entry_id] = counts.get(entry_id, 0) + 1
-        if not counts:
+        postings = self._postings
+        hits: list[int] = []
+        for ids in map(postings.get, found.hashes[:INDEXED_HASHES]):
+            if ids:
+                hits += ids
+        if not hits:
             return None
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_CANDIDATES]
+        counts = Counter(hits)
+        ranked = sorted(counts.items(), key=_by_count_then_age)[:MAX_CANDIDATES]
         horizon = self._now - self.ttl
+        found_hashes, found_set, found_size = found.hashes, set(found.hashes), found.size
         best: tuple[int, float, float] | None = None  # entry, jaccard, score
         for entry_id, _ in ranked:
             entry = self._entries[entry_id]
             if entry.last_seen < horizon:
                 continue
-            jaccard, containment = found.compare(entry.sketch())
-            contained = min(found.size, entry.size) >= MIN_CONTAINED_SHINGLES and containment >= CONTAINMENT_THRESHOLD
+            jaccard, containment = _compare(found_hashes, found_set, found_size, entry.hashes, entry.size)
+            contained = min(found_size, entry.size) >= MIN_CONTAINED_SHINGLES and containment >= CONTAINMENT_THRESHOLD
             if jaccard < JACCARD_THRESHOLD and not contained:
                 continue
             score = max(jaccard, containment) if contained else jaccard
