@@ -35,6 +35,7 @@ from veille import bus
 from veille.config import VeilleConfig, load_config
 from veille.consumerlag import ConsumerLagMonitor
 from veille.health import Health
+from veille.jetstream import StreamPublisher, pub_ack
 from veille.language import detect_language, preload
 from veille.messaging import BatchConsumer, DeadLetterSink, gather_publishes, make_broker
 from veille.metrics import PREFIX, ServiceMetrics
@@ -106,6 +107,7 @@ class ClassifierApp:
         self.sink = DeadLetterSink(NAME, self.metrics)
         self.broker: NatsBroker = make_broker(settings, NAME, self.metrics)
         self.js: JetStreamContext | None = None
+        self.publisher = StreamPublisher()
         self.consumer: BatchConsumer[MentionIngested] = BatchConsumer(
             service=NAME,
             consumer=bus.CLASSIFIER_CONSUMER,
@@ -144,33 +146,33 @@ class ClassifierApp:
         counted twice in this process.
         """
         assert self.js is not None, "start() first"
-        js = self.js
         results = [self.classifier.classify(mention) for mention in mentions]
-        waits: list[asyncio.Future[PubAck]] = []
+        publisher = self.publisher
+        waits: list[asyncio.Future[bytes]] = []
         alerts = [alert for result in results for alert in result.alerts]
         try:
             for result in results:
                 mention = result.mention.mention
                 waits.append(
-                    await js.publish_async(
+                    await publisher.publish(
                         bus.classified_subject(mention.source),
                         result.mention.model_dump_json().encode(),
-                        headers={"Nats-Msg-Id": mention.id},
+                        {"Nats-Msg-Id": mention.id},
                     )
                 )
             for alert in alerts:
                 waits.append(
-                    await js.publish_async(
-                        bus.alert_subject(alert.watch), alert.model_dump_json().encode(), headers=_alert_headers(alert)
+                    await publisher.publish(
+                        bus.alert_subject(alert.watch), alert.model_dump_json().encode(), _alert_headers(alert)
                     )
                 )
         except BaseException:
-            for wait in waits:  # a pending publish future holds a slot of the context's semaphore
+            for wait in waits:
                 wait.cancel()
             raise
         acks = await gather_publishes(waits)
         for alert, ack in zip(alerts, acks[len(results) :], strict=True):
-            self._alert_published(alert, ack)
+            self._alert_published(alert, pub_ack(ack))
         self._count(results)
         if self.detection is not None:
             await self.detection.flush()
@@ -231,6 +233,7 @@ class ClassifierApp:
         js = self.js = self.broker.connection.jetstream()
         await bus.ensure_topology(js, replicas=self.settings.stream_replicas)
         self.sink.bind(self.broker.connection)
+        await self.publisher.start(self.broker.connection)
         await asyncio.to_thread(preload)
         kv = await js.key_value(bus.DETECTOR.name)
         self.detection = SurgeDetection(
@@ -254,6 +257,7 @@ class ClassifierApp:
         await self.lag.stop()
         try:
             await self.consumer.stop()
+            await self.publisher.stop()
             await self.broker.stop()
         finally:
             for task in self._tasks:

@@ -40,11 +40,12 @@ from faststream import BaseMiddleware
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ValidationError
 
 from veille import bus
+from veille.jetstream import PullFetcher
 from veille.metrics import ServiceMetrics
 from veille.models import DeadLettered
 from veille.settings import ServiceSettings
@@ -312,7 +313,11 @@ async def gather_publishes(futures: Sequence[Awaitable[Any]], *, timeout: float 
 
 
 class BatchConsumer(Generic[M]):
-    """Consume a durable pull consumer in batches with nats-py and own every acknowledgement.
+    """Consume a durable pull consumer in batches and own every acknowledgement.
+
+    Messages come from a :class:`veille.jetstream.PullFetcher`, which keeps about one batch
+    requested ahead (so ``max_ack_pending`` must cover ``concurrency + 1`` batches; the bus's
+    consumers allow 2,000) and naks what it holds when the consumer stops.
 
     Each fetched batch (up to ``batch_size`` messages, whatever is available right away):
 
@@ -369,7 +374,7 @@ class BatchConsumer(Generic[M]):
         self._ok = metrics.messages.labels(service, consumer.stream, "ok")
         self._timing = metrics.processing.labels(service)
         self._client: NatsClient | None = None
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._fetcher: PullFetcher | None = None
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -384,12 +389,12 @@ class BatchConsumer(Generic[M]):
         self._client = client
         self._stopping.clear()
         js = client.jetstream()
-        self._sub = await js.pull_subscribe(
-            self.consumer.filter_subject,
-            durable=self.consumer.durable,
-            stream=self.consumer.stream,
-            config=self.consumer.config(),
-        )
+        try:
+            await js.consumer_info(self.consumer.stream, self.consumer.durable)
+        except NotFoundError:
+            await js.add_consumer(self.consumer.stream, config=self.consumer.config())
+        self._fetcher = PullFetcher(self.consumer.stream, self.consumer.durable, expires=self.fetch_timeout)
+        await self._fetcher.start(client)
         self._task = asyncio.create_task(self._run(), name=f"{self.service}-batch-consumer")
 
     async def stop(self) -> None:
@@ -401,10 +406,9 @@ class BatchConsumer(Generic[M]):
             self._task = None
         while self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+        if self._fetcher is not None:
+            await self._fetcher.stop()
+            self._fetcher = None
         if self._client is not None and self._client.is_connected:
             try:
                 await self._client.flush(timeout=5)
@@ -412,8 +416,8 @@ class BatchConsumer(Generic[M]):
                 log.warning(f"{self.service}.ack_flush_failed", error=str(exc) or type(exc).__name__)
 
     async def _run(self) -> None:
-        assert self._sub is not None
-        sub = self._sub
+        assert self._fetcher is not None
+        fetcher = self._fetcher
         slots = asyncio.Semaphore(self.concurrency)
         while not self._stopping.is_set():
             await slots.acquire()
@@ -421,8 +425,8 @@ class BatchConsumer(Generic[M]):
                 slots.release()
                 break
             try:
-                msgs = await sub.fetch(self.batch_size, timeout=self.fetch_timeout)
-            except (TimeoutError, NatsTimeoutError):
+                msgs = await fetcher.fetch(self.batch_size, self.fetch_timeout)
+            except TimeoutError:
                 slots.release()
                 continue
             except Exception as exc:
