@@ -26,7 +26,10 @@ Usage::
 
 ``classifier_per_s`` is the sustained rate, from the service started (connected, topology and KV
 declared, models loaded) to the backlog drained and acked; ``classifier_per_s_with_start`` also
-counts the start, which ``classifier_start_seconds`` gives on its own. On a shared 2-core machine
+counts the start, which ``classifier_start_seconds`` gives on its own. ``classifier_cpu_us_per_mention``
+is the CPU time the service's process spent per mention (user + system, all its work: fetch,
+decode, classify, publish, counters, acks) and ``classifier_cpu_share`` the share of the wall time
+it was on a CPU: below 1, it waited (for the server, or for a CPU another process held). On a shared 2-core machine
 take the best of a few runs and quote the load average the JSON records.
 """
 
@@ -164,6 +167,7 @@ async def classifier_run(url: str, js: JetStreamContext, n: int, batch_size: int
     started = time.perf_counter()
     await app.start()
     running = time.perf_counter()
+    cpu_started = time.process_time()
     try:
         while True:
             info = await js.consumer_info(consumer.stream, consumer.durable)
@@ -171,6 +175,7 @@ async def classifier_run(url: str, js: JetStreamContext, n: int, batch_size: int
                 break
             await asyncio.sleep(0.02)
         finished = time.perf_counter()
+        cpu = time.process_time() - cpu_started
         elapsed = finished - running
         classified = (await js.stream_info(bus.CLASSIFIED.name)).state.messages
         flushes = app.detection_metrics.flushes._value.get()
@@ -185,6 +190,8 @@ async def classifier_run(url: str, js: JetStreamContext, n: int, batch_size: int
     return {
         "rate": n / elapsed,
         "rate_with_start": n / (finished - started),
+        "cpu_us_per_mention": cpu / n * 1e6,
+        "cpu_share": cpu / elapsed,
         "start_seconds": running - started,
         "seconds": elapsed,
         "classified": classified,
@@ -250,6 +257,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "classifier_seconds": round(run["seconds"], 2),
         "classifier_start_seconds": round(run["start_seconds"], 2),
         "classifier_per_s_with_start": round(run["rate_with_start"]),
+        "classifier_cpu_us_per_mention": round(run["cpu_us_per_mention"], 1),
+        "classifier_cpu_bound_per_s": round(1e6 / run["cpu_us_per_mention"]),
+        "classifier_cpu_share": round(run["cpu_share"], 2),
         "classified_published": run["classified"],
         "kv_counter_flushes": run["kv_flushes"],
         "messages_processed": run["processed"],
