@@ -23,6 +23,7 @@ both sides.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
@@ -225,8 +226,16 @@ def normalise_for_match(text: str) -> list[str]:
     ``normalise_for_match("L'entreprise a DÉÇU ses clients !")`` is
     ``["l", "entreprise", "a", "decu", "ses", "clients"]``. Applying it to the words it
     returns gives back the same words (it is idempotent).
+
+    The last few results are remembered: the classifier normalises the same mention text for
+    matching, story hashing and surge terms, one after the other.
     """
+    return list(_normalised(text))
+
+
+@functools.lru_cache(maxsize=8)
+def _normalised(text: str) -> tuple[str, ...]:
     folded = fold(text)
     if folded.isascii():
-        return _ASCII_WORD_RE.findall(folded)
-    return _WORD_RE.findall(folded)
+        return tuple(_ASCII_WORD_RE.findall(folded))
+    return tuple(_WORD_RE.findall(folded))
