@@ -198,8 +198,14 @@ def _quality_sections(r: dict[str, Any]) -> list[str]:
             f"| classifier: consumed, classified, published, acked | {_f(cls['classifier_per_s'])} "
             f"({cls.get('ratio_to_raw', 0)} of the ceiling) |",
             f"| classification alone, no NATS | {_f(cls.get('cpu_only_classify_per_s', 0))} |",
-            "",
         ]
+        if cls.get("classifier_cpu_us_per_mention"):
+            out += [
+                f"| classifier if it had a core to itself (1 / its CPU time per mention: "
+                f"{cls['classifier_cpu_us_per_mention']} µs; it was on a CPU {cls.get('classifier_cpu_share')} "
+                f"of the run) | {_f(cls.get('classifier_cpu_bound_per_s', 0))} |",
+            ]
+        out += [""]
     nab = (r.get("nab_eval") or {}).get("profiles") or {}
     if nab:
         out += [
