@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections import Counter as CounterOf
 from datetime import timedelta
 from typing import Any
@@ -235,6 +236,12 @@ class ClassifierApp:
         self.sink.bind(self.broker.connection)
         await self.publisher.start(self.broker.connection)
         await asyncio.to_thread(preload)
+        # The language models, lexicons and modules loaded above are a few hundred thousand
+        # objects that live as long as the process: move them out of the collector's way, so
+        # each full collection walks only what the mentions allocate (about 10% less CPU per
+        # mention in bench/classifier_bench.py).
+        gc.collect()
+        gc.freeze()
         kv = await js.key_value(bus.DETECTOR.name)
         self.detection = SurgeDetection(
             kv,
