@@ -211,7 +211,11 @@ class ClassifierApp:
             log.info("classifier.alert_deduplicated", alert_id=alert.id, status=alert.status)
             return
         self.alerts.labels(alert.watch, alert.kind).inc()
-        log.info(
+        # A negative-mention alert is one per negative mention (hundreds a minute in a crisis, all
+        # in the alerts stream and counted in veille_alerts_raised_total): logged at debug level.
+        # Surges and their resolutions are few and are what an operator looks for: info.
+        emit = log.debug if alert.kind == "negative_mention" else log.info
+        emit(
             "classifier.alert_raised",
             alert_id=alert.id,
             watch=alert.watch,
