@@ -116,7 +116,7 @@ class Dispatcher:
                     return add_alert(base, alert, now)
 
                 outcome = await self._update(key, change)
-                if outcome in ("grouped", "deduplicated"):
+                if outcome in ("grouped", "truncated", "deduplicated"):
                     self.metrics.suppressed.labels(outcome).inc()
                 log.debug("notifier.alert_recorded", alert_id=alert.id, target=target.id, outcome=outcome)
                 keys.append(key)
@@ -208,9 +208,11 @@ class Dispatcher:
                 revision = await self.groups.update(key, decision.state.dump(), last=revision)
             except KeyWrongLastSequenceError:
                 return  # another replica or a new alert changed it: plan again next tick
-            if decision.silenced:
-                self.metrics.suppressed.labels("silenced").inc(len(decision.silenced))
-                log.info("notifier.alerts_silenced", group=key, alerts=decision.silenced)
+            if decision.silenced or decision.silenced_truncated:
+                self.metrics.suppressed.labels("silenced").inc(len(decision.silenced) + decision.silenced_truncated)
+                log.info(
+                    "notifier.alerts_silenced", group=key, alerts=decision.silenced, counted=decision.silenced_truncated
+                )
             if decision.quiet_deferred:
                 self.metrics.suppressed.labels("quiet_hours").inc()
                 log.info("notifier.notification_deferred", group=key, until=str(decision.due_at))
@@ -271,6 +273,7 @@ class Dispatcher:
                         target=notification.target,
                         status=notification.status,
                         alerts=len(notification.alerts),
+                        truncated=notification.truncated,
                         attempts=attempt,
                         replay=notification.replay,
                         takeover=result.takeover,
@@ -302,6 +305,7 @@ class Dispatcher:
                     target=notification.target,
                     status=notification.status,
                     alerts=len(notification.alerts),
+                    truncated=notification.truncated,
                     attempts=attempt,
                     retryable=error.retryable,
                     http_status=error.status,

@@ -18,22 +18,53 @@ Lifecycle of an alert in a group:
   ``send_resolved``, then it leaves; a spike alert that never resolves leaves at ``ends_at`` or
   after :data:`MAX_FIRING_AGE`;
 - matched by an active silence when the group is due: *suppressed*, and never sent later;
-- when an alert leaves the group, ``<id>:<status>`` stays in ``seen`` for :data:`DEDUP_WINDOW`
-  (the alerts stream's duplicate window), so a late redelivery or replay of it is dropped;
+- when an alert leaves the group, a digest of ``<id>:<status>`` stays in ``recent`` for
+  :data:`DEDUP_WINDOW`, so a redelivery of it is dropped (see below);
 - inside the receiver's quiet hours the group waits for the window's end, unless it carries a
   critical firing alert and the quiet hours allow critical alerts through.
+
+Bounded state (the whole group is one KV value, read, changed and written back for every alert, and
+NATS refuses a value over its 1 MB ``max_payload``):
+- a group keeps at most :data:`~services.notifier.model.MAX_GROUP_ALERTS` pending single-mention
+  alerts in full; the ones beyond are *counted* (``truncated``): their number is pending like an
+  alert (it makes the group due), is told in the next notification ("and N more") and is then
+  cleared. Spike, resolved and critical alerts are never counted instead of kept. While a full
+  notification is being sent, the alerts arriving get room of their own (``sending``), so the next
+  notification lists examples too. If every kept single-mention alert of a group is silenced, the
+  counted ones are taken as silenced too (they are of the same group; their labels are not kept);
+- ``recent`` holds at most :data:`MAX_SEEN` digests, the oldest dropped first.
+
+Why :data:`DEDUP_WINDOW` is one hour: a re-publication of an alert is already dropped by the alerts
+stream (``Nats-Msg-Id`` is the alert id, duplicate window 24 h), so the group only has to catch a
+redelivery of the same stream message: an ack lost, a replica dying between recording and acking,
+a handler failing after recording. JetStream redelivers a message at most ``max_deliver`` times,
+``ack_wait`` apart, so that horizon is :data:`REDELIVERY_HORIZON` (120 s x 10 = 20 min); the window
+is three times it. :data:`MAX_SEEN` bounds a group that receives more than that in the window: at
+50 alerts/s it still covers the last 200 s, longer than ``ack_wait`` (the usual redelivery).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from services.notifier.model import AlertEntry, GroupState, Notification, Target, notification_id, set_hash
+from services.notifier.model import (
+    EVENT_KINDS,
+    MAX_GROUP_ALERTS,
+    AlertEntry,
+    GroupState,
+    Notification,
+    Target,
+    countable,
+    notification_id,
+    set_hash,
+)
 from services.notifier.quiet import quiet_until
 from services.notifier.routing import ResolvedRoute
 from services.notifier.silences import Silence, silenced_by
+from veille import bus
 from veille.config import QuietHours
 from veille.models import AlertRaised
 
@@ -41,6 +72,10 @@ __all__ = [
     "DEDUP_WINDOW",
     "EVENT_KINDS",
     "MAX_FIRING_AGE",
+    "MAX_GROUP_ALERTS",
+    "MAX_SEEN",
+    "REDELIVERY_HORIZON",
+    "SEEN_SLICE",
     "AddOutcome",
     "FlushPlan",
     "add_alert",
@@ -48,13 +83,17 @@ __all__ = [
     "finalize",
     "new_group",
     "plan",
+    "seen_count",
 ]
 
-EVENT_KINDS = frozenset({"negative_mention"})
 MAX_FIRING_AGE = timedelta(hours=24)
-DEDUP_WINDOW = timedelta(hours=24)
+REDELIVERY_HORIZON = timedelta(seconds=bus.NOTIFIER_CONSUMER.ack_wait * bus.NOTIFIER_CONSUMER.max_deliver)
+DEDUP_WINDOW = 3 * REDELIVERY_HORIZON
+MAX_SEEN = 10_000
+SEEN_SLICE = timedelta(minutes=5)
+_DIGEST = 16  # hex characters of a digest in ``recent``: 64 bits
 
-AddOutcome = str  # "new" | "grouped" | "updated" | "deduplicated" | "ignored"
+AddOutcome = str  # "new" | "grouped" | "truncated" | "updated" | "deduplicated" | "ignored"
 
 
 def new_group(target: Target, route: ResolvedRoute, group_key: str, group_labels: dict[str, str]) -> GroupState:
@@ -71,8 +110,62 @@ def new_group(target: Target, route: ResolvedRoute, group_key: str, group_labels
     )
 
 
+def _copy(state: GroupState) -> GroupState:
+    """A copy the transitions may change: its own containers, the (immutable) entries shared."""
+    state = state.model_copy(update={"alerts": dict(state.alerts), "recent": list(state.recent)})
+    if state.seen:  # a state written before ``recent``: fold its deduplication entries in
+        legacy, state.seen = state.seen, {}
+        for key, at in sorted(legacy.items(), key=lambda item: item[1]):
+            _remember(state, key, at)
+    return state
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:_DIGEST]
+
+
+def _was_seen(state: GroupState, key: str) -> bool:
+    digest = _digest(key)
+    for _, packed in state.recent:
+        at = packed.find(digest)
+        while at != -1:
+            if at % _DIGEST == 0:
+                return True
+            at = packed.find(digest, at + 1)
+    return False
+
+
+def _remember(state: GroupState, key: str, now: datetime) -> None:
+    """Add ``key`` (``<id>:<status>``) to the newest slice of ``recent``; drop the oldest over :data:`MAX_SEEN`."""
+    digest = _digest(key)
+    stamp = int(now.timestamp())
+    if state.recent and stamp < state.recent[-1][0] + SEEN_SLICE.total_seconds():
+        start, packed = state.recent[-1]
+        state.recent[-1] = (start, packed + digest)
+    else:
+        state.recent.append((stamp, digest))
+    excess = seen_count(state) - MAX_SEEN
+    while excess > 0:
+        start, packed = state.recent[0]
+        if len(packed) // _DIGEST <= excess:
+            del state.recent[0]
+            excess -= len(packed) // _DIGEST
+        else:
+            state.recent[0] = (start, packed[excess * _DIGEST :])
+            excess = 0
+
+
+def seen_count(state: GroupState) -> int:
+    """How many ``<id>:<status>`` the group remembers for deduplication."""
+    return sum(len(packed) for _, packed in state.recent) // _DIGEST + len(state.seen)
+
+
+def _pending_countable(state: GroupState) -> int:
+    return sum(1 for e in state.alerts.values() if e.notified == "none" and countable(e.alert))
+
+
 def _has_pending(state: GroupState) -> bool:
-    return any(_is_pending(e) for e in state.alerts.values())
+    return state.truncated > 0 or any(_is_pending(e) for e in state.alerts.values())
 
 
 def _is_pending(entry: AlertEntry) -> bool:
@@ -85,23 +178,31 @@ def add_alert(state: GroupState, alert: AlertRaised, now: datetime) -> tuple[Gro
     """Record ``alert`` in the group; return the new state and what happened.
 
     ``new``: the first pending alert (starts ``group_wait``); ``grouped``: joins a pending
-    notification; ``updated``: a known alert changed status; ``deduplicated``: already known as is;
+    notification; ``truncated``: joins it as a number only (the group holds its cap of single
+    mentions); ``updated``: a known alert changed status; ``deduplicated``: already known as is;
     ``ignored``: a resolution for an alert the receiver was never told about.
     """
-    state = state.model_copy(deep=True)
+    state = _copy(state)
     had_pending = _has_pending(state)
     entry = state.alerts.get(alert.id)
-    if (entry is not None and entry.alert.status == alert.status) or f"{alert.id}:{alert.status}" in state.seen:
+    key = f"{alert.id}:{alert.status}"
+    if (entry is not None and entry.alert.status == alert.status) or _was_seen(state, key):
         return state, "deduplicated"
     if entry is None:
         if alert.status == "resolved":
             return state, "ignored"
-        state.alerts[alert.id] = AlertEntry(alert=alert, first_seen=now)
-        outcome = "grouped" if had_pending else "new"
+        if countable(alert) and _pending_countable(state) - state.sending >= MAX_GROUP_ALERTS:
+            state.truncated += 1
+            _remember(state, key, now)  # not kept: remembered so that a redelivery is not counted twice
+            outcome = "truncated"
+        else:
+            state.alerts[alert.id] = AlertEntry(alert=alert, first_seen=now)
+            outcome = "grouped" if had_pending else "new"
     elif alert.status == "resolved":
         if entry.notified != "firing":
             del state.alerts[alert.id]  # it fired and resolved before anyone was told: nothing to say
-            state.seen[f"{alert.id}:firing"] = state.seen[f"{alert.id}:resolved"] = now
+            _remember(state, f"{alert.id}:firing", now)
+            _remember(state, f"{alert.id}:resolved", now)
             if not _has_pending(state):
                 state.first_pending_at = None
             return state, "updated"
@@ -124,6 +225,7 @@ class FlushPlan:
     send: list[AlertRaised] | None = None
     due_at: datetime | None = None
     silenced: list[str] = field(default_factory=list)
+    silenced_truncated: int = 0
     quiet_deferred: bool = False
     repeat: bool = False
 
@@ -134,8 +236,8 @@ def _expired(entry: AlertEntry, now: datetime, send_resolved: bool) -> bool:
         return entry.notified != "firing" or not send_resolved
     if entry.notified == "none":
         return False
-    if entry.notified == "firing" and alert.kind in EVENT_KINDS:
-        return True
+    if entry.notified in ("firing", "suppressed") and alert.kind in EVENT_KINDS:
+        return True  # told (or silenced) once and for all; ``recent`` drops a redelivery
     if alert.ends_at is not None and alert.ends_at <= now:
         return True
     return alert.raised_at + MAX_FIRING_AGE <= now
@@ -143,9 +245,9 @@ def _expired(entry: AlertEntry, now: datetime, send_resolved: bool) -> bool:
 
 def _forget(state: GroupState, alert_id: str, now: datetime) -> None:
     entry = state.alerts.pop(alert_id)
-    state.seen[f"{alert_id}:{entry.alert.status}"] = now
+    _remember(state, f"{alert_id}:{entry.alert.status}", now)
     if entry.alert.status == "resolved":
-        state.seen[f"{alert_id}:firing"] = now
+        _remember(state, f"{alert_id}:firing", now)
 
 
 def _due_at(state: GroupState) -> tuple[datetime | None, bool]:
@@ -171,11 +273,12 @@ def plan(
 ) -> FlushPlan:
     """Decide what a group needs at ``now``: nothing yet, a state clean-up, or a notification."""
     original = state
-    state = state.model_copy(deep=True)
+    state = _copy(state)
     for alert_id in [k for k, e in state.alerts.items() if _expired(e, now, send_resolved)]:
         _forget(state, alert_id, now)
-    state.seen = {k: t for k, t in state.seen.items() if t + DEDUP_WINDOW > now}
-    if not state.alerts and not state.seen:
+    oldest = (now - DEDUP_WINDOW - SEEN_SLICE).timestamp()  # a slice holds digests up to SEEN_SLICE after its start
+    state.recent = [item for item in state.recent if item[0] > oldest]
+    if not state.alerts and not state.recent and not state.truncated:
         return FlushPlan(state=None, changed=True)
     if not _has_pending(state):
         state.first_pending_at = None
@@ -184,27 +287,36 @@ def plan(
         return FlushPlan(state=state, changed=state != original, due_at=due_at)
 
     silenced: list[str] = []
+    countable_pending = countable_silenced = 0
     for alert_id, entry in list(state.alerts.items()):
+        kept_countable = entry.notified == "none" and countable(entry.alert)
+        countable_pending += kept_countable
         if silenced_by(entry.alert, silences, now) is None:
             continue
         if _is_pending(entry):
             silenced.append(alert_id)
+            countable_silenced += kept_countable
             if entry.alert.status == "resolved":
                 _forget(state, alert_id, now)
             else:
                 state.alerts[alert_id] = entry.model_copy(update={"notified": "suppressed"})
         elif repeat and entry.notified == "firing":
             silenced.append(alert_id)
+    silenced_truncated = 0
+    if state.truncated and countable_pending and countable_silenced == countable_pending:
+        silenced_truncated, state.truncated = state.truncated, 0  # counted alerts share the kept ones' fate
     pending = [e.alert for e in state.alerts.values() if _is_pending(e)]
     active = [
         e.alert
         for k, e in state.alerts.items()
         if e.notified == "firing" and e.alert.status == "firing" and k not in silenced
     ]
-    if not pending:
+    if not pending and not state.truncated:
         state.first_pending_at = None
         if not repeat or not active:
-            return FlushPlan(state=state, changed=state != original, silenced=silenced)
+            return FlushPlan(
+                state=state, changed=state != original, silenced=silenced, silenced_truncated=silenced_truncated
+            )
 
     until = quiet_until(quiet, now)
     bypass = (
@@ -215,18 +327,36 @@ def plan(
     if until is not None and not bypass:
         newly = state.quiet_until != until
         state.quiet_until = until
-        return FlushPlan(state=state, changed=state != original, due_at=until, silenced=silenced, quiet_deferred=newly)
+        return FlushPlan(
+            state=state,
+            changed=state != original,
+            due_at=until,
+            silenced=silenced,
+            silenced_truncated=silenced_truncated,
+            quiet_deferred=newly,
+        )
     state.quiet_until = None
     pending_ids = {a.id for a in pending}
     content = [a for a in pending if a.status == "firing"]
     content += [a for a in active if a.id not in pending_ids]
     content += [a for a in pending if a.status == "resolved"]
-    return FlushPlan(state=state, changed=state != original, send=content, silenced=silenced, repeat=not pending)
+    full = sum(1 for a in pending if countable(a))
+    if full >= MAX_GROUP_ALERTS:
+        state.sending = max(state.sending, full)  # the alerts arriving while it is sent are kept, not counted
+    return FlushPlan(
+        state=state,
+        changed=state != original,
+        send=content,
+        silenced=silenced,
+        silenced_truncated=silenced_truncated,
+        repeat=not pending and not state.truncated,
+    )
 
 
 def build_notification(state: GroupState, alerts: list[AlertRaised], now: datetime) -> Notification:
     """The notification for ``alerts`` of this group, with its deterministic id."""
-    status: Literal["firing", "resolved"] = "firing" if any(a.status == "firing" for a in alerts) else "resolved"
+    firing = state.truncated > 0 or any(a.status == "firing" for a in alerts)
+    status: Literal["firing", "resolved"] = "firing" if firing else "resolved"
     return Notification(
         id=notification_id(state.target, state.group_key, state.seq, set_hash(alerts)),
         target=state.target,
@@ -237,6 +367,7 @@ def build_notification(state: GroupState, alerts: list[AlertRaised], now: dateti
         status=status,
         seq=state.seq,
         alerts=alerts,
+        truncated=state.truncated,
         created_at=now,
     )
 
@@ -244,16 +375,18 @@ def build_notification(state: GroupState, alerts: list[AlertRaised], now: dateti
 def finalize(state: GroupState, notification: Notification, now: datetime) -> GroupState:
     """The group after ``notification`` was delivered (or dead-lettered): its alerts are told.
 
-    Idempotent: a second call for the same notification (a replica finishing another's claim)
-    changes nothing.
+    The alerts it only counted are no longer pending (the ones counted since stay). Idempotent: a
+    second call for the same notification (a replica finishing another's claim) changes nothing.
     """
     if state.seq > notification.seq:
         return state
-    state = state.model_copy(deep=True)
+    state = _copy(state)
     for alert in notification.alerts:
         entry = state.alerts.get(alert.id)
         if entry is not None and entry.alert.status == alert.status:
             state.alerts[alert.id] = entry.model_copy(update={"notified": alert.status})
+    state.truncated = max(0, state.truncated - notification.truncated)
+    state.sending = 0
     state.seq = notification.seq + 1
     state.last_notified_at = now
     state.first_pending_at = now if _has_pending(state) else None

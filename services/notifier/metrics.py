@@ -8,7 +8,7 @@ from veille.metrics import PREFIX, ServiceMetrics
 
 __all__ = ["SUPPRESSION_REASONS", "NotifierMetrics"]
 
-SUPPRESSION_REASONS = ("silenced", "grouped", "deduplicated", "quiet_hours")
+SUPPRESSION_REASONS = ("silenced", "grouped", "truncated", "deduplicated", "quiet_hours")
 
 
 class NotifierMetrics:
@@ -43,7 +43,8 @@ class NotifierMetrics:
         )
         self.suppressed = Counter(
             f"{PREFIX}_notifications_suppressed_total",
-            "Alerts or notifications not sent on their own, by reason (silenced, grouped, deduplicated, quiet_hours).",
+            "Alerts or notifications not sent on their own, by reason "
+            "(silenced, grouped, truncated, deduplicated, quiet_hours).",
             ["reason"],
             registry=registry,
         )

@@ -14,12 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from veille.models import AlertRaised
 
 __all__ = [
+    "EVENT_KINDS",
+    "MAX_GROUP_ALERTS",
     "AlertEntry",
     "Clock",
     "GroupState",
     "IntegrationKind",
     "Notification",
     "Target",
+    "countable",
     "group_key_hash",
     "kv_keys",
     "notification_id",
@@ -28,6 +31,20 @@ __all__ = [
 
 IntegrationKind = Literal["email", "webhook", "slack", "teams"]
 Clock = Callable[[], datetime]
+
+EVENT_KINDS = frozenset({"negative_mention"})
+MAX_GROUP_ALERTS = 100
+"""The most alerts a group keeps in full while they wait, and a webhook lists (Alertmanager's
+``max_alerts``). A group's firing ``negative_mention`` alerts beyond it are counted, not kept, and
+notifications say how many were left out (``truncated_alerts``, ``truncatedAlerts``, "and N more")."""
+
+
+def countable(alert: AlertRaised) -> bool:
+    """Whether ``alert`` may be told as a number rather than in full: a firing, non-critical event alert.
+
+    Spike alerts (few, and they resolve), resolutions and critical alerts are always kept and listed.
+    """
+    return alert.kind in EVENT_KINDS and alert.status == "firing" and alert.severity != "critical"
 
 
 @dataclass(frozen=True, order=True)
@@ -90,8 +107,18 @@ class Notification(_Model):
     status: Literal["firing", "resolved"]
     seq: int = Field(description="Position of this notification in its group's history.")
     alerts: list[AlertRaised]
+    truncated: int = Field(
+        default=0,
+        ge=0,
+        description="Firing negative_mention alerts of the group counted but not kept (over the group's cap).",
+    )
     created_at: datetime
     replay: int = Field(default=0, description="How many times `veille dlq replay` sent it back.")
+
+    @property
+    def alert_count(self) -> int:
+        """Every alert the notification tells of: the ones it carries and the ones only counted."""
+        return len(self.alerts) + self.truncated
 
     @property
     def firing(self) -> list[AlertRaised]:
@@ -102,6 +129,20 @@ class Notification(_Model):
     def resolved(self) -> list[AlertRaised]:
         """The alerts that resolved."""
         return [a for a in self.alerts if a.status == "resolved"]
+
+    def listed(self, limit: int) -> tuple[list[AlertRaised], int]:
+        """At most ``limit`` of the alerts to show, in order, and how many are left out (counted ones too).
+
+        Countable alerts (single negative mentions) are the ones left out, from the end: a spike, a
+        resolution or a critical alert is shown even when it came after a flood of mentions.
+        """
+        alerts = self.alerts
+        if len(alerts) > limit:
+            shown = [i for i, a in enumerate(alerts) if not countable(a)][:limit]
+            room = limit - len(shown)
+            shown += [i for i, a in enumerate(alerts) if countable(a)][:room]
+            alerts = [alerts[i] for i in sorted(shown)]
+        return alerts, self.alert_count - len(alerts)
 
     def common_labels(self) -> dict[str, str]:
         """Labels every alert of the notification shares."""
@@ -158,8 +199,25 @@ class GroupState(_Model):
     last_notified_at: datetime | None = None
     seq: int = 0
     quiet_until: datetime | None = Field(default=None, description="Set while quiet hours hold the group back.")
+    truncated: int = Field(
+        default=0,
+        ge=0,
+        description="Firing negative_mention alerts that arrived over MAX_GROUP_ALERTS: counted, not kept; "
+        "pending until a notification tells their number.",
+    )
+    sending: int = Field(
+        default=0,
+        ge=0,
+        description="Countable alerts carried by the notification being sent, when it was full; they do not "
+        "take room from the alerts arriving meanwhile.",
+    )
+    recent: list[tuple[int, str]] = Field(
+        default_factory=list,
+        description="Deduplication: digests of '<alert id>:<status>' of alerts that left the group or were only "
+        "counted, as [slice start (Unix seconds), 16-hex digests back to back], oldest first.",
+    )
     seen: dict[str, datetime] = Field(
-        default_factory=dict, description="'<alert id>:<status>' of alerts that left the group, for deduplication."
+        default_factory=dict, description="Former form of `recent` ('<alert id>:<status>' -> time), folded into it."
     )
 
     def dump(self) -> bytes:

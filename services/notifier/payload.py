@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from services.notifier.model import Notification, alert_labels
+from services.notifier.model import MAX_GROUP_ALERTS, Notification, alert_labels
 from veille.models import AlertRaised
 
-__all__ = ["SCHEMA_VERSION", "alertmanager_body", "encode", "veille_body"]
+__all__ = ["MAX_ALERTS", "SCHEMA_VERSION", "alertmanager_body", "encode", "veille_body"]
 
 SCHEMA_VERSION = "1"
-MAX_ALERTS = 100
+MAX_ALERTS = MAX_GROUP_ALERTS
 
 
 def _alert(alert: AlertRaised) -> dict[str, Any]:
@@ -26,8 +26,12 @@ def _alert(alert: AlertRaised) -> dict[str, Any]:
 
 
 def veille_body(notification: Notification, *, external_url: str = "") -> dict[str, Any]:
-    """The veille v1 body (see the JSON Schema shipped next to this module)."""
-    alerts = notification.alerts[:MAX_ALERTS]
+    """The veille v1 body (see the JSON Schema shipped next to this module).
+
+    ``truncated_alerts`` counts the alerts left out: the ones over :data:`MAX_ALERTS` and the ones
+    the group only counted; ``firing_count`` includes them.
+    """
+    alerts, left_out = notification.listed(MAX_ALERTS)
     return {
         "type": f"veille.alerts.{notification.status}",
         "version": SCHEMA_VERSION,
@@ -39,9 +43,9 @@ def veille_body(notification: Notification, *, external_url: str = "") -> dict[s
             "group_key": notification.group_key,
             "group_labels": notification.group_labels,
             "common_labels": notification.common_labels(),
-            "firing_count": len(notification.firing),
+            "firing_count": len(notification.firing) + notification.truncated,
             "resolved_count": len(notification.resolved),
-            "truncated_alerts": len(notification.alerts) - len(alerts),
+            "truncated_alerts": left_out,
             "alerts": [_alert(a) for a in alerts],
             "external_url": external_url,
         },
@@ -69,11 +73,11 @@ def _iso(value: Any) -> str:
 
 def alertmanager_body(notification: Notification, *, external_url: str = "") -> dict[str, Any]:
     """The Alertmanager webhook body, version 4, so existing Alertmanager receivers work unchanged."""
-    alerts = notification.alerts[:MAX_ALERTS]
+    alerts, left_out = notification.listed(MAX_ALERTS)
     return {
         "version": "4",
         "groupKey": notification.group_key,
-        "truncatedAlerts": len(notification.alerts) - len(alerts),
+        "truncatedAlerts": left_out,
         "status": notification.status,
         "receiver": notification.receiver,
         "groupLabels": notification.group_labels,

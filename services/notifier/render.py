@@ -8,7 +8,7 @@ import unicodedata
 from services.notifier.model import Notification
 from veille.models import AlertRaised
 
-__all__ = ["alert_facts", "one_line", "slack_escape", "teams_escape", "title_of"]
+__all__ = ["alert_facts", "more_line", "one_line", "slack_escape", "teams_escape", "title_of"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]+")
 
@@ -22,13 +22,18 @@ def one_line(text: str, limit: int = 200) -> str:
 
 
 def title_of(notification: Notification) -> str:
-    """A one-line title: status, watch(es) and the first alert's summary."""
-    watches = sorted({a.watch for a in notification.alerts})
+    """A one-line title: status, watch(es), the first alert's summary and how many more there are."""
+    watches = sorted({a.watch for a in notification.alerts}) or [notification.group_labels.get("watch", "")]
     status = "RESOLVED" if notification.status == "resolved" else "FIRING"
-    count = len(notification.alerts)
-    first = notification.alerts[0].summary if notification.alerts else ""
-    more = f" (+{count - 1} more)" if count > 1 else ""
+    count = notification.alert_count
+    first = notification.alerts[0].summary if notification.alerts else f"{count:,} alert(s), not listed"
+    more = f" (+{count - 1:,} more)" if count > 1 and notification.alerts else ""
     return one_line(f"[veille] {status}: {', '.join(watches)} — {first}{more}", 200)
+
+
+def more_line(hidden: int) -> str:
+    """The line closing a list that leaves ``hidden`` alerts out (empty when none are)."""
+    return f"…and {hidden:,} more alert(s)" if hidden > 0 else ""
 
 
 def alert_facts(alert: AlertRaised) -> list[tuple[str, str]]:

@@ -62,11 +62,11 @@ def _environment(path: Path | None, *, html: bool) -> tuple[Environment, str]:
 
 def render_email(config: EmailReceiver, notification: Notification) -> tuple[str, str, str]:
     """Return (subject, text body, HTML body) for ``notification``."""
-    alerts = notification.alerts[:MAX_ALERTS]
+    alerts, hidden = notification.listed(MAX_ALERTS)
     context: dict[str, Any] = {
         "notification": notification,
         "alerts": alerts,
-        "hidden": len(notification.alerts) - len(alerts),
+        "hidden": hidden,
         "title": title_of(notification),
         "facts": alert_facts,
         "one_line": one_line,

@@ -13,7 +13,7 @@ import httpx
 from services.notifier.delivery import check_response, error_from_exception
 from services.notifier.model import IntegrationKind, Notification
 from services.notifier.payload import encode
-from services.notifier.render import alert_facts, one_line, slack_escape, title_of
+from services.notifier.render import alert_facts, more_line, one_line, slack_escape, title_of
 from veille.config import ChatReceiver
 
 __all__ = ["SlackIntegration", "slack_message"]
@@ -35,7 +35,8 @@ def slack_message(notification: Notification) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": one_line(title, 150), "emoji": True}}
     ]
-    for alert in notification.alerts[:MAX_ALERTS]:
+    shown, hidden = notification.listed(MAX_ALERTS)
+    for alert in shown:
         state = "resolved" if alert.status == "resolved" else alert.severity
         blocks.append(
             {
@@ -51,9 +52,8 @@ def slack_message(notification: Notification) -> dict[str, Any]:
             text = f"> {_link(sample.url, headline)}" + (f"\n> {slack_escape(body)}" if body else "")
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}})
         blocks.append({"type": "divider"})
-    hidden = len(notification.alerts) - MAX_ALERTS
     if hidden > 0:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {hidden} more alert(s)"}]})
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more_line(hidden)}]})
     return {"text": slack_escape(title), "blocks": blocks[:50]}
 
 

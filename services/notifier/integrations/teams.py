@@ -13,7 +13,7 @@ import httpx
 from services.notifier.delivery import check_response, error_from_exception
 from services.notifier.model import IntegrationKind, Notification
 from services.notifier.payload import encode
-from services.notifier.render import alert_facts, one_line, teams_escape, title_of
+from services.notifier.render import alert_facts, more_line, one_line, teams_escape, title_of
 from veille.config import ChatReceiver
 
 __all__ = ["TeamsIntegration", "teams_message"]
@@ -36,7 +36,8 @@ def teams_message(notification: Notification) -> dict[str, Any]:
         }
     ]
     actions: list[dict[str, Any]] = []
-    for alert in notification.alerts[:MAX_ALERTS]:
+    shown, hidden = notification.listed(MAX_ALERTS)
+    for alert in shown:
         body.append(
             {
                 "type": "TextBlock",
@@ -53,9 +54,8 @@ def teams_message(notification: Notification) -> dict[str, Any]:
             body.append({"type": "TextBlock", "text": "“" + teams_escape(text) + "”", "wrap": True, "isSubtle": True})
             if sample.url and sample.url.startswith(("http://", "https://")) and len(actions) < 4:
                 actions.append({"type": "Action.OpenUrl", "title": one_line(text, 40), "url": sample.url})
-    hidden = len(notification.alerts) - MAX_ALERTS
     if hidden > 0:
-        body.append({"type": "TextBlock", "text": f"…and {hidden} more alert(s)", "isSubtle": True, "wrap": True})
+        body.append({"type": "TextBlock", "text": more_line(hidden), "isSubtle": True, "wrap": True})
     card: dict[str, Any] = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
