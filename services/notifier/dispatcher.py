@@ -23,7 +23,7 @@ import structlog
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from services.notifier.delivery import DeliveryError, Integration, RetryPolicy
-from services.notifier.grouping import add_alert, build_notification, finalize, new_group, plan
+from services.notifier.grouping import add_alert, build_notification, finalize, is_due, new_group, plan
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.model import Clock, GroupState, Notification, Target, group_key_hash, kv_keys
 from services.notifier.nflog import ClaimLost, ClaimResult, NotificationLog
@@ -88,8 +88,13 @@ class Dispatcher:
     # ------------------------------------------------------------------ recording
 
     async def record(self, alert: AlertRaised) -> list[str]:
-        """Put ``alert`` in the group of every integration its routes lead to; return the group keys."""
+        """Put ``alert`` in the group of every integration its routes lead to; return the keys of those due now.
+
+        Only a group that is due (its ``group_wait`` is zero, say) needs flushing at once; the others
+        wait for the tick, so a burst into a waiting group does not read each group back per alert.
+        """
         keys: list[str] = []
+        recorded: dict[str, GroupState] = {}  # each group's state as this alert left it
         for route in match_routes(self.config.route, alert):
             receiver = self.receivers.get(route.receiver)
             if receiver is None:
@@ -111,15 +116,19 @@ class Dispatcher:
                     group_key: str = group_key,
                     group_labels: dict[str, str] = group_labels,
                     now: datetime = now,
+                    key: str = key,
                 ) -> tuple[GroupState | None, str]:
                     base = state or new_group(target, effective, group_key, group_labels)
-                    return add_alert(base, alert, now)
+                    new, outcome = add_alert(base, alert, now)
+                    recorded[key] = new
+                    return new, outcome
 
                 outcome = await self._update(key, change)
                 if outcome in ("grouped", "truncated", "deduplicated"):
                     self.metrics.suppressed.labels(outcome).inc()
                 log.debug("notifier.alert_recorded", alert_id=alert.id, target=target.id, outcome=outcome)
-                keys.append(key)
+                if key in recorded and is_due(recorded[key], now):
+                    keys.append(key)
         return keys
 
     async def _update(self, key: str, change: Callable[[GroupState | None], tuple[GroupState | None, str]]) -> str:

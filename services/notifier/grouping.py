@@ -81,6 +81,7 @@ __all__ = [
     "add_alert",
     "build_notification",
     "finalize",
+    "is_due",
     "new_group",
     "plan",
     "seen_count",
@@ -261,6 +262,12 @@ def _due_at(state: GroupState) -> tuple[datetime | None, bool]:
     if active and state.last_notified_at is not None:
         return state.last_notified_at + timedelta(seconds=state.repeat_interval), True
     return None, False
+
+
+def is_due(state: GroupState, now: datetime) -> bool:
+    """Whether the group has a notification (or a repeat) due at ``now``, before silences and quiet hours."""
+    due_at, _ = _due_at(state)
+    return due_at is not None and due_at <= now
 
 
 def plan(
