@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,11 @@ from veille import bus
 from veille.config import VeilleConfig, parse_config
 from veille.models import AlertRaised, SampleMention
 from veille.natsserver import NatsServerProcess
+
+SCHEMA: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parents[2] / "services/notifier/schema/notification-v1.schema.json").read_text()
+)
+"""The shipped JSON Schema of the veille webhook payload, which every payload a test receives must satisfy."""
 
 SECRET = "whsec_dGVzdC1zZWNyZXQtZm9yLXZlaWxsZS1ub3RpZmllcg=="
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC

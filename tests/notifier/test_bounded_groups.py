@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import jsonschema
 
@@ -33,14 +32,11 @@ from services.notifier.model import GroupState, Notification, Target
 from services.notifier.payload import alertmanager_body, veille_body
 from services.notifier.routing import ResolvedRoute
 from services.notifier.silences import Silence
-from tests.notifier.conftest import T0, make_alert
+from tests.notifier.conftest import SCHEMA, T0, make_alert
 from veille import bus
 from veille.config import EmailReceiver
 from veille.models import AlertRaised
 
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "services/notifier/schema/notification-v1.schema.json").read_text()
-)
 INTERVAL = timedelta(minutes=5)
 EMAIL = EmailReceiver.model_validate({"smarthost": "localhost:25", "sender": "v@example.org", "to": ["a@b.c"]})
 

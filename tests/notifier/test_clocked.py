@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import jsonschema
 from click.testing import CliRunner
@@ -13,6 +11,7 @@ from nats.js import JetStreamContext
 
 from services.notifier.app import NotifierApp
 from tests.notifier.conftest import (
+    SCHEMA,
     AppFactory,
     ManualClock,
     ScriptedReceiver,
@@ -25,9 +24,6 @@ from veille.cli.silence_cmd import silence
 from veille.models import utcnow
 from veille.natsserver import NatsServerProcess
 
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "services/notifier/schema/notification-v1.schema.json").read_text()
-)
 GROUPED_ROUTE = """
   routes:
     - matchers: [watch="acme"]

@@ -6,9 +6,6 @@ passed NATS's 1 MB limit after about 900 alerts and the next ones were retried, 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import jsonschema
 from nats.js import JetStreamContext
 
@@ -16,6 +13,7 @@ from services.notifier.app import NotifierApp
 from services.notifier.grouping import MAX_GROUP_ALERTS, MAX_SEEN, seen_count
 from services.notifier.model import GroupState
 from tests.notifier.conftest import (
+    SCHEMA,
     AppFactory,
     ManualClock,
     ScriptedReceiver,
@@ -27,9 +25,6 @@ from tests.notifier.conftest import (
 from veille import bus
 from veille.models import AlertRaised
 
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "services/notifier/schema/notification-v1.schema.json").read_text()
-)
 BY_WATCH = """
   routes:
     - matchers: [watch="acme"]

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from pathlib import Path
 
 import jsonschema
 from nats.js import JetStreamContext
 
 from services.notifier.signing import decode_secret, verify
 from tests.helpers.servers import verify_standard_webhook
-from tests.notifier.conftest import SECRET, AppFactory, ScriptedReceiver, make_alert, publish_alert, webhook_config
-
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "services/notifier/schema/notification-v1.schema.json").read_text()
+from tests.notifier.conftest import (
+    SCHEMA,
+    SECRET,
+    AppFactory,
+    ScriptedReceiver,
+    make_alert,
+    publish_alert,
+    webhook_config,
 )
 
 
