@@ -260,3 +260,14 @@ async def settled(js: Any, timeout: float = 10.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"alerts not all acked: {info}")
         await asyncio.sleep(0.02)
+
+
+async def flush(app: NotifierApp, js: Any, timeout: float = 10.0) -> None:
+    """Let every published alert be recorded, then plan every group and finish the sends."""
+    await settled(js, timeout=timeout)
+    await app.flush_due()
+
+
+def suppressed(app: NotifierApp, reason: str) -> float:
+    """The notifier's suppressed-alerts counter for ``reason``."""
+    return app.notifier_metrics.suppressed.labels(reason)._value.get()  # type: ignore[no-any-return]

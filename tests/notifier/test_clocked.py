@@ -9,15 +9,15 @@ import jsonschema
 from click.testing import CliRunner
 from nats.js import JetStreamContext
 
-from services.notifier.app import NotifierApp
 from tests.notifier.conftest import (
     SCHEMA,
     AppFactory,
     ManualClock,
     ScriptedReceiver,
+    flush,
     make_alert,
     publish_alert,
-    settled,
+    suppressed,
     webhook_config,
 )
 from veille.cli.silence_cmd import silence
@@ -30,16 +30,6 @@ GROUPED_ROUTE = """
       group_wait: 30s
       group_interval: 5m
 """
-
-
-async def flush(app: NotifierApp, js: JetStreamContext) -> None:
-    """Let every published alert be recorded, then plan every group and finish the sends."""
-    await settled(js)
-    await app.flush_due()
-
-
-def suppressed(app: NotifierApp, reason: str) -> float:
-    return app.notifier_metrics.suppressed.labels(reason)._value.get()  # type: ignore[no-any-return]
 
 
 async def test_alerts_are_grouped_until_group_wait_then_group_interval(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import jsonschema
 from nats.js import JetStreamContext
 
-from services.notifier.app import NotifierApp
 from services.notifier.grouping import MAX_GROUP_ALERTS, MAX_SEEN, seen_count
 from services.notifier.model import GroupState
 from tests.notifier.conftest import (
@@ -17,9 +16,10 @@ from tests.notifier.conftest import (
     AppFactory,
     ManualClock,
     ScriptedReceiver,
+    flush,
     make_alert,
     publish_alert,
-    settled,
+    suppressed,
     webhook_config,
 )
 from veille import bus
@@ -45,15 +45,6 @@ async def group_values(js: JetStreamContext) -> list[bytes]:
     return [(await kv.get(key)).value or b"" for key in await kv.keys()]
 
 
-async def flush(app: NotifierApp, js: JetStreamContext) -> None:
-    await settled(js, timeout=180)
-    await app.flush_due()
-
-
-def suppressed(app: NotifierApp, reason: str) -> float:
-    return app.notifier_metrics.suppressed.labels(reason)._value.get()  # type: ignore[no-any-return]
-
-
 async def test_a_crisis_group_stays_small_and_sends_one_notification_per_interval(
     js: JetStreamContext, receiver: ScriptedReceiver, notifier_factory: AppFactory
 ) -> None:
@@ -63,7 +54,7 @@ async def test_a_crisis_group_stays_small_and_sends_one_notification_per_interva
     assert len(mention(0).model_dump_json()) > 900
     for i in range(CRISIS):
         await publish_alert(js, mention(i))
-    await flush(app, js)
+    await flush(app, js, timeout=180)
     [value] = await group_values(js)
     assert len(value) < 250_000, f"group value is {len(value)} bytes"
     state = GroupState.model_validate_json(value)
@@ -73,7 +64,7 @@ async def test_a_crisis_group_stays_small_and_sends_one_notification_per_interva
     assert receiver.attempts == []
 
     clock.advance(seconds=31)
-    await flush(app, js)
+    await flush(app, js, timeout=180)
     [first] = receiver.hits
     data = first.json()["data"]
     jsonschema.validate(first.json(), SCHEMA)
@@ -91,11 +82,11 @@ async def test_a_crisis_group_stays_small_and_sends_one_notification_per_interva
     spike = make_alert("alert-crisis-spike", kind="volume_spike", observed=3000.0, expected=40.0)
     await publish_alert(js, spike)
     clock.advance(minutes=4)
-    await flush(app, js)
+    await flush(app, js, timeout=180)
     assert suppressed(app, "deduplicated") == deduplicated + 2
     assert len(receiver.hits) == 1, "one notification per group_interval"
     clock.advance(minutes=1, seconds=1)
-    await flush(app, js)
+    await flush(app, js, timeout=180)
     first, second = receiver.hits
     data = second.json()["data"]
     jsonschema.validate(second.json(), SCHEMA)
@@ -104,7 +95,7 @@ async def test_a_crisis_group_stays_small_and_sends_one_notification_per_interva
     assert data["truncated_alerts"] == 51 and data["firing_count"] == 151  # 50 counted, 1 over the 100 listed
 
     clock.advance(minutes=30)
-    await flush(app, js)
+    await flush(app, js, timeout=180)
     assert len(receiver.hits) == 2  # mentions are told once; the spike repeats only after repeat_interval
     [value] = await group_values(js)
     assert len(value) < 100_000  # the told mentions left; the spike and the ids for deduplication remain
