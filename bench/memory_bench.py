@@ -6,7 +6,13 @@ watch queries (the query benchmark's generator), and publishes mentions at ``--r
 each mention's ``ingested_at`` advances ``accel`` seconds per second and ends at "now", so the
 classifier's per-watch buckets, KV counters and detector steps go through ``duration x accel``
 seconds of traffic (the default 120 s x 30 is one simulated hour). The resident set size of each
-service is sampled from ``/proc`` every ``--sample`` seconds.
+service is sampled from ``/proc`` every ``--sample`` seconds (a service's worker processes included).
+
+Hostile peers run beside the honest traffic (``--no-hostile`` leaves them out): three more webhook
+receivers get every notification, one answering an endless body, one trickling a byte a second, one
+redirecting to another host; and ingest-rss polls a hostile feed (100,000 attributes in one element,
+about 1 MB: quadratic for feedparser) beside a large honest one (3,000 entries). Their memory must stay
+as flat as the honest services', and the report counts what each hostile peer managed to send.
 
 Writes ``bench/results/memory.json``. Usage::
 
@@ -18,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,47 +40,178 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "shared"), str(ROOT), str(ROOT / "bench")]
 
 import nats  # noqa: E402
+from aiohttp import web  # noqa: E402
 from e2e_bench import Sink  # noqa: E402
 from query_bench import DEFAULT_DATA, build_posts, build_watches, load_tweets  # noqa: E402
 
 from tests.faults.harness import SECRET, Stack  # noqa: E402
 from veille import bus  # noqa: E402
 from veille.models import MentionIngested  # noqa: E402
-from veille.natsserver import NatsServerProcess  # noqa: E402
+from veille.natsserver import NatsServerProcess, free_port  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "memory.json"
 
 
-def rss_mb(pid: int) -> float | None:
-    """Resident set size of ``pid`` in MiB (None if it is gone)."""
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                out += [int(child), *_descendants(int(child))]
     except OSError:
-        return None
-    return None
+        pass
+    return out
 
 
-def write_config(path: Path, watches: dict[str, str], hook_url: str) -> None:
-    """The 1,000 watches and one webhook receiver grouping by watch and kind."""
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of ``pid`` and its descendants (worker pools) in MiB (None if it is gone)."""
+    total = 0.0
+    for i, one in enumerate([pid, *_descendants(pid)]):
+        try:
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            if i == 0:
+                return None
+    return total
+
+
+def write_config(path: Path, watches: dict[str, str], hook_url: str, hostile: Hostile | None = None) -> None:
+    """The 1,000 watches and one webhook receiver grouping by watch and kind (plus the hostile peers)."""
     lines = ["version: 1", "watches:"]
     for raw, query in watches.items():
         name = re.sub(r"[^A-Za-z0-9_.-]", "-", raw)[:64]
         lines += [f"  - name: {json.dumps(name)}", f"    query: {json.dumps(query, ensure_ascii=False)}"]
+    if hostile is not None:
+        lines += [
+            "sources:",
+            "  rss:",
+            "    interval: 20s",
+            "    feeds:",
+            f"      - url: {hostile.url('/feeds/hostile.xml')}",
+            "        name: hostile",
+            f"      - url: {hostile.url('/feeds/big.xml')}",
+            "        name: big",
+        ]
     lines += [
         "receivers:",
         "  - name: crm",
         "    webhook:",
         f"      - url: {hook_url}",
         f"        secret: {SECRET}",
+    ]
+    hostile_receivers = ("endless", "trickle", "redirect") if hostile is not None else ()
+    for name in hostile_receivers:
+        assert hostile is not None
+        lines += [
+            f"  - name: {name}",
+            "    webhook:",
+            f"      - url: {hostile.url('/hooks/' + name)}",
+            f"        secret: {SECRET}",
+            "        timeout: 5s",
+        ]
+    lines += [
         "route:",
         "  receiver: crm",
         "  group_by: [watch, kind]",
         "  group_wait: 30s",
         "  group_interval: 5m",
     ]
+    if hostile_receivers:
+        lines.append("  routes:")
+        for name in hostile_receivers:
+            lines += [f"    - receiver: {name}", "      continue: true"]
+        lines += ["    - receiver: crm"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class Hostile:
+    """Loopback peers that attack the services: three webhook receivers and two RSS feeds.
+
+    ``/hooks/endless`` answers 200 with a body that never ends (up to 1 GiB per request), ``/hooks/trickle``
+    answers 200 and then one byte a second, ``/hooks/redirect`` answers 307 to another host (``/stolen``
+    counts what followed it); ``/feeds/hostile.xml`` is one element with 100,000 attributes and
+    ``/feeds/big.xml`` an honest feed of 3,000 entries.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.bytes_sent: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()
+        attrs = " ".join(f'a{i}="{i}"' for i in range(100_000))
+        self.hostile_feed = (
+            '<?xml version="1.0"?><rss version="2.0"><channel><title>h</title>'
+            f"<item {attrs}><title>hostile</title><link>http://127.0.0.1/x</link></item>"
+            "</channel></rss>"
+        ).encode()
+        items = "".join(
+            f"<item><title>Item {i}</title><link>http://127.0.0.1/big/{i}</link><guid>big-{i}</guid>"
+            f"<description>An honest entry number {i}</description></item>"
+            for i in range(3000)
+        )
+        head = '<?xml version="1.0"?><rss version="2.0"><channel><title>b</title>'
+        self.big_feed = f"{head}{items}</channel></rss>".encode()
+
+    def url(self, path: str) -> str:
+        """The address of one of the peers."""
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def _endless(self, request: web.Request) -> web.StreamResponse:
+        self.requests["endless"] += 1
+        await request.read()
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        chunk = b" " * 65536
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            while self.bytes_sent["endless"] < (1 << 30) * self.requests["endless"]:
+                await response.write(chunk)
+                self.bytes_sent["endless"] += len(chunk)
+        return response
+
+    async def _trickle(self, request: web.Request) -> web.StreamResponse:
+        self.requests["trickle"] += 1
+        await request.read()
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            for _ in range(600):
+                await response.write(b" ")
+                self.bytes_sent["trickle"] += 1
+                await asyncio.sleep(1.0)
+        return response
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        self.requests["redirect"] += 1
+        await request.read()
+        return web.Response(status=307, headers={"Location": f"http://localhost:{self.port}/stolen"})
+
+    async def _stolen(self, request: web.Request) -> web.Response:
+        self.requests["stolen"] += 1
+        await request.read()
+        return web.json_response({"ok": True})
+
+    async def _feed(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        self.requests[f"feed-{name}"] += 1
+        body = self.hostile_feed if name == "hostile" else self.big_feed
+        return web.Response(body=body, content_type="application/rss+xml")
+
+    async def start(self) -> None:
+        """Serve the peers on 127.0.0.1."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/hooks/endless", self._endless)
+        app.router.add_post("/hooks/trickle", self._trickle)
+        app.router.add_post("/hooks/redirect", self._redirect)
+        app.router.add_route("*", "/stolen", self._stolen)
+        app.router.add_get("/feeds/{name}.xml", self._feed)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        await self.runner.cleanup()
 
 
 def slope_mb_per_hour(points: list[tuple[float, float]]) -> float | None:
@@ -98,13 +237,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     server.start()
     sink = Sink()
     await sink.start()
-    write_config(tmp / "veille.yaml", watches, sink.url)
+    hostile = Hostile() if args.hostile else None
+    if hostile is not None:
+        await hostile.start()
+    write_config(tmp / "veille.yaml", watches, sink.url, hostile)
     nc = await nats.connect(server.url, max_reconnect_attempts=-1)
     js = nc.jetstream()
     await bus.ensure_topology(js)
     stack = Stack([server.url], tmp / "veille.yaml", tmp)
-    await stack.start(["classifier", "notifier"])
-    samples: dict[str, list[tuple[float, float]]] = {"classifier": [], "notifier": [], "nats-server": []}
+    names = ["classifier", "notifier", *(["ingest-rss"] if hostile is not None else [])]
+    await stack.start(names)
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in [*names, "nats-server"]}
     sim_span = timedelta(seconds=args.duration * args.accel)
     sim_start = datetime.now(UTC) - sim_span
     published = 0
@@ -153,6 +296,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await stack.stop()
         await nc.close()
         await sink.stop()
+        if hostile is not None:
+            await hostile.stop()
         server.stop()
     out: dict[str, Any] = {
         "duration_s": args.duration,
@@ -163,8 +308,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "published": published,
         "classified": classified,
         "classifier_lag_at_end": lag,
+        "honest_webhook_requests": sink.requests,
         "services": {},
     }
+    if hostile is not None:
+        out["hostile"] = {
+            "requests": dict(hostile.requests),
+            "bytes_offered": dict(hostile.bytes_sent),
+            "followed_redirects": hostile.requests["stolen"],
+        }
     for name, points in samples.items():
         if not points:
             continue
@@ -194,6 +346,9 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between memory samples")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--no-hostile", dest="hostile", action="store_false", help="leave out the hostile receivers and feeds"
+    )
     args = parser.parse_args()
     result = asyncio.run(run(args))
     for name, figures in result["services"].items():
@@ -201,6 +356,8 @@ def main() -> None:
             f"{name:>12}: {figures['rss_mb_start']} -> {figures['rss_mb_end']} MiB "
             f"(after warm-up {figures['rss_mb_after_warmup']}, slope {figures['slope_second_half_mb_per_hour']} MiB/h)"
         )
+    if "hostile" in result:
+        print(f"     hostile: {result['hostile']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

@@ -165,6 +165,20 @@ def markdown(all_results: dict[str, Any]) -> str:
                 f"{f['rss_mb_max']} | {f['slope_second_half_mb_per_hour']} |"
             )
         out += [""]
+        hostile = mem.get("hostile")
+        if hostile:
+            offered = hostile["bytes_offered"]
+            requests = hostile["requests"]
+            out += [
+                "Hostile peers ran beside that traffic (ingest-rss's figure includes its parser workers): "
+                f"an endless-body receiver ({requests.get('endless', 0)} deliveries, "
+                f"{offered.get('endless', 0) / 2**20:,.0f} MiB offered), a receiver trickling a byte a second "
+                f"({requests.get('trickle', 0)} deliveries), a receiver redirecting to another host "
+                f"({requests.get('redirect', 0)} deliveries, {hostile['followed_redirects']} redirects followed), "
+                f"a feed of 100,000 attributes ({requests.get('feed-hostile', 0)} polls) and an honest feed of "
+                f"3,000 entries ({requests.get('feed-big', 0)} polls).",
+                "",
+            ]
     out += _quality_sections(r)
     others = [
         ("classifier_bench", "classifier bench"),
