@@ -49,6 +49,12 @@ __all__ = [
 
 PREFIX = "veille"
 DAY = 86_400.0
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+# Every stream has a size budget (5.1 GiB in all, reserved by nats-server against its
+# max_file_store, see deploy/nats/nats.conf): a full stream refuses new messages ("maximum bytes
+# exceeded", publishers retry, sources are polled again) instead of the disk filling up, which
+# leaves a nats-server stream unwritable until the server restarts (docs/operations.md#disk-full).
 
 
 def safe_token(value: str) -> str:
@@ -96,6 +102,9 @@ class Stream:
     max_age: float
     duplicate_window: float = 3600.0
     description: str = ""
+    max_bytes: int = -1
+    """Size budget on disk; with ``discard`` NEW a full stream refuses new messages with a clear error."""
+    discard: DiscardPolicy = DiscardPolicy.NEW
 
     def config(self, replicas: int = 1) -> StreamConfig:
         """Return the nats-py stream configuration."""
@@ -107,7 +116,8 @@ class Stream:
             storage=StorageType.FILE,
             max_age=self.max_age,
             duplicate_window=self.duplicate_window,
-            discard=DiscardPolicy.OLD,
+            discard=self.discard,
+            max_bytes=self.max_bytes,
             num_replicas=replicas,
         )
 
@@ -162,12 +172,14 @@ MENTIONS = Stream(
     (f"{PREFIX}.mentions.ingested.>",),
     max_age=30 * DAY,
     description="Raw mentions from the ingestors; Nats-Msg-Id is the stable mention id.",
+    max_bytes=2 * GiB,
 )
 CLASSIFIED = Stream(
     "VEILLE_CLASSIFIED",
     (f"{PREFIX}.mentions.classified.>",),
     max_age=30 * DAY,
     description="Mentions with language, sentiment, matched watches and story id.",
+    max_bytes=2 * GiB,
 )
 ALERTS = Stream(
     "VEILLE_ALERTS",
@@ -175,18 +187,21 @@ ALERTS = Stream(
     max_age=90 * DAY,
     duplicate_window=DAY,
     description="Alerts raised by the classifier; Nats-Msg-Id is the deterministic alert id.",
+    max_bytes=512 * MiB,
 )
 DEADLETTER = Stream(
     "VEILLE_DEADLETTER",
     (f"{PREFIX}.dlq.>",),
     max_age=30 * DAY,
     description="Messages and notifications that could not be processed, with their reason.",
+    max_bytes=512 * MiB,
 )
 NOTIFY_REPLAY = Stream(
     "VEILLE_NOTIFY_REPLAY",
     (f"{PREFIX}.notify.replay.>",),
     max_age=7 * DAY,
     description="Dead-lettered notifications sent back to the notifier by `veille dlq replay`.",
+    max_bytes=128 * MiB,
 )
 STREAMS: tuple[Stream, ...] = (MENTIONS, CLASSIFIED, ALERTS, DEADLETTER, NOTIFY_REPLAY)
 

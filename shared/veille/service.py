@@ -13,11 +13,12 @@ from typing import Protocol
 
 import structlog
 
-from veille.health import Health, HealthServer
+from veille import bus
+from veille.health import Health, HealthServer, JetStreamCheck
 from veille.metrics import ServiceMetrics
 from veille.settings import ServiceSettings
 
-__all__ = ["ServiceApp", "run_service", "serve"]
+__all__ = ["ServiceApp", "add_jetstream_check", "run_service", "serve"]
 
 log = structlog.get_logger("veille.service")
 
@@ -36,8 +37,26 @@ class ServiceApp(Protocol):
         """Stop taking work, finish what is in flight, disconnect."""
 
 
+def add_jetstream_check(app: ServiceApp) -> None:
+    """Make ``/readyz`` say 503 while JetStream refuses writes, when ``app`` has a NATS broker."""
+    broker = getattr(app, "broker", None)
+    if broker is None or "jetstream" in app.health.checks:
+        return
+
+    def connection() -> object:
+        try:
+            return broker.connection
+        except Exception:  # not connected yet
+            return None
+
+    check = JetStreamCheck(app.name, connection, (s.name for s in bus.STREAMS), app.metrics.registry)
+    app.health.add("jetstream", check)
+    app.health.refreshers.append(check.refresh)
+
+
 async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event) -> None:
     """Run ``app`` with its health server until ``stop`` is set."""
+    add_jetstream_check(app)
     server = HealthServer(app.name, app.metrics, app.health)
     port = await server.start(settings.http_host, settings.http_port)
     log.info(
