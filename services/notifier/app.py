@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import platform
 from datetime import timedelta
 from pathlib import Path
 
@@ -118,6 +119,7 @@ class NotifierApp:
         self._own_client = http_client is None
         self.http_client = http_client or make_http_client(user_agent=settings.user_agent, timeout=30.0)
         self.integrations = build_integrations(config, http_client=self.http_client, clock=self.clock)
+        self._report_python()
         self.policy = RetryPolicy(
             max_attempts=settings.notifier_max_attempts,
             base=settings.notifier_retry_base,
@@ -156,6 +158,21 @@ class NotifierApp:
         self.lag = ConsumerLagMonitor(
             NAME, self.metrics.registry, [bus.NOTIFIER_CONSUMER, bus.NOTIFIER_REPLAY_CONSUMER]
         )
+
+    def _report_python(self) -> None:
+        """Export (and, with an email receiver, warn) whether this Python lacks an email-header CVE fix."""
+        from services.notifier.integrations.email import HEADER_CVES, python_header_gaps
+
+        gaps = python_header_gaps()
+        for cve in HEADER_CVES:
+            self.notifier_metrics.python_vulnerable.labels(cve).set(1 if cve in gaps else 0)
+        if gaps and any(i.kind == "email" for i in self.integrations.values()):
+            log.warning(
+                "notifier.python_vulnerable",
+                cves=gaps,
+                python=platform.python_version(),
+                detail="email headers are neutralised by veille; upgrade Python (3.11.10+, 3.12.5+)",
+            )
 
     @property
     def dispatcher(self) -> Dispatcher:

@@ -53,5 +53,12 @@ class NotifierMetrics:
             "Notification groups held in KV at the last scan.",
             registry=registry,
         )
+        self.python_vulnerable = Gauge(
+            f"{PREFIX}_notifier_python_vulnerable",
+            "1 when the Python running the notifier lacks the fix of an email-header CVE (by CVE id); "
+            "veille neutralises its headers itself, but upgrade the interpreter.",
+            ["cve"],
+            registry=registry,
+        )
         for reason in SUPPRESSION_REASONS:
             self.suppressed.labels(reason)

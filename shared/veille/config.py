@@ -4,6 +4,11 @@
 listing every mistake with its file, line and dotted field path, which is what
 ``veille check-config`` prints. ``${VAR}`` in a string is replaced by the environment variable
 ``VAR`` (``${VAR:-default}`` gives a default), so secrets stay out of the file.
+
+The loader refuses hostile files promptly, each with a :class:`ConfigError` naming the file and
+line (see ``MAX_CONFIG_BYTES`` and its neighbours for the bounds and why they were chosen): a file
+larger than 1 MiB, nesting deeper than 64 levels, an alias that refers to itself, aliases that
+expand to more than 100,000 nodes ("billion laughs"), and ``${VAR}`` substitutions that are too long.
 """
 
 from __future__ import annotations
@@ -532,18 +537,128 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+# Bounds on what a configuration file may make the loader do. Measured (PyYAML's pure-Python
+# composer, 2 cores): examples/veille.yaml is 1.5 KB; a rich generated config of 1,000 watches
+# (query, languages, sources, labels each), 1,000 feeds, 20 receivers and 41 routes is 463 KB and
+# checks in about 3 s. 1 MiB is twice that, and keeps the worst case to seconds, not minutes.
+MAX_CONFIG_BYTES = 1024 * 1024
+# Nesting: the deepest real path (route.routes[i].routes[j]..., receivers[i].email[j].to[k]) is
+# about a dozen levels; 64 leaves room for route trees 30 levels deep and stays far from
+# Python's recursion limit.
+MAX_DEPTH = 64
+# Aliases may repeat a shared block (a list of sources, labels) in every watch: 100 nodes each for
+# 1,000 watches. Beyond that it is an alias bomb, which would otherwise grow without bound.
+MAX_ALIAS_NODES = 100_000
+# ${VAR} values are secrets, URLs, tokens: 64 KiB each is plenty; all of them together may add
+# no more than a whole file's worth of text.
+MAX_ENV_VALUE = 64 * 1024
+MAX_ENV_TOTAL = MAX_CONFIG_BYTES
+
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _interpolate(text: str, env: dict[str, str], missing: list[str]) -> str:
+class _Refused(yaml.YAMLError):
+    """The file is refused before it is fully read: ``problem`` says why, ``mark`` where."""
+
+    def __init__(self, problem: str, mark: yaml.Mark | None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose composer caps nesting depth and alias expansion and refuses alias loops.
+
+    For every finished node it records how many nodes it stands for once aliases are expanded,
+    and how tall it is; an alias then adds that many nodes, and that height to its depth, so a
+    "billion laughs" or a chain of aliases building depth is refused at the alias that crosses a
+    bound, before anything is expanded.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._alias_nodes = 0
+        self._measure: dict[yaml.Node, tuple[int, int]] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            node = super().compose_node(parent, index)
+            if node is None:  # pragma: no cover - an alias always names a node
+                raise _Refused("this alias names nothing", mark)
+            if node not in self._measure:
+                raise _Refused(f"the alias *{_anchor_name(node, self)} refers to itself (a loop)", mark)
+            size, height = self._measure[node]
+            self._alias_nodes += size
+            if self._alias_nodes > MAX_ALIAS_NODES:
+                raise _Refused(
+                    f"aliases expand to more than {MAX_ALIAS_NODES:,} values (an alias bomb?); "
+                    "write the repeated part out or alias less",
+                    mark,
+                )
+            if self._depth + height > MAX_DEPTH:
+                raise _Refused(f"this alias nests the data deeper than {MAX_DEPTH} levels", mark)
+            return node
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _Refused(f"the data is nested deeper than {MAX_DEPTH} levels", mark)
+        node = super().compose_node(parent, index)
+        if node is None:  # pragma: no cover - the composer always returns a node here
+            raise _Refused("the data could not be composed", mark)
+        self._depth -= 1
+        size, height = 1, 1
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        for child in children:
+            child_size, child_height = self._measure[child]
+            size += child_size
+            height = max(height, child_height + 1)
+        self._measure[node] = (size, height)
+        return node
+
+
+def _anchor_name(node: yaml.Node, loader: _BoundedLoader) -> str:
+    return next((name for name, anchored in loader.anchors.items() if anchored is node), "?")
+
+
+@dataclass
+class _EnvBudget:
+    """What ``${VAR}`` substitution may still add, for the whole file."""
+
+    left: int = MAX_ENV_TOTAL
+    exhausted: bool = False
+
+
+def _interpolate(text: str, env: dict[str, str], missing: list[str], budget: _EnvBudget | None = None) -> str:
+    budget = _EnvBudget() if budget is None else budget
+
     def repl(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in env:
-            return env[name]
-        if default is not None:
-            return default
-        missing.append(name)
-        return ""
+            value = env[name]
+            if len(value) > MAX_ENV_VALUE:
+                raise ValueError(
+                    f"environment variable {name} is {len(value):,} characters long, "
+                    f"more than the {MAX_ENV_VALUE:,} a substituted value may be"
+                )
+        elif default is not None:
+            value = default
+        else:
+            missing.append(name)
+            return ""
+        budget.left -= len(value)
+        if budget.left < 0:
+            budget.exhausted = True
+            raise ValueError(
+                f"${{...}} substitutions add more than {MAX_ENV_TOTAL:,} characters to the file in all; stopped here"
+            )
+        return value
 
     return _ENV.sub(repl, text)
 
@@ -557,9 +672,14 @@ def _scalar(node: yaml.Node) -> tuple[Any, str | None]:
 
 
 def _to_python(
-    node: yaml.Node, lines: dict[tuple[str | int, ...], int], path: tuple[str | int, ...], env: dict[str, str]
+    node: yaml.Node,
+    lines: dict[tuple[str | int, ...], int],
+    path: tuple[str | int, ...],
+    env: dict[str, str],
+    budget: _EnvBudget | None = None,
 ) -> tuple[Any, list[tuple[tuple[str | int, ...], str]]]:
     """Turn a composed YAML node into plain data, recording each path's line number."""
+    budget = _EnvBudget() if budget is None else budget
     lines[path] = node.start_mark.line + 1
     errors: list[tuple[tuple[str | int, ...], str]] = []
     if isinstance(node, yaml.MappingNode):
@@ -574,7 +694,7 @@ def _to_python(
                 errors.append(((*path, str(key)), problem))
             if key in out:
                 errors.append(((*path, key), f"key {key!r} appears twice"))
-            value, errs = _to_python(value_node, lines, (*path, key), env)
+            value, errs = _to_python(value_node, lines, (*path, key), env, budget)
             out[key] = value
             errors.extend(errs)
             lines[(*path, key)] = key_node.start_mark.line + 1
@@ -582,16 +702,20 @@ def _to_python(
     if isinstance(node, yaml.SequenceNode):
         items = []
         for index, child in enumerate(node.value):
-            value, errs = _to_python(child, lines, (*path, index), env)
+            value, errs = _to_python(child, lines, (*path, index), env, budget)
             items.append(value)
             errors.extend(errs)
         return items, errors
     value, problem = _scalar(node)
     if problem:
         errors.append((path, problem))
-    if isinstance(value, str) and "${" in value:
+    if isinstance(value, str) and "${" in value and not budget.exhausted:
         missing: list[str] = []
-        value = _interpolate(value, env, missing)
+        try:
+            value = _interpolate(value, env, missing, budget)
+        except ValueError as exc:
+            value = ""
+            errors.append((path, str(exc)))
         for name in missing:
             errors.append((path, f"environment variable {name} is not set"))
     return value, errors
@@ -617,8 +741,18 @@ _LOCATED = re.compile(r"^@([A-Za-z0-9_.\[\]]+): (.*)$")
 def parse_config(text: str, *, filename: str = "<config>", env: dict[str, str] | None = None) -> VeilleConfig:
     """Validate configuration text; raise :class:`ConfigError` naming line and field of each mistake."""
     env = dict(os.environ) if env is None else env
+    if len(text) > MAX_CONFIG_BYTES:
+        end = text.count("\n", 0, MAX_CONFIG_BYTES) + 1
+        raise ConfigError([ConfigProblem(filename, end, "", _too_big(f"{len(text):,} characters"))])
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _BoundedLoader(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except _Refused as exc:
+        where = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        raise ConfigError([ConfigProblem(filename, where, "", exc.problem)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -630,7 +764,7 @@ def parse_config(text: str, *, filename: str = "<config>", env: dict[str, str] |
         pre_errors: list[tuple[tuple[str | int, ...], str]] = []
     else:
         lines = {}
-        data, pre_errors = _to_python(root, lines, (), env)
+        data, pre_errors = _to_python(root, lines, (), env, _EnvBudget())
     problems = [ConfigProblem(filename, _line_for(lines, loc), _dotted(loc), msg) for loc, msg in pre_errors]
     if not isinstance(data, dict):
         problems.append(ConfigProblem(filename, 1, "", "the file must be a mapping (watches:, receivers:, ...)"))
@@ -664,9 +798,30 @@ def load_config(path: str | Path, *, env: dict[str, str] | None = None) -> Veill
     """Read and validate a configuration file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:  # at most one byte too many: /dev/zero or a pipe is bounded too
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError([ConfigProblem(str(path), None, "", f"cannot read the file: {exc.strerror}")]) from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        size = _size_of(path)
+        what = f"{size:,} bytes" if size > MAX_CONFIG_BYTES else f"more than {MAX_CONFIG_BYTES:,} bytes"
+        raise ConfigError([ConfigProblem(str(path), raw.count(b"\n") + 1, "", _too_big(what))])
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(str(path), None, "", "the file is not UTF-8 text")]) from exc
     return parse_config(text, filename=str(path), env=env)
+
+
+def _too_big(what: str) -> str:
+    return (
+        f"the file is {what}; a configuration may be at most {MAX_CONFIG_BYTES:,} bytes (1 MiB), "
+        "a limit reached on this line"
+    )
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
