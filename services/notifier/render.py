@@ -8,9 +8,21 @@ import unicodedata
 from services.notifier.model import Notification
 from veille.models import AlertRaised
 
-__all__ = ["alert_facts", "more_line", "one_line", "slack_escape", "teams_escape", "title_of"]
+__all__ = [
+    "alert_facts",
+    "header_hazards",
+    "header_text",
+    "more_line",
+    "one_line",
+    "slack_escape",
+    "teams_escape",
+    "title_of",
+]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]+")
+_HEADER_UNSAFE = re.compile(r"[\x80-\x9f\ud800-\udfff]")  # C1 controls; lone surrogates (undecodable bytes to email)
+_LINE_BREAKING = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+ENCODED_WORD_OPENER = "=?"
 
 
 def one_line(text: str, limit: int = 200) -> str:
@@ -19,6 +31,32 @@ def one_line(text: str, limit: int = 200) -> str:
     text = _CONTROL.sub(" ", text)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def header_text(text: str, limit: int = 200) -> str:
+    """Text that is safe as an email header value on any Python: one line, no RFC 2047 encoded word.
+
+    :func:`one_line` removes CR, LF, the other control characters and the Unicode line separators;
+    C1 controls and lone surrogates become spaces too. Then every ``=?`` becomes ``= ?``: the email
+    package *decodes* an encoded word (``=?utf-8?q?x=0D=0AReply-To:...?=``) found in a value it is
+    given, and a Python without the fix of CVE-2024-6923 writes the decoded CR/LF into the header
+    block as they are (a forged ``Reply-To``, a replaced body). With no ``=?`` left no encoded word
+    is recognised, so the header holds exactly the text shown, on every interpreter.
+    """
+    text = one_line(_HEADER_UNSAFE.sub(" ", text), limit)
+    while ENCODED_WORD_OPENER in text:  # one pass suffices ("= ?" holds no opener); the loop is a guard
+        text = text.replace(ENCODED_WORD_OPENER, "= ?")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def header_hazards(text: str) -> list[str]:
+    """What in ``text`` could break out of an email header: ``encoded_word``, ``line_break`` (for logs)."""
+    hazards = []
+    if ENCODED_WORD_OPENER in text:
+        hazards.append("encoded_word")
+    if _LINE_BREAKING.search(text):
+        hazards.append("line_break")
+    return hazards
 
 
 def title_of(notification: Notification) -> str:

@@ -6,9 +6,17 @@
   failed handshake or a server that does not offer STARTTLS fails the attempt: never a fallback to
   clear text. A certificate that fails verification is not retried (dead-lettered at once, with the
   reason; ``veille dlq replay`` once the configuration is fixed).
-- Escaping: the HTML template is rendered with autoescaping (mention text can carry no markup), the
-  subject is rendered then collapsed to one line (no header injection: CR, LF and other control
-  characters become spaces, and :mod:`email.policy` refuses any line break that would remain).
+- Escaping: the HTML template is rendered with autoescaping (mention text can carry no markup).
+- Headers: nothing from a mention or an alert reaches a header unneutralised. The subject is
+  rendered then passed through :func:`~services.notifier.render.header_text`: one line (CR, LF,
+  control characters and Unicode line separators become spaces) and no RFC 2047 encoded word
+  (``=?`` becomes ``= ?``), because the email package decodes an encoded word in a value it is
+  given and Pythons without the fix of CVE-2024-6923 (before 3.11.10, 3.12.5; 3.13.0 has it) fold
+  the decoded CR/LF into the header block as they are. Then the serialized message is checked
+  (:func:`verify_header_block`): exactly the headers set, no stray CR or LF, or the mail is not sent
+  (dead-lettered at once, with the reason). Those bytes are the ones sent.
+  :func:`python_header_gaps` probes the interpreter; the notifier warns at startup and exports
+  ``veille_notifier_python_vulnerable{cve}`` on one that lacks the fix.
 - User templates are rendered in Jinja2's sandbox.
 - ``Message-ID`` is derived from the notification id (stable across retries and replays) and
   ``References`` from the group key, so mail clients thread a group and can drop a repeat.
@@ -20,23 +28,37 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import smtplib
 import ssl
+from collections import Counter
+from collections.abc import Sequence
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.parser import BytesHeaderParser
+from email.policy import SMTP, default
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
+import structlog
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
 from services.notifier.delivery import DeliveryError
 from services.notifier.model import Clock, IntegrationKind, Notification
-from services.notifier.render import alert_facts, one_line, title_of
+from services.notifier.render import alert_facts, header_hazards, header_text, one_line, title_of
 from veille.config import EmailReceiver
 
-__all__ = ["EmailIntegration", "render_email", "tls_context"]
+__all__ = [
+    "HEADER_CVES",
+    "EmailIntegration",
+    "python_header_gaps",
+    "render_email",
+    "tls_context",
+    "verify_header_block",
+]
+
+log = structlog.get_logger("notifier")
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MAX_ALERTS = 20
@@ -80,7 +102,63 @@ def render_email(config: EmailReceiver, notification: Notification) -> tuple[str
         subject = SandboxedEnvironment(autoescape=False).from_string(config.subject_template).render(context)
     else:
         subject = context["title"]
-    return one_line(subject, 200), text, html
+    hazards = header_hazards(subject)
+    if hazards:
+        log.warning(
+            "notifier.email_header_neutralised", header="Subject", hazards=hazards, notification_id=notification.id
+        )
+    return header_text(subject, 200), text, html
+
+
+_PROBE_HEADER = "X-Veille-Probe"
+HEADER_CVES = ("CVE-2024-6923",)
+"""The interpreter flaws :func:`python_header_gaps` probes for."""
+
+
+def python_header_gaps() -> list[str]:
+    """The email-header CVEs this interpreter's email package is open to, found by trying them.
+
+    CVE-2024-6923: an encoded word decoding to CR/LF in a header value is written out as a real line
+    break (fixed in 3.8.20, 3.9.20, 3.10.15, 3.11.10, 3.12.5 and 3.13.0). veille's own
+    neutralisation keeps its mails safe either way; this only tells operators to upgrade.
+    """
+    msg = EmailMessage(policy=SMTP)
+    msg["Subject"] = f"=?utf-8?q?probe=0D=0A{_PROBE_HEADER}:_1?="
+    try:
+        raw = msg.as_bytes()
+    except Exception:  # a fixed interpreter may refuse to write it at all: not open to it
+        return []
+    return ["CVE-2024-6923"] if BytesHeaderParser(policy=default).parsebytes(raw)[_PROBE_HEADER] is not None else []
+
+
+_HEADER_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+
+
+def verify_header_block(raw: bytes, expected: Sequence[str]) -> None:
+    """Raise a non-retryable DeliveryError unless ``raw``'s header block holds exactly ``expected``.
+
+    Each line of the block (up to the first empty line) ends with CRLF and carries no other CR or LF,
+    and is either a continuation (starts with a space or a tab) or ``Name:`` with ``Name`` one of the
+    headers the notifier set, each as many times as it set it. An injected header, a blank line
+    that would push headers into the body, a bare CR or LF: each is refused, named in the reason.
+    """
+    head, sep, _ = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise DeliveryError("header injection refused: the serialized message has no end of headers", retryable=False)
+    names: list[str] = []
+    for line in head.split(b"\r\n"):
+        if b"\r" in line or b"\n" in line:
+            raise DeliveryError(f"header injection refused: a bare line break in {line[:80]!r}", retryable=False)
+        if line[:1] in (b" ", b"\t"):
+            continue
+        name, colon, _ = line.partition(b":")
+        if not colon or not _HEADER_NAME.fullmatch(name):
+            raise DeliveryError(f"header injection refused: not a header line: {line[:80]!r}", retryable=False)
+        names.append(name.decode("ascii").lower())
+    got, want = Counter(names), Counter(n.lower() for n in expected)
+    if got != want:
+        extra, missing = sorted((got - want).elements()), sorted((want - got).elements())
+        raise DeliveryError(f"header injection refused: unexpected headers {extra}, missing {missing}", retryable=False)
 
 
 def tls_context(config: EmailReceiver) -> ssl.SSLContext:
@@ -142,17 +220,25 @@ class EmailIntegration:
         msg["From"] = self.config.sender
         msg["To"] = ", ".join(self.config.to)
         msg["Date"] = formatdate(self.clock().timestamp(), usegmt=True)
-        msg["Message-ID"] = f"<{notification.id}@veille>"
+        notification_id = header_text(notification.id, 200)  # from the bus (a replay): neutralised too
+        msg["Message-ID"] = f"<{notification_id}@veille>"
         thread = hashlib.sha256(f"{notification.target}\x1f{notification.group_key}".encode()).hexdigest()[:24]
         msg["References"] = f"<group-{thread}@veille>"
-        msg["X-Veille-Notification-Id"] = notification.id
-        msg["X-Veille-Status"] = notification.status
+        msg["X-Veille-Notification-Id"] = notification_id
+        msg["X-Veille-Status"] = header_text(notification.status, 20)
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(text, subtype="plain", charset="utf-8")
         msg.add_alternative(html, subtype="html", charset="utf-8")
         return msg
 
-    def _send_blocking(self, msg: EmailMessage) -> None:
+    def serialize(self, msg: EmailMessage) -> tuple[bytes, list[str]]:
+        """The bytes to send and the MAIL options, as ``smtplib.send_message`` makes them, header block verified."""
+        international = any(not address.isascii() for address in (self.config.sender, *self.config.to))
+        raw = msg.as_bytes(policy=SMTP.clone(utf8=True)) if international else msg.as_bytes()
+        verify_header_block(raw, msg.keys())
+        return raw, (["SMTPUTF8", "BODY=8BITMIME"] if international else [])
+
+    def _send_blocking(self, raw: bytes, options: list[str]) -> None:
         context = self.context
         client: smtplib.SMTP
         if self.config.security == "tls":
@@ -166,12 +252,19 @@ class EmailIntegration:
                 client.ehlo()
             if self.config.username:
                 client.login(self.config.username, self.password or "")
-            client.send_message(msg, from_addr=self.config.sender, to_addrs=list(self.config.to))
+            client.sendmail(self.config.sender, list(self.config.to), raw, mail_options=options)
 
     async def send(self, notification: Notification) -> None:
-        """Render and send the email once; raise DeliveryError on failure."""
-        msg = self.message(notification)
+        """Render, verify and send the email once; raise DeliveryError on failure."""
         try:
-            await asyncio.to_thread(self._send_blocking, msg)
+            raw, options = self.serialize(self.message(notification))
+        except DeliveryError:
+            raise
+        except Exception as exc:  # a template or the email package refusing the message: no retry helps
+            raise DeliveryError(
+                f"email not built: {type(exc).__name__}: {one_line(str(exc), 200)}", retryable=False
+            ) from exc
+        try:
+            await asyncio.to_thread(self._send_blocking, raw, options)
         except Exception as exc:
             raise _classify(exc) from exc
