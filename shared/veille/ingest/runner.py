@@ -10,7 +10,8 @@ into a :class:`PollResult`. :class:`IngestService` does the common work once:
   each mention with ``Nats-Msg-Id`` = its stable id, and only then saves the new cursor;
 - counts fetches, mentions, duplicates, errors by kind, rejected and repaired entries, lag and
   quota, and writes one canonical log line per poll;
-- turns ``/readyz`` red, saying which target fails and why, after ``failing_after`` failures in a row.
+- turns ``/readyz`` red, saying which targets fail and why, once *every* target has failed
+  ``failing_after`` times in a row; one dead feed among many shows in metrics and logs only.
 
 A source that holds a connection open (Bluesky Jetstream, Mastodon streaming) implements
 :class:`StreamingSource` and gets the same publishing, cursors, metrics and health through
@@ -459,6 +460,11 @@ class IngestService:
         return None
 
     def _sources_problem(self) -> str | None:
+        """Unready only when every target is failing: the service can no longer ingest anything.
+
+        One dead upstream among several is not the service's problem: it shows in
+        ``veille_ingest_consecutive_failures`` and the ``ingest.fetch_failed`` log lines.
+        """
         failing = []
         for key, state in self.states.items():
             if state.failures >= self.failing_after:
@@ -468,6 +474,8 @@ class IngestService:
                     f"{self.source.name} {label!r} failed {state.failures} times in a row "
                     f"({state.last_kind}: {state.last_error})"
                 )
+        if len(failing) < len(self.states):
+            return None
         return "; ".join(failing) or None
 
 
