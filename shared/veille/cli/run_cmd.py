@@ -49,7 +49,15 @@ def run(service: str, config_path: Path | None) -> None:
         sys.exit(2)
     module = importlib.import_module(SERVICES[service])
     app = module.create_app(settings, config=config)
-    run_service(app, settings)
+    from nats.errors import Error as NatsError
+
+    from veille.natsauth import describe_connect_error
+
+    try:
+        run_service(app, settings)
+    except NatsError as exc:  # refused at start (bad credentials, no server): a clear line, no traceback
+        click.echo(f"veille {service}: {describe_connect_error(settings, exc)}", err=True)
+        sys.exit(1)
 
 
 @click.command("check-config")

@@ -27,26 +27,14 @@ __all__ = ["silence"]
 T = TypeVar("T")
 
 
-def _nats_url(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    from veille.settings import ServiceSettings
-
-    return ServiceSettings().nats_url
-
-
-def _with_store(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
+def _with_store(url: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
     """Connect, open the silences bucket, run ``work(store)``, disconnect."""
 
     async def main() -> T:
-        import nats
-
         from services.notifier.silences import SilenceStore
+        from veille.natsauth import connect_cli
 
-        try:
-            client = await nats.connect(url.split(","), connect_timeout=5, max_reconnect_attempts=1)
-        except Exception as exc:
-            raise click.ClickException(f"cannot connect to NATS at {url}: {exc}") from exc
+        client = await connect_cli(url)
         try:
             store = await SilenceStore.open(client.jetstream())
             return await work(store)
@@ -101,7 +89,7 @@ def add(matchers: tuple[str, ...], duration: timedelta, comment: str, author: st
     async def work(store: Any) -> None:
         await store.put(created)
 
-    _with_store(_nats_url(nats_url), work)
+    _with_store(nats_url, work)
     click.echo(created.id)
     click.echo(f"silenced {' '.join(matchers)} until {created.ends_at:%Y-%m-%d %H:%M:%S} UTC", err=True)
 
@@ -119,7 +107,7 @@ def list_(show_all: bool, as_json: bool, nats_url: str | None) -> None:
         return result
 
     now = utcnow()
-    silences = [s for s in _with_store(_nats_url(nats_url), work) if show_all or s.state(now) != "expired"]
+    silences = [s for s in _with_store(nats_url, work) if show_all or s.state(now) != "expired"]
     if as_json:
         for item in silences:
             click.echo(json.dumps({**item.model_dump(mode="json"), "state": item.state(now)}))
@@ -151,7 +139,7 @@ def expire(silence_ids: tuple[str, ...], nats_url: str | None) -> None:
                 missing.append(silence_id)
         return missing
 
-    missing = _with_store(_nats_url(nats_url), work)
+    missing = _with_store(nats_url, work)
     for silence_id in silence_ids:
         if silence_id not in missing:
             click.echo(f"expired {silence_id}")

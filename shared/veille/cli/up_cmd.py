@@ -70,6 +70,12 @@ def _enabled_services(config: VeilleConfig) -> list[str]:
     help="Where the NATS store, mail, webhooks and logs go.",
 )
 @click.option("--nats-port", type=int, default=4222, show_default=True, help="NATS client port (loopback).")
+@click.option(
+    "--nats-url",
+    default=None,
+    help="Use this NATS server (with JetStream) instead of starting one; credentials from VEILLE_NATS_USER "
+    "and VEILLE_NATS_PASSWORD (or VEILLE_NATS_TOKEN).",
+)
 @click.option("--smtp-port", type=int, default=2525, show_default=True, help="Port of the local mail catcher.")
 @click.option("--webhook-port", type=int, default=8099, show_default=True, help="Port of the local webhook sink.")
 @click.option("--metrics-port", type=int, default=9100, show_default=True, help="First of the metrics ports.")
@@ -78,6 +84,7 @@ def up(
     config_path: Path,
     data_dir: Path,
     nats_port: int,
+    nats_url: str | None,
     smtp_port: int,
     webhook_port: int,
     metrics_port: int,
@@ -87,6 +94,10 @@ def up(
 
     Everything listens on 127.0.0.1 only. Ctrl-C or SIGTERM stops it all cleanly. A service that
     dies is restarted with backoff (counted in veille_up_service_deaths_total).
+
+    With VEILLE_NATS_USER and VEILLE_NATS_PASSWORD (or VEILLE_NATS_TOKEN) set, the embedded
+    nats-server requires them and every service uses them; with --nats-url, veille up starts no
+    nats-server and uses that one with those credentials.
     """
     from veille.logging import configure_logging
 
@@ -104,7 +115,9 @@ def up(
     except ConfigError as exc:  # pragma: no cover - same file as above
         click.echo(f"veille up: {config_path} has mistakes:\n{exc}", err=True)
         sys.exit(2)
-    asyncio.run(_up(config, config_path, data_dir, nats_port, smtp_port, webhook_port, metrics_port, echo=not quiet))
+    asyncio.run(
+        _up(config, config_path, data_dir, nats_port, nats_url, smtp_port, webhook_port, metrics_port, echo=not quiet)
+    )
 
 
 async def _up(
@@ -112,14 +125,13 @@ async def _up(
     config_path: Path,
     data_dir: Path,
     nats_port: int,
+    nats_url: str | None,
     smtp_port: int,
     webhook_port: int,
     metrics_port: int,
     *,
     echo: bool,
 ) -> None:
-    import nats
-
     from veille import bus
     from veille.embedded import ChildService, MailCatcher, Supervisor, WebhookSink
     from veille.health import Health, HealthServer
@@ -132,24 +144,39 @@ async def _up(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    nats_port = _port_or_free(nats_port)
-    monitor_port = _port_or_free(8222)
-    server = NatsServerProcess(
-        store_dir=data_dir / "nats",
-        port=nats_port,
-        monitor_port=monitor_port,
-        server_name="veille-embedded",
-        log_file=data_dir / "logs" / "nats-server.log",
-    )
+    from veille.natsauth import NatsConnectError, connect
+    from veille.settings import ServiceSettings
+
+    settings = ServiceSettings(nats_url=nats_url) if nats_url else ServiceSettings()
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
-    server.start()
+    server: NatsServerProcess | None = None
+    monitor_port: int | None = None
+    if nats_url is None:
+        nats_port = _port_or_free(nats_port)
+        monitor_port = _port_or_free(8222)
+        server = NatsServerProcess(
+            store_dir=data_dir / "nats",
+            port=nats_port,
+            monitor_port=monitor_port,
+            server_name="veille-embedded",
+            log_file=data_dir / "logs" / "nats-server.log",
+            user=settings.nats_user,
+            password=settings.nats_password.get_secret_value() if settings.nats_password else None,
+            token=settings.nats_token.get_secret_value() if settings.nats_token else None,
+        )
+        server.start()
+        settings = ServiceSettings(nats_url=server.url)
     mail = MailCatcher(data_dir / "mail", port=smtp_port)
     sink = WebhookSink(data_dir / "webhooks", port=webhook_port)
     supervisor: Supervisor | None = None
     health_server: HealthServer | None = None
     try:
-        nc = await nats.connect(server.url)
-        await bus.ensure_topology(nc.jetstream())
+        try:
+            nc = await connect(settings, name="veille-up")
+        except NatsConnectError as exc:
+            click.echo(f"veille up: {exc}", err=True)
+            sys.exit(1)
+        await bus.ensure_topology(nc.jetstream(), replicas=settings.stream_replicas)
         await nc.drain()
         mail.start()
         await sink.start()
@@ -157,7 +184,7 @@ async def _up(
         for offset, name in enumerate(_enabled_services(config), start=1):
             port = _port_or_free(metrics_port + offset)
             env = {
-                "VEILLE_NATS_URL": server.url,
+                "VEILLE_NATS_URL": settings.nats_url,  # credentials: the VEILLE_NATS_* variables inherited
                 "VEILLE_CONFIG": str(config_path.resolve()),
                 "VEILLE_HTTP_HOST": "127.0.0.1",
                 "VEILLE_HTTP_PORT": str(port),
@@ -172,7 +199,7 @@ async def _up(
         health_server = HealthServer("up", up_metrics, Health())
         own_port = await health_server.start("127.0.0.1", _port_or_free(metrics_port))
         await supervisor.start()
-        _print_summary(server.url, monitor_port, data_dir, smtp_port, webhook_port, own_port, children)
+        _print_summary(settings.nats_url, monitor_port, data_dir, smtp_port, webhook_port, own_port, children)
         await stop.wait()
         click.echo("veille up: stopping…")
     finally:
@@ -184,13 +211,14 @@ async def _up(
             await sink.stop()
         with contextlib.suppress(Exception):
             mail.stop()
-        server.stop()
+        if server is not None:
+            server.stop()
         click.echo("veille up: stopped.")
 
 
 def _print_summary(
     nats_url: str,
-    monitor_port: int,
+    monitor_port: int | None,
     data_dir: Path,
     smtp_port: int,
     webhook_port: int,
@@ -200,8 +228,9 @@ def _print_summary(
     lines = [
         "",
         "veille is up — everything listens on 127.0.0.1",
-        f"  NATS              {nats_url}   (monitoring http://127.0.0.1:{monitor_port}/jsz)",
-        f"  JetStream store   {data_dir / 'nats'}",
+        f"  NATS              {nats_url}"
+        + (f"   (monitoring http://127.0.0.1:{monitor_port}/jsz)" if monitor_port else "   (external)"),
+        f"  JetStream store   {data_dir / 'nats' if monitor_port else 'on the external server'}",
         f"  mail catcher      smtp://127.0.0.1:{smtp_port} → {data_dir / 'mail'}/*.eml",
         f"  webhook sink      http://127.0.0.1:{webhook_port}/hooks/NAME → {data_dir / 'webhooks'}/NAME.jsonl",
         f"  supervisor        http://127.0.0.1:{own_port}/metrics",
