@@ -14,8 +14,10 @@ import nats
 import pytest
 from nats.errors import Error as NatsError
 
+from services import SERVICES
 from tests.deploy.conftest import REPO
 from veille import bus
+from veille.natsauth import authorization_block, password_variable
 from veille.natsserver import NatsServerProcess, find_nats_server, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -23,6 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 NATS_CONF = REPO / "deploy" / "nats" / "nats.conf"
 CLUSTER_CONF = REPO / "deploy" / "nats" / "cluster.conf"
 PASSWORD = "test-only-password"
+SERVICE_PASSWORDS = {password_variable(name): f"{name}-test-only" for name in SERVICES}
 
 
 @dataclass
@@ -55,14 +58,34 @@ def check_config(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess
 
 def test_nats_server_accepts_both_configurations() -> None:
     """`nats-server -t` accepts nats.conf and cluster.conf once their variables are set."""
-    assert check_config(NATS_CONF, {"VEILLE_NATS_PASSWORD": "x"}).returncode == 0
-    result = check_config(CLUSTER_CONF, {"VEILLE_NATS_PASSWORD": "x", "NATS_SERVER_NAME": "nats-1"})
+    result = check_config(NATS_CONF, {"VEILLE_NATS_PASSWORD": "x", **SERVICE_PASSWORDS})
     assert result.returncode == 0, result.stderr
+    result = check_config(
+        CLUSTER_CONF, {"VEILLE_NATS_PASSWORD": "x", "NATS_SERVER_NAME": "nats-1", **SERVICE_PASSWORDS}
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_both_configurations_hold_exactly_the_users_generated_from_bus() -> None:
+    """The users and permissions of nats.conf and cluster.conf are `python -m veille.natsauth`'s output."""
+    block = authorization_block(SERVICES)
+    for path in (NATS_CONF, CLUSTER_CONF):
+        assert block in path.read_text(encoding="utf-8"), f"{path}: regenerate with python -m veille.natsauth"
+
+
+def test_nats_server_refuses_the_configuration_without_a_service_password() -> None:
+    """Without one service's password in its environment, NATS does not start rather than accept anyone."""
+    env = {"VEILLE_NATS_PASSWORD": "x", **SERVICE_PASSWORDS}
+    missing = password_variable("ingest-rss")
+    del env[missing]
+    result = check_config(NATS_CONF, env)
+    assert result.returncode != 0
+    assert missing in result.stderr
 
 
 def test_nats_server_refuses_the_configuration_without_the_password() -> None:
     """Without VEILLE_NATS_PASSWORD in its environment, NATS does not start rather than accept anyone."""
-    result = check_config(NATS_CONF, {})
+    result = check_config(NATS_CONF, SERVICE_PASSWORDS)
     assert result.returncode != 0
     assert "VEILLE_NATS_PASSWORD" in result.stderr
 
@@ -71,6 +94,8 @@ def test_nats_server_refuses_the_configuration_without_the_password() -> None:
 def configured_nats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NatsServerProcess]:
     """nats-server run with deploy/nats/nats.conf (ports and store moved to loopback and tmp_path)."""
     monkeypatch.setenv("VEILLE_NATS_PASSWORD", PASSWORD)
+    for name, value in SERVICE_PASSWORDS.items():
+        monkeypatch.setenv(name, value)
     server = ConfiguredNats(store_dir=tmp_path / "store", monitor_port=free_port(), log_file=tmp_path / "nats.log")
     server.start()
     try:
@@ -120,6 +145,8 @@ async def test_three_nodes_form_a_cluster_holding_replicated_streams(
 ) -> None:
     """Three servers run with cluster.conf form one JetStream cluster; veille's streams get three replicas."""
     monkeypatch.setenv("VEILLE_NATS_PASSWORD", PASSWORD)
+    for name, value in SERVICE_PASSWORDS.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("NATS_SERVER_NAME", "unused")
     cluster_ports = [free_port() for _ in range(3)]
     nodes = [
