@@ -117,7 +117,10 @@ class NotifierApp:
         self.clock: Clock = clock or utcnow
         self.sleep: Sleep = sleep or asyncio.sleep
         self._own_client = http_client is None
-        self.http_client = http_client or make_http_client(user_agent=settings.user_agent, timeout=30.0)
+        # Deliveries never follow redirects (delivery.post also says so per request, whatever the client).
+        self.http_client = http_client or make_http_client(
+            user_agent=settings.user_agent, timeout=30.0, follow_redirects=False
+        )
         self.integrations = build_integrations(config, http_client=self.http_client, clock=self.clock)
         self._report_python()
         self.policy = RetryPolicy(

@@ -289,6 +289,7 @@ class Dispatcher:
                         seconds=round(elapsed, 3),
                     )
                     return "sent"
+                self.metrics.delivery_errors.labels(*labels, error.kind).inc()
                 if error.retryable and attempt < self.policy.max_attempts:
                     delay = self.policy.delay(attempt, error.retry_after)
                     self.metrics.retries.labels(*labels).inc()

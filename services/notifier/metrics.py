@@ -12,7 +12,7 @@ SUPPRESSION_REASONS = ("silenced", "grouped", "truncated", "deduplicated", "quie
 
 
 class NotifierMetrics:
-    """Notifications by receiver and outcome, latency, retries, dead letters and suppressions."""
+    """Notifications by receiver and outcome, latency, retries, failed attempts, dead letters and suppressions."""
 
     def __init__(self, metrics: ServiceMetrics) -> None:
         registry = metrics.registry
@@ -33,6 +33,13 @@ class NotifierMetrics:
             f"{PREFIX}_notification_retries_total",
             "Delivery attempts that failed and were retried, by receiver and integration.",
             ["receiver", "integration"],
+            registry=registry,
+        )
+        self.delivery_errors = Counter(
+            f"{PREFIX}_notification_delivery_errors_total",
+            "Failed delivery attempts, retried or not, by receiver, integration and kind "
+            "(timeout, redirect, rate_limited, status_4xx, status_5xx: HTTP or SMTP, unreachable, error).",
+            ["receiver", "integration", "kind"],
             registry=registry,
         )
         self.dead_letters = Counter(

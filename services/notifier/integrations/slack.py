@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from services.notifier.delivery import check_response, error_from_exception
+from services.notifier.delivery import post
 from services.notifier.model import IntegrationKind, Notification
 from services.notifier.payload import encode
 from services.notifier.render import alert_facts, more_line, one_line, slack_escape, title_of
@@ -69,13 +69,11 @@ class SlackIntegration:
     async def send(self, notification: Notification) -> None:
         """POST the Block Kit message once; raise DeliveryError on failure."""
         body = encode(slack_message(notification))
-        try:
-            response = await self.client.post(
-                str(self.config.url),
-                content=body,
-                headers={"content-type": "application/json"},
-                timeout=self.config.timeout.total_seconds(),
-            )
-        except httpx.HTTPError as exc:
-            raise error_from_exception(exc, "slack") from exc
-        check_response(response, "slack")
+        await post(
+            self.client,
+            str(self.config.url),
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=self.config.timeout.total_seconds(),
+            what="slack",
+        )

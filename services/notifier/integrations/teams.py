@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from services.notifier.delivery import check_response, error_from_exception
+from services.notifier.delivery import post
 from services.notifier.model import IntegrationKind, Notification
 from services.notifier.payload import encode
 from services.notifier.render import alert_facts, more_line, one_line, teams_escape, title_of
@@ -85,13 +85,11 @@ class TeamsIntegration:
     async def send(self, notification: Notification) -> None:
         """POST the Adaptive Card once; raise DeliveryError on failure (workflows answer 202)."""
         body = encode(teams_message(notification))
-        try:
-            response = await self.client.post(
-                str(self.config.url),
-                content=body,
-                headers={"content-type": "application/json"},
-                timeout=self.config.timeout.total_seconds(),
-            )
-        except httpx.HTTPError as exc:
-            raise error_from_exception(exc, "teams") from exc
-        check_response(response, "teams")
+        await post(
+            self.client,
+            str(self.config.url),
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=self.config.timeout.total_seconds(),
+            what="teams",
+        )

@@ -13,7 +13,7 @@ import json
 import httpx
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from services.notifier.delivery import check_response, error_from_exception
+from services.notifier.delivery import post
 from services.notifier.model import Clock, IntegrationKind, Notification
 from services.notifier.payload import alertmanager_body, encode, veille_body
 from services.notifier.signing import sign
@@ -68,11 +68,6 @@ class WebhookIntegration:
         """POST once; raise :class:`DeliveryError` (retryable on time-outs, 408, 429 and 5xx)."""
         body, content_type = render_webhook_body(self.config, notification)
         headers = self.headers(notification, body, content_type)
-        try:
-            response = await self.client.post(str(self.config.url), content=body, headers=headers, timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            raise error_from_exception(exc, "webhook") from exc
-        try:
-            check_response(response, "webhook")
-        finally:
-            await response.aclose()
+        await post(
+            self.client, str(self.config.url), content=body, headers=headers, timeout=self.timeout, what="webhook"
+        )
