@@ -39,7 +39,7 @@ from veille.health import Health
 from veille.jetstream import StreamPublisher, pub_ack
 from veille.language import detect_language, preload
 from veille.messaging import BatchConsumer, DeadLetterSink, gather_publishes, make_broker
-from veille.metrics import PREFIX, ServiceMetrics
+from veille.metrics import KNOWN_LANGUAGES, KNOWN_SOURCES, PREFIX, ServiceMetrics, bounded_label
 from veille.models import AlertRaised, MentionIngested, Sentiment, utcnow
 from veille.sentiment import SentimentBackend, make_backend
 from veille.settings import ServiceSettings
@@ -81,7 +81,7 @@ class ClassifierApp:
         self.health = Health()
         self.mentions = Counter(
             f"{PREFIX}_mentions_classified_total",
-            "Mentions classified, by source, detected language and sentiment.",
+            "Mentions classified, by source and language (known values, else other) and sentiment.",
             ["source", "lang", "sentiment"],
             registry=self.metrics.registry,
         )
@@ -186,7 +186,9 @@ class ClassifierApp:
             classified = result.mention
             if classified.watches and self.detection is not None:
                 self.detection.record(classified, mention_terms(result.body))
-            classified_by[classified.mention.source, classified.lang or "und", classified.sentiment] += 1
+            source = bounded_label(classified.mention.source, KNOWN_SOURCES)
+            lang = bounded_label(classified.lang or "und", KNOWN_LANGUAGES)
+            classified_by[source, lang, classified.sentiment] += 1
             for watch in classified.watches:
                 matched_by[watch, classified.sentiment] += 1
         for labels, n in classified_by.items():

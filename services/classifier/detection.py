@@ -48,7 +48,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -73,6 +73,10 @@ log = structlog.get_logger("classifier")
 EXPLAIN_BUCKETS = 48
 """Most buckets read to explain a surge (and kept in KV behind the stepped bucket)."""
 MAX_STEPS_PER_TICK = 5000
+MAX_LAG = timedelta(days=7)
+"""A mention ingested longer ago than this (by the clock) is not counted: see :meth:`SurgeDetection.detector_time`."""
+MAX_LEAD = timedelta(days=1)
+"""A mention ingested further ahead of the clock than this counts at the clock's time."""
 _CAS_ATTEMPTS = 50
 
 
@@ -130,6 +134,15 @@ class DetectionMetrics:
             "Bucket counter deltas written to the detector KV bucket.",
             registry=registry,
         )
+        self.implausible = Counter(
+            f"{PREFIX}_spike_implausible_times_total",
+            "Mentions whose ingested_at was implausible for the detector: too far in the past (not counted "
+            "in any bucket) or in the future (counted at the clock's time).",
+            ["bound"],
+            registry=registry,
+        )
+        for bound in ("past", "future"):
+            self.implausible.labels(bound)
 
 
 @dataclass
@@ -154,6 +167,8 @@ class SurgeDetection:
         grace: timedelta = timedelta(seconds=15),
         flush_interval: float = 0.02,
         consumer: bus.Consumer = bus.CLASSIFIER_CONSUMER,
+        max_lag: timedelta = MAX_LAG,
+        max_lead: timedelta = MAX_LEAD,
     ) -> None:
         """Build the detection for ``watches``; ``publish`` sends one alert with its deterministic id."""
         self.kv = kv
@@ -166,6 +181,8 @@ class SurgeDetection:
         self.grace = grace
         self.flush_interval = flush_interval
         self.consumer = consumer
+        self.max_lag = max_lag
+        self.max_lead = max_lead
         self._pending = _Pending({}, [])
         self._wake = asyncio.Event()
         self._high_water: datetime | None = None
@@ -178,7 +195,9 @@ class SurgeDetection:
         """Count a classified mention in its watches' buckets; return a future done once it is in KV."""
         if not classified.watches:
             return None
-        ts = classified.mention.ingested_at
+        ts = self.detector_time(classified)
+        if ts is None:
+            return None
         pending = self._pending
         for name in classified.watches:
             width = self.widths.get(name)
@@ -195,6 +214,41 @@ class SurgeDetection:
         pending.waiters.append(waiter)
         self._wake.set()
         return waiter
+
+    def detector_time(self, classified: MentionClassified) -> datetime | None:
+        """The time a mention counts at: its ``ingested_at`` when plausible against the clock.
+
+        More than ``max_lag`` before the clock: None, the mention is not counted (a ten-year-old
+        ``ingested_at`` would otherwise start a new watch's detector in 2016, and stepping ten years
+        of buckets stalls it for many minutes; any running watch has stepped past it anyway). More
+        than ``max_lead`` ahead: the clock's time (a year-9999 bucket would never be stepped and would
+        hold the watch there). Both are counted in ``veille_spike_implausible_times_total``.
+        """
+        ts = classified.mention.ingested_at
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)
+        now = self.clock()
+        if ts < now - self.max_lag:
+            self.metrics.implausible.labels("past").inc()
+            log.warning(
+                "classifier.implausible_time",
+                mention_id=classified.mention.id,
+                ingested_at=ts.isoformat(),
+                bound="past",
+                action="not counted",
+            )
+            return None
+        if ts > now + self.max_lead:
+            self.metrics.implausible.labels("future").inc()
+            log.warning(
+                "classifier.implausible_time",
+                mention_id=classified.mention.id,
+                ingested_at=ts.isoformat(),
+                bound="future",
+                action="counted now",
+            )
+            return now
+        return ts
 
     async def flush(self) -> None:
         """Write every pending delta to KV (retrying until it is written) and release their waiters."""

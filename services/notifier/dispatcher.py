@@ -32,6 +32,7 @@ from services.notifier.silences import Silence, SilenceStore
 from veille import bus
 from veille.config import Receiver, VeilleConfig
 from veille.messaging import DeadLetterSink
+from veille.metrics import bounded_label
 from veille.models import AlertRaised
 
 __all__ = ["Dispatcher", "Sleep", "targets_of"]
@@ -258,7 +259,7 @@ class Dispatcher:
     async def deliver(self, result: ClaimResult, integration: Integration) -> str | None:
         """Send a claimed notification with retries; return ``sent``, ``dead_lettered`` or None if lost."""
         notification = result.claim.notification
-        labels = (notification.receiver, notification.integration)
+        labels = (bounded_label(notification.receiver, self.receivers), notification.integration)
         started = time.perf_counter()
         attempt = result.claim.attempts
         try:

@@ -2,13 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from veille import __version__
+from veille.models import bounded_fields
 
-__all__ = ["PREFIX", "ServiceMetrics"]
+__all__ = ["KNOWN_LANGUAGES", "KNOWN_SOURCES", "OTHER", "PREFIX", "ServiceMetrics", "bounded_label"]
 
 PREFIX = "veille"
+
+OTHER = "other"
+"""The label value of everything outside a label's known values."""
+
+KNOWN_SOURCES: frozenset[str] = frozenset({"rss", "hackernews", "bluesky", "mastodon", "gdelt", "reddit", "x"})
+"""The ingestors' source names: a ``source`` label takes one of these, or :data:`OTHER`."""
+
+KNOWN_LANGUAGES: frozenset[str] = frozenset(
+    {"und", "en", "fr", "de", "es", "it", "pt", "nl", "ca", "pl", "ru", "uk", "ar", "zh", "ja", "ko", "el", "he",
+     "tr", "sv", "da", "no", "nb", "fi", "ro", "cs", "hu", "hi", "fa", "th", "vi", "id", "eu", "br", "oc"}
+)  # fmt: skip
+"""Languages a ``lang`` label names (those the detector knows, and a few more); the rest are :data:`OTHER`."""
+
+
+def bounded_label(value: str | None, known: Collection[str], *, missing: str = "none") -> str:
+    """``value`` when it is one of ``known``, :data:`OTHER` otherwise (``missing`` when it is None).
+
+    Every metric label whose value comes from a message (source, language, watch, receiver ...) goes
+    through this, so 3,000 distinct values on the bus make at most ``len(known) + 2`` series, not 3,000.
+    """
+    if value is None:
+        return missing
+    return value if value in known else OTHER
+
+
+class _BoundedFieldsCollector(Collector):
+    """Exports :func:`veille.models.bounded_fields` (process-wide) as a counter."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            f"{PREFIX}_message_fields_bounded",
+            "Message fields cut or replaced at the edge, by field and action (truncated, dropped, clamped).",
+            labels=["field", "action"],
+        )
+        for (field, action), count in sorted(bounded_fields().items()):
+            family.add_metric([field, action], count)
+        yield family
 
 
 class ServiceMetrics:
@@ -51,3 +93,4 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.ready = Gauge(f"{PREFIX}_ready", "1 when /readyz answers ready.", ["service"], registry=self.registry)
+        self.registry.register(_BoundedFieldsCollector())
