@@ -173,15 +173,26 @@ class DeadLetterSink:
         assert self.js is not None, "DeadLetterSink.bind() first"
         reason = reason[:2000]
         kept = payload
+        truncated: dict[str, Any] = {}
         if len(payload) > MAX_KEPT_PAYLOAD:
             kept = payload[:MAX_KEPT_PAYLOAD]
+            digest = hashlib.sha256(payload).hexdigest()
             reason += (
                 f" [payload truncated to its first {MAX_KEPT_PAYLOAD} of {len(payload)} bytes, "
-                f"sha256 {hashlib.sha256(payload).hexdigest()}"
-                + (f"; the original is at {origin}" if origin else "")
+                f"sha256 {digest}"
+                + (f"; the original is at {origin}" if origin else "; the original is not kept anywhere else")
                 + "]"
             )
+            stream, _, seq = (origin or "").rpartition("#")
+            truncated = {
+                "truncated": True,
+                "original_size": len(payload),
+                "original_sha256": digest,
+                "origin_stream": stream or None,
+                "origin_seq": int(seq) if stream and seq.isdigit() else None,
+            }
         letter = DeadLettered(
+            **truncated,
             service=self.service,
             subject=subject,
             reason=reason,

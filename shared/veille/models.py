@@ -298,3 +298,10 @@ class DeadLettered(_Message):
     attempts: int = 1
     dead_at: datetime = Field(default_factory=utcnow)
     receiver: str | None = Field(default=None, description="For notifications: the receiver that failed.")
+    truncated: bool = Field(
+        default=False, description="The payload kept is only the first bytes of the original (too big to embed)."
+    )
+    original_size: int | None = Field(default=None, description="Size of the original payload in bytes.")
+    original_sha256: str | None = Field(default=None, description="SHA-256 of the original payload (hex).")
+    origin_stream: str | None = Field(default=None, description="Stream the original message still sits in.")
+    origin_seq: int | None = Field(default=None, description="Its sequence in that stream.")

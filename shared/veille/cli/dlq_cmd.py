@@ -6,20 +6,27 @@ notifier's replay subject and is delivered again with the same ``webhook-id``; a
 goes back to its stream (after you fixed what made it fail). Replayed entries are deleted from
 the dead-letter stream unless ``--keep`` is given; replaying the same entry twice within the
 target stream's duplicate window publishes it once.
+
+A letter whose original was too big to embed keeps only its first bytes (``truncated``) and where
+the original sits (stream and sequence): ``replay`` publishes the full original from there (checked
+by its SHA-256), or, when it is gone, refuses that entry with the reason, keeps it and exits with
+status 1. It never publishes a cut payload, and never deletes what it could not replay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
-__all__ = ["DeadLetterEntry", "dlq", "list_dead_letters", "replay_dead_letters"]
+__all__ = ["DeadLetterEntry", "ReplayOutcome", "dlq", "list_dead_letters", "replay_dead_letters"]
 
 
 @dataclass(frozen=True)
@@ -58,20 +65,79 @@ async def list_dead_letters(js: Any, *, service: str | None = None, kind: str | 
     return out
 
 
-async def replay_dead_letters(js: Any, entries: list[DeadLetterEntry], *, keep: bool = False) -> list[int]:
-    """Publish each entry's payload again on its original subject; return the sequences replayed."""
+@dataclass(frozen=True)
+class ReplayOutcome:
+    """What ``replay`` did with one dead letter: ``replayed``, or ``refused`` with the reason (kept)."""
+
+    seq: int
+    replayed: bool
+    detail: str = ""
+
+
+_TRUNCATED = re.compile(
+    r"\[payload truncated to its first \d+ of (\d+) bytes, sha256 ([0-9a-f]{64})"
+    r"(?:; the original is at (\S+)#(\d+))?"
+)
+
+
+def _truncation(letter: Any) -> tuple[int, str, str | None, int | None] | None:
+    """(size, sha256, stream, sequence) of the original when the letter kept only its first bytes."""
+    if letter.truncated:
+        return letter.original_size or 0, letter.original_sha256 or "", letter.origin_stream, letter.origin_seq
+    found = _TRUNCATED.search(letter.reason)  # a letter written before these fields existed
+    if found is None:
+        return None
+    size, digest, stream, seq = found.groups()
+    return int(size), digest, stream, int(seq) if seq else None
+
+
+async def _original_payload(js: Any, entry: DeadLetterEntry) -> tuple[bytes | None, str]:
+    """The payload to publish again, or None and why it cannot be (the letter kept only part of it)."""
+    from nats.js.errors import NotFoundError
+
+    letter = entry.letter
+    kept = base64.b64decode(letter.payload)
+    truncation = _truncation(letter)
+    if truncation is None:
+        return kept, ""
+    size, digest, stream, seq = truncation
+    what = f"dead letter {entry.seq} kept only the first {len(kept)} of {size} bytes of its payload"
+    if stream is None or seq is None:
+        return None, f"{what}, and the original is not kept anywhere else: it cannot be replayed"
+    try:
+        raw = await js.get_msg(stream, seq)
+    except NotFoundError:
+        return None, f"{what}, and the original ({stream}#{seq}) is no longer in its stream: it cannot be replayed"
+    data = bytes(raw.data or b"")
+    if hashlib.sha256(data).hexdigest() != digest:
+        return None, f"{what}, and {stream}#{seq} now holds another message (sha256 differs): it cannot be replayed"
+    return data, f"the full original from {stream}#{seq}"
+
+
+async def replay_dead_letters(js: Any, entries: list[DeadLetterEntry], *, keep: bool = False) -> list[ReplayOutcome]:
+    """Publish each entry's original payload again on its original subject; return what was done to each.
+
+    A letter that kept its whole payload is published from the letter. One that kept only the first
+    bytes (the original was too big to embed) is published from the original's stream and sequence,
+    checked against its SHA-256; when the original is gone, it is *refused*: nothing is published,
+    the letter stays, and the outcome says why. Only replayed letters are deleted (unless ``keep``).
+    """
     from veille import bus
 
-    done: list[int] = []
+    done: list[ReplayOutcome] = []
     for entry in entries:
         letter = entry.letter
+        payload, detail = await _original_payload(js, entry)
+        if payload is None:
+            done.append(ReplayOutcome(entry.seq, False, detail))
+            continue
         headers = {k: v for k, v in letter.headers.items() if k.lower() != "nats-msg-id"}
         headers["Nats-Msg-Id"] = f"replay:{bus.DEADLETTER.name}:{entry.seq}"
         headers["Veille-Replayed-From"] = str(entry.seq)
-        await js.publish(letter.subject, base64.b64decode(letter.payload), headers=headers, timeout=10.0)
+        await js.publish(letter.subject, payload, headers=headers, timeout=10.0)
         if not keep:
             await js.delete_msg(bus.DEADLETTER.name, entry.seq)
-        done.append(entry.seq)
+        done.append(ReplayOutcome(entry.seq, True, detail))
     return done
 
 
@@ -146,7 +212,7 @@ def replay_cmd(
     if not sequences and not replay_all:
         raise click.UsageError("give the sequence numbers to replay, or --all")
 
-    async def work(js: Any) -> tuple[list[int], list[int]]:
+    async def work(js: Any) -> tuple[list[ReplayOutcome], list[int]]:
         entries = await list_dead_letters(js, service=service, kind=kind)
         if not replay_all:
             wanted = set(sequences)
@@ -157,10 +223,15 @@ def replay_cmd(
         return await replay_dead_letters(js, entries, keep=keep), missing
 
     done, missing = _run(nats_url, work)
-    for seq in done:
-        click.echo(f"replayed {seq}")
+    refused = [outcome for outcome in done if not outcome.replayed]
+    for outcome in done:
+        if outcome.replayed:
+            click.echo(f"replayed {outcome.seq}" + (f" ({outcome.detail})" if outcome.detail else ""))
+        else:
+            click.echo(f"refused {outcome.seq}: {outcome.detail}; the dead letter is kept", err=True)
     if missing:
         click.echo(f"no such dead letter: {', '.join(map(str, missing))}", err=True)
+    if missing or refused:
         sys.exit(1)
     if not done:
         click.echo("nothing to replay")
