@@ -48,7 +48,8 @@ class IngestMetrics:
         )
         self.entries_rejected = Counter(
             f"{PREFIX}_ingest_entries_rejected_total",
-            "Entries not published, by reason (no_link, no_id, not_matching, invalid, too_old).",
+            "Entries not published, by reason (not_matching, too_old; and malformed items, also dead-lettered: "
+            "no_link, no_id, wrong_type, invalid, invalid_event, invalid_json, malformed).",
             ["source", "reason"],
             registry=registry,
         )

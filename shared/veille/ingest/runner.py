@@ -7,7 +7,8 @@ into a :class:`PollResult`. :class:`IngestService` does the common work once:
 - schedules each target on its interval with jitter, and backs off after failures (honouring
   ``Retry-After``);
 - loads the cursor from KV, polls, re-checks each candidate against its watch's query, publishes
-  each mention with ``Nats-Msg-Id`` = its stable id, and only then saves the new cursor;
+  each mention with ``Nats-Msg-Id`` = its stable id, dead-letters each malformed item of the poll
+  (:mod:`veille.ingest.items`) with its raw payload and reason, and only then saves the new cursor;
 - counts fetches, mentions, duplicates, errors by kind, rejected and repaired entries, lag and
   quota, and writes one canonical log line per poll;
 - turns ``/readyz`` red, saying which targets fail and why, once *every* target has failed
@@ -40,9 +41,10 @@ from veille.health import Health
 from veille.ingest.backoff import Backoff, jittered
 from veille.ingest.cursors import Cursor, CursorStore, KvCursorStore
 from veille.ingest.http import FetchError
+from veille.ingest.items import DEAD_LETTER_KIND, RejectedItem
 from veille.ingest.matching import Recheck
 from veille.ingest.metrics import IngestMetrics
-from veille.messaging import make_broker
+from veille.messaging import DeadLetterSink, make_broker
 from veille.metrics import ServiceMetrics
 from veille.models import MentionIngested
 from veille.settings import ServiceSettings
@@ -94,6 +96,8 @@ class PollResult:
     details: dict[str, Any] = field(default_factory=dict)
     quiet: bool = False
     """Log the canonical line at debug level (a firehose flush with nothing in it)."""
+    malformed: list[RejectedItem] = field(default_factory=list)
+    """Items that could not be mapped: dead-lettered with their reason before the cursor is saved."""
 
 
 @dataclass
@@ -243,6 +247,7 @@ class IngestService:
         self.broker: NatsBroker = make_broker(settings, name, self.metrics)
         self.cursors: CursorStore = _Unconnected()
         self.publisher: Publisher = _Unconnected()
+        self.dead_letters = DeadLetterSink(name, self.metrics)
         self.states: dict[str, TargetState] = {}
         self._targets: dict[str, Target] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -262,6 +267,7 @@ class IngestService:
         await bus.ensure_topology(js, replicas=self.settings.stream_replicas)
         self.cursors = await KvCursorStore.open(js)
         self.publisher = JetStreamPublisher(js)
+        self.dead_letters.bind(self.broker.connection)
         self._connected = True
 
     async def start(self) -> None:
@@ -349,6 +355,9 @@ class IngestService:
                 published += 1
             else:
                 duplicates += 1
+        for item in result.malformed:
+            await self._dead_letter(target, item)
+            rejected[item.kind] += 1
         await self.cursors.save(target.key, result.cursor)
         for reason, count in rejected.items():
             m.entries_rejected.labels(source, reason).inc(count)
@@ -383,6 +392,17 @@ class IngestService:
             **result.details,
         )
         return PollOutcome(target, outcome_label, published, duplicates, sum(rejected.values()))
+
+    async def _dead_letter(self, target: Target, item: RejectedItem) -> None:
+        """Keep a malformed item in the dead-letter stream (raises if the stream cannot take it)."""
+        source = self.source.name
+        await self.dead_letters.send(
+            subject=bus.mention_subject(source),
+            payload=item.payload(),
+            headers={"Nats-Msg-Id": item.item_id(source), "Veille-Target": target.name},
+            kind=DEAD_LETTER_KIND,
+            reason=f"{source} item from {target.name!r} is malformed ({item.kind}): {item.reason}",
+        )
 
     def _failed(self, target: Target, error: FetchError, started: float) -> PollOutcome:
         failures = self.record_failure(target, error)

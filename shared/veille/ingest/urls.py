@@ -13,9 +13,9 @@ _TRACKING_PARAMS = frozenset(
 _REDIRECT_HOSTS = frozenset({"google.com", "www.google.com", "news.google.com"})
 
 
-def is_http_url(value: str | None) -> bool:
-    """Whether ``value`` is an absolute http(s) URL with a host."""
-    if not value:
+def is_http_url(value: object) -> bool:
+    """Whether ``value`` is an absolute http(s) URL with a host (False for anything not a string)."""
+    if not value or not isinstance(value, str):
         return False
     try:
         parts = urlsplit(value.strip())
