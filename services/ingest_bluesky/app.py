@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -15,9 +15,11 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from services.ingest_bluesky.logic import (
+    MAX_TIME_US,
     SOURCE,
     Matcher,
     event_mention,
+    event_time_us,
     jetstream_url,
     post_view_mention,
     search_query,
@@ -26,6 +28,7 @@ from veille.config import BlueskySource, VeilleConfig, load_config
 from veille.ingest.backoff import Backoff
 from veille.ingest.cursors import Cursor, cursor_key
 from veille.ingest.http import Fetcher, FetchError
+from veille.ingest.items import ItemMapper
 from veille.ingest.matching import build_watch_matcher, positive_terms
 from veille.ingest.runner import Clock, IngestContext, IngestService, PollResult, Target
 from veille.ingest.sources import configured, load_json, parse_time, search_parts
@@ -37,6 +40,8 @@ __all__ = ["NAME", "BlueskySearch", "JetstreamFirehose", "create_app", "enabled"
 
 NAME = "ingest-bluesky"
 SEEN_MAX = 2000
+MAX_CLOCK_SKEW = 86400.0
+"""Seconds past now an event's ``time_us`` or a post's date may be and still move a cursor."""
 log = structlog.get_logger("ingest_bluesky")
 
 
@@ -117,15 +122,16 @@ class JetstreamFirehose:
             except TimeoutError:
                 raw = None
             if raw is not None:
-                batch.add(raw, self.match)
+                latest_us = int((ctx.clock().timestamp() + MAX_CLOCK_SKEW) * 1_000_000)
+                batch.add(raw, self.match, latest_us)
             due = time.monotonic() - last_flush >= self.flush_interval or len(batch.mentions) >= self.flush_size
-            if due and (batch.mentions or batch.time_us is not None or batch.rejected):
+            if due and (batch.mentions or batch.time_us is not None or batch.rejected or batch.items.malformed):
                 await self._flush(ctx, batch)
                 last_flush = time.monotonic()
 
     async def _flush(self, ctx: IngestContext, batch: _Batch) -> None:
         """Publish the batch and save the cursor after it (``self.cursor`` follows)."""
-        if not batch.mentions and batch.time_us is None and not batch.rejected:
+        if not batch.mentions and batch.time_us is None and not batch.rejected and not batch.items.malformed:
             return
         new_cursor = dict(self.cursor)
         if batch.time_us is not None:
@@ -137,6 +143,7 @@ class JetstreamFirehose:
             newest=newest,
             rejected=Counter(batch.rejected),
             repaired=Counter(batch.repaired),
+            malformed=list(batch.items.malformed),
             details={"events": batch.events},
             quiet=True,
         )
@@ -154,8 +161,9 @@ class _Batch:
         self.repaired: Counter[str] = Counter()
         self.time_us: int | None = None
         self.events = 0
+        self.items = ItemMapper()
 
-    def add(self, raw: str | bytes, match: Matcher) -> None:
+    def add(self, raw: str | bytes, match: Matcher, latest_us: int = MAX_TIME_US) -> None:
         self.events += 1
         if isinstance(raw, bytes):
             try:
@@ -167,18 +175,18 @@ class _Batch:
             text = raw
         try:
             event = json.loads(text)
-        except ValueError:
-            self.rejected["invalid_event"] += 1
+        except (ValueError, RecursionError) as exc:
+            self.items.reject(text, f"an event is not JSON ({type(exc).__name__}: {exc})", kind="invalid_event")
             return
-        mention, time_us, problem = event_mention(event, match)
-        if problem:
-            self.rejected[problem] += 1
+        mention = self.items.map(event_mention, event, match, latest_us)
+        time_us = event_time_us(event, latest_us)
         if time_us is not None and (self.time_us is None or time_us > self.time_us):
             self.time_us = time_us
         if mention is not None:
             self.mentions.setdefault(mention.id, mention)
 
     def clear(self) -> None:
+        self.items = ItemMapper()
         self.mentions.clear()
         self.rejected.clear()
         self.repaired.clear()
@@ -250,22 +258,23 @@ class BlueskySearch:
             params["cursor"] = page
         seen = [s for s in cursor.get("seen", []) if isinstance(s, str)]
         known = set(seen)
-        rejected: Counter[str] = Counter()
+        items = ItemMapper()
         fresh: list[MentionIngested] = []
         for post in posts:
-            mention = post_view_mention(post, target.watch)
-            if mention is None:
-                rejected["invalid"] += 1
-            elif mention.id not in known:
+            mention = items.map(post_view_mention, post, target.watch)
+            if mention is not None and mention.id not in known:
                 known.add(mention.id)
                 fresh.append(mention)
-        dates = [m.published_at for m in fresh if m.published_at]
-        new_cursor: Cursor = {**cursor, "seen": ([m.id for m in fresh] + seen)[:SEEN_MAX]}
+        latest = datetime.now(UTC) + timedelta(seconds=MAX_CLOCK_SKEW)
+        dates = [m.published_at for m in fresh if m.published_at and m.published_at <= latest]
+        malformed = items.unseen(SOURCE, cursor.get("seen"))
+        remembered = [m.id for m in fresh] + [r.item_id(SOURCE) for r in malformed]
+        new_cursor: Cursor = {**cursor, "seen": (remembered + seen)[:SEEN_MAX]}
         newest = max(dates, default=None)
         previous = parse_time(cursor.get("since"))
         if newest is not None and (previous is None or newest > previous):
             new_cursor["since"] = newest.isoformat().replace("+00:00", "Z")
-        return PollResult(fresh, new_cursor, newest=newest, rejected=rejected, details={"posts": len(posts)})
+        return PollResult(fresh, new_cursor, newest=newest, malformed=malformed, details={"posts": len(posts)})
 
 
 def enabled(config: VeilleConfig) -> bool:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import structlog
 
-from services.ingest_gdelt.logic import SOURCE, article_mention, gdelt_query, remember, request_params
+from services.ingest_gdelt.logic import SEEN_MAX, SOURCE, article_mention, gdelt_query, remember, request_params
 from veille.config import GdeltSource, VeilleConfig, load_config
 from veille.ingest.cursors import Cursor
 from veille.ingest.http import Fetcher, FetchError
+from veille.ingest.items import ItemMapper
 from veille.ingest.matching import positive_terms
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
 from veille.ingest.sources import configured, load_json, search_parts
@@ -64,10 +65,11 @@ class GdeltArticles:
         if not isinstance(articles, list):
             raise FetchError("invalid_payload", "GDELT 'articles' is not a list", retryable=False)
         problems: Counter[str] = Counter()
-        candidates = [
-            m for a in articles if isinstance(a, dict) and (m := article_mention(a, target.watch, problems)) is not None
-        ]
-        fresh, new_cursor = remember(cursor, candidates)
+        items = ItemMapper()
+        candidates = [m for a in articles if (m := items.map(article_mention, a, target.watch, problems)) is not None]
+        fresh, new_cursor = remember(cursor, candidates, latest=self.clock() + timedelta(days=1))
+        malformed = items.unseen(SOURCE, cursor.get("seen"))
+        new_cursor["seen"] = ([r.item_id(SOURCE) for r in malformed] + new_cursor["seen"])[:SEEN_MAX]
         if len(articles) >= self.section.max_records:
             log.warning("ingest.backlog_truncated", source=SOURCE, target=target.name, records=len(articles))
         repaired = Counter({k: v for k, v in problems.items() if k == "no_date"})
@@ -80,6 +82,7 @@ class GdeltArticles:
             newest=newest,
             rejected=Counter({k: v for k, v in problems.items() if k != "no_date"}),
             repaired=repaired,
+            malformed=malformed,
             details={"articles": len(articles), "query": query},
         )
 

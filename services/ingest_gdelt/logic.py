@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from veille.ingest.cursors import Cursor
+from veille.ingest.items import MalformedItem, a_type_name, item_mapping, optional_text, type_name
 from veille.ingest.textclean import clean_text
 from veille.ingest.urls import canonical_url, is_http_url
 from veille.models import MentionIngested, mention_id_for
@@ -16,6 +17,7 @@ __all__ = ["SOURCE", "article_mention", "gdelt_query", "gdelt_time", "parse_seen
 
 SOURCE = "gdelt"
 OVERLAP = timedelta(minutes=15)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SEEN_MAX = 3000
 
 # GDELT names languages in English; the ones veille users meet most, as ISO 639-1.
@@ -62,7 +64,7 @@ def request_params(
     since = now - timespan
     last = cursor.get("last_seen")
     if isinstance(last, str):
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, OverflowError):
             since = datetime.fromisoformat(last) - OVERLAP
     return {
         "query": query,
@@ -75,12 +77,18 @@ def request_params(
     }
 
 
-def article_mention(article: dict[str, Any], watch: str | None, problems: Counter[str]) -> MentionIngested | None:
-    """Map one article of the list to a mention; None (with the reason counted) if it has no usable URL."""
+@item_mapping
+def article_mention(article: Any, watch: str | None, problems: Counter[str]) -> MentionIngested:
+    """Map one article of the list to a mention; raise :class:`MalformedItem` if it has no usable URL.
+
+    A missing or unreadable ``seendate`` is a repair (counted in ``problems``); a title that is not
+    a string is malformed.
+    """
+    if not isinstance(article, dict):
+        raise MalformedItem(f"an article is {a_type_name(article)}, expected an object", kind="wrong_type")
     url = article.get("url")
     if not isinstance(url, str) or not is_http_url(url):
-        problems["no_link"] += 1
-        return None
+        raise MalformedItem(f"'url' is not an http(s) URL ({type_name(url)})", kind="no_link")
     published = parse_seendate(article.get("seendate"))
     if published is None:
         problems["no_date"] += 1
@@ -92,7 +100,7 @@ def article_mention(article: dict[str, Any], watch: str | None, problems: Counte
         source=SOURCE,
         watch=watch,
         url=url,  # type: ignore[arg-type]
-        title=clean_text(article.get("title"))[0] or None,
+        title=clean_text(optional_text(article, "title"))[0] or None,
         text="",
         site=domain if isinstance(domain, str) and domain else None,
         lang=lang,
@@ -100,8 +108,14 @@ def article_mention(article: dict[str, Any], watch: str | None, problems: Counte
     )
 
 
-def remember(cursor: Cursor, mentions: list[MentionIngested]) -> tuple[list[MentionIngested], Cursor]:
-    """Mentions not seen in the overlap window, and the cursor with them remembered."""
+def remember(
+    cursor: Cursor, mentions: list[MentionIngested], *, latest: datetime | None = None
+) -> tuple[list[MentionIngested], Cursor]:
+    """Mentions not seen in the overlap window, and the cursor with them remembered.
+
+    Only dates from 1970 up to ``latest`` (now plus some skew) move ``last_seen``: a far-future
+    ``seendate`` would make every later request ask for articles not yet written.
+    """
     seen: list[str] = [s for s in cursor.get("seen", []) if isinstance(s, str)]
     known = set(seen)
     fresh = []
@@ -111,7 +125,9 @@ def remember(cursor: Cursor, mentions: list[MentionIngested]) -> tuple[list[Ment
             fresh.append(mention)
     out = dict(cursor)
     out["seen"] = ([m.id for m in fresh] + seen)[:SEEN_MAX]
-    dates = [m.published_at for m in mentions if m.published_at]
+    dates = [
+        m.published_at for m in mentions if m.published_at and EPOCH <= m.published_at <= (latest or m.published_at)
+    ]
     last = cursor.get("last_seen")
     if dates:
         newest = max(dates)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ from services.ingest_hackernews.logic import SOURCE, advance_cursor, hit_mention
 from veille.config import HackerNewsSource, VeilleConfig, load_config
 from veille.ingest.cursors import Cursor
 from veille.ingest.http import Fetcher, FetchError
+from veille.ingest.items import ItemMapper
 from veille.ingest.matching import positive_terms
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
 from veille.ingest.sources import configured, load_json, search_parts
@@ -22,6 +24,8 @@ from veille.settings import ServiceSettings
 __all__ = ["NAME", "HackerNewsSearch", "create_app", "enabled"]
 
 NAME = "ingest-hackernews"
+MAX_CLOCK_SKEW = 86400.0
+"""Seconds past now a hit's ``created_at_i`` may be and still move the cursor."""
 log = structlog.get_logger("ingest_hackernews")
 
 
@@ -47,7 +51,7 @@ class HackerNewsSearch:
             raise FetchError("untranslatable", "the watch query has no word or phrase to search for", retryable=False)
         seen_at = set(cursor.get("ids_at", []))
         max_pages = self.section.max_pages
-        hits: list[dict[str, Any]] = []
+        hits: list[Any] = []
         repaired: Counter[str] = Counter()
         page = pages = 0
         while page < max_pages:
@@ -60,7 +64,7 @@ class HackerNewsSearch:
                 repaired["invalid_utf8"] += 1
             if not isinstance(body, dict) or not isinstance(body.get("hits"), list):
                 raise FetchError("invalid_payload", "Algolia answer has no 'hits' list", retryable=False)
-            hits.extend(h for h in body["hits"] if isinstance(h, dict))
+            hits.extend(body["hits"])
             pages += 1
             nb_pages = body.get("nbPages")
             page += 1
@@ -70,18 +74,21 @@ class HackerNewsSearch:
         if truncated:
             log.warning("ingest.backlog_truncated", source=SOURCE, target=target.name, pages=pages)
         problems: Counter[str] = Counter()
+        items = ItemMapper()
         mentions = []
         newest = None
         for hit in hits:
-            if str(hit.get("objectID")) in seen_at:
+            if isinstance(hit, dict) and str(hit.get("objectID")) in seen_at:
                 continue
-            mention = hit_mention(hit, target.watch, problems)
+            mention = items.map(hit_mention, hit, target.watch, problems)
             if mention is None:
                 continue
             mentions.append(mention)
             if mention.published_at and (newest is None or mention.published_at > newest):
                 newest = mention.published_at
-        new_cursor = advance_cursor(cursor, hits)
+        new_cursor = advance_cursor(
+            cursor, [h for h in hits if isinstance(h, dict)], latest=int(time.time() + MAX_CLOCK_SKEW)
+        )
         if newest is None and isinstance(new_cursor.get("created_at_i"), int):
             newest = datetime.fromtimestamp(new_cursor["created_at_i"], UTC)
         repaired.update({k: v for k, v in problems.items() if k == "no_date"})
@@ -91,6 +98,7 @@ class HackerNewsSearch:
             newest=newest,
             rejected=Counter({k: v for k, v in problems.items() if k != "no_date"}),
             repaired=repaired,
+            malformed=items.malformed,
             details={"pages": pages, "hits": len(hits), "truncated": truncated or None},
         )
 

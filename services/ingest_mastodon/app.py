@@ -18,6 +18,7 @@ from veille.config import MastodonSource, VeilleConfig, load_config
 from veille.ingest.backoff import Backoff
 from veille.ingest.cursors import Cursor, cursor_key
 from veille.ingest.http import Fetcher, FetchError, parse_retry_after
+from veille.ingest.items import ItemMapper
 from veille.ingest.matching import positive_terms, watches_for
 from veille.ingest.runner import Clock, IngestContext, IngestService, PollResult, Target
 from veille.ingest.sources import configured, load_json, search_parts
@@ -105,6 +106,7 @@ class MastodonTimelines:
         problems: Counter[str] = Counter()
         repaired: Counter[str] = Counter()
         mentions: dict[str, MentionIngested] = {}
+        items = ItemMapper()
         requests = 0
         for tag in hashtags:
             since = min_ids.get(tag)
@@ -122,8 +124,8 @@ class MastodonTimelines:
                 if not isinstance(statuses, list):
                     raise FetchError("invalid_payload", "a hashtag timeline must be a JSON array of statuses")
                 page = [s for s in statuses if isinstance(s, dict)]
-                for status in page:
-                    mention = status_mention(status, server, target.watch, problems)
+                for status in statuses:
+                    mention = items.map(status_mention, status, server, target.watch, problems)
                     if mention is not None:
                         mentions.setdefault(mention.id, mention)
                 newer = newest_id(since, page)
@@ -144,6 +146,7 @@ class MastodonTimelines:
             newest=newest,
             rejected=Counter({k: v for k, v in problems.items() if k != "no_date"}),
             repaired=repaired,
+            malformed=items.malformed,
             details={"requests": requests},
         )
 
@@ -245,26 +248,21 @@ class HashtagStream:
             return
         if event.event != "update":
             return  # delete, status.update, notification...: not new mentions
+        items = ItemMapper()
+        mention: MentionIngested | None = None
+        problems: Counter[str] = Counter()
+        status: Any = None
         try:
             status = json.loads(event.data)
-        except ValueError as exc:
-            status, problem = None, f"not JSON ({exc})"
+        except (ValueError, RecursionError) as exc:
+            items.reject(event.data, f"an 'update' event is not JSON ({exc})", kind="invalid_json")
         else:
-            problem = "not a JSON object"
-        if not isinstance(status, dict):
-            ctx.metrics.errors.labels(SOURCE, "invalid_json").inc()
-            log.warning(
-                "ingest.stream_event_dropped", source=SOURCE, stream=self.label, reason="invalid_json",
-                error=problem, preview=event.data[:60],
-            )  # fmt: skip
-            return
-        server = str(self.target.params["server"])
-        problems: Counter[str] = Counter()
-        mention = status_mention(status, server, self.target.watch, problems)
+            server = str(self.target.params["server"])
+            mention = items.map(status_mention, status, server, self.target.watch, problems)
         async with self.lock:
             cursor = await ctx.load_cursor(self.target.key)
             min_ids: dict[str, str] = dict(cursor.get("min_id", {}))
-            newer = newest_id(min_ids.get(self.tag), [status])
+            newer = newest_id(min_ids.get(self.tag), [status] if isinstance(status, dict) else [])
             if newer:
                 min_ids[self.tag] = newer
             result = PollResult(
@@ -273,6 +271,7 @@ class HashtagStream:
                 newest=mention.published_at if mention is not None else None,
                 rejected=Counter({k: v for k, v in problems.items() if k != "no_date"}),
                 repaired=Counter({k: v for k, v in problems.items() if k == "no_date"}),
+                malformed=items.malformed,
                 details={"streamed": self.tag},
                 quiet=True,
             )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from veille.ingest.items import MalformedItem, a_type_name, item_mapping, optional_text, type_name
 from veille.ingest.sources import parse_time
 from veille.ingest.textclean import clean_text
 from veille.ingest.urls import host_of, is_http_url
@@ -30,8 +31,12 @@ def hashtags_for(terms: list[str]) -> list[str]:
     return out
 
 
-def _id_key(value: str) -> tuple[int, str]:
-    return (int(value), value) if value.isdigit() else (-1, value)
+def _id_key(value: str) -> tuple[int, int, str]:
+    """Order of status ids: numeric ones (ASCII digits, any length) by value, after any other."""
+    if value.isascii() and value.isdigit():
+        digits = value.lstrip("0")
+        return (1, len(digits), digits)
+    return (0, 0, value)
 
 
 def newest_id(current: str | None, statuses: list[dict[str, Any]]) -> str | None:
@@ -44,30 +49,34 @@ def newest_id(current: str | None, statuses: list[dict[str, Any]]) -> str | None
     return best
 
 
-def status_mention(
-    status: dict[str, Any], server: str, watch: str | None, problems: Counter[str]
-) -> MentionIngested | None:
-    """Map a Status entity to a mention; the id comes from its ``uri`` so copies on other servers dedupe."""
+@item_mapping
+def status_mention(status: Any, server: str, watch: str | None, problems: Counter[str]) -> MentionIngested | None:
+    """Map a Status entity to a mention; the id comes from its ``uri`` so copies on other servers dedupe.
+
+    A reblog gives None (counted in ``problems``: the original is what matters); a status without
+    a ``uri`` or a link, or whose text fields are not strings, raises :class:`MalformedItem`.
+    """
+    if not isinstance(status, dict):
+        raise MalformedItem(f"a status is {a_type_name(status)}, expected an object", kind="wrong_type")
     if status.get("reblog"):
         problems["reblog"] += 1
         return None
     uri = status.get("uri")
     if not isinstance(uri, str) or not uri:
-        problems["no_id"] += 1
-        return None
-    link = status.get("url") if is_http_url(status.get("url")) else (uri if is_http_url(uri) else None)
+        raise MalformedItem(f"'uri' is missing or not a string ({type_name(uri)})", kind="no_id")
+    url = status.get("url")
+    link = url if is_http_url(url) else (uri if is_http_url(uri) else None)
     if link is None:
-        problems["no_link"] += 1
-        return None
-    content, _ = clean_text(status.get("content"))
-    spoiler, _ = clean_text(status.get("spoiler_text"))
+        raise MalformedItem("neither 'url' nor 'uri' is an http(s) URL", kind="no_link")
+    content, _ = clean_text(optional_text(status, "content"))
+    spoiler, _ = clean_text(optional_text(status, "spoiler_text"))
     text = f"{spoiler}\n{content}".strip() if spoiler else content
     raw_account = status.get("account")
     account: dict[str, Any] = raw_account if isinstance(raw_account, dict) else {}
     acct = account.get("acct") if isinstance(account.get("acct"), str) else None
     if acct and "@" not in acct:
         acct = f"{acct}@{urlsplit(server).hostname}"
-    followers = account.get("followers_count")
+    followers = _int(account.get("followers_count"))
     published = parse_time(status.get("created_at"))
     if published is None:
         problems["no_date"] += 1
@@ -79,7 +88,7 @@ def status_mention(
         url=link,  # type: ignore[arg-type]
         text=text,
         author=acct,
-        author_followers=followers if isinstance(followers, int) else None,
+        author_followers=followers,
         site=host_of(link),
         lang=language[:2].lower() if isinstance(language, str) and len(language) >= 2 else None,
         published_at=published,

@@ -13,6 +13,7 @@ from services.ingest_reddit.logic import SOURCE, advance_cursor, is_seen, post_m
 from veille.config import RedditSource, VeilleConfig, load_config
 from veille.ingest.cursors import Cursor
 from veille.ingest.http import Fetcher, FetchError
+from veille.ingest.items import ItemMapper
 from veille.ingest.matching import positive_terms
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
 from veille.ingest.sources import configured, load_json, search_parts
@@ -23,6 +24,8 @@ __all__ = ["NAME", "RedditSearch", "create_app", "enabled"]
 
 NAME = "ingest-reddit"
 MAX_PAGES = 3
+MAX_CLOCK_SKEW = 86400.0
+"""Seconds past now a post's ``created_utc`` may be and still move the cursor."""
 log = structlog.get_logger("ingest_reddit")
 
 
@@ -92,14 +95,16 @@ class RedditSearch:
                 break
             params["after"] = after
         problems: Counter[str] = Counter()
-        mentions = [m for c in children if (m := post_mention(c, target.watch, problems)) is not None]
+        items = ItemMapper()
+        mentions = [m for c in children if (m := items.map(post_mention, c, target.watch, problems)) is not None]
         newest = max((m.published_at for m in mentions if m.published_at), default=None)
         return PollResult(
             mentions,
-            advance_cursor(cursor, children),
+            advance_cursor(cursor, children, latest=time.time() + MAX_CLOCK_SKEW),
             newest=newest,
             rejected=Counter({k: v for k, v in problems.items() if k != "no_date"}),
             repaired=Counter({k: v for k, v in problems.items() if k == "no_date"}),
+            malformed=items.malformed,
             details={"pages": pages},
         )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import httpx
 import structlog
@@ -12,6 +11,7 @@ from services.ingest_x.logic import SOURCE, TWEET_FIELDS, USER_FIELDS, tweet_men
 from veille.config import VeilleConfig, XSource, load_config
 from veille.ingest.cursors import Cursor
 from veille.ingest.http import Fetcher, FetchError
+from veille.ingest.items import ItemMapper
 from veille.ingest.matching import positive_terms
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
 from veille.ingest.sources import configured, load_json, search_parts
@@ -57,6 +57,7 @@ class XRecentSearch:
         headers = {"Authorization": f"Bearer {self.section.token()}"}
         url = str(self.section.base_url).rstrip("/") + "/tweets/search/recent"
         problems: Counter[str] = Counter()
+        items = ItemMapper()
         mentions: list[MentionIngested] = []
         newest_id: str | None = None
         pages = 0
@@ -71,8 +72,12 @@ class XRecentSearch:
                     "query_rejected", f"X refused the search: {str(body['errors'])[:200]}", retryable=False
                 )
             users = users_by_id(body)
-            data: list[Any] = body.get("data") or []
-            mentions.extend(m for t in data if (m := tweet_mention(t, users, target.watch, problems)) is not None)
+            data = body.get("data") or []
+            if not isinstance(data, list):
+                raise FetchError("invalid_payload", "X answer's 'data' is not a list", retryable=False)
+            mentions.extend(
+                m for t in data if (m := items.map(tweet_mention, t, users, target.watch, problems)) is not None
+            )
             meta = body["meta"]
             if newest_id is None and isinstance(meta.get("newest_id"), str):
                 newest_id = meta["newest_id"]
@@ -90,6 +95,7 @@ class XRecentSearch:
             newest=newest,
             rejected=Counter({k: v for k, v in problems.items() if k != "no_date"}),
             repaired=Counter({k: v for k, v in problems.items() if k == "no_date"}),
+            malformed=items.malformed,
             details={"pages": pages, "query": query},
         )
 

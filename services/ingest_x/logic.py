@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from typing import Any
+from urllib.parse import quote
 
+from veille.ingest.items import MalformedItem, a_type_name, item_mapping, optional_text, type_name
 from veille.ingest.sources import parse_time
 from veille.ingest.textclean import clean_text
 from veille.models import Engagement, MentionIngested, mention_id_for
@@ -39,14 +41,22 @@ def users_by_id(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {u["id"]: u for u in users or [] if isinstance(u, dict) and isinstance(u.get("id"), str)}
 
 
+@item_mapping
 def tweet_mention(
     tweet: Any, users: dict[str, dict[str, Any]], watch: str | None, problems: Counter[str]
-) -> MentionIngested | None:
-    """Map a tweet (with ``includes.users``) to a mention; None (reason counted) when unusable."""
-    if not isinstance(tweet, dict) or not isinstance(tweet.get("id"), str) or not tweet["id"].isdigit():
-        problems["invalid"] += 1
-        return None
-    user = users.get(str(tweet.get("author_id")), {})
+) -> MentionIngested:
+    """Map a tweet (with ``includes.users``) to a mention; raise :class:`MalformedItem` when unusable.
+
+    A missing date is a repair (counted in ``problems``); an id that is not a string of digits or a
+    text that is not a string is malformed.
+    """
+    if not isinstance(tweet, dict):
+        raise MalformedItem(f"a tweet is {a_type_name(tweet)}, expected an object", kind="invalid")
+    tweet_id = tweet.get("id")
+    if not isinstance(tweet_id, str) or not (tweet_id.isascii() and tweet_id.isdigit()):
+        raise MalformedItem(f"'id' is not a string of digits ({type_name(tweet_id)})", kind="invalid")
+    raw_user = users.get(str(tweet.get("author_id")))
+    user: dict[str, Any] = raw_user if isinstance(raw_user, dict) else {}
     username = user.get("username") if isinstance(user.get("username"), str) else None
     raw_metrics = tweet.get("public_metrics")
     metrics: dict[str, Any] = raw_metrics if isinstance(raw_metrics, dict) else {}
@@ -56,12 +66,12 @@ def tweet_mention(
     if published is None:
         problems["no_date"] += 1
     lang = tweet.get("lang")
-    text, _ = clean_text(tweet.get("text") if isinstance(tweet.get("text"), str) else "", html_allowed=False)
+    text, _ = clean_text(optional_text(tweet, "text"), html_allowed=False)
     return MentionIngested(
-        id=mention_id_for(SOURCE, tweet["id"]),
+        id=mention_id_for(SOURCE, tweet_id),
         source=SOURCE,
         watch=watch,
-        url=f"https://x.com/{username or 'i/web'}/status/{tweet['id']}",  # type: ignore[arg-type]
+        url=f"https://x.com/{quote(username, safe='') if username else 'i/web'}/status/{tweet_id}",  # type: ignore[arg-type]
         text=text,
         author=f"@{username}" if username else None,
         author_followers=followers if isinstance(followers, int) else None,

@@ -379,7 +379,7 @@ async def test_after_a_drop_the_stream_reconnects_and_backfills_from_the_streame
 async def test_malformed_and_oversized_events_are_counted_and_skipped(
     start_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
 ) -> None:
-    """Bad JSON, a non-object and a too-large event are counted by kind and the stream goes on."""
+    """Bad JSON and a non-object are dead-lettered, a too-large event is counted, and the stream goes on."""
     fresh = status_with("114667500000000000", "#acme after the junk")
     stream = FakeStream(
         (
@@ -400,7 +400,11 @@ async def test_malformed_and_oversized_events_are_counted_and_skipped(
         return published(app) == 3
 
     await wait_for(done)
-    assert metric(app.metrics, "veille_ingest_errors_total", source="mastodon", kind="invalid_json") == 2
+    rejected = "veille_ingest_entries_rejected_total"
+    assert metric(app.metrics, rejected, source="mastodon", reason="invalid_json") == 1
+    assert metric(app.metrics, rejected, source="mastodon", reason="wrong_type") == 1
+    letters = "veille_dead_letters_total"
+    assert metric(app.metrics, letters, service="ingest-mastodon", kind="malformed_item") == 2
     assert metric(app.metrics, "veille_ingest_errors_total", source="mastodon", kind="too_large") == 1
     assert stream.connections == 1
     ids = [msg_id for msg_id, _ in await read_mentions(nats_server.url)]
