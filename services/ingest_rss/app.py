@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import structlog
+from prometheus_client import Counter
 
-from services.ingest_rss.logic import SOURCE, feed_targets, parse_feed, select_new
+from services.ingest_rss.logic import MAX_ENTRIES, SOURCE, feed_targets, select_new
+from services.ingest_rss.parsing import PARSE_BUDGET, PARSE_WORKERS, FeedParserPool
 from veille.config import RssSource, VeilleConfig, load_config
 from veille.httpclient import make_http_client
 from veille.ingest.cursors import Cursor
@@ -16,10 +19,10 @@ from veille.ingest.http import Fetcher
 from veille.ingest.matching import Recheck, build_recheck, positive_terms
 from veille.ingest.metrics import IngestMetrics
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
-from veille.metrics import ServiceMetrics
+from veille.metrics import PREFIX, ServiceMetrics
 from veille.settings import ServiceSettings
 
-__all__ = ["NAME", "RssFeeds", "create_app", "enabled"]
+__all__ = ["NAME", "RssFeeds", "RssIngestService", "create_app", "enabled"]
 
 NAME = "ingest-rss"
 log = structlog.get_logger("ingest_rss")
@@ -30,18 +33,21 @@ class RssFeeds:
 
     name = SOURCE
 
-    def __init__(self, rss: RssSource, targets: list[Target], fetcher: Fetcher, clock: Clock) -> None:
+    def __init__(
+        self, rss: RssSource, targets: list[Target], fetcher: Fetcher, clock: Clock, parser: FeedParserPool
+    ) -> None:
         self.rss = rss
         self._targets = targets
         self.fetcher = fetcher
         self.clock = clock
+        self.parser = parser
 
     def targets(self) -> list[Target]:
         """One target per feed and per Google News search."""
         return list(self._targets)
 
     async def poll(self, target: Target, cursor: Cursor) -> PollResult:
-        """Fetch the feed (conditionally), parse it, keep entries not in the cursor."""
+        """Fetch the feed (conditionally), parse it in a worker process, keep entries not in the cursor."""
         url = str(target.params["url"])
         response = await self.fetcher.get(
             url,
@@ -51,7 +57,7 @@ class RssFeeds:
         )
         if response.not_modified:
             return PollResult([], cursor, not_modified=True, details={"status": 304})
-        feed = parse_feed(
+        feed = await self.parser.parse(
             response.body, url=url, kind=str(target.params.get("kind", "feed")), watch=target.watch, now=self.clock()
         )
         fresh, new_cursor = select_new(feed.mentions, cursor, newest=feed.newest)
@@ -73,8 +79,23 @@ class RssFeeds:
             newest=feed.newest,
             rejected=feed.rejected,
             repaired=feed.repaired,
-            details={"status": response.status, "bytes": len(response.body), "feed_entries": len(feed.mentions)},
+            details={"status": response.status, "bytes": len(response.body), "feed_entries": feed.entries},
         )
+
+
+class RssIngestService(IngestService):
+    """The ingest service, plus the parser processes it must stop when it stops."""
+
+    def __init__(self, *args: Any, parser: FeedParserPool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.parser = parser
+
+    async def stop(self) -> None:
+        """Stop polling and disconnect, then stop the parser processes."""
+        try:
+            await super().stop()
+        finally:
+            self.parser.shutdown()
 
 
 def _recheck_or_none(config: VeilleConfig) -> tuple[Recheck | None, Callable[[str], list[str]] | None]:
@@ -98,8 +119,15 @@ def create_app(
     http_client: httpx.AsyncClient | None = None,
     clock: Clock | None = None,
     metrics: ServiceMetrics | None = None,
+    parse_workers: int = PARSE_WORKERS,
+    parse_budget: float = PARSE_BUDGET,
+    max_entries: int = MAX_ENTRIES,
 ) -> IngestService:
-    """Build the RSS ingestor from settings (and optional parts a test provides)."""
+    """Build the RSS ingestor from settings (and optional parts a test provides).
+
+    Feeds are parsed in ``parse_workers`` processes, each document within ``parse_budget``
+    seconds, and at most ``max_entries`` entries (the newest) are read from one document.
+    """
     config = config or load_config(settings.config)
     rss = config.sources.rss
     metrics = metrics or ServiceMetrics(NAME)
@@ -115,9 +143,21 @@ def create_app(
     )
     recheck, terms_of = _recheck_or_none(config)
     targets = feed_targets(rss, config, terms_of) if rss.enabled else []
+    restarts = Counter(
+        f"{PREFIX}_ingest_parser_restarts_total",
+        "Feed parser processes killed and replaced, by reason (over_budget, crashed, cancelled).",
+        ["source", "reason"],
+        registry=metrics.registry,
+    )
+    parser = FeedParserPool(
+        workers=parse_workers,
+        budget=parse_budget,
+        max_entries=max_entries,
+        on_restart=lambda reason: restarts.labels(SOURCE, reason).inc(),
+    )
     service_clock = clock
-    source = RssFeeds(rss, targets, fetcher, clock=service_clock or _now)
-    return IngestService(
+    source = RssFeeds(rss, targets, fetcher, clock=service_clock or _now, parser=parser)
+    return RssIngestService(
         NAME,
         settings,
         source,
@@ -129,6 +169,7 @@ def create_app(
         owns_http_client=owns_client,
         failing_after=rss.failing_after,
         jitter=rss.jitter,
+        parser=parser,
     )
 
 

@@ -2,6 +2,9 @@
 
 Nothing here does I/O: :func:`parse_feed` takes the bytes of a response and returns candidate
 mentions with the problems found, and :func:`select_new` compares them with the cursor.
+:func:`parse_feed` is CPU-bound (feedparser is slow on some documents, quadratic in the
+attributes of one element), so the service runs it in a worker process
+(:mod:`services.ingest_rss.parsing`), never on the event loop.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ import calendar
 import io
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
+from xml.parsers import expat
 
 import feedparser
 
@@ -27,7 +32,9 @@ from veille.ingest.xmlsafe import check_xml
 from veille.models import MentionIngested, mention_id_for
 
 __all__ = [
+    "MAX_ENTRIES",
     "ParsedFeed",
+    "check_complexity",
     "feed_targets",
     "google_news_query",
     "google_news_url",
@@ -37,8 +44,15 @@ __all__ = [
 ]
 
 SOURCE = "rss"
+MAX_ENTRIES = 1000
+"""Entries read from one document; the newest are kept, the rest counted as ``too_many_entries``."""
 SEEN_MIN = 500
 SEEN_MAX = 5000
+"""Ids a cursor remembers, beyond the current document's (which it always holds: at most MAX_ENTRIES)."""
+MAX_ATTRIBUTES = 500
+"""Attributes on one element; real feeds have a handful (namespace declarations included)."""
+MAX_DEPTH = 1000
+"""Element nesting; real feeds, inline XHTML included, stay in the tens."""
 MAX_TEXT = 100_000
 _LANG = re.compile(r"^([A-Za-z]{2})(?:[-_].*)?$")
 
@@ -115,6 +129,8 @@ class ParsedFeed:
     title: str | None = None
     newest: datetime | None = None
     problems: list[str] = field(default_factory=list)
+    entries: int = 0
+    """Entries in the document, before the cap."""
 
 
 def _lang(value: Any) -> str | None:
@@ -135,6 +151,53 @@ def _when(entry: Any) -> tuple[datetime | None, str | None]:
     return None, "no_date"
 
 
+def check_complexity(body: bytes, *, max_attributes: int = MAX_ATTRIBUTES, max_depth: int = MAX_DEPTH) -> None:
+    """Raise :class:`FetchError` (``unsafe_xml``) for an element with absurdly many attributes or depth.
+
+    A cheap streaming pass (expat, linear) before feedparser, which is quadratic in the attributes
+    of one element. Not well-formed documents are checked up to their first error only: the
+    parse's time budget is the real bound.
+    """
+    depth = 0
+
+    def start(name: str, attributes: dict[str, str]) -> None:
+        nonlocal depth
+        depth += 1
+        if len(attributes) > max_attributes:
+            raise FetchError(
+                "unsafe_xml",
+                f"element <{name[:40]}> has {len(attributes)} attributes (limit {max_attributes}); refused",
+                retryable=False,
+            )
+        if depth > max_depth:
+            raise FetchError("unsafe_xml", f"elements nested more than {max_depth} deep; refused", retryable=False)
+
+    def end(name: str) -> None:
+        nonlocal depth
+        depth -= 1
+
+    parser = expat.ParserCreate()
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    try:
+        parser.Parse(body, True)
+    except expat.ExpatError:
+        return
+
+
+def _capped(entries: list[Any], max_entries: int | None) -> Iterator[Any]:
+    """The newest ``max_entries`` entries (undated ones ranked after dated ones), in document order."""
+    if max_entries is None or len(entries) <= max_entries:
+        yield from entries
+        return
+    oldest = datetime.min.replace(tzinfo=UTC)
+    ranked = sorted(range(len(entries)), key=lambda i: (_when(entries[i])[0] or oldest, -i), reverse=True)
+    keep = set(ranked[:max_entries])
+    for index, entry in enumerate(entries):
+        if index in keep:
+            yield entry
+
+
 def parse_feed(
     body: bytes,
     *,
@@ -142,14 +205,18 @@ def parse_feed(
     kind: str = "feed",
     watch: str | None = None,
     now: datetime | None = None,
+    max_entries: int | None = MAX_ENTRIES,
 ) -> ParsedFeed:
     """Parse a feed document safely and map its entries to mentions.
 
-    Raises :class:`FetchError` for a body that is unsafe (entity declarations), not XML, or not a
-    feed. Entries without a usable link are rejected (``no_link``); entries without a readable
-    date are published without one (``no_date`` / ``bad_date``).
+    Raises :class:`FetchError` for a body that is unsafe (entity declarations, absurd attribute
+    counts or depth), not XML, or not a feed. Entries without a usable link are rejected
+    (``no_link``); entries without a readable date are published without one (``no_date`` /
+    ``bad_date``). Only the newest ``max_entries`` entries are read; the others are counted as
+    rejected (``too_many_entries``).
     """
     check_xml(body)
+    check_complexity(body)
     parsed = feedparser.parse(io.BytesIO(body), response_headers={"content-location": url}, sanitize_html=False)
     if not parsed.get("version") and not parsed.entries:
         error = parsed.get("bozo_exception")
@@ -164,7 +231,11 @@ def parse_feed(
     feed_lang = _lang(feed_info.get("language"))
     source = {"google_news": "google_news", "google_alerts": "google_alerts"}.get(kind, SOURCE)
     current = now or datetime.now(UTC)
-    for entry in parsed.entries:
+    entries = list(parsed.entries)
+    result.entries = len(entries)
+    if max_entries is not None and len(entries) > max_entries:
+        result.rejected["too_many_entries"] += len(entries) - max_entries
+    for entry in _capped(entries, max_entries):
         mention, reason, repairs = _entry_mention(entry, source, kind, watch, feed_lang, current)
         result.repaired.update(repairs)
         if mention is None:
@@ -243,7 +314,11 @@ def _entry_mention(
 def select_new(
     mentions: list[MentionIngested], cursor: Cursor, *, newest: datetime | None
 ) -> tuple[list[MentionIngested], Cursor]:
-    """The mentions not seen before, and the cursor remembering them (bounded, most recent first)."""
+    """The mentions not seen before, and the cursor remembering them (bounded, most recent first).
+
+    The cursor always remembers every id of the current document (at most ``MAX_ENTRIES`` of
+    them, see :func:`parse_feed`), so a document bigger than ``SEEN_MAX`` is not republished.
+    """
     seen_before: list[str] = [s for s in cursor.get("seen", []) if isinstance(s, str)]
     known = set(seen_before)
     fresh: list[MentionIngested] = []
@@ -254,7 +329,7 @@ def select_new(
         current_ids.append(mention.id)
         if mention.id not in known:
             fresh.append(mention)
-    limit = min(SEEN_MAX, max(SEEN_MIN, 3 * len(current_ids)))
+    limit = max(len(current_ids), min(SEEN_MAX, max(SEEN_MIN, 3 * len(current_ids))))
     seen = current_ids + [s for s in seen_before if s not in set(current_ids)]
     new_cursor = dict(cursor)
     new_cursor["seen"] = seen[:limit]
