@@ -55,8 +55,18 @@ def add_jetstream_check(app: ServiceApp) -> None:
 
 
 async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event) -> None:
-    """Run ``app`` with its health server until ``stop`` is set."""
+    """Run ``app`` with its health server until ``stop`` is set.
+
+    ``/healthz`` answers as soon as the server listens; ``/readyz`` says 503 ("starting") until
+    ``app.start()`` has returned: broker connected, topology declared, subscribers started.
+    """
     add_jetstream_check(app)
+    started = False
+
+    def starting() -> str | None:
+        return None if started else "still starting (connecting to NATS, declaring streams, starting subscribers)"
+
+    app.health.add("starting", starting)
     server = HealthServer(app.name, app.metrics, app.health)
     port = await server.start(settings.http_host, settings.http_port)
     log.info(
@@ -66,6 +76,7 @@ async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event)
     try:
         await app.start()
         log.info(f"{app.name}.started", nats=settings.nats_url)
+        started = True
         await stop.wait()
     finally:
         log.info(f"{app.name}.stopping")
