@@ -16,7 +16,8 @@ overhead, not the work, bounds the rate (the classifier).
 
 Sizes. A dead letter embeds the original payload (base64) only up to :data:`MAX_KEPT_PAYLOAD` bytes;
 past that it keeps the first bytes and says in its reason how big the original was, its SHA-256, and
-the stream and sequence it still sits at. Without that cap a payload over ~750 kB could not be
+the stream and sequence it still sits at (also as fields: ``truncated``, ``origin_stream``,
+``origin_seq``), from where ``veille dlq replay`` fetches it. Without that cap a payload over ~750 kB could not be
 dead-lettered at all (the letter itself would be too big), and would be redelivered until
 ``max_deliver`` and then stranded. ``max_bytes`` (1 MiB) equals NATS's default ``max_payload``, so
 with ``veille up``'s embedded server an oversized message is refused at publish time and never
@@ -62,8 +63,14 @@ __all__ = [
     "publish_model",
 ]
 
-MAX_KEPT_PAYLOAD = 256 * 1024
-"""Most bytes of the original payload a dead letter embeds (the rest stays in the source stream)."""
+MAX_KEPT_PAYLOAD = 640 * 1024
+"""Most bytes of the original payload a dead letter embeds (the rest stays in the source stream).
+
+640 KiB is 853 KiB in base64: with :data:`MAX_KEPT_HEADERS` and the 2,000-character reason the
+letter stays under NATS's default 1 MiB ``max_payload``, and a notification of 100 alerts (which
+quote short excerpts, see :mod:`veille.models`) is kept whole, so it can be replayed."""
+MAX_KEPT_HEADERS = 16 * 1024
+"""Most bytes of the original's headers a dead letter keeps (``Nats-Msg-Id`` first, then in order)."""
 
 log = structlog.get_logger("veille.messaging")
 
@@ -198,7 +205,7 @@ class DeadLetterSink:
             reason=reason,
             error_kind=kind,
             payload=base64.b64encode(kept).decode(),
-            headers={k: v for k, v in (headers or {}).items() if isinstance(v, str)},
+            headers=_kept_headers(headers),
             attempts=attempts,
             receiver=receiver,
         )
@@ -219,6 +226,22 @@ class DeadLetterSink:
             msg_id=msg_id,
             attempts=attempts,
         )
+
+
+def _kept_headers(headers: dict[str, str] | None) -> dict[str, str]:
+    """The original's string headers, ``Nats-Msg-Id`` first, up to :data:`MAX_KEPT_HEADERS` bytes."""
+    items = sorted(
+        ((k, v) for k, v in (headers or {}).items() if isinstance(k, str) and isinstance(v, str)),
+        key=lambda kv: kv[0] != "Nats-Msg-Id",
+    )
+    kept: dict[str, str] = {}
+    size = 0
+    for key, value in items:
+        size += len(key.encode()) + len(value.encode()) + 4
+        if size > MAX_KEPT_HEADERS:
+            break
+        kept[key] = value
+    return kept
 
 
 def _classify_error(exc: BaseException) -> tuple[str, str] | None:

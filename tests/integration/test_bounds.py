@@ -113,10 +113,10 @@ async def _dead_letter_big_payloads(
 async def test_a_truncated_dead_letter_replays_its_full_original_or_refuses_and_stays(
     nats_server: NatsServerProcess, js: JetStreamContext
 ) -> None:
-    """A dead letter that kept only 256 KiB replays the full original from its stream; once that is gone, it refuses."""
-    # 600 KB, under the services' 1 MiB limit and NATS's 1 MB max_payload, over what a letter embeds;
+    """A letter that kept part of its payload replays the whole original from its stream, or refuses once it is gone."""
+    # 800 KB, under the services' 1 MiB limit and NATS's 1 MB max_payload, over what a letter embeds;
     # missing its "source", so it is dead-lettered invalid_schema.
-    payloads = [json.dumps({"id": f"big-{i}", "text": f"{i}" * 600_000}).encode() for i in range(2)]
+    payloads = [json.dumps({"id": f"big-{i}", "text": f"{i}" * 800_000}).encode() for i in range(2)]
     await _dead_letter_big_payloads(nats_server, js, payloads)
     entries = sorted(await list_dead_letters(js, service="probe"), key=lambda e: e.letter.headers["Nats-Msg-Id"])
     assert len(entries) == 2
