@@ -7,8 +7,9 @@ listing every mistake with its file, line and dotted field path, which is what
 
 The loader refuses hostile files promptly, each with a :class:`ConfigError` naming the file and
 line (see ``MAX_CONFIG_BYTES`` and its neighbours for the bounds and why they were chosen): a file
-larger than 1 MiB, nesting deeper than 64 levels, an alias that refers to itself, aliases that
-expand to more than 100,000 nodes ("billion laughs"), and ``${VAR}`` substitutions that are too long.
+larger than 1 MiB or holding more than 200,000 values, nesting deeper than 64 levels, an alias that
+refers to itself, aliases that expand to more than 100,000 values ("billion laughs"), and
+``${VAR}`` substitutions that are too long.
 """
 
 from __future__ import annotations
@@ -542,6 +543,9 @@ class ConfigError(Exception):
 # (query, languages, sources, labels each), 1,000 feeds, 20 receivers and 41 routes is 463 KB and
 # checks in about 3 s. 1 MiB is twice that, and keeps the worst case to seconds, not minutes.
 MAX_CONFIG_BYTES = 1024 * 1024
+# Values (mappings, lists, keys, scalars): that config has 32,725; a 1 MiB list of one-digit
+# numbers would have 524,000 and take 25 s and 500 MB. 200,000 is six times the former.
+MAX_NODES = 200_000
 # Nesting: the deepest real path (route.routes[i].routes[j]..., receivers[i].email[j].to[k]) is
 # about a dozen levels; 64 leaves room for route trees 30 levels deep and stays far from
 # Python's recursion limit.
@@ -604,6 +608,8 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth += 1
         if self._depth > MAX_DEPTH:
             raise _Refused(f"the data is nested deeper than {MAX_DEPTH} levels", mark)
+        if len(self._measure) >= MAX_NODES:
+            raise _Refused(f"the file holds more than {MAX_NODES:,} values (keys, items, scalars)", mark)
         node = super().compose_node(parent, index)
         if node is None:  # pragma: no cover - the composer always returns a node here
             raise _Refused("the data could not be composed", mark)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from veille.config import MAX_ALIAS_NODES, MAX_CONFIG_BYTES, MAX_DEPTH, ConfigError, load_config
+from veille.config import MAX_ALIAS_NODES, MAX_CONFIG_BYTES, MAX_DEPTH, MAX_NODES, ConfigError, load_config
 
 VEILLE = Path(sys.executable).parent / "veille"
 
@@ -70,6 +70,7 @@ CASES = {
         f"nested deeper than {MAX_DEPTH} levels",
     ),
     "alias-chain-depth": (_alias_chain(200), 3, f"this alias nests the data deeper than {MAX_DEPTH} levels"),
+    "many-values": ("x: [" + "1," * 300_000 + "1]\n", 1, f"the file holds more than {MAX_NODES:,} values"),
 }
 
 
@@ -94,7 +95,7 @@ def _assert_refused(result: subprocess.CompletedProcess[str], where: str, words:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_service_loader_refuses_hostile_yaml(tmp_path: Path, case: str) -> None:
-    """load_config, which every service calls, refuses alias bombs, alias loops and deep nesting at their line."""
+    """load_config, which every service calls, refuses alias bombs and loops, deep nesting, too many values."""
     text, line, words = CASES[case]
     path = _write(tmp_path, case, text)
     with pytest.raises(ConfigError) as info:
