@@ -78,7 +78,7 @@ class WebhookSink:
         body = await request.read()
         try:
             payload: Any = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             payload = body.decode("utf-8", "replace")
         record = {
             "received_at": datetime.now(UTC).isoformat(),

@@ -75,6 +75,16 @@ MAX_KEPT_HEADERS = 16 * 1024
 log = structlog.get_logger("veille.messaging")
 
 
+def dead_letter_retry_delay(attempts: int) -> float:
+    """How long a message waits for another try when its dead letter could not be stored.
+
+    The dead-letter stream refuses new letters when it is full (``bus.DEADLETTER``, /readyz says 503):
+    5 s, doubling up to 5 minutes, so the consumer's ``max_deliver`` (10) spans about 20 minutes for
+    ops to make room before JetStream stops redelivering the message (it stays in its stream).
+    """
+    return min(5.0 * 2.0 ** max(attempts - 1, 0), 300.0)
+
+
 class _Broker(NatsBroker):
     """A NatsBroker whose pull subscribers take their reply inboxes under the connection's inbox prefix.
 
@@ -264,6 +274,8 @@ def _bad_payload_kind(body: bytes) -> tuple[str, str] | None:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         return "invalid_json", f"payload is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    except RecursionError:
+        return "invalid_json", "payload is JSON nested too deeply to read"
     if not isinstance(value, dict):
         return "invalid_schema", f"payload is a JSON {type(value).__name__}, not an object"
     return None
@@ -336,7 +348,7 @@ def dead_letter_middleware(
                     )
                 except Exception as exc:
                     log.error(f"{service}.dead_letter_failed", error=str(exc))
-                    await raw.nak(delay=5.0)
+                    await raw.nak(delay=dead_letter_retry_delay(attempts))
                     return None
                 await raw.ack()
                 outcomes.labels(service, stream, "dead_lettered").inc()
@@ -609,7 +621,7 @@ class BatchConsumer(Generic[M]):
                 )
             except Exception as exc:
                 log.error(f"{self.service}.dead_letter_failed", error=str(exc))
-                await msg.nak(delay=5.0)
+                await msg.nak(delay=dead_letter_retry_delay(attempts))
                 return
         await msg.ack()
         self._outcomes.labels(self.service, self.consumer.stream, "dead_lettered").inc()

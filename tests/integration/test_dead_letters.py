@@ -23,7 +23,7 @@ from veille.settings import ServiceSettings
 async def test_poison_messages_are_dead_lettered_and_valid_ones_processed(
     nats_server: NatsServerProcess, js: JetStreamContext
 ) -> None:
-    """Not-JSON, wrong-schema, non-UTF-8 and oversized payloads each become a dead letter with the reason."""
+    """Not-JSON, too deeply nested, wrong-schema, non-UTF-8 and oversized payloads each become a dead letter."""
     metrics = ServiceMetrics("probe")
     sink = DeadLetterSink("probe", metrics)
     middleware = dead_letter_middleware("probe", bus.MENTIONS.name, metrics, sink, max_bytes=64 * 1024)
@@ -53,8 +53,10 @@ async def test_poison_messages_are_dead_lettered_and_valid_ones_processed(
         await js.publish("veille.mentions.ingested.rss", b"[1, 2, 3]", headers={"Nats-Msg-Id": "bad-4"})
         huge = json.dumps({"id": "big", "source": "rss", "text": "x" * 200_000}).encode()
         await js.publish("veille.mentions.ingested.rss", huge, headers={"Nats-Msg-Id": "bad-5"})
+        nested = b"[" * 30_000  # 30 kB of nesting: Python's json gives up with RecursionError
+        await js.publish("veille.mentions.ingested.rss", nested, headers={"Nats-Msg-Id": "bad-6"})
         await js.publish("veille.mentions.ingested.rss", good, headers={"Nats-Msg-Id": "rss:1"})
-        letters = await dead_letters(js, 5)
+        letters = await dead_letters(js, 6)
         # The valid message comes last: the dead letters can all be in before it is handled.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(handled.wait(), 15)
@@ -68,12 +70,14 @@ async def test_poison_messages_are_dead_lettered_and_valid_ones_processed(
         "bad-3": "invalid_utf8",
         "bad-4": "invalid_schema",
         "bad-5": "too_large",
+        "bad-6": "invalid_json",
     }
     by_id = {letter.headers["Nats-Msg-Id"]: letter for letter in letters}
     assert base64.b64decode(by_id["bad-1"].payload) == b"this is not json"
     assert "id" in by_id["bad-2"].reason and "not a valid message" in by_id["bad-2"].reason
     assert seen == ["rss:1"]
-    assert metrics.dead_letters.labels("probe", "invalid_json")._value.get() == 1
+    assert "nested too deeply" in by_id["bad-6"].reason
+    assert metrics.dead_letters.labels("probe", "invalid_json")._value.get() == 2
     info = await js.consumer_info(bus.MENTIONS.name, "probe")
     assert info.num_pending == 0 and info.num_ack_pending == 0
 

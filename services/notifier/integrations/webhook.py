@@ -36,7 +36,7 @@ def render_webhook_body(config: WebhookReceiver, notification: Notification) -> 
     )
     try:
         json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text.encode(), "text/plain; charset=utf-8"
     return text.encode(), "application/json"
 

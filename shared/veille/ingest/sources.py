@@ -198,7 +198,7 @@ def load_json(body: bytes) -> tuple[Any, bool]:
     text, repaired = decode_utf8(body)
     try:
         return json.loads(text), repaired
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         preview = text[:60].replace("\n", " ")
         raise FetchError("invalid_json", f"body is not JSON ({exc}); starts with {preview!r}", retryable=False) from exc
 
