@@ -6,8 +6,10 @@ streams and buckets idempotently, so any service, ``veille up`` or a test can ca
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
+import structlog
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -18,7 +20,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 __all__ = [
     "ALERTS",
@@ -52,9 +54,17 @@ DAY = 86_400.0
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 # Every stream has a size budget (5.1 GiB in all, reserved by nats-server against its
-# max_file_store, see deploy/nats/nats.conf): a full stream refuses new messages ("maximum bytes
-# exceeded", publishers retry, sources are polled again) instead of the disk filling up, which
+# max_file_store, see deploy/nats/nats.conf), so JetStream never fills the disk: a disk that fills
 # leaves a nats-server stream unwritable until the server restarts (docs/operations.md#disk-full).
+# The streams the pipeline flows through (mentions, classified, alerts) drop their oldest messages
+# when full, long read by then (VeilleConsumerLagGrowing fires well before a backlog nears a
+# budget): a busy month must never stop ingestion. The dead-letter and replay streams refuse new
+# messages when full instead (nothing there is ever dropped unseen; /readyz says 503, ops purge).
+# A server with less room than the budgets (a laptop's small disk) gets budgets halved until they
+# fit (``ensure_topology``), and a budget ops lowered by hand is kept.
+MIN_BUDGET = 8 * MiB
+
+log = structlog.get_logger("veille.bus")
 
 
 def safe_token(value: str) -> str:
@@ -103,8 +113,8 @@ class Stream:
     duplicate_window: float = 3600.0
     description: str = ""
     max_bytes: int = -1
-    """Size budget on disk; with ``discard`` NEW a full stream refuses new messages with a clear error."""
-    discard: DiscardPolicy = DiscardPolicy.NEW
+    """Size budget on disk: a full stream drops its oldest messages (``discard`` OLD) or refuses new ones (NEW)."""
+    discard: DiscardPolicy = DiscardPolicy.OLD
 
     def config(self, replicas: int = 1) -> StreamConfig:
         """Return the nats-py stream configuration."""
@@ -195,6 +205,7 @@ DEADLETTER = Stream(
     max_age=30 * DAY,
     description="Messages and notifications that could not be processed, with their reason.",
     max_bytes=512 * MiB,
+    discard=DiscardPolicy.NEW,
 )
 NOTIFY_REPLAY = Stream(
     "VEILLE_NOTIFY_REPLAY",
@@ -202,6 +213,7 @@ NOTIFY_REPLAY = Stream(
     max_age=7 * DAY,
     description="Dead-lettered notifications sent back to the notifier by `veille dlq replay`.",
     max_bytes=128 * MiB,
+    discard=DiscardPolicy.NEW,
 )
 STREAMS: tuple[Stream, ...] = (MENTIONS, CLASSIFIED, ALERTS, DEADLETTER, NOTIFY_REPLAY)
 
@@ -221,8 +233,57 @@ BUCKETS: tuple[Bucket, ...] = (CURSORS, DETECTOR, NOTIFY_LOG, SILENCES, NOTIFY_G
 
 
 def _differs(current: object, wanted: object) -> bool:
-    """Whether a field we set (not None in ``wanted``) has another value in ``current``."""
-    return any(value is not None and getattr(current, name, None) != value for name, value in vars(wanted).items())
+    """Whether a field we set (not None in ``wanted``) has another value in ``current``.
+
+    A stream's ``max_bytes`` matches when it is a budget no larger than the one wanted: one that
+    ``ensure_topology`` had to reduce to fit the server, or that ops lowered by hand.
+    """
+    for name, value in vars(wanted).items():
+        if value is None:
+            continue
+        have = getattr(current, name, None)
+        if name == "max_bytes" and isinstance(value, int) and isinstance(have, int) and 0 < have <= value:
+            continue
+        if have != value:
+            return True
+    return False
+
+
+def _no_room(exc: APIError) -> bool:
+    """Whether JetStream refused a stream because its budget exceeds the storage the server has left."""
+    return exc.err_code == 10047  # "insufficient storage resources available"
+
+
+async def _ensure_streams(js: JetStreamContext, replicas: int) -> None:
+    """Create or update every stream; budgets the server has no room for are all halved until they fit."""
+    scale = 1
+    while True:
+        try:
+            for stream in STREAMS:
+                config = stream.config(replicas)
+                if scale > 1 and (config.max_bytes or -1) > 0:
+                    config = dataclasses.replace(config, max_bytes=max(MIN_BUDGET, (config.max_bytes or 0) // scale))
+                try:
+                    info = await js.stream_info(stream.name)
+                except NotFoundError:
+                    try:
+                        await js.add_stream(config)
+                    except BadRequestError:  # another replica created it meanwhile
+                        await js.update_stream(config)
+                else:
+                    if _differs(info.config, config):
+                        await js.update_stream(config)
+            return
+        except APIError as exc:
+            if not _no_room(exc) or all(s.max_bytes <= 0 or s.max_bytes // scale <= MIN_BUDGET for s in STREAMS):
+                raise
+            scale *= 2
+            log.warning(
+                "bus.stream_budgets_reduced",
+                divided_by=scale,
+                reason="the server has less storage left than the streams' budgets",
+                budgets={s.name: max(MIN_BUDGET, s.max_bytes // scale) for s in STREAMS if s.max_bytes > 0},
+            )
 
 
 async def ensure_topology(js: JetStreamContext, *, replicas: int = 1) -> None:
@@ -231,18 +292,7 @@ async def ensure_topology(js: JetStreamContext, *, replicas: int = 1) -> None:
     It only reads what already matches, so a service whose NATS user may not change the topology
     (``veille.natsauth``) passes once ``veille topology`` (or any admin connection) created it.
     """
-    for stream in STREAMS:
-        config = stream.config(replicas)
-        try:
-            info = await js.stream_info(stream.name)
-        except NotFoundError:
-            try:
-                await js.add_stream(config)
-            except BadRequestError:  # another replica created it meanwhile
-                await js.update_stream(config)
-        else:
-            if _differs(info.config, config):
-                await js.update_stream(config)
+    await _ensure_streams(js, replicas)
     for consumer in CONSUMERS:
         wanted = consumer.config()
         try:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from nats.js.api import DiscardPolicy
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from veille.metrics import ServiceMetrics
@@ -170,7 +171,7 @@ class JetStreamCheck:
             except Exception as exc:
                 return f"JetStream unavailable (stream {name}): {type(exc).__name__}: {exc}"
             limit, used = info.config.max_bytes or -1, info.state.bytes
-            if _full(used, limit):
+            if info.config.discard == DiscardPolicy.NEW and _full(used, limit):  # OLD ones make room
                 full.append(f"{name} ({used} of {limit} bytes)")
         if full:
             return "JetStream stream full, new messages are refused: " + ", ".join(sorted(full))
