@@ -36,7 +36,7 @@ from veille.httpclient import make_http_client
 from veille.messaging import DeadLetterSink, dead_letter_middleware, make_broker
 from veille.metrics import ServiceMetrics
 from veille.models import AlertRaised, utcnow
-from veille.settings import ServiceSettings
+from veille.settings import ServiceSettings, read_secret_file
 
 __all__ = ["NotifierApp", "NotifierSettings", "build_integrations", "create_app", "main"]
 
@@ -58,7 +58,7 @@ def _read_secret(value: str | None, path: Path | None) -> str | None:
     if value is not None:
         return value
     if path is not None:
-        return path.read_text(encoding="utf-8").strip()
+        return read_secret_file(path)
     return None
 
 

@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from veille.durations import Duration
+from veille.settings import read_secret_file
 
 __all__ = [
     "BlueskySource",
@@ -126,8 +127,8 @@ def _secret(value: str | None, path: Path | None) -> str | None:
         return value
     if path is not None:
         try:
-            return path.read_text(encoding="utf-8").strip() or None
-        except OSError:
+            return read_secret_file(path) or None
+        except (OSError, ValueError):
             return None
     return None
 

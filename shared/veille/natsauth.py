@@ -94,7 +94,12 @@ async def connect_cli(nats_url: str | None) -> NatsClient:
     """
     import click
 
-    settings = ServiceSettings(nats_url=nats_url) if nats_url else ServiceSettings()
+    from veille.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(nats_url=nats_url) if nats_url else load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         return await connect(settings)
     except NatsConnectError as exc:

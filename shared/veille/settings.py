@@ -7,13 +7,43 @@ Every setting can also be given as ``VEILLE_<NAME>_FILE`` pointing to a file hol
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ServiceSettings", "nats_inbox_prefix"]
+__all__ = [
+    "MAX_SECRET_BYTES",
+    "ServiceSettings",
+    "SettingsError",
+    "load_settings",
+    "nats_inbox_prefix",
+    "read_secret_file",
+]
+
+
+MAX_SECRET_BYTES = 64 * 1024
+"""Largest secret file read: passwords, tokens and keys are far smaller."""
+
+
+def read_secret_file(path: Path) -> str:
+    """The stripped text of a secret file (``VEILLE_*_FILE``, ``*_file`` in the configuration).
+
+    Raises ``ValueError`` in words for anything but a regular file of at most 64 KiB: a device
+    (``/dev/zero``), a pipe or a wrong path must not hang or fill memory.
+    """
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise ValueError(f"{path} is not a regular file; a secret file holds only the secret")
+    with path.open("rb") as handle:
+        data = handle.read(MAX_SECRET_BYTES + 1)
+    if len(data) > MAX_SECRET_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_SECRET_BYTES // 1024} KiB; a secret file holds only the secret")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
 
 
 class ServiceSettings(BaseSettings):
@@ -43,7 +73,11 @@ class ServiceSettings(BaseSettings):
         for name in cls.model_fields:
             key = f"VEILLE_{name.upper()}_FILE"
             if name not in data and key in os.environ:
-                data[name] = Path(os.environ[key]).read_text(encoding="utf-8").strip()
+                try:
+                    data[name] = read_secret_file(Path(os.environ[key]))
+                except (OSError, ValueError) as exc:
+                    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                    raise ValueError(f"{key}={os.environ[key]}: {reason}") from None
         return data
 
     def nats_servers(self) -> list[str]:
@@ -80,3 +114,22 @@ def nats_inbox_prefix(user: str) -> str:
     """The reply-subject prefix of NATS ``user``: ``_INBOX_<user>`` with unsafe characters as ``_``."""
     token = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_") else "_" for ch in user)
     return f"_INBOX_{token}"
+
+
+class SettingsError(ValueError):
+    """The ``VEILLE_*`` environment has mistakes; the message names each variable, in words."""
+
+
+def load_settings(**overrides: Any) -> ServiceSettings:
+    """The deployment settings from the environment (and ``overrides``), or :class:`SettingsError` in words."""
+    try:
+        return ServiceSettings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"  VEILLE_{field.upper()}: {message}" if field else f"  {message}")
+        raise SettingsError(
+            "the deployment settings (VEILLE_* environment variables) have mistakes:\n" + "\n".join(lines)
+        ) from None

@@ -37,10 +37,14 @@ def run(service: str, config_path: Path | None) -> None:
     from services import SERVICES
     from veille.logging import configure_logging
     from veille.service import run_service
-    from veille.settings import ServiceSettings
+    from veille.settings import SettingsError, load_settings
 
     overrides = {"config": config_path} if config_path else {}
-    settings = ServiceSettings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        click.echo(f"veille {service}: {exc}", err=True)
+        sys.exit(2)
     configure_logging(service, level=settings.log_level, fmt=settings.log_format)
     try:
         config = load_config(settings.config)

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from veille.config import ConfigError, VeilleConfig, load_config
+from veille.settings import read_secret_file
 
 __all__ = ["up"]
 
@@ -31,7 +32,7 @@ def _webhook_secret(data_dir: Path) -> str:
         return os.environ["VEILLE_WEBHOOK_SECRET"]
     path = data_dir / "webhook-secret"
     if path.exists():
-        return path.read_text().strip()
+        return read_secret_file(path)
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     data_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(secret + "\n")
@@ -145,9 +146,12 @@ async def _up(
         loop.add_signal_handler(sig, stop.set)
 
     from veille.natsauth import NatsConnectError, connect
-    from veille.settings import ServiceSettings
+    from veille.settings import ServiceSettings, SettingsError, load_settings
 
-    settings = ServiceSettings(nats_url=nats_url) if nats_url else ServiceSettings()
+    try:
+        settings = load_settings(nats_url=nats_url) if nats_url else load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     server: NatsServerProcess | None = None
     monitor_port: int | None = None
