@@ -38,6 +38,7 @@ from services.ingest_mastodon.app import create_app as create_mastodon
 from services.ingest_reddit.app import create_app as create_reddit
 from services.ingest_x.app import create_app as create_x
 from tests.helpers.deadletters import dead_letters
+from veille.cli.dlq_cmd import list_dead_letters, replay_dead_letters
 from veille.ingest.backoff import Backoff
 from veille.ingest.runner import IngestService
 from veille.models import DeadLettered
@@ -103,7 +104,7 @@ def json_handler(bodies: Callable[[web.Request], Any]) -> Any:
 async def test_hacker_news_a_hit_with_a_numeric_title(
     make_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess, js: JetStreamContext
 ) -> None:
-    """A hit whose title is 5 is dead-lettered; the other hits are published; the next poll skips it."""
+    """A hit whose title is 5 is dead-lettered; the other hits are published; the next poll skips it; no replay."""
     page = json.loads(payload("hn_page0.json"))
     bad = {**page["hits"][0], "title": 5, "objectID": "44257999", "created_at_i": 1749719999}
     page["hits"].insert(0, bad)
@@ -122,6 +123,13 @@ async def test_hacker_news_a_hit_with_a_numeric_title(
     [again] = await app.poll_all()
     assert http_server.requests_to("/api/v1/search_by_date")[-1].query["numericFilters"] == "created_at_i>=1749719999"
     assert again.outcome == "ok" and again.published == 0 and dead_lettered(app) == 1
+    assert len(await read_mentions(nats_server.url)) == 2
+
+    # `veille dlq replay` refuses it (it is a raw item, not a mention) and keeps it.
+    entries = await list_dead_letters(js, kind="malformed_item")
+    [outcome] = await replay_dead_letters(js, entries)
+    assert not outcome.replayed and "cannot be replayed" in outcome.detail
+    assert [e.seq for e in await list_dead_letters(js, kind="malformed_item")] == [entries[0].seq]
     assert len(await read_mentions(nats_server.url)) == 2
 
 

@@ -11,6 +11,9 @@ A letter whose original was too big to embed keeps only its first bytes (``trunc
 the original sits (stream and sequence): ``replay`` publishes the full original from there (checked
 by its SHA-256), or, when it is gone, refuses that entry with the reason, keeps it and exits with
 status 1. It never publishes a cut payload, and never deletes what it could not replay.
+
+A ``malformed_item`` letter keeps the raw item a source served (not a mention): it is refused too,
+and kept for the report to the developers; once the mapping is fixed, the source serves it again.
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ class DeadLetterEntry:
 
     seq: int
     letter: Any  # veille.models.DeadLettered
+
+
+MALFORMED_ITEM = "malformed_item"
+MALFORMED_ITEM_REFUSAL = (
+    "a malformed source item is the raw item the source served, not a mention: it cannot be replayed "
+    "(report it with `veille dlq list --kind malformed_item --json`; the source serves it again once fixed)"
+)
 
 
 async def list_dead_letters(js: Any, *, service: str | None = None, kind: str | None = None) -> list[DeadLetterEntry]:
@@ -127,6 +137,9 @@ async def replay_dead_letters(js: Any, entries: list[DeadLetterEntry], *, keep: 
     done: list[ReplayOutcome] = []
     for entry in entries:
         letter = entry.letter
+        if letter.error_kind == MALFORMED_ITEM:
+            done.append(ReplayOutcome(entry.seq, False, MALFORMED_ITEM_REFUSAL))
+            continue
         payload, detail = await _original_payload(js, entry)
         if payload is None:
             done.append(ReplayOutcome(entry.seq, False, detail))
