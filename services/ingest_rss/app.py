@@ -10,8 +10,8 @@ import httpx
 import structlog
 from prometheus_client import Counter
 
-from services.ingest_rss.logic import MAX_ENTRIES, SOURCE, feed_targets, select_new
-from services.ingest_rss.parsing import PARSE_BUDGET, PARSE_WORKERS, FeedParserPool
+from services.ingest_rss.logic import SOURCE, feed_targets, select_new
+from services.ingest_rss.parsing import FeedParserPool
 from veille.config import RssSource, VeilleConfig, load_config
 from veille.httpclient import make_http_client
 from veille.ingest.cursors import Cursor
@@ -119,14 +119,16 @@ def create_app(
     http_client: httpx.AsyncClient | None = None,
     clock: Clock | None = None,
     metrics: ServiceMetrics | None = None,
-    parse_workers: int = PARSE_WORKERS,
-    parse_budget: float = PARSE_BUDGET,
-    max_entries: int = MAX_ENTRIES,
+    parse_workers: int | None = None,
+    parse_budget: float | None = None,
+    max_entries: int | None = None,
 ) -> IngestService:
     """Build the RSS ingestor from settings (and optional parts a test provides).
 
     Feeds are parsed in ``parse_workers`` processes, each document within ``parse_budget``
-    seconds, and at most ``max_entries`` entries (the newest) are read from one document.
+    seconds, and at most ``max_entries`` entries (the newest) are read from one document; each
+    defaults to the configuration's ``sources.rss`` (``parse_workers``, ``parse_timeout``,
+    ``max_entries``).
     """
     config = config or load_config(settings.config)
     rss = config.sources.rss
@@ -150,9 +152,9 @@ def create_app(
         registry=metrics.registry,
     )
     parser = FeedParserPool(
-        workers=parse_workers,
-        budget=parse_budget,
-        max_entries=max_entries,
+        workers=parse_workers or rss.parse_workers,
+        budget=parse_budget or rss.parse_timeout.total_seconds(),
+        max_entries=max_entries or rss.max_entries,
         on_restart=lambda reason: restarts.labels(SOURCE, reason).inc(),
     )
     service_clock = clock

@@ -100,12 +100,26 @@ class _IngestLimits(_Strict):
     jitter: float = Field(default=0.1, ge=0.0, le=1.0, description="Spread of each interval, as a fraction.")
     max_bytes: int = Field(default=50 * 1024 * 1024, gt=0, description="Largest response read.")
     timeout: Duration = Field(default=timedelta(seconds=20), description="Deadline for a whole response.")
-    failing_after: int = Field(default=3, ge=1, description="Failures in a row that turn /readyz red.")
+    failing_after: int = Field(
+        default=3,
+        ge=1,
+        description="Failures in a row that make a target failing (a metric and an alert); /readyz turns red "
+        "when every target of the source is failing.",
+    )
 
 
 class RssSource(_IngestLimits):
     """The RSS/Atom ingestor: feeds (Google Alerts feeds included), Google News searches, limits."""
 
+    parse_timeout: Duration = Field(
+        default=timedelta(seconds=15),
+        description="Most time parsing one document may take; past it the parser process is replaced "
+        "and the feed counts a parse_timeout error.",
+    )
+    max_entries: int = Field(
+        default=1000, ge=1, le=100_000, description="Entries read from one document (the newest); the rest counted."
+    )
+    parse_workers: int = Field(default=2, ge=1, le=16, description="Parser processes (feeds are parsed off the loop).")
     feeds: list[FeedConfig] = Field(default_factory=list)
     google_news: list[GoogleNewsSearch] = Field(default_factory=list)
     google_news_url: AnyHttpUrl = Field(
