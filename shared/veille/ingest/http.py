@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from veille.httpclient import RedirectRefused
+
 __all__ = [
     "FetchError",
     "Fetcher",
@@ -262,6 +264,8 @@ class Fetcher:
             raise FetchError("timeout", f"timed out ({type(exc).__name__})") from exc
         except httpx.TooManyRedirects as exc:
             raise FetchError("redirect_loop", "too many redirects", retryable=False) from exc
+        except RedirectRefused as exc:
+            raise FetchError("redirect_refused", str(exc), retryable=False) from exc
         except (httpx.TransportError, httpx.InvalidURL, OSError) as exc:
             raise FetchError("connect", f"cannot reach the server: {type(exc).__name__}: {exc}") from exc
         try:
