@@ -58,15 +58,20 @@ async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event)
     """Run ``app`` with its health server until ``stop`` is set.
 
     ``/healthz`` answers as soon as the server listens; ``/readyz`` says 503 ("starting") until
-    ``app.start()`` has returned: broker connected, topology declared, subscribers started.
+    ``app.start()`` has returned: broker connected, topology declared, subscribers started; and 503
+    ("stopping") again from the moment a stop is asked, while in-flight work drains.
     """
     add_jetstream_check(app)
-    started = False
+    phase = "starting"
 
-    def starting() -> str | None:
-        return None if started else "still starting (connecting to NATS, declaring streams, starting subscribers)"
+    def lifecycle() -> str | None:
+        if phase == "starting":
+            return "still starting (connecting to NATS, declaring streams, starting subscribers)"
+        if phase == "stopping":
+            return "stopping (finishing the work in flight)"
+        return None
 
-    app.health.add("starting", starting)
+    app.health.add("lifecycle", lifecycle)
     server = HealthServer(app.name, app.metrics, app.health)
     port = await server.start(settings.http_host, settings.http_port)
     log.info(
@@ -76,9 +81,10 @@ async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event)
     try:
         await app.start()
         log.info(f"{app.name}.started", nats=settings.nats_url)
-        started = True
+        phase = "ready"
         await stop.wait()
     finally:
+        phase = "stopping"
         log.info(f"{app.name}.stopping")
         try:
             await asyncio.wait_for(app.stop(), timeout=30)

@@ -1,4 +1,4 @@
-"""/readyz of a real service process stays 503 until the service has finished starting."""
+"""/readyz of a service stays 503 until it has finished starting, and turns 503 again as soon as it stops."""
 
 from __future__ import annotations
 
@@ -134,3 +134,51 @@ async def test_readyz_is_503_until_the_service_has_started(tmp_path: Path) -> No
         await link.stop()
         with contextlib.suppress(Exception):
             nats.stop()
+
+
+class DrainingApp:
+    """A service whose stop() waits until the test lets it finish (work in flight)."""
+
+    def __init__(self) -> None:
+        from veille.health import Health
+        from veille.metrics import ServiceMetrics
+
+        self.name = "probe"
+        self.metrics = ServiceMetrics("probe")
+        self.health = Health()
+        self.stopping = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def start(self) -> None:
+        """Nothing to connect."""
+
+    async def stop(self) -> None:
+        """Say it is stopping, then wait for the test."""
+        self.stopping.set()
+        await self.release.wait()
+
+
+async def test_readyz_turns_503_as_soon_as_a_stop_is_asked() -> None:
+    """While a service drains its work in flight after SIGTERM, /readyz says 503 "stopping", so a load
+    balancer or a supervisor sends it nothing new."""
+    from veille.service import serve
+    from veille.settings import ServiceSettings
+
+    app = DrainingApp()
+    port = free_port()
+    stop = asyncio.Event()
+    running = asyncio.create_task(serve(app, ServiceSettings(http_port=port), stop))
+    async with httpx.AsyncClient(timeout=5) as client:
+        url = f"http://127.0.0.1:{port}/readyz"
+        for _ in range(100):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    break
+            await asyncio.sleep(0.1)
+        assert (await client.get(url)).status_code == 200
+        stop.set()
+        await asyncio.wait_for(app.stopping.wait(), 10)
+        response = await client.get(url)
+        assert response.status_code == 503 and "stopping" in response.text, response.text
+    app.release.set()
+    await asyncio.wait_for(running, 30)
