@@ -414,6 +414,31 @@ def build() -> dict[str, Any]:
         ),
         8,
     )
+    g.add(
+        timeseries(
+            "Delivery errors by kind",
+            "Failed delivery attempts: timeout (the receiver did not answer within its timeout), redirect "
+            "(never followed), rate_limited, status_4xx, status_5xx, unreachable. See the threat model in "
+            "docs/operations.md.",
+            [
+                target(
+                    f"sum by (receiver, kind) (rate(veille_notification_delivery_errors_total[{RATE}]))",
+                    "{{receiver}} {{kind}}",
+                )
+            ],
+            unit="ops",
+        ),
+        16,
+    )
+    g.add(
+        stat(
+            "Python lacks the email header fix",
+            "1 when the notifier's interpreter lacks the CVE-2024-6923 fix (veille neutralises headers itself; "
+            "upgrade Python anyway).",
+            "max(veille_notifier_python_vulnerable)",
+        ),
+        8,
+    )
 
     g.row("Pipeline: lag, throughput, dead letters")
     g.add(
@@ -479,6 +504,36 @@ def build() -> dict[str, Any]:
             ],
         ),
         8,
+    )
+
+    g.add(
+        timeseries(
+            "JetStream taking writes",
+            "1 per service while JetStream takes its writes; 0 while it is unavailable or a stream that "
+            "refuses when full (dead letters, replays) is at its budget (docs/operations.md#disk-full).",
+            [target("min by (service) (veille_jetstream_available)", "{{service}}")],
+        ),
+        8,
+    )
+    g.add(
+        timeseries(
+            "Message fields bounded, implausible times",
+            "Over-long text cut or URLs dropped at the edge, times clamped, and mentions whose time the "
+            "spike detector could not use.",
+            [
+                target(
+                    f"sum by (field, action) (rate(veille_message_fields_bounded_total[{RATE}]))",
+                    "{{field}} {{action}}",
+                ),
+                target(
+                    f"sum by (bound) (rate(veille_spike_implausible_times_total[{RATE}]))",
+                    "detector {{bound}}",
+                    "B",
+                ),
+            ],
+            unit="ops",
+        ),
+        16,
     )
 
     g.row("Ingestors")
@@ -551,6 +606,16 @@ def build() -> dict[str, Any]:
                 ),
             ],
             unit="ops",
+        ),
+        8,
+    )
+
+    g.add(
+        timeseries(
+            "Feed parser restarts",
+            "RSS parser processes replaced: over_budget (a document took longer than parse_timeout: a hostile "
+            "or broken feed), crashed.",
+            [target(f"sum by (reason) (increase(veille_ingest_parser_restarts_total[{RATE}]))", "{{reason}}")],
         ),
         8,
     )
