@@ -16,11 +16,11 @@ import asyncio
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import click
 
-from veille.spikes.backtest import SeriesFormatError, backtest_series, write_alerts_csv
+from veille.spikes.backtest import OnDuplicate, SeriesFormatError, backtest_series, write_alerts_csv
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from services.classifier.backtest import BacktestResult
@@ -55,6 +55,18 @@ __all__ = ["backtest"]
     help="Where to write the PNG plot (with --config; default backtest-WATCH.png).",
 )
 @click.option(
+    "--on-duplicate",
+    "on_duplicate",
+    type=click.Choice(["error", "sum", "skip"]),
+    default="error",
+    show_default=True,
+    help=(
+        "With --series, what to do with a timestamp that is not after the previous one (a repeat, or a step "
+        "back after a daylight-saving change): stop with the file and line, add a repeat's value to its "
+        "bucket, or drop the row."
+    ),
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
@@ -69,10 +81,14 @@ def backtest(
     nats_url: str | None,
     plot: Path | None,
     output: Path | None,
+    on_duplicate: str,
 ) -> None:
     """Replay past mention counts through the spike detector and show the alerts it would have fired.
 
-    With --series, writes one CSV row per alert fired: the bucket at which it fired (`timestamp`),
+    With --series, the detector's defaults are fitted to the file's format: the bucket is its
+    sampling period, and values that are all whole non-negative numbers are counts (surges alert);
+    otherwise (negative or fractional values) they are measurements, where rises and drops alert.
+    It writes one CSV row per alert fired: the bucket at which it fired (`timestamp`),
     its `severity` (info, warning or critical), and the `observed` and `expected` mention counts
     over the last `window_minutes` that made it fire.
 
@@ -83,23 +99,24 @@ def backtest(
     \b
     Examples:
       veille backtest --series Twitter_volume_AAPL.csv -o alerts.csv
+      veille backtest --series export.csv --on-duplicate sum
       veille backtest --config veille.yaml --watch acme --since 30d
     """
     if series is not None:
         if config_path is not None or watch is not None:
             raise click.UsageError("--series cannot be combined with --config/--watch")
-        _series_mode(series, output)
+        _series_mode(series, output, on_duplicate)
         return
     if config_path is None or watch is None:
         raise click.UsageError("give --series FILE, or --config FILE and --watch NAME")
     _watch_mode(config_path, watch, since, nats_url, plot)
 
 
-def _series_mode(series: Path, output: Path | None) -> None:
+def _series_mode(series: Path, output: Path | None, on_duplicate: str = "error") -> None:
     if not series.is_file():
         raise click.BadParameter(f"no such file: {series}", param_hint="--series")
     try:
-        rows = backtest_series(series)
+        rows = backtest_series(series, on_duplicate=cast("OnDuplicate", on_duplicate))
     except SeriesFormatError as exc:
         raise click.ClickException(str(exc)) from None
     except UnicodeDecodeError:

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import math
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 from veille.models import Severity
 from veille.spikes.detector import Decision, DetectorSettings, SpikeDetector
 
-__all__ = ["AlertRow", "SeriesFormatError", "backtest_series", "read_series", "run_detector", "write_alerts_csv"]
+__all__ = [
+    "AlertRow",
+    "OnDuplicate",
+    "SeriesFormatError",
+    "backtest_series",
+    "read_series",
+    "read_series_lines",
+    "run_detector",
+    "series_settings",
+    "write_alerts_csv",
+]
 
 
 class SeriesFormatError(ValueError):
@@ -32,19 +44,36 @@ class AlertRow:
     scale: timedelta
 
 
-def read_series(path: str | Path) -> Iterator[tuple[datetime, float]]:
-    """Yield ``(timestamp, value)`` from a ``timestamp,value`` CSV with a header, in file order.
+OnDuplicate = Literal["error", "sum", "skip"]
+
+
+def read_series(path: str | Path, on_duplicate: OnDuplicate = "error") -> Iterator[tuple[datetime, float]]:
+    """Yield ``(timestamp, value)`` from a ``timestamp,value`` CSV with a header, one pair per bucket.
+
+    Values may be negative or fractional (any finite number): whether they can be read as counts is
+    decided by :func:`series_settings`. A timestamp that is not after the previous one (a repeat, or a
+    step back as after a daylight-saving change) is an error naming its line with ``on_duplicate="error"``;
+    with ``"skip"`` the row is dropped; with ``"sum"`` a repeated timestamp's value is added to that
+    bucket (a step back further than the previous bucket is dropped, since that bucket is gone).
 
     Raises :class:`SeriesFormatError` naming the line for a missing header, an unparsable timestamp
-    or value, a negative or non-finite value, or a timestamp that does not increase.
+    or value, a non-finite value, or (by default) a timestamp that does not increase.
     """
+    for ts, value, _line in read_series_lines(path, on_duplicate):
+        yield ts, value
+
+
+def read_series_lines(path: str | Path, on_duplicate: OnDuplicate = "error") -> Iterator[tuple[datetime, float, int]]:
+    """Like :func:`read_series`, and also yield the line of the file where each bucket starts."""
+    if on_duplicate not in ("error", "sum", "skip"):
+        raise ValueError(f"on_duplicate must be error, sum or skip, got {on_duplicate!r}")
     p = Path(path)
     with p.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip().lower() for h in header[:2]] != ["timestamp", "value"]:
             raise SeriesFormatError(f"{p}:1: expected a header 'timestamp,value', got {header!r}")
-        last: datetime | None = None
+        pending: tuple[datetime, float, int] | None = None
         for row in reader:
             line = reader.line_num
             if not row or all(not cell.strip() for cell in row):
@@ -59,12 +88,48 @@ def read_series(path: str | Path) -> Iterator[tuple[datetime, float]]:
                 value = float(row[1])
             except ValueError:
                 raise SeriesFormatError(f"{p}:{line}: {row[1]!r} is not a number") from None
-            if not math.isfinite(value) or value < 0:
-                raise SeriesFormatError(f"{p}:{line}: a count must be a non-negative number, got {row[1]!r}")
-            if last is not None and ts <= last:
-                raise SeriesFormatError(f"{p}:{line}: timestamp {row[0]!r} is not after the previous one")
-            last = ts
-            yield ts, value
+            if not math.isfinite(value):
+                raise SeriesFormatError(f"{p}:{line}: a value must be a finite number, got {row[1]!r}")
+            if pending is not None and ts <= pending[0]:
+                if on_duplicate == "error":
+                    what = "repeats the previous one" if ts == pending[0] else "is before the previous one"
+                    raise SeriesFormatError(
+                        f"{p}:{line}: timestamp {row[0]!r} {what} (--on-duplicate sum or skip to replay it anyway)"
+                    )
+                if on_duplicate == "sum" and ts == pending[0]:
+                    pending = (pending[0], pending[1] + value, pending[2])
+                continue
+            if pending is not None:
+                yield pending
+            pending = (ts, value, line)
+        if pending is not None:
+            yield pending
+
+
+def series_settings(series: Sequence[tuple[datetime, float]], base: DetectorSettings | None = None) -> DetectorSettings:
+    """Return detector settings fitted to a whole series' *format* (never to its anomalies).
+
+    The bucket is the most common step between timestamps (the series' sampling period); the values
+    are counts when every one is a non-negative whole number, else measurements (``counts=False``).
+    The daily profile's slot is widened to a whole number of buckets when the bucket does not divide
+    an hour. Everything else keeps ``base`` (the defaults).
+    """
+    base = base or DetectorSettings()
+    steps = Counter(b[0] - a[0] for a, b in itertools.pairwise(series) if b[0] > a[0])
+    bucket = steps.most_common(1)[0][0] if steps else base.bucket
+    counts = all(v >= 0 and v == int(v) for _, v in series)
+    slot = base.daily_slot
+    if slot % bucket:
+        n = math.ceil(slot / bucket)
+        while timedelta(days=1) % (n * bucket) and n * bucket < timedelta(days=1):
+            n += 1
+        slot = n * bucket
+    scales = tuple(max(bucket, (sc // bucket) * bucket) for sc in base.scales)
+    scales = tuple(dict.fromkeys(scales))
+    try:
+        return base.model_copy(update={"bucket": bucket, "counts": counts, "daily_slot": slot, "scales": scales})
+    except ValueError as exc:  # pragma: no cover - an exotic sampling period
+        raise SeriesFormatError(f"cannot fit the detector to a bucket of {bucket}: {exc}") from None
 
 
 def run_detector(
@@ -76,10 +141,17 @@ def run_detector(
         yield detector.update(ts, value)
 
 
-def backtest_series(path: str | Path, settings: DetectorSettings | None = None) -> list[AlertRow]:
-    """Run the detector (default settings unless given) over a CSV and return one row per alert fired."""
+def backtest_series(
+    path: str | Path, settings: DetectorSettings | None = None, on_duplicate: OnDuplicate = "error"
+) -> list[AlertRow]:
+    """Run the detector over a CSV and return one row per alert fired.
+
+    Without ``settings``, the defaults fitted to the file's format by :func:`series_settings`.
+    """
+    series = list(read_series(path, on_duplicate))
+    settings = settings or series_settings(series)
     rows: list[AlertRow] = []
-    for decision in run_detector(read_series(path), settings):
+    for decision in run_detector(series, settings):
         if decision.event == "fired" and decision.severity is not None:
             rows.append(
                 AlertRow(
@@ -88,7 +160,7 @@ def backtest_series(path: str | Path, settings: DetectorSettings | None = None) 
                     observed=decision.observed,
                     expected=decision.expected,
                     statistic=decision.statistic,
-                    scale=decision.scale_buckets * (settings or DetectorSettings()).bucket,
+                    scale=decision.scale_buckets * settings.bucket,
                 )
             )
     return rows

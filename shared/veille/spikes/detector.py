@@ -70,6 +70,14 @@ class DetectorSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     bucket: timedelta = Field(timedelta(minutes=5), description="Width of a time bucket.")
+    counts: bool = Field(
+        True,
+        description=(
+            "The values are counts (mentions per bucket): non-negative, negative-binomial, only surges alert and "
+            "a missing bucket counts as zero. False for measurements of any sign (a backtest of another kind of "
+            "series): Gaussian residuals, rises and drops alert, a missing bucket is unknown and skipped."
+        ),
+    )
     warmup: timedelta = Field(timedelta(days=1), description="How long the detector only learns before it may alert.")
     level_half_life: timedelta = Field(timedelta(days=3), description="Half-life of the de-seasonalised level.")
     daily_slot: timedelta = Field(timedelta(hours=1), description="Resolution of the time-of-day profile.")
@@ -233,9 +241,10 @@ class SpikeDetector:
         self.n = 0
         self.last_ts: datetime | None = None
         self.level = 0.0
-        self.daily = [1.0] * self._slots
+        neutral = 1.0 if self.settings.counts else 0.0  # multiplicative factors for counts, offsets else
+        self.daily = [neutral] * self._slots
         self.daily_n = [0.0] * self._slots
-        self.weekly = [1.0] * _WEEK_DAYS
+        self.weekly = [neutral] * _WEEK_DAYS
         self.weekly_n = [0] * _WEEK_DAYS
         self.weekly_acc = [0.0, 0.0]  # observed and baseline counts of the current day
         self.weekly_day = -1
@@ -265,10 +274,43 @@ class SpikeDetector:
         daily = self.daily[lo] * (1.0 - frac) + self.daily[hi] * frac
         return max(daily, 1e-3) * max(self.weekly[dow], 1e-3)
 
+    def _baseline(self, lo: int, hi: int, frac: float, dow: int) -> float:
+        """Return the expected value: ``level x daily x weekly`` for counts, ``level + daily + weekly`` else."""
+        if self.settings.counts:
+            return self.level * self._seasonal(lo, hi, frac, dow)
+        return self.level + self.daily[lo] * (1.0 - frac) + self.daily[hi] * frac + self.weekly[dow]
+
     def expected(self, ts: datetime) -> float:
         """Return the count the baseline expects for the bucket starting at ``ts``."""
         lo, hi, frac, dow = self._slot_position(_utc(ts))
-        return self.level * self._seasonal(lo, hi, frac, dow)
+        return self._baseline(lo, hi, frac, dow)
+
+    def _learn_additive(self, x: float, lo: int, hi: int, frac: float, dow: int) -> None:
+        """Teach an additive baseline (measurements): the same half-lives, offsets of mean zero."""
+        eta = max(self._eta_level, 1.0 / self.n)
+        daily = self.daily[lo] * (1.0 - frac) + self.daily[hi] * frac
+        self.level += eta * (x - daily - self.weekly[dow] - self.level)
+        resid = x - self.level - self.weekly[dow]
+        for slot, w in ((lo, 1.0 - frac), (hi, frac)):
+            if w <= 0.0:
+                continue
+            self.daily_n[slot] += w
+            eta_d = w * max(self._eta_daily, 1.0 / self.daily_n[slot])
+            self.daily[slot] += eta_d * (resid - self.daily[slot])
+        mean = sum(self.daily) / self._slots
+        self.daily = [f - mean for f in self.daily]
+        if dow != self.weekly_day:
+            day, (obs, base) = self.weekly_day, self.weekly_acc
+            self.weekly_acc = [0.0, 0.0]
+            if day >= 0 and base > 0 and self.settings.weekly:
+                self.weekly_n[day] += 1
+                eta_w = max(self._eta_weekly, 1.0 / (self.weekly_n[day] + 1))
+                self.weekly[day] += eta_w * (obs / base - self.weekly[day])
+                wmean = sum(self.weekly) / _WEEK_DAYS
+                self.weekly = [f - wmean for f in self.weekly]
+            self.weekly_day = dow
+        self.weekly_acc[0] += x - self.level - daily
+        self.weekly_acc[1] += 1.0
 
     def _learn(self, x: float, mu: float, lo: int, hi: int, frac: float, dow: int) -> None:
         """Teach the baseline the (already clipped) count ``x`` of a bucket expected at ``mu``."""
@@ -319,7 +361,9 @@ class SpikeDetector:
         the last one seen raises ``ValueError``.
         """
         ts = _utc(ts)
-        if value < 0 or math.isnan(value) or math.isinf(value):
+        if math.isnan(value) or math.isinf(value):
+            raise ValueError(f"a bucket value must be a finite number, got {value!r}")
+        if value < 0 and self.settings.counts:
             raise ValueError(f"a bucket count must be a finite non-negative number, got {value!r}")
         bucket = self.settings.bucket
         if self.last_ts is not None:
@@ -328,7 +372,7 @@ class SpikeDetector:
             missing = round((ts - self.last_ts) / bucket) - 1
             if missing > self._max_gap:
                 self._reset()
-            else:
+            elif self.settings.counts:
                 for k in range(missing, 0, -1):
                     self._step(ts - k * bucket, 0.0)
         return self._step(ts, float(value))
@@ -357,8 +401,10 @@ class SpikeDetector:
         self.n += 1
         self.last_ts = ts
         lo, hi, frac, dow = self._slot_position(ts)
-        mu = self.level * self._seasonal(lo, hi, frac, dow) if self.n > 1 else x
-        mu = max(mu, 1e-6)
+        counts = s.counts
+        mu = self._baseline(lo, hi, frac, dow) if self.n > 1 else x
+        if counts:
+            mu = max(mu, 1e-6)
         self._push(x, mu)
 
         # statistic on each scale, relative to that scale's threshold
@@ -371,17 +417,21 @@ class SpikeDetector:
             if len(self.recent_x) < m:
                 zs.append(-math.inf)
                 continue
-            obs = max(self.sum_x[j], 0.0)
-            exp = max(self.sum_mu[j], 1e-9)
-            z = nb_signed_deviance(obs, exp, self.alpha[j])
+            if counts:
+                obs = max(self.sum_x[j], 0.0)
+                exp = max(self.sum_mu[j], 1e-9)
+                z = nb_signed_deviance(obs, exp, self.alpha[j])
+            else:  # measurements: a rise or a drop, in units of the learned spread of this scale's sum
+                obs, exp = self.sum_x[j], self.sum_mu[j]
+                z = abs(obs - exp) / math.sqrt(max(self.alpha[j], 1e-12))
             zs.append(z)
             r = z / self._thresholds[j]
             if r > best_r:
                 best_r, best_j = r, j
             if (
                 r >= 1.0
-                and obs - exp >= s.min_excess
-                and obs >= s.min_ratio * exp
+                and (counts or self.alpha_n[j] >= 10 * m)  # a spread is known after ten windows of data
+                and (not counts or (obs - exp >= s.min_excess and obs >= s.min_ratio * exp))
                 and since_alert > max(self._refire_buckets, m - self._resolve_buckets)
                 and (fire_j < 0 or r > zs[fire_j] / self._thresholds[fire_j])
             ):
@@ -414,6 +464,9 @@ class SpikeDetector:
             best_j = fire_j
 
         # robust learning
+        if not counts:
+            self._learn_values(x, mu, lo, hi, frac, dow)
+            return self._decision(ts, event, warming, best_j, zs, x, mu)
         sd = math.sqrt(mu + self.alpha[0] * mu * mu)
         upper = mu + s.clip_sigma * sd
         if self.firing and self.n - self.fired_n < self._adapt_buckets:
@@ -421,7 +474,29 @@ class SpikeDetector:
         # during the warm-up the baseline is still finding its level: it learns every count as it is
         x_learn = min(max(x, mu - s.clip_sigma * sd), upper) if self.n > self._warmup_buckets else x
         self._learn(x_learn, mu, lo, hi, frac, dow)
+        return self._decision(ts, event, warming, best_j, zs, x, mu)
 
+    def _learn_values(self, x: float, mu: float, lo: int, hi: int, frac: float, dow: int) -> None:
+        """Robust learning of a measurement: clipped to ``clip_sigma`` bucket spreads, frozen while firing."""
+        s = self.settings
+        if self.n > self._warmup_buckets:
+            sd = math.sqrt(max(self.alpha[0], 1e-12) / self._scale_buckets[0])
+            lo_x, hi_x = mu - s.clip_sigma * sd, mu + s.clip_sigma * sd
+            if self.firing and self.n - self.fired_n < self._adapt_buckets:
+                lo_x = hi_x = mu
+            x = min(max(x, lo_x), hi_x)
+        self._learn_additive(x, lo, hi, frac, dow)
+
+    def _decision(
+        self,
+        ts: datetime,
+        event: Literal["fired", "resolved"] | None,
+        warming: bool,
+        best_j: int,
+        zs: list[float],
+        x: float,
+        mu: float,
+    ) -> Decision:
         if best_j >= 0:
             m = self._scale_buckets[best_j]
             obs, exp, stat, thr = self.sum_x[best_j], self.sum_mu[best_j], zs[best_j], self._thresholds[best_j]
@@ -435,8 +510,8 @@ class SpikeDetector:
             event=event,
             firing=self.firing,
             severity=severity,
-            observed=max(obs, 0.0),
-            expected=max(exp, 0.0),
+            observed=max(obs, 0.0) if self.settings.counts else obs,
+            expected=max(exp, 0.0) if self.settings.counts else exp,
             statistic=stat,
             threshold=thr,
             score=score,
@@ -446,6 +521,14 @@ class SpikeDetector:
 
     def _learn_dispersion(self, j: int, obs: float, exp: float) -> None:
         s = self.settings
+        if not s.counts:  # the variance of this scale's residual sum, learned from clipped residuals
+            self.alpha_n[j] += 1
+            eta = max(self._eta_disp, 1.0 / self.alpha_n[j])
+            var = self.alpha[j] if self.alpha_n[j] > 1 else 0.0
+            lim = s.dispersion_clip_sigma * math.sqrt(var) if self.alpha_n[j] > 10 else math.inf
+            r = min(max(obs - exp, -lim), lim)
+            self.alpha[j] = max(var + eta * (r * r - var), 1e-12)
+            return
         sd = math.sqrt(exp + self.alpha[j] * exp * exp)
         clipped = min(max(obs, exp - s.dispersion_clip_sigma * sd), exp + s.dispersion_clip_sigma * sd)
         a_obs = ((clipped - exp) ** 2 - exp) / (exp * exp)
