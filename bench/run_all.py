@@ -31,11 +31,11 @@ sys.path[:0] = [str(ROOT / "shared"), str(ROOT)]
 
 # Arguments of each script in the default (few minutes) run and in the --full run.
 QUICK: dict[str, list[str]] = {
-    "nab_eval": ["--no-cv"],
+    "nab_eval": ["--note", "make bench"],
     "memory_bench": ["--duration", "120", "--accel", "30"],
 }
 FULL: dict[str, list[str]] = {
-    "nab_eval": [],
+    "nab_eval": ["--note", "make bench --full"],
     "memory_bench": ["--duration", "3600", "--accel", "1"],
 }
 RESULT_FILE = {
@@ -220,22 +220,7 @@ def _quality_sections(r: dict[str, Any]) -> list[str]:
                 f"of the run) | {_f(cls.get('classifier_cpu_bound_per_s', 0))} |",
             ]
         out += [""]
-    nab = (r.get("nab_eval") or {}).get("profiles") or {}
-    if nab:
-        out += [
-            "## Spike detection: NAB realTweets, normalised score (default settings for every series)",
-            "",
-            "| profile | held out (CVS, FB) | tuning files, in sample (AAPL, AMZN, CRM) | all five |",
-            "|---|---:|---:|---:|",
-        ]
-        for name, prof in nab.items():
-            n = prof.get("normalised", {})
-            out.append(
-                f"| {name} | {n.get('held_out', 0):.1f} | {n.get('tuning_in_sample', 0):.1f} | "
-                f"{n.get('all_five_partly_in_sample', 0):.1f} |"
-            )
-        scale = "For scale, published on these five series (standard): ARTime 83.8, CAD OSE 76.0, Numenta HTM 66.1."
-        out += ["", scale, ""]
+    out += _nab_section(r.get("nab_eval") or {})
     langs = (r.get("sentiment_eval") or {}).get("languages") or {}
     if langs:
         out += [
@@ -273,6 +258,86 @@ def _quality_sections(r: dict[str, Any]) -> list[str]:
             "",
         ]
     return out
+
+
+def _nab_section(nab: dict[str, Any]) -> list[str]:
+    """The spike detection section: protocol, cross-validated and plain dev figures, baselines, nab/other."""
+    dev, other = nab.get("dev") or {}, nab.get("other") or {}
+    if not dev:
+        return []
+    profiles = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+
+    def row(label: str, d: dict[str, float]) -> str:
+        return f"| {label} | " + " | ".join(f"{d.get(p, 0):.1f}" for p in profiles) + " |"
+
+    cv, ewma = dev.get("cross_validated") or {}, dev.get("ewma_cross_validated") or {}
+    names = {
+        "ARTime": "ARTime",
+        "contextOSE": "CAD OSE",
+        "numenta": "Numenta HTM",
+        "windowedGaussian": "Windowed Gaussian",
+    }
+    out = [
+        "## Spike detection: NAB (normalised scores; null detector 0, perfect 100)",
+        "",
+        f"Protocol: {nab.get('protocol', '')}; grid `fire_threshold` {nab.get('thresholds_tried')} x "
+        f"`dispersion_clip_sigma` {nab.get('dispersion_clips_tried')} x `dispersion_half_life` (days) "
+        f"{nab.get('dispersion_half_lives_days_tried')}; chosen per held-out file {cv.get('chosen')}; defaults "
+        f"{nab.get('default_settings')}. The dev scores have been looked at **{nab.get('looks_at_dev_scores')} "
+        "times** (`bench/nab_looks.txt`, one line per run of `bench/nab_eval.py`, `make bench` included).",
+        "",
+        "### realTweets dev series (AAPL, AMZN, CRM, CVS, FB: 16 windows)",
+        "",
+        "| detector | standard | low FP | low FN |",
+        "|---|---:|---:|---:|",
+        row("veille, nested leave-one-file-out (upper bound: see below)", cv.get("normalised") or {}),
+        row(
+            "veille, plain dev figure (in-sample: the design was shaped on these files)",
+            dev.get("plain_in_sample") or {},
+        ),
+        row("EWMA z-score baseline (`bench/nab_eval.py`), leave-one-file-out", ewma.get("normalised") or {}),
+    ]
+    for key, label in names.items():
+        if len((dev.get("published") or {}).get(key, {})) == 3:
+            out.append(row(f"{label} (published, thresholds tuned on all of NAB)", dev["published"][key]))
+    out += [
+        "",
+        f"### nab/other: 48 files of NAB's other categories, 83 windows, same defaults "
+        f"({other.get('alerts', 0)} alerts); no setting chosen on it, one change rejected after seeing it",
+        "",
+        "| detector | standard | low FP | low FN |",
+        "|---|---:|---:|---:|",
+        row("veille (bucket and counts/measurements fitted to each file's format)", other.get("veille") or {}),
+        row(
+            f"EWMA z-score baseline (threshold {other.get('ewma_threshold')}, from the dev protocol)",
+            other.get("ewma") or {},
+        ),
+    ]
+    for key, label in names.items():
+        if len((other.get("published") or {}).get(key, {})) == 3:
+            out.append(row(f"{label} (published)", other["published"][key]))
+    cats = other.get("per_category_standard") or {}
+    if cats:
+        out += ["", "veille per category (standard): " + ", ".join(f"{k} {v:.1f}" for k, v in cats.items()) + "."]
+    out += ["", *NAB_READING, ""]
+    return out
+
+
+NAB_READING = [
+    "**How to read these figures.** The cross-validated dev figure is an *upper bound*, not an estimate of",
+    "quality on new series: only the grid above was chosen inside the protocol, while the rest of the",
+    "detector (its scales, `min_ratio`, `min_excess`, half-lives and clips) was fixed on these same five",
+    "files before the protocol existed. Measured outside the project on five unseen realTweets series",
+    "(issue 12, the same defaults): 45.1 standard, where an EWMA z-score baseline scored 63.4 and ARTime",
+    "80.0. The goals (>= 82 there, never below EWMA, >= 60 on nab/other) are not shown to be met. The",
+    "nab/other gain (12.3 with 9 files refused, to the figure above) comes from reading every file",
+    "(`--on-duplicate skip`, the bucket set to the file's sampling period, measurements of any sign",
+    "scored on rises and drops), not from tuning. Looks, in order (`bench/nab_looks.txt`): 1 the old",
+    "defaults; 2 a change point after `adapt_after` (dev unchanged, nab/other 44.0: rejected on nab/other);",
+    "3 old defaults; 4 a robust 3-sigma dispersion clip (dev 78.9 in-sample); 5 a 30-minute scale",
+    "(cross-validated 67.2); 6 the 20-point grid; 7 the chosen defaults; 8 a two-day warm-up for",
+    "measurements (a false alarm on day two of a synthetic wave; counts unchanged); later lines: `make bench`.",
+]
 
 
 NOTES_FILE = BENCH / "benchmarks_notes.md"

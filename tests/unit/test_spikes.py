@@ -191,3 +191,49 @@ def test_longer_scales_get_family_wise_lower_thresholds() -> None:
     assert 3.0 > six_h > day > 2.0
     flat = SpikeDetector(DetectorSettings(familywise=False))
     assert flat.thresholds == [3.0] * len(flat.settings.scales)
+
+
+def _measurements(days: int, seed: int, shift: tuple[int, float] | None = None) -> list[float]:
+    """A measurement of either sign with a daily wave and noise, optionally shifted from a bucket on."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(days * PER_DAY):
+        value = -0.5 + 0.8 * math.sin(2 * math.pi * i / PER_DAY) + rng.gauss(0, 0.2)
+        if shift is not None and i >= shift[0]:
+            value += shift[1]
+        out.append(value)
+    return out
+
+
+def test_counts_refuse_negative_values_and_measurements_accept_them() -> None:
+    """A count detector refuses a negative value; a measurement detector takes fractional values of any sign."""
+    with pytest.raises(ValueError, match="non-negative"):
+        SpikeDetector().update(START, -1)
+    det = SpikeDetector(DetectorSettings(counts=False))
+    assert det.update(START, -1.5).expected == -1.5
+    assert math.isfinite(det.update(START + timedelta(minutes=5), 0.25).statistic)
+
+
+def test_measurements_flat_series_raises_nothing_and_a_drop_fires_once() -> None:
+    """On measurements, a steady noisy wave raises nothing, and a lasting drop fires one alert soon after it starts."""
+    settings = DetectorSettings(counts=False)
+    quiet = _run(_measurements(14, seed=3), SpikeDetector(settings))
+    assert _fired(quiet) == []
+    at = 10 * PER_DAY + 40
+    decisions = _run(_measurements(14, seed=3, shift=(at, -1.5)), SpikeDetector(settings))
+    fired = _fired(decisions)
+    assert len(fired) == 1
+    assert at <= fired[0] < at + 12
+    assert decisions[fired[0]].observed < decisions[fired[0]].expected
+
+
+def test_measurement_state_round_trips() -> None:
+    """A measurement detector rebuilt from its state continues exactly as the original."""
+    settings = DetectorSettings(counts=False)
+    values = _measurements(3, seed=4)
+    det = SpikeDetector(settings)
+    _run(values[:400], det)
+    copy = SpikeDetector.from_state(settings, json.loads(json.dumps(det.to_state())))
+    a = _run(values[400:], det, offset=400)
+    b = _run(values[400:], copy, offset=400)
+    assert [(d.statistic, d.expected) for d in a] == [(d.statistic, d.expected) for d in b]

@@ -2,7 +2,7 @@
 
 Two modes:
 
-* ``--series FILE``: a CSV of counts per bucket (like the NAB files) through the default detector;
+* ``--series FILE``: a CSV of values per bucket (like the NAB files) through the default detector;
   one CSV row per alert.
 * ``--config FILE --watch NAME --since 30d``: the raw mentions kept in the stream, replayed through
   the classifier's own matching, bucketing and detector code with that configuration (see
@@ -35,7 +35,7 @@ __all__ = ["backtest"]
     "series",
     default=None,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="CSV of counts per time bucket with a header 'timestamp,value' (like the NAB files).",
+    help="CSV of values per time bucket (counts, or any numbers) with a header 'timestamp,value' (like NAB files).",
 )
 @click.option(
     "--config",

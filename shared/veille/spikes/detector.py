@@ -35,8 +35,42 @@ The model, in words:
   once its window holds no bucket of the previous alert (the 24 h sum does not report again a
   surge that was already reported).
 
+* **Measurements** (``counts=False``, only for ``veille backtest --series`` on a series that is not
+  counts: negative or fractional values). The same machinery on an additive baseline
+  (``level + daily + weekly``); the statistic is the residual sum of each scale over its own learned
+  spread (variance of that sum, learned with the same clips and half-life as the over-dispersion), in
+  absolute value, so drops and level shifts alert as well as rises; a scale may fire only once its
+  spread has been learned over ten of its windows, and the warm-up lasts at least two days (the
+  first teaches the level, the second the time-of-day profile around it, for an additive wave that
+  can be large against the noise); missing buckets are unknown (skipped), not zero.
+  The classifier only ever feeds counts.
+
 Everything is a few float operations per bucket (no history beyond the longest scale), and the whole
 state is a small JSON-serialisable dict (:meth:`SpikeDetector.to_state`).
+
+Why this design, and what the evidence says (``bench/nab_eval.py``, docs/benchmarks.md):
+
+* Mention counts are over-dispersed counts with daily and weekly cycles, quiet nights (zeros) and
+  bursts; a negative-binomial deviance against a seasonal, robustly learned baseline is the textbook
+  model for them and needs no transform or per-watch scale. The alternatives the issue names (ARTime's
+  adaptive resonance, CAD OSE's contexts) learn a growing set of patterns or categories per series,
+  which does not fit a bounded per-watch state in a KV bucket without extra pruning rules.
+* The only knob chosen on data is set by nested leave-one-file-out over the five dev realTweets
+  series (``fire_threshold`` x ``dispersion_clip_sigma`` x ``dispersion_half_life``, 20 settings):
+  the folds chose different settings, the most frequent being the values here (3.0, 6, 3 days);
+  the cross-validated estimate is 82.0 (standard profile), the plain dev figure 83.4 (in-sample).
+  Both are *upper* bounds: the rest of the structure (scales, ``min_ratio``, ``min_excess``,
+  half-lives, clips) was fixed on these same five files before this protocol existed, and on five
+  unseen realTweets series the same defaults scored 45.1 (issue 12), below an EWMA baseline's 63.4.
+  Changes argued from principle were tried and not kept: a 30-minute scale (cross-validated 67.2),
+  a robust 3-sigma dispersion clip and a two-week dispersion memory (both in the grid; the folds
+  split between them and the values here, which no other setting beat in more folds), and accepting
+  a lasting level at once after ``adapt_after`` (dev unchanged, nab/other 44.0 instead of 46.5: that
+  choice used nab/other, which is therefore not entirely independent).
+* nab/other (48 files of other kinds) is scored with the same defaults, fitted only to each file's
+  format (bucket = sampling period, counts or measurements): 47.4 standard, against 12.3 before
+  (9 files refused) and 72.1 for ARTime. The goals of issue 12 (>= 82 on unseen realTweets, >= 60
+  on nab/other) are therefore *not* shown to be met.
 """
 
 from __future__ import annotations
@@ -225,7 +259,9 @@ class SpikeDetector:
         self._eta_daily = _rate(s.daily_half_life, _DAY / self._slot_buckets)
         self._eta_weekly = _rate(s.weekly_half_life, _DAY * _WEEK_DAYS)
         self._eta_disp = _rate(s.dispersion_half_life, s.bucket)
-        self._warmup_buckets = int(s.warmup / s.bucket)
+        # measurements: the first day teaches the level, the second the time-of-day profile around it
+        warmup = s.warmup if s.counts else max(s.warmup, 2 * _DAY)
+        self._warmup_buckets = int(warmup / s.bucket)
         self._resolve_buckets = max(1, int(s.resolve_after / s.bucket))
         self._refire_buckets = int(s.refire_after / s.bucket)
         self._adapt_buckets = int(s.adapt_after / s.bucket)
