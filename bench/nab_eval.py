@@ -49,7 +49,7 @@ LOOKS = ROOT / "bench" / "nab_looks.txt"
 DEV = ("AAPL", "AMZN", "CRM", "CVS", "FB")
 THRESHOLDS = (2.5, 3.0, 3.5, 4.0, 4.5)  # the detector's fire_threshold (about sigmas)
 DISPERSION_CLIPS = (3.0, 6.0)  # robust (= clip_sigma) or lenient (bursts widen the yardstick)
-DISPERSION_HALF_LIVES_DAYS = (3.0, 14.0)  # how long the yardstick of "unusual" remembers
+DISPERSION_HALF_LIVES_DAYS = (14.0,)  # fixed by reason since look 12 (two weekly cycles); 3 and 14 days before
 GRID = tuple((t, c, h) for t in THRESHOLDS for c in DISPERSION_CLIPS for h in DISPERSION_HALF_LIVES_DAYS)
 GRID_FIELDS = ("fire_threshold", "dispersion_clip_sigma", "dispersion_half_life")
 EWMA_THRESHOLDS = (3.0, 4.0, 5.0, 6.0, 8.0)  # the baseline's |z|
