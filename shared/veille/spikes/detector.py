@@ -40,7 +40,8 @@ The model, in words:
   (``level + daily + weekly``); the statistic is the residual sum of each scale over its own learned
   spread (variance of that sum, learned with the same clips and half-life as the over-dispersion), in
   absolute value, so drops and level shifts alert as well as rises; a scale may fire only once its
-  spread has been learned over ten of its windows, and the warm-up lasts at least two days (the
+  spread has been learned over ten of its windows (severity: warning from 1.5, critical from 3 times
+  the threshold, since a ratio means nothing for values of any sign), and the warm-up lasts at least two days (the
   first teaches the level, the second the time-of-day profile around it, for an additive wave that
   can be large against the noise); missing buckets are unknown (skipped), not zero.
   The classifier only ever feeds counts.
@@ -503,7 +504,11 @@ class SpikeDetector:
             self.calm = 0
             event = "fired"
             k = self._severity_buckets
-            self.severity = self._severity(math.fsum(self.recent_x[-k:]), math.fsum(self.recent_mu[-k:]))
+            if counts:
+                self.severity = self._severity(math.fsum(self.recent_x[-k:]), math.fsum(self.recent_mu[-k:]))
+            else:  # measurements have no meaningful ratio: how far past its threshold the statistic went
+                excess = zs[fire_j] / self._thresholds[fire_j]
+                self.severity = "critical" if excess >= 3.0 else "warning" if excess >= 1.5 else "info"
         if event == "fired":
             best_j = fire_j
 
