@@ -225,7 +225,6 @@ def test_measurements_flat_series_raises_nothing_and_a_drop_fires_once() -> None
     assert len(fired) == 1
     assert at <= fired[0] < at + 12
     assert decisions[fired[0]].observed < decisions[fired[0]].expected
-    assert decisions[fired[0]].severity in ("warning", "critical")  # far past its threshold, whatever the sign
 
 
 def test_measurement_state_round_trips() -> None:
