@@ -332,14 +332,15 @@ NAB_READING = [
     "80.0. The goals (>= 82 there, never below EWMA, >= 60 on nab/other) are not shown to be met. The",
     "nab/other gain (12.3 with 9 files refused, to the figure above) comes from reading every file",
     "(`--on-duplicate skip`, the bucket set to the file's sampling period, measurements of any sign",
-    "scored on rises and drops) and the 14-day dispersion memory, not from tuning; realTraffic stays low",
-    "because its whole-number speeds and travel times are read as counts (surges only). Looks, in order",
+    "scored on rises and drops, whole numbers less variable than event counts read as measurements) and",
+    "the 14-day dispersion memory, not from tuning. Looks, in order",
     "(`bench/nab_looks.txt`): 1 the old defaults; 2 a change point after `adapt_after` (dev unchanged,",
     "nab/other 44.0: rejected on nab/other); 3 old defaults; 4 a robust 3-sigma dispersion clip (dev 78.9",
     "in-sample); 5 a 30-minute scale (cross-validated 67.2); 6 a 20-point grid with 3- or 14-day dispersion",
     "memory; 7 its choice; 8 a two-day warm-up for measurements (counts unchanged); 9-11 diagnostics of",
-    "each dev window's margin and the false alarms' ratios; 12 the 14-day memory fixed by reason (these",
-    "figures); later lines are `make bench` runs.",
+    "each dev window's margin and the false alarms' ratios; 12 the 14-day memory fixed by reason; 13",
+    "whole numbers less variable than Poisson read as measurements (dev unchanged; these figures); later",
+    "lines are `make bench` runs.",
 ]
 
 

@@ -153,3 +153,14 @@ def test_series_settings_fit_the_files_format() -> None:
     assert series_settings(hourly).counts
     assert not series_settings([(START, 0.5), (START + timedelta(hours=1), 1.0)]).counts
     assert not series_settings([(START, -1.0), (START + timedelta(hours=1), 1.0)]).counts
+
+
+def test_whole_numbers_less_variable_than_counts_are_measurements() -> None:
+    """Whole-number speeds, far less variable than event counts, are measurements; noisy counts stay counts."""
+    from veille.spikes.backtest import series_settings
+
+    rng = random.Random(2)
+    speeds = [(START + timedelta(minutes=5 * i), float(60 + rng.choice((-1, 0, 0, 1)))) for i in range(500)]
+    assert not series_settings(speeds).counts
+    counts = [(START + timedelta(minutes=5 * i), float(max(0, round(rng.gauss(20, 5))))) for i in range(500)]
+    assert series_settings(counts).counts

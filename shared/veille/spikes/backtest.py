@@ -106,18 +106,39 @@ def read_series_lines(path: str | Path, on_duplicate: OnDuplicate = "error") -> 
             yield pending
 
 
+def _dispersion_index(series: Sequence[tuple[datetime, float]]) -> float:
+    """Half the variance of successive differences over the mean: about 1 or more for event counts.
+
+    Differences remove slow changes (daily rhythm, trends), not the independent-event noise, whose
+    variance is at least the mean for counts (Poisson) and usually more (bursts).
+    """
+    values = [v for _, v in series]
+    if len(values) < 3:
+        return math.inf
+    mean = math.fsum(values) / len(values)
+    if mean <= 0:
+        return math.inf
+    diffs = [b - a for a, b in itertools.pairwise(values)]
+    dm = math.fsum(diffs) / len(diffs)
+    var = math.fsum((d - dm) ** 2 for d in diffs) / len(diffs)
+    return var / 2.0 / mean
+
+
 def series_settings(series: Sequence[tuple[datetime, float]], base: DetectorSettings | None = None) -> DetectorSettings:
     """Return detector settings fitted to a whole series' *format* (never to its anomalies).
 
     The bucket is the most common step between timestamps (the series' sampling period); the values
-    are counts when every one is a non-negative whole number, else measurements (``counts=False``).
+    are counts when every one is a non-negative whole number and they vary at least as much as
+    independent events would (a Poisson floor: half the variance of successive differences is at
+    least the mean; rounded speeds or temperatures vary far less), else measurements
+    (``counts=False``).
     The daily profile's slot is widened to a whole number of buckets when the bucket does not divide
     an hour. Everything else keeps ``base`` (the defaults).
     """
     base = base or DetectorSettings()
     steps = Counter(b[0] - a[0] for a, b in itertools.pairwise(series) if b[0] > a[0])
     bucket = steps.most_common(1)[0][0] if steps else base.bucket
-    counts = all(v >= 0 and v == int(v) for _, v in series)
+    counts = all(v >= 0 and v == int(v) for _, v in series) and _dispersion_index(series) >= 1.0
     slot = base.daily_slot
     if slot % bucket:
         n = math.ceil(slot / bucket)
