@@ -136,7 +136,7 @@ class Classifier:
             id=alert_id(watch.name, "negative_mention", mention.id),
             watch=watch.name,
             kind="negative_mention",
-            severity="warning",
+            severity=watch.severity.negative_mention,
             summary=f"Negative mention of {watch.name} on {mention.site or mention.source}: {headline}",
             lang=classified.lang,
             source=mention.source,

@@ -34,8 +34,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from services.classifier.logic import alert_id
-from veille.config import Watch
-from veille.models import AlertRaised, MentionClassified, SampleMention
+from veille.config import SeverityPolicy, Watch
+from veille.models import AlertRaised, MentionClassified, SampleMention, Severity
 from veille.spikes import Decision, DetectorSettings, SpikeDetector
 from veille.text import normalise_for_match
 
@@ -51,6 +51,7 @@ __all__ = [
     "bucket_start",
     "detector_settings",
     "mention_terms",
+    "surge_severity",
 ]
 
 SurgeKind = Literal["volume_spike", "negative_spike"]
@@ -259,6 +260,22 @@ class Step:
         return max((d.scale_buckets for d in self.decisions.values() if d.event == "fired"), default=1)
 
 
+def surge_severity(policy: SeverityPolicy, kind: SurgeKind, observed: float, expected: float, share: float) -> Severity:
+    """Severity of a surge by what is at stake: its size against the expected count, and its negativity.
+
+    Critical when it is large (``critical_ratio`` times the expected count and ``critical_excess``
+    mentions above it) and negative (a ``negative_spike``, or a ``volume_spike`` with at least
+    ``critical_negative_share`` of negative mentions); otherwise the level set for its kind.
+    """
+    base: Severity = policy.negative_spike if kind == "negative_spike" else policy.volume_spike
+    ratio = policy.critical_ratio
+    if ratio is None or base == "critical":
+        return base
+    large = observed >= ratio * expected and observed - expected >= policy.critical_excess
+    negative = kind == "negative_spike" or share >= policy.critical_negative_share
+    return "critical" if large and negative else base
+
+
 class WatchSurges:
     """The two detectors of one watch and the surge alerts they are firing."""
 
@@ -335,7 +352,7 @@ class WatchSurges:
             watch=watch.name,
             kind=kind,
             status="firing",
-            severity=decision.severity or "warning",
+            severity=surge_severity(watch.severity, kind, observed, expected, share),
             summary=summary,
             observed=observed,
             expected=round(expected, 3),

@@ -52,6 +52,7 @@ __all__ = [
     "RedditSource",
     "Route",
     "RssSource",
+    "SeverityPolicy",
     "SourcesConfig",
     "VeilleConfig",
     "Watch",
@@ -262,6 +263,37 @@ class SourcesConfig(_Strict):
     x: XSource = Field(default_factory=XSource)
 
 
+class SeverityPolicy(_Strict):
+    """How severe a watch's alerts are: what is at stake grows from one negative mention to a large negative surge.
+
+    A single negative mention is ``negative_mention`` (``info`` by default: it is one voice). A surge is
+    at least its kind's level (``volume_spike``, ``negative_spike``: ``warning``) and becomes
+    ``critical`` when it is *large* (at least ``critical_ratio`` times its expected count and at least
+    ``critical_excess`` mentions above it) and *negative* (a ``negative_spike``, or a ``volume_spike``
+    whose mentions are at least ``critical_negative_share`` negative). A level set to ``critical`` makes
+    every alert of that kind critical; ``critical_ratio: null`` turns the escalation off.
+    """
+
+    negative_mention: Literal["info", "warning", "critical"] = Field(
+        default="info", description="Severity of one negative mention."
+    )
+    volume_spike: Literal["info", "warning", "critical"] = Field(
+        default="warning", description="Severity of a surge of mentions that is not large and negative."
+    )
+    negative_spike: Literal["info", "warning", "critical"] = Field(
+        default="warning", description="Severity of a surge of negative mentions that is not large."
+    )
+    critical_ratio: float | None = Field(
+        default=3.0, ge=1.0, description="Observed/expected ratio making a negative surge critical (null: never)."
+    )
+    critical_excess: float = Field(
+        default=30.0, ge=0.0, description="Fewest mentions above the expected count for a critical surge."
+    )
+    critical_negative_share: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Negative share from which a surge of all mentions counts as negative."
+    )
+
+
 class Watch(_Strict):
     """Something to watch for: a query, the languages and sources it applies to, its thresholds."""
 
@@ -277,6 +309,9 @@ class Watch(_Strict):
         default_factory=dict, description="Overrides of the spike detector's defaults for this watch."
     )
     labels: dict[str, str] = Field(default_factory=dict)
+    severity: SeverityPolicy = Field(
+        default_factory=SeverityPolicy, description="Severity of this watch's alerts (see SeverityPolicy)."
+    )
 
     @field_validator("languages")
     @classmethod
