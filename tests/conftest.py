@@ -14,7 +14,6 @@ from veille import bus
 from veille.natsserver import NatsServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from aiohttp import web
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
+from tests.helpers.shared_data import shared_data
 from veille import bus
 from veille.embedded import ChildService, Supervisor
 from veille.models import AlertRaised, MentionClassified, MentionIngested
@@ -48,7 +49,7 @@ __all__ = [
 
 SECRET = "whsec_dGVzdC1zZWNyZXQtZm9yLWxvb3BiYWNrLW9ubHk="
 REPO = Path(__file__).resolve().parents[2]
-SENTIMENT_DATA = REPO.parent / "shared" / "data" / "sentiment"
+SENTIMENT_DATA = shared_data("sentiment")  # real tweets when present; a few built-in texts otherwise
 BRANDS = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Soylent", "Vandelay", "Wonka", "Tyrell", "Cyberdyne"]
 
 _FALLBACK_TEXTS = [

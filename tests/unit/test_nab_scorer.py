@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.shared_data import requires_shared_data, shared_data
 from veille.spikes.nab import (
     PROFILES,
     load_windows,
@@ -19,7 +20,7 @@ from veille.spikes.nab import (
     score_file,
 )
 
-NAB_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nab"
+NAB_DIR = shared_data("nab")
 
 
 def _published_rows() -> list[dict[str, str]]:
@@ -31,6 +32,7 @@ def _reference_file(nab_file: str) -> Path:
     return NAB_DIR / "reference" / f"numenta_{nab_file.split('/')[-1]}"
 
 
+@requires_shared_data("nab", "windows.json")
 def test_reproduces_published_numenta_scores_for_every_profile() -> None:
     """Scoring Numenta HTM's published anomaly scores gives NAB's published raw score and counts per file."""
     windows = load_windows(NAB_DIR / "windows.json")
