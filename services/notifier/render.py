@@ -12,9 +12,11 @@ __all__ = [
     "alert_facts",
     "header_hazards",
     "header_text",
+    "linkable_url",
     "more_line",
     "one_line",
     "slack_escape",
+    "slack_fit",
     "teams_escape",
     "title_of",
 ]
@@ -23,6 +25,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]+")
 _HEADER_UNSAFE = re.compile(r"[\x80-\x9f\ud800-\udfff]")  # C1 controls; lone surrogates (undecodable bytes to email)
 _LINE_BREAKING = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 ENCODED_WORD_OPENER = "=?"
+MAX_URL = 2000
+"""Longest URL made into a link (browsers and chat apps handle about this much; longer ones are shown as text)."""
+_URL_UNSAFE = re.compile(r'[\x00-\x20\x7f-\x9f<>|"`{}\\^\u2028\u2029]')
 
 
 def one_line(text: str, limit: int = 200) -> str:
@@ -105,3 +110,32 @@ _TEAMS_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 def teams_escape(text: str) -> str:
     """Escape Markdown in text shown by an Adaptive Card TextBlock."""
     return _TEAMS_SPECIAL.sub(r"\\\1", text)
+
+
+def linkable_url(url: str | None) -> bool:
+    """Whether ``url`` may become a link in any integration: http(s), at most :data:`MAX_URL` characters,
+    and no character that ends or splits a link in one of them (space, control, ``<``, ``>``, ``|``,
+    quotes, backslash, braces). One rule for email, Slack and Teams: a URL is linked everywhere or nowhere.
+    """
+    if not url or len(url) > MAX_URL or not url.lower().startswith(("http://", "https://")):
+        return False
+    return _URL_UNSAFE.search(url) is None
+
+
+def slack_fit(text: str, limit: int) -> str:
+    """``text`` escaped for Slack and cut *before* escaping so that it holds at most ``limit`` characters.
+
+    Cutting escaped text can split an entity (``&am``) or a ``<url|title>`` link; cutting the raw text
+    then escaping cannot.
+    """
+    escaped = slack_escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    out, used = [], 1  # room for the ellipsis
+    for ch in text:
+        piece = slack_escape(ch)
+        if used + len(piece) > limit:
+            break
+        out.append(piece)
+        used += len(piece)
+    return "".join(out) + "…"

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from aiohttp import web
 
@@ -26,6 +28,27 @@ SCHEMA: dict[str, Any] = json.loads(
     (Path(__file__).resolve().parents[2] / "services/notifier/schema/notification-v1.schema.json").read_text()
 )
 """The shipped JSON Schema of the veille webhook payload, which every payload a test receives must satisfy."""
+
+FORMATS = jsonschema.FormatChecker()
+"""A format checker that checks ``date-time`` (jsonschema only does with an optional extra package)."""
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+@FORMATS.checks("date-time", raises=ValueError)
+def _date_time(value: object) -> bool:
+    """RFC 3339 date-time: the form and a real date and time (``2026-02-30T25:00:00Z`` fails)."""
+    if not isinstance(value, str):
+        return True
+    if not _RFC3339.fullmatch(value):
+        return False
+    datetime.fromisoformat(value.replace("z", "Z").replace("t", "T").replace("Z", "+00:00"))
+    return True
+
+
+def validate_payload(body: Any) -> None:
+    """Raise unless ``body`` satisfies :data:`SCHEMA`, formats (date-time) included."""
+    jsonschema.Draft202012Validator(SCHEMA, format_checker=FORMATS).validate(body)
+
 
 SECRET = "whsec_dGVzdC1zZWNyZXQtZm9yLXZlaWxsZS1ub3RpZmllcg=="
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-import jsonschema
 from click.testing import CliRunner
 from nats.js import JetStreamContext
 
 from tests.notifier.conftest import (
-    SCHEMA,
     AppFactory,
     ManualClock,
     ScriptedReceiver,
@@ -18,6 +16,7 @@ from tests.notifier.conftest import (
     make_alert,
     publish_alert,
     suppressed,
+    validate_payload,
     webhook_config,
 )
 from veille.cli.silence_cmd import silence
@@ -151,7 +150,7 @@ async def test_resolved_alert_sends_a_resolved_notification(
     assert resolved["data"]["alerts"][0]["status"] == "resolved"
     assert firing["data"]["notification_id"] != resolved["data"]["notification_id"]
     for body in (firing, resolved):
-        jsonschema.validate(body, SCHEMA)
+        validate_payload(body)
     clock.advance(hours=5)
     await flush(app, js)
     assert len(receiver.hits) == 2

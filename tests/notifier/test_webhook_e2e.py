@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-import jsonschema
 from nats.js import JetStreamContext
 
 from services.notifier.signing import decode_secret, verify
 from tests.helpers.servers import verify_standard_webhook
 from tests.notifier.conftest import (
-    SCHEMA,
     SECRET,
     AppFactory,
     ScriptedReceiver,
     make_alert,
     publish_alert,
+    validate_payload,
     webhook_config,
 )
 
@@ -37,7 +36,7 @@ async def test_alert_on_the_stream_reaches_the_webhook_signed(
     )
     assert hit.headers["X-Team"] == "comms"
     body = hit.json()
-    jsonschema.validate(body, SCHEMA)
+    validate_payload(body)
     assert body["type"] == "veille.alerts.firing"
     assert body["data"]["alerts"][0]["id"] == "alert-e2e"
     assert body["data"]["alerts"][0]["samples"][0]["text"] == "<b>Acme</b> is down\r\nBcc: x@evil"

@@ -19,7 +19,9 @@
   ``veille_notifier_python_vulnerable{cve}`` on one that lacks the fix.
 - User templates are rendered in Jinja2's sandbox.
 - ``Message-ID`` is derived from the notification id (stable across retries and replays) and
-  ``References`` from the group key, so mail clients thread a group and can drop a repeat.
+  ``References`` from the group key, so mail clients thread a group and can drop a repeat; both end
+  in the From address's domain. The HTML ``lang`` is the alerts' language
+  when they agree on one (a French mention's mail is marked French), else ``en`` (the template's).
 - Errors: 4xx replies, disconnections and time-outs are retried; 5xx replies (including a refused
   login or recipient) are not.
 """
@@ -36,7 +38,7 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import SMTP, default
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +48,14 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from services.notifier.delivery import DeliveryError
 from services.notifier.model import Clock, IntegrationKind, Notification
-from services.notifier.render import alert_facts, header_hazards, header_text, one_line, title_of
+from services.notifier.render import alert_facts, header_hazards, header_text, linkable_url, one_line, title_of
 from veille.config import EmailReceiver
 
 __all__ = [
     "HEADER_CVES",
     "EmailIntegration",
+    "message_domain",
+    "notification_lang",
     "python_header_gaps",
     "render_email",
     "tls_context",
@@ -65,8 +69,40 @@ MAX_ALERTS = 20
 TIMEOUT = 30.0
 
 
-def _safe_url(url: str | None) -> bool:
-    return bool(url) and str(url).startswith(("http://", "https://"))
+_LANG = re.compile(r"[a-z]{2,3}")
+_DOMAIN = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+FALLBACK_DOMAIN = "veille.invalid"
+
+
+def notification_lang(notification: Notification) -> str | None:
+    """The language of a notification's alerts when they agree on one (``fr``), else ``None``.
+
+    Alerts without a language (surges) do not vote; a mixed group has no single language.
+    """
+    langs = {a.lang.lower() for a in notification.alerts if a.lang}
+    if len(langs) == 1:
+        lang = langs.pop()
+        if _LANG.fullmatch(lang):
+            return lang
+    return None
+
+
+def message_domain(sender: str) -> str:
+    """The domain of ``Message-ID`` and ``References``: the From address's (IDNA), or ``veille.invalid``.
+
+    RFC 5322 wants the right side of a message id to be unique to the sender: the sender's domain
+    is, where a bare ``@veille`` is not (and spam filters score it).
+    """
+    _, address = parseaddr(sender)
+    domain = address.rpartition("@")[2].strip().rstrip(".")
+    if domain and not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return FALLBACK_DOMAIN
+    return domain.lower() if domain and _DOMAIN.fullmatch(domain) else FALLBACK_DOMAIN
 
 
 def _environment(path: Path | None, *, html: bool) -> tuple[Environment, str]:
@@ -92,7 +128,8 @@ def render_email(config: EmailReceiver, notification: Notification) -> tuple[str
         "title": title_of(notification),
         "facts": alert_facts,
         "one_line": one_line,
-        "safe_url": _safe_url,
+        "safe_url": linkable_url,
+        "lang": notification_lang(notification) or "en",
     }
     text_env, text_name = _environment(config.text_template, html=False)
     html_env, html_name = _environment(config.html_template, html=True)
@@ -221,9 +258,10 @@ class EmailIntegration:
         msg["To"] = ", ".join(self.config.to)
         msg["Date"] = formatdate(self.clock().timestamp(), usegmt=True)
         notification_id = header_text(notification.id, 200)  # from the bus (a replay): neutralised too
-        msg["Message-ID"] = f"<{notification_id}@veille>"
+        domain = message_domain(self.config.sender)
+        msg["Message-ID"] = f"<{notification_id}@{domain}>"
         thread = hashlib.sha256(f"{notification.target}\x1f{notification.group_key}".encode()).hexdigest()[:24]
-        msg["References"] = f"<group-{thread}@veille>"
+        msg["References"] = f"<group-{thread}@{domain}>"
         msg["X-Veille-Notification-Id"] = notification_id
         msg["X-Veille-Status"] = header_text(notification.status, 20)
         msg["Auto-Submitted"] = "auto-generated"

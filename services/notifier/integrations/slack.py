@@ -13,7 +13,7 @@ import httpx
 from services.notifier.delivery import post
 from services.notifier.model import IntegrationKind, Notification
 from services.notifier.payload import encode
-from services.notifier.render import alert_facts, more_line, one_line, slack_escape, title_of
+from services.notifier.render import alert_facts, linkable_url, more_line, one_line, slack_fit, title_of
 from veille.config import ChatReceiver
 
 __all__ = ["SlackIntegration", "slack_message"]
@@ -22,10 +22,26 @@ MAX_ALERTS = 5
 MAX_SAMPLES = 2
 
 
+TEXT_LIMIT = 2900
+"""Most characters in one mrkdwn text (Slack allows 3,000 in a section)."""
+CONTEXT_LIMIT = 1900
+"""Most characters in one context element's text (Slack allows 2,000)."""
+
+
 def _link(url: str | None, text: str) -> str:
-    if url and url.startswith(("http://", "https://")) and not any(c in url for c in "<>| "):
-        return f"<{url}|{slack_escape(text)}>"
-    return slack_escape(text)
+    """``text`` escaped, as a ``<url|text>`` link when the URL passes the shared rule (``linkable_url``)."""
+    if linkable_url(url):
+        return f"<{url}|{slack_fit(text, 600)}>"
+    return slack_fit(text, 600)
+
+
+def _sample_text(url: str | None, headline: str, body: str) -> str:
+    """A quoted sample within :data:`TEXT_LIMIT`: the link is whole, the body cut before it is escaped."""
+    first = f"> {_link(url, headline)}"
+    room = TEXT_LIMIT - len(first) - len("\n> ")
+    if body and room > 20:
+        return f"{first}\n> {slack_fit(body, room)}"
+    return first
 
 
 def slack_message(notification: Notification) -> dict[str, Any]:
@@ -41,20 +57,23 @@ def slack_message(notification: Notification) -> dict[str, Any]:
         blocks.append(
             {
                 "type": "section",
-                "text": {"type": "mrkdwn", "text": f"{icon} *{slack_escape(one_line(alert.summary, 280))}* ({state})"},
+                "text": {
+                    "type": "mrkdwn",
+                    "text": f"{icon} *{slack_fit(one_line(alert.summary, 280), 2000)}* ({state})",
+                },
             }
         )
-        facts = " · ".join(f"{k}: {slack_escape(one_line(v, 80))}" for k, v in alert_facts(alert)[1:6])
+        facts = " · ".join(f"{k}: {slack_fit(one_line(v, 80), 300)}" for k, v in alert_facts(alert)[1:6])
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": facts}]})
         for sample in alert.samples[:MAX_SAMPLES]:
             headline = one_line(sample.title or sample.text, 120)
             body = one_line(sample.text, 280) if sample.title else ""
-            text = f"> {_link(sample.url, headline)}" + (f"\n> {slack_escape(body)}" if body else "")
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}})
+            text = _sample_text(sample.url, headline, body)
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
         blocks.append({"type": "divider"})
     if hidden > 0:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more_line(hidden)}]})
-    return {"text": slack_escape(title), "blocks": blocks[:50]}
+    return {"text": slack_fit(title, TEXT_LIMIT), "blocks": blocks[:50]}
 
 
 class SlackIntegration:

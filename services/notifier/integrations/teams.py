@@ -13,17 +13,35 @@ import httpx
 from services.notifier.delivery import post
 from services.notifier.model import IntegrationKind, Notification
 from services.notifier.payload import encode
-from services.notifier.render import alert_facts, more_line, one_line, teams_escape, title_of
+from services.notifier.render import alert_facts, linkable_url, more_line, one_line, teams_escape, title_of
 from veille.config import ChatReceiver
 
-__all__ = ["TeamsIntegration", "teams_message"]
+__all__ = ["MAX_BYTES", "TeamsIntegration", "teams_message"]
 
 MAX_ALERTS = 5
 MAX_SAMPLES = 2
+MAX_ACTIONS = 4
+MAX_BYTES = 27_000
+"""Largest body posted: Teams refuses a message over 28 KB, so the card lists fewer alerts until it fits."""
+_SHAPES = ((MAX_ALERTS, MAX_SAMPLES, MAX_ACTIONS), (3, 1, 2), (1, 1, 1), (1, 0, 0))
 
 
 def teams_message(notification: Notification) -> dict[str, Any]:
-    """The workflow-webhook body: one message carrying one Adaptive Card."""
+    """The workflow-webhook body: one message carrying one Adaptive Card, at most :data:`MAX_BYTES` encoded.
+
+    Every text is cut (and a URL longer than the shared rule allows is not made a button); when the
+    card is still too big (many long facts, non-Latin scripts take three bytes a character), it is
+    rebuilt listing fewer alerts, samples and buttons, the rest told as "…and N more".
+    """
+    message: dict[str, Any] = {}
+    for alerts, samples, actions in _SHAPES:
+        message = _message(notification, alerts, samples, actions)
+        if len(encode(message)) <= MAX_BYTES:
+            break
+    return message
+
+
+def _message(notification: Notification, max_alerts: int, max_samples: int, max_actions: int) -> dict[str, Any]:
     resolved = notification.status == "resolved"
     body: list[dict[str, Any]] = [
         {
@@ -36,7 +54,7 @@ def teams_message(notification: Notification) -> dict[str, Any]:
         }
     ]
     actions: list[dict[str, Any]] = []
-    shown, hidden = notification.listed(MAX_ALERTS)
+    shown, hidden = notification.listed(max_alerts)
     for alert in shown:
         body.append(
             {
@@ -47,12 +65,12 @@ def teams_message(notification: Notification) -> dict[str, Any]:
                 "weight": "Bolder",
             }
         )
-        facts = [{"title": k, "value": teams_escape(one_line(v, 120))} for k, v in alert_facts(alert)]
+        facts = [{"title": one_line(k, 40), "value": teams_escape(one_line(v, 120))} for k, v in alert_facts(alert)]
         body.append({"type": "FactSet", "facts": facts})
-        for sample in alert.samples[:MAX_SAMPLES]:
+        for sample in alert.samples[:max_samples]:
             text = one_line(sample.title or sample.text, 200)
             body.append({"type": "TextBlock", "text": "“" + teams_escape(text) + "”", "wrap": True, "isSubtle": True})
-            if sample.url and sample.url.startswith(("http://", "https://")) and len(actions) < 4:
+            if sample.url and linkable_url(sample.url) and len(actions) < max_actions:
                 actions.append({"type": "Action.OpenUrl", "title": one_line(text, 40), "url": sample.url})
     if hidden > 0:
         body.append({"type": "TextBlock", "text": more_line(hidden), "isSubtle": True, "wrap": True})
