@@ -9,21 +9,35 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from veille.config import ConfigError, VeilleConfig, load_config
 from veille.settings import read_secret_file
 
-__all__ = ["up"]
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+
+__all__ = ["run_stack", "up"]
+
+Prepare = Callable[["JetStreamContext"], Awaitable[None]]
 
 
 def _port_or_free(port: int) -> int:
     from veille.natsserver import _port_open, free_port
 
     return free_port() if _port_open("127.0.0.1", port) else port
+
+
+def _choose_port(port: int, what: str, flag: str, command: str = "up") -> int:
+    """``port`` if nothing listens on it, else a free one, said on stderr."""
+    chosen = _port_or_free(port)
+    if chosen != port:
+        click.echo(f"veille {command}: port {port} ({flag}) is in use; {what} listens on {chosen} instead", err=True)
+    return chosen
 
 
 def _webhook_secret(data_dir: Path) -> str:
@@ -100,24 +114,56 @@ def up(
     nats-server requires them and every service uses them; with --nats-url, veille up starts no
     nats-server and uses that one with those credentials.
     """
+    run_stack(config_path, data_dir, nats_port, nats_url, smtp_port, webhook_port, metrics_port, quiet=quiet)
+
+
+def run_stack(
+    config_path: Path,
+    data_dir: Path,
+    nats_port: int,
+    nats_url: str | None,
+    smtp_port: int,
+    webhook_port: int,
+    metrics_port: int,
+    *,
+    quiet: bool,
+    prepare: Prepare | None = None,
+    command: str = "up",
+) -> None:
+    """What ``veille up`` (and ``veille demo``) run: the stack of ``config_path`` until a signal.
+
+    The mail catcher's and webhook sink's ports are taken if free, else free ones are picked and
+    said; ``VEILLE_SMTP_PORT`` and ``VEILLE_WEBHOOK_PORT`` are set to the ports really used (the
+    example configuration's webhook URL reads the latter). ``prepare`` runs on JetStream once the
+    topology exists, before the services start.
+    """
     from veille.logging import configure_logging
 
-    configure_logging("up", fmt=os.environ.get("VEILLE_LOG_FORMAT", "auto"))
-    try:
+    configure_logging(command, fmt=os.environ.get("VEILLE_LOG_FORMAT", "auto"))
+    smtp_port = _choose_port(smtp_port, "the mail catcher", "--smtp-port", command)
+    webhook_port = _choose_port(webhook_port, "the webhook sink", "--webhook-port", command)
+    os.environ["VEILLE_SMTP_PORT"] = str(smtp_port)
+    os.environ["VEILLE_WEBHOOK_PORT"] = str(webhook_port)
+    os.environ["VEILLE_WEBHOOK_SECRET"] = _webhook_secret(data_dir)
+    try:  # after the above: the example config takes the sink's secret and ports from the environment
         config = load_config(config_path)
     except ConfigError as exc:
-        click.echo(f"veille up: {config_path} has mistakes:\n{exc}", err=True)
-        sys.exit(2)
-    os.environ.setdefault("VEILLE_SMTP_PORT", str(smtp_port))
-    os.environ.setdefault("VEILLE_WEBHOOK_PORT", str(webhook_port))
-    os.environ["VEILLE_WEBHOOK_SECRET"] = _webhook_secret(data_dir)
-    try:  # re-read: the example config takes the sink's secret and ports from the environment
-        config = load_config(config_path)
-    except ConfigError as exc:  # pragma: no cover - same file as above
-        click.echo(f"veille up: {config_path} has mistakes:\n{exc}", err=True)
+        click.echo(f"veille {command}: {config_path} has mistakes:\n{exc}", err=True)
         sys.exit(2)
     asyncio.run(
-        _up(config, config_path, data_dir, nats_port, nats_url, smtp_port, webhook_port, metrics_port, echo=not quiet)
+        _up(
+            config,
+            config_path,
+            data_dir,
+            nats_port,
+            nats_url,
+            smtp_port,
+            webhook_port,
+            metrics_port,
+            echo=not quiet,
+            prepare=prepare,
+            command=command,
+        )
     )
 
 
@@ -132,6 +178,8 @@ async def _up(
     metrics_port: int,
     *,
     echo: bool,
+    prepare: Prepare | None = None,
+    command: str = "up",
 ) -> None:
     from veille import bus
     from veille.embedded import ChildService, MailCatcher, Supervisor, WebhookSink
@@ -156,7 +204,7 @@ async def _up(
     server: NatsServerProcess | None = None
     monitor_port: int | None = None
     if nats_url is None:
-        nats_port = _port_or_free(nats_port)
+        nats_port = _choose_port(nats_port, "NATS", "--nats-port", command)
         monitor_port = _port_or_free(8222)
         server = NatsServerProcess(
             store_dir=data_dir / "nats",
@@ -178,12 +226,21 @@ async def _up(
         try:
             nc = await connect(settings, name="veille-up")
         except NatsConnectError as exc:
-            click.echo(f"veille up: {exc}", err=True)
+            click.echo(f"veille {command}: {exc}", err=True)
             sys.exit(1)
         await bus.ensure_topology(nc.jetstream(), replicas=settings.stream_replicas)
+        if prepare is not None:
+            await prepare(nc.jetstream())
         await nc.drain()
-        mail.start()
-        await sink.start()
+        for what, flag, port, start in (
+            ("mail catcher", "--smtp-port", smtp_port, _sync_start(mail.start)),
+            ("webhook sink", "--webhook-port", webhook_port, sink.start),
+        ):
+            try:
+                await start()
+            except OSError as exc:  # taken between the check and the bind
+                click.echo(f"veille {command}: the {what} cannot listen on 127.0.0.1:{port} ({flag}): {exc}", err=True)
+                sys.exit(1)
         children = []
         for offset, name in enumerate(_enabled_services(config), start=1):
             port = _port_or_free(metrics_port + offset)
@@ -205,7 +262,7 @@ async def _up(
         await supervisor.start()
         _print_summary(settings.nats_url, monitor_port, data_dir, smtp_port, webhook_port, own_port, children)
         await stop.wait()
-        click.echo("veille up: stopping…")
+        click.echo(f"veille {command}: stopping…")
     finally:
         if supervisor is not None:
             await supervisor.stop()
@@ -217,7 +274,14 @@ async def _up(
             mail.stop()
         if server is not None:
             server.stop()
-        click.echo("veille up: stopped.")
+        click.echo(f"veille {command}: stopped.")
+
+
+def _sync_start(start: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        start()
+
+    return run
 
 
 def _print_summary(
@@ -243,5 +307,11 @@ def _print_summary(
         name = getattr(child, "name", "?")
         port = getattr(child, "http_port", 0)
         lines.append(f"  {name:<17} http://127.0.0.1:{port}/metrics  /healthz  /readyz")
-    lines += [f"  logs              {data_dir / 'logs'}", "Press Ctrl-C to stop.", ""]
+    lines += [
+        f"  logs              {data_dir / 'logs'}",
+        "For veille dlq, silence, topology and backtest in another shell:",
+        f"  export VEILLE_NATS_URL={nats_url}",
+        "Press Ctrl-C to stop.",
+        "",
+    ]
     click.echo("\n".join(lines))
