@@ -26,6 +26,10 @@ install: $(STAMP) ## Create .venv and install veille with its development tools
 run: $(STAMP) ## Run the whole stack on this machine (veille up) with CONFIG=examples/veille.yaml
 	$(BIN)/veille up --config $(CONFIG)
 
+.PHONY: demo
+demo: $(STAMP) ## Offline demo: veille up on a scripted crisis feed; alerts in var/demo within two minutes
+	$(BIN)/veille demo
+
 test: lint typecheck ## Lint, type-check and run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

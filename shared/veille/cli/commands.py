@@ -6,6 +6,7 @@ import click
 
 from veille.cli.asyncapi_cmd import asyncapi
 from veille.cli.backtest_cmd import backtest
+from veille.cli.demo_cmd import demo
 from veille.cli.dlq_cmd import dlq
 from veille.cli.run_cmd import check_config, run
 from veille.cli.sentiment_cmd import sentiment
@@ -15,4 +16,4 @@ from veille.cli.up_cmd import up
 
 __all__ = ["ALL"]
 
-ALL: list[click.Command] = [up, run, check_config, asyncapi, backtest, sentiment, silence, dlq, topology]
+ALL: list[click.Command] = [up, demo, run, check_config, asyncapi, backtest, sentiment, silence, dlq, topology]
