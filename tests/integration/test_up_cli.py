@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 from tests.helpers.stack import StackProcess
 from veille import bus
 from veille.models import AlertRaised
+from veille.natsserver import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -91,3 +95,20 @@ def test_up_with_taken_ports_picks_free_ones_and_the_example_webhook_follows(
     finally:
         code = stack.stop()
     assert code == 0, "\n".join(stack.stderr)
+
+
+@pytest.mark.parametrize("args", [["dlq", "list"], ["silence", "list"], ["silence", "expire", "some-id"]])
+def test_a_nats_that_is_down_gives_one_clear_line_and_no_traceback(args: list[str], tmp_path: Path) -> None:
+    """With nothing listening at the NATS URL, the operator commands say so in one line, without nats-py tracebacks."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VEILLE_")}
+    env["VEILLE_NATS_URL"] = f"nats://127.0.0.1:{port}"
+    done = subprocess.run(
+        [sys.executable, "-m", "veille", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"Error: cannot connect to NATS at nats://127.0.0.1:{port} as no credentials: "
+        f"[Errno 111] Connect call failed ('127.0.0.1', {port})"
+    ]
