@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +45,37 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"), **extra}
 
 
-def compose_config(*files: Path, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess[str]:
-    """Run ``docker-compose config`` on ``files`` (no Docker engine needed)."""
+_PASSWORD_LINE = re.compile(r"^([A-Z][A-Z0-9_]*PASSWORD[A-Z0-9_]*)=$")
+
+
+def empty_passwords() -> list[str]:
+    """The password variables .env.example leaves empty (compose refuses to start until each is set)."""
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    return [match.group(1) for match in map(_PASSWORD_LINE.match, lines) if match]
+
+
+_filled: list[Path] = []
+
+
+def filled_env_example() -> Path:
+    """.env.example with every password filled in (a distinct test value each), as a user's .env is."""
+    if not _filled:
+        folder = Path(tempfile.mkdtemp(prefix="veille-env-"))
+        atexit.register(shutil.rmtree, folder, True)
+        out = []
+        for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+            match = _PASSWORD_LINE.match(line)
+            out.append(f"{match.group(1)}=test-only-{match.group(1).lower()}" if match else line)
+        path = folder / "env"
+        path.write_text("\n".join(out) + "\n", encoding="utf-8")
+        _filled.append(path)
+    return _filled[0]
+
+
+def compose_config(*files: Path, env_file: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``docker-compose config`` on ``files`` (no Docker engine needed), by default with a filled .env."""
     exe = require_tool("docker-compose")
+    env_file = filled_env_example() if env_file is None else env_file
     args = [exe, "--project-directory", str(REPO), "--env-file", str(env_file)]
     for file in files or (COMPOSE_FILE,):
         args += ["-f", str(file)]

@@ -19,7 +19,9 @@ from tests.deploy.conftest import (
     REPO,
     clean_env,
     compose_config,
+    empty_passwords,
     env_example,
+    filled_env_example,
 )
 from veille.cli.run_cmd import run as run_command
 from veille.config import parse_config
@@ -94,6 +96,27 @@ def test_compose_refuses_to_start_without_the_passwords(tmp_path: Path) -> None:
     result = compose_config(COMPOSE_FILE, env_file=env_file)
     assert result.returncode != 0
     assert "PASSWORD in .env" in result.stderr
+
+
+def test_env_example_as_copied_starts_nothing_until_every_password_is_set(tmp_path: Path) -> None:
+    """.env.example ships no password: copied as is, or with one password left empty, compose refuses to start."""
+    passwords = empty_passwords()
+    assert "VEILLE_NATS_PASSWORD" in passwords and "GRAFANA_ADMIN_PASSWORD" in passwords
+    assert {k for k in env_example() if "PASSWORD" in k} == set(passwords), "a password has a value in .env.example"
+    result = compose_config(COMPOSE_FILE, env_file=ENV_EXAMPLE)
+    assert result.returncode != 0
+    assert "PASSWORD in .env" in result.stderr
+    filled = filled_env_example().read_text(encoding="utf-8")
+    for name in (
+        "VEILLE_NATS_PASSWORD",
+        "VEILLE_NATS_PASSWORD_NOTIFIER",
+        "GRAFANA_ADMIN_PASSWORD",
+    ):  # one empty: refused
+        env_file = tmp_path / f"env-{name}"
+        env_file.write_text(re.sub(rf"^{name}=.*$", f"{name}=", filled, flags=re.M), encoding="utf-8")
+        result = compose_config(COMPOSE_FILE, env_file=env_file)
+        assert result.returncode != 0, name
+        assert f"set {name} in .env" in result.stderr
 
 
 def test_every_veille_service_is_in_compose_and_its_command_exists(compose: dict[str, Any]) -> None:
