@@ -14,15 +14,18 @@ refers to itself, aliases that expand to more than 100,000 values ("billion laug
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -33,7 +36,9 @@ from pydantic import (
 )
 
 from veille.durations import Duration
+from veille.language import normalise_language_tag
 from veille.settings import read_secret_file
+from veille.spikes import DetectorSettings
 
 __all__ = [
     "BlueskySource",
@@ -63,6 +68,61 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_NAME = re.compile(NAME_PATTERN)
+
+
+def _name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: 1 to 64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or a digit (no spaces)"
+        )
+    return value
+
+
+def _clock_time(value: str) -> str:
+    match = re.fullmatch(r"(\d{2}):(\d{2})", value)
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        raise ValueError(f"{value!r} is not a time of day such as 08:00 or 22:30 (HH:MM, 00:00 to 23:59)")
+    return value
+
+
+def _websocket_url(value: str) -> str:
+    if not re.match(r"^wss?://", value):
+        raise ValueError(f"{value!r} is not a WebSocket URL (it must start with wss:// or ws://)")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_name)]
+ClockTime = Annotated[str, AfterValidator(_clock_time)]
+
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the scheme's prefix, not a secret
+SECRET_HOW_TO = "make one with `veille secret new`"  # noqa: S105 - advice, not a secret
+
+
+def webhook_secret_key(secret: str) -> bytes:
+    """The key bytes of a Standard Webhooks secret, ``whsec_`` + base64 (the prefix is optional).
+
+    Raise ValueError, in words, when it is not one: the notifier signs with these bytes.
+    """
+    text = secret.strip()
+    try:
+        key = base64.b64decode(text.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            f"the webhook secret is not '{WEBHOOK_SECRET_PREFIX}' followed by base64 "
+            f"(a Standard Webhooks secret); {SECRET_HOW_TO}"
+        ) from None
+    if not key:
+        raise ValueError(f"the webhook secret is empty after '{WEBHOOK_SECRET_PREFIX}'; {SECRET_HOW_TO}")
+    return key
+
+
+def new_webhook_secret() -> str:
+    """A fresh random webhook secret: ``whsec_`` + base64 of 32 random bytes."""
+    import secrets
+
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 class _Strict(BaseModel):
@@ -148,6 +208,16 @@ def _secret(value: str | None, path: Path | None) -> str | None:
     return None
 
 
+def _read_file_field(field: str, path: Path) -> str:
+    """The text of a ``*_file`` the notifier reads when it starts; ValueError in words when it cannot."""
+    try:
+        return read_secret_file(path)
+    except OSError as exc:
+        raise ValueError(f"{field}: cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{field}: {exc}") from None
+
+
 def _hn_tags() -> list[Literal["story", "comment"]]:
     return ["story", "comment"]
 
@@ -166,7 +236,7 @@ class BlueskySource(_SearchSource):
     """Bluesky: the Jetstream firehose (no auth), and searchPosts backfill with an app password."""
 
     jetstream_url: str = Field(
-        default="wss://jetstream2.us-east.bsky.network/subscribe", pattern=r"^wss?://", description="Jetstream URL."
+        default="wss://jetstream2.us-east.bsky.network/subscribe", description="Jetstream URL (wss:// or ws://)."
     )
     rewind: Duration = Field(default=timedelta(seconds=5), description="Replay this much on reconnect.")
     api_url: AnyHttpUrl = Field(default=AnyHttpUrl("https://bsky.social/xrpc"), description="XRPC base for search.")
@@ -174,6 +244,11 @@ class BlueskySource(_SearchSource):
     app_password: str | None = None
     app_password_file: Path | None = None
     interval: Duration = Field(default=timedelta(minutes=10), description="Interval of the searchPosts backfill.")
+
+    @field_validator("jetstream_url")
+    @classmethod
+    def _ws(cls, value: str) -> str:
+        return _websocket_url(value)
 
     def password(self) -> str | None:
         """The app password, from the value or its file."""
@@ -297,7 +372,7 @@ class SeverityPolicy(_Strict):
 class Watch(_Strict):
     """Something to watch for: a query, the languages and sources it applies to, its thresholds."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: Name
     query: str = Field(min_length=1, description="Lucene-style query, e.g. '\"Acme Corp\" OR acme.com'.")
     languages: list[str] = Field(default_factory=list, description="Empty means every language.")
     sources: list[str] = Field(default_factory=list, description="Empty means every source.")
@@ -306,7 +381,9 @@ class Watch(_Strict):
         default=-0.3, ge=-1.0, le=0.0, description="Sentiment score at or below which a mention alerts."
     )
     spike: dict[str, Any] = Field(
-        default_factory=dict, description="Overrides of the spike detector's defaults for this watch."
+        default_factory=dict,
+        description="Overrides of the spike detector's defaults for this watch (veille.spikes.DetectorSettings); "
+        "durations are written as everywhere else (5m, 2h, 1d).",
     )
     labels: dict[str, str] = Field(default_factory=dict)
     severity: SeverityPolicy = Field(
@@ -317,8 +394,10 @@ class Watch(_Strict):
     @classmethod
     def _lang_codes(cls, value: list[str]) -> list[str]:
         for code in value:
-            if not re.fullmatch(r"[a-z]{2}", code):
-                raise ValueError(f"{code!r} is not a two-letter language code such as en or fr")
+            if normalise_language_tag(code) != code:
+                raise ValueError(
+                    f"{code!r} is not a language code: two lower-case letters of ISO 639-1, such as en or fr"
+                )
         return value
 
     @field_validator("query")
@@ -405,6 +484,12 @@ class EmailReceiver(_Strict):
     text_template: Path | None = None
     digest: Duration | None = Field(default=None, description="Send one email per group per interval.")
 
+    @model_validator(mode="after")
+    def _password_file_readable(self) -> EmailReceiver:
+        if self.password is None and self.password_file is not None:  # what the notifier reads at start
+            _read_file_field("password_file", self.password_file)
+        return self
+
     @field_validator("to")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
@@ -425,6 +510,23 @@ class WebhookReceiver(_Strict):
     format: Literal["veille", "alertmanager"] = "veille"
     body_template: str | None = None
 
+    @field_validator("secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, value: str | None) -> str | None:
+        if value:
+            webhook_secret_key(value)
+        return value
+
+    @model_validator(mode="after")
+    def _secret_file_holds_a_secret(self) -> WebhookReceiver:
+        if self.secret is None and self.secret_file is not None:  # what the notifier reads at start
+            text = _read_file_field("secret_file", self.secret_file)
+            try:
+                webhook_secret_key(text)
+            except ValueError as exc:
+                raise ValueError(f"secret_file {self.secret_file}: {exc}") from None
+        return self
+
     @field_validator("headers")
     @classmethod
     def _no_header_injection(cls, value: dict[str, str]) -> dict[str, str]:
@@ -444,8 +546,8 @@ class ChatReceiver(_Strict):
 class QuietHours(_Strict):
     """Hours during which a receiver is not disturbed, except by critical alerts if allowed."""
 
-    start: str = Field(pattern=r"^\d{2}:\d{2}$")
-    end: str = Field(pattern=r"^\d{2}:\d{2}$")
+    start: ClockTime
+    end: ClockTime
     timezone: str = "UTC"
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(default_factory=list)
     critical_bypass: bool = True
@@ -465,7 +567,7 @@ class QuietHours(_Strict):
 class Receiver(_Strict):
     """A named destination: any number of email, webhook, Slack and Teams integrations."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: Name
     email: list[EmailReceiver] = Field(default_factory=list)
     webhook: list[WebhookReceiver] = Field(default_factory=list)
     slack: list[ChatReceiver] = Field(default_factory=list)
@@ -517,25 +619,7 @@ class VeilleConfig(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> VeilleConfig:
-        problems: list[str] = []
-        names = [w.name for w in self.watches]
-        _no_duplicates(names, "watches", problems)
-        _no_duplicates([r.name for r in self.receivers], "receivers", problems)
-        known_watches = set(names)
-        for index, feed in enumerate(self.sources.rss.feeds):
-            if feed.watch is not None and feed.watch not in known_watches:
-                problems.append(f"@sources.rss.feeds[{index}].watch: {feed.watch!r} is not a defined watch")
-        for index, search in enumerate(self.sources.rss.google_news):
-            if search.watch not in known_watches:
-                problems.append(f"@sources.rss.google_news[{index}].watch: {search.watch!r} is not a defined watch")
-        for section in ("hackernews", "bluesky", "mastodon", "gdelt", "reddit", "x"):
-            for index, name in enumerate(getattr(self.sources, section).watches):
-                if name not in known_watches:
-                    problems.append(f"@sources.{section}.watches[{index}]: {name!r} is not a defined watch")
-        receivers = {r.name for r in self.receivers}
-        if self.receivers and self.route.receiver is None:
-            problems.append("@route.receiver: the root route needs a receiver")
-        _check_route(self.route, receivers, "route", problems)
+        problems = [f"@{_dotted(loc)}: {message}" for loc, message in cross_problems(self.model_dump(by_alias=True))]
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -548,19 +632,119 @@ class VeilleConfig(_Strict):
         raise KeyError(name)
 
 
-def _no_duplicates(names: list[str], section: str, problems: list[str]) -> None:
+ALERT_LABELS = ("watch", "kind", "severity", "lang", "language", "source")
+"""Labels every alert carries (besides its watch's own ``labels``): what routes group and match on."""
+
+_Loc = tuple[str | int, ...]
+
+
+def _items(value: Any) -> list[tuple[int, Any]]:
+    return list(enumerate(value)) if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def cross_problems(data: Any) -> list[tuple[_Loc, str]]:
+    """Mistakes that span fields, found on the plain data (even where other fields are wrong).
+
+    Duplicate watch and receiver names, references to undefined watches and receivers, spike
+    settings the detector refuses, and ``group_by`` labels no alert carries. Run by
+    :class:`VeilleConfig` itself and, when other fields fail, by :func:`parse_config` on the raw file,
+    so that every mistake is told in one pass.
+    """
+    data = _dict(data)
+    problems: list[tuple[_Loc, str]] = []
+    watches = [(i, w) for i, w in _items(data.get("watches")) if isinstance(w, dict)]
+    receivers = [(i, r) for i, r in _items(data.get("receivers")) if isinstance(r, dict)]
+    known_watches = _no_duplicates(watches, "watches", problems)
+    known_receivers = _no_duplicates(receivers, "receivers", problems)
+    for index, watch in watches:
+        spike = watch.get("spike")
+        if isinstance(spike, dict) and spike:
+            problems.extend((("watches", index, "spike", *loc), msg) for loc, msg in _spike_problems(spike))
+    sources = _dict(data.get("sources"))
+    rss = _dict(sources.get("rss"))
+    for index, feed in _items(rss.get("feeds")):
+        name = _dict(feed).get("watch")
+        if isinstance(name, str) and name not in known_watches:
+            problems.append((("sources", "rss", "feeds", index, "watch"), _undefined("watch", name, known_watches)))
+    for index, search in _items(rss.get("google_news")):
+        name = _dict(search).get("watch")
+        if isinstance(name, str) and name not in known_watches:
+            problems.append(
+                (("sources", "rss", "google_news", index, "watch"), _undefined("watch", name, known_watches))
+            )
+    for section in ("hackernews", "bluesky", "mastodon", "gdelt", "reddit", "x"):
+        for index, name in _items(_dict(sources.get(section)).get("watches")):
+            if isinstance(name, str) and name not in known_watches:
+                problems.append((("sources", section, "watches", index), _undefined("watch", name, known_watches)))
+    labels = set(ALERT_LABELS)
+    for _, watch in watches:
+        labels.update(str(key) for key in _dict(watch.get("labels")))
+    route = data.get("route")
+    if isinstance(route, dict):
+        if receivers and route.get("receiver") is None:
+            problems.append((("route", "receiver"), "the root route needs a receiver"))
+        _check_route(route, known_receivers, labels, ("route",), problems)
+    return problems
+
+
+def _undefined(what: str, name: str, known: set[str]) -> str:
+    choices = ", ".join(sorted(known)[:10]) or "none is defined"
+    return f"{name!r} is not a defined {what} ({what}s: {choices})"
+
+
+def _no_duplicates(
+    entries: list[tuple[int, dict[Any, Any]]], section: str, problems: list[tuple[_Loc, str]]
+) -> set[str]:
     seen: set[str] = set()
-    for index, name in enumerate(names):
+    for index, entry in entries:
+        name = entry.get("name")
+        if not isinstance(name, str):
+            continue
         if name in seen:
-            problems.append(f"@{section}[{index}].name: another entry is already called {name!r}")
+            problems.append(((section, index, "name"), f"another entry is already called {name!r}"))
         seen.add(name)
+    return seen
 
 
-def _check_route(route: Route, receivers: set[str], where: str, problems: list[str]) -> None:
-    if route.receiver is not None and route.receiver not in receivers:
-        problems.append(f"@{where}.receiver: {route.receiver!r} is not a defined receiver")
-    for index, child in enumerate(route.routes):
-        _check_route(child, receivers, f"{where}.routes[{index}]", problems)
+def _spike_problems(spike: dict[Any, Any]) -> list[tuple[_Loc, str]]:
+    try:
+        DetectorSettings.model_validate(spike)
+    except ValidationError as exc:
+        known = ", ".join(DetectorSettings.model_fields)
+        out: list[tuple[_Loc, str]] = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            if error["type"] == "extra_forbidden":
+                out.append((loc, f"unknown spike setting {loc[-1]!r} (known: {known})"))
+            else:
+                out.append((loc, error["msg"].removeprefix("Value error, ")))
+        return out
+    except (ArithmeticError, TypeError, ValueError) as exc:  # a check the detector lacks: still a mistake, told
+        return [((), f"the spike detector refuses these settings: {exc}")]
+    return []
+
+
+def _check_route(
+    route: dict[Any, Any], receivers: set[str], labels: set[str], where: _Loc, problems: list[tuple[_Loc, str]]
+) -> None:
+    receiver = route.get("receiver")
+    if isinstance(receiver, str) and receiver not in receivers:
+        problems.append(((*where, "receiver"), _undefined("receiver", receiver, receivers)))
+    for index, label in _items(route.get("group_by")):
+        if isinstance(label, str) and label != "..." and label not in labels:
+            problems.append(
+                (
+                    (*where, "group_by", index),
+                    f"{label!r} is not a label alerts carry ({', '.join(sorted(labels))}, or '...' for all)",
+                )
+            )
+    for index, child in _items(route.get("routes")):
+        if isinstance(child, dict):
+            _check_route(child, receivers, labels, (*where, "routes", index), problems)
 
 
 # ---------------------------------------------------------------- loading with line numbers
@@ -837,6 +1021,12 @@ def parse_config(text: str, *, filename: str = "<config>", env: dict[str, str] |
                 located = _LOCATED.match(part)
                 here, text = (tuple(_split_dotted(located.group(1))), located.group(2)) if located else (loc, part)
                 problems.append(ConfigProblem(filename, _line_for(lines, here), _dotted(here), text))
+        # Field mistakes stop pydantic before the checks that span fields: run those on the raw data too.
+        told = {(p.field, p.message) for p in problems}
+        for loc, text in cross_problems(data):
+            if (_dotted(loc), text) not in told:
+                problems.append(ConfigProblem(filename, _line_for(lines, loc), _dotted(loc), text))
+        problems.sort(key=lambda p: p.line or 0)
         raise ConfigError(problems) from exc
     if problems:
         raise ConfigError(problems)

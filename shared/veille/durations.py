@@ -6,16 +6,17 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, TypeAdapter, ValidationError
 
 __all__ = ["Duration", "format_duration", "parse_duration"]
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_ISO: TypeAdapter[timedelta] = TypeAdapter(timedelta)
 
 
 def parse_duration(value: Any) -> timedelta:
-    """Parse ``90s``, ``5m``, ``1h30m``, ``7d``, a number of seconds or a timedelta."""
+    """Parse ``90s``, ``5m``, ``1h30m``, ``7d``, ISO 8601 (``PT5M``), a number of seconds or a timedelta."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
@@ -27,6 +28,14 @@ def parse_duration(value: Any) -> timedelta:
     if not isinstance(value, str):
         raise ValueError("a duration such as 30s, 5m, 2h or 7d")
     text = value.strip().lower().replace(" ", "")
+    if text.startswith("p"):  # ISO 8601 (PT5M), which the detector settings always took
+        try:
+            iso = _ISO.validate_python(value.strip())
+        except ValidationError:
+            raise ValueError(f"{value!r} is not a duration such as 30s, 5m, 2h or 7d") from None
+        if iso < timedelta(0):
+            raise ValueError("a duration cannot be negative")
+        return iso
     pos, total = 0, 0.0
     for match in _PART.finditer(text):
         if match.start() != pos:

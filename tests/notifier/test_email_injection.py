@@ -110,7 +110,7 @@ receivers:
         smarthost: 127.0.0.1:{port}
 route:
   receiver: crisis
-  group_by: [case]
+  group_by: ["..."]  # every label: the "case" label of each hostile alert makes its own group
   group_wait: 0s
 """
 

@@ -91,9 +91,9 @@ def test_environment_variables_are_interpolated() -> None:
         '    webhook: [{url: "http://127.0.0.1:${PORT:-8099}/h", secret: "${S}"}]\n'
         "route: {receiver: h}\n"
     )
-    config = parse_config(text, env={"S": "whsec_abc"})
+    config = parse_config(text, env={"S": "whsec_c2VjcmV0"})
     hook = config.receivers[0].webhook[0]
-    assert str(hook.url) == "http://127.0.0.1:8099/h" and hook.secret == "whsec_abc"
+    assert str(hook.url) == "http://127.0.0.1:8099/h" and hook.secret == "whsec_c2VjcmV0"
 
 
 @pytest.mark.parametrize(

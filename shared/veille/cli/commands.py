@@ -9,6 +9,7 @@ from veille.cli.backtest_cmd import backtest
 from veille.cli.demo_cmd import demo
 from veille.cli.dlq_cmd import dlq
 from veille.cli.run_cmd import check_config, run
+from veille.cli.secret_cmd import secret
 from veille.cli.sentiment_cmd import sentiment
 from veille.cli.silence_cmd import silence
 from veille.cli.topology_cmd import topology
@@ -16,4 +17,4 @@ from veille.cli.up_cmd import up
 
 __all__ = ["ALL"]
 
-ALL: list[click.Command] = [up, demo, run, check_config, asyncapi, backtest, sentiment, silence, dlq, topology]
+ALL: list[click.Command] = [up, demo, run, check_config, asyncapi, backtest, sentiment, silence, dlq, topology, secret]

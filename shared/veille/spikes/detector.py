@@ -89,6 +89,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from veille.durations import Duration
 from veille.models import Severity
 
 __all__ = ["Decision", "DetectorSettings", "SpikeDetector", "nb_signed_deviance"]
@@ -104,12 +105,13 @@ _MIN_THRESHOLD = 0.5
 class DetectorSettings(BaseModel):
     """How a watch's spike detector behaves; the defaults are what a new watch gets.
 
-    Durations are ``timedelta`` (pydantic also accepts seconds or ISO 8601 such as ``PT5M``).
+    Durations are ``timedelta``; as in the YAML configuration they may be written ``30s``, ``5m``, ``2h``, ``7d``
+    (or a number of seconds, or ISO 8601 such as ``PT5M``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    bucket: timedelta = Field(timedelta(minutes=5), description="Width of a time bucket.")
+    bucket: Duration = Field(timedelta(minutes=5), description="Width of a time bucket.")
     counts: bool = Field(
         True,
         description=(
@@ -118,24 +120,24 @@ class DetectorSettings(BaseModel):
             "series): Gaussian residuals, rises and drops alert, a missing bucket is unknown and skipped."
         ),
     )
-    warmup: timedelta = Field(timedelta(days=1), description="How long the detector only learns before it may alert.")
-    level_half_life: timedelta = Field(timedelta(days=3), description="Half-life of the de-seasonalised level.")
-    daily_slot: timedelta = Field(timedelta(hours=1), description="Resolution of the time-of-day profile.")
-    daily_half_life: timedelta = Field(
+    warmup: Duration = Field(timedelta(days=1), description="How long the detector only learns before it may alert.")
+    level_half_life: Duration = Field(timedelta(days=3), description="Half-life of the de-seasonalised level.")
+    daily_slot: Duration = Field(timedelta(hours=1), description="Resolution of the time-of-day profile.")
+    daily_half_life: Duration = Field(
         timedelta(days=5), description="Half-life of each time-of-day factor (in days of data)."
     )
     weekly: bool = Field(True, description="Learn a day-of-week rhythm on top of the daily one.")
-    weekly_half_life: timedelta = Field(
+    weekly_half_life: Duration = Field(
         timedelta(days=21), description="Half-life of each day-of-week factor (in weeks of data x 7)."
     )
-    dispersion_half_life: timedelta = Field(
+    dispersion_half_life: Duration = Field(
         timedelta(days=14),
         description=(
             "Half-life of the over-dispersion estimates: how long the yardstick of 'unusual' remembers "
             "(two weekly cycles, so a few busy or quiet days do not move it much)."
         ),
     )
-    scales: tuple[timedelta, ...] = Field(
+    scales: tuple[Duration, ...] = Field(
         (timedelta(hours=2), timedelta(hours=6), timedelta(hours=24)),
         description="Aggregation windows on which a surge is tested (each a multiple of the bucket).",
     )
@@ -150,13 +152,13 @@ class DetectorSettings(BaseModel):
         ),
     )
     resolve_threshold: float = Field(1.5, description="Statistic below which volume counts as normal.")
-    resolve_after: timedelta = Field(
+    resolve_after: Duration = Field(
         timedelta(hours=1), description="How long volume must stay normal before the alert resolves."
     )
-    refire_after: timedelta = Field(
+    refire_after: Duration = Field(
         timedelta(hours=1), description="Quiet time after a resolution before a new surge may fire."
     )
-    adapt_after: timedelta = Field(
+    adapt_after: Duration = Field(
         timedelta(hours=12), description="After this long firing, the baseline accepts the new level."
     )
     min_excess: float = Field(5.0, ge=0, description="Fewest extra mentions (over a scale) to fire.")
@@ -167,12 +169,12 @@ class DetectorSettings(BaseModel):
         6.0, gt=0, description="Counts are clipped to this many sigmas to learn the over-dispersion."
     )
     dispersion_cap: float = Field(100.0, gt=0, description="Largest single-bucket contribution to alpha.")
-    severity_window: timedelta = Field(
+    severity_window: Duration = Field(
         timedelta(minutes=30), description="Recent window whose observed/expected ratio sets the severity."
     )
     warning_ratio: float = Field(3.0, ge=1, description="Observed/expected ratio from which severity is warning.")
     critical_ratio: float = Field(10.0, ge=1, description="Observed/expected ratio from which severity is critical.")
-    max_gap: timedelta = Field(
+    max_gap: Duration = Field(
         timedelta(days=7), description="Longest run of missing buckets filled with zeros; longer gaps reset."
     )
 
@@ -180,7 +182,7 @@ class DetectorSettings(BaseModel):
     def _check(self) -> DetectorSettings:
         if self.bucket <= timedelta(0):
             raise ValueError("bucket must be positive")
-        if _DAY % self.daily_slot or self.daily_slot % self.bucket:
+        if self.daily_slot <= timedelta(0) or _DAY % self.daily_slot or self.daily_slot % self.bucket:
             raise ValueError("daily_slot must divide a day and be a multiple of bucket")
         if not self.scales:
             raise ValueError("at least one scale is needed")
