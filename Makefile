@@ -9,7 +9,7 @@ CONFIG ?= examples/veille.yaml
 COMPOSE ?= docker compose
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck clean up down logs bench
+.PHONY: help install run test lint typecheck clean up down logs bench train
 
 help: ## Show this help
 	@echo "veille — make targets:"
@@ -42,6 +42,10 @@ typecheck: $(STAMP) ## Check types with mypy (strict)
 
 bench: $(STAMP) ## Run every benchmark, write docs/benchmarks.md (BENCH_ARGS=--full: an hour of memory)
 	PYTHONPATH=shared:. $(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+train: $(STAMP) ## Rebuild the sentiment model from ../shared/data (TRAIN_ARGS=--cv: re-run the cross-validation)
+	$(BIN)/pip install --quiet -e ".[dev,train]"
+	$(BIN)/python scripts/train_sentiment.py $(TRAIN_ARGS)
 
 clean: ## Remove the virtual environment and caches (keeps ./var)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

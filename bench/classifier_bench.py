@@ -202,7 +202,7 @@ async def classifier_run(url: str, js: JetStreamContext, n: int, batch_size: int
 
 def cpu_only(mentions: list[MentionIngested]) -> float:
     """Classify in a loop without NATS (language, sentiment, watches, story, terms); return the rate."""
-    backend = make_backend("lexicon")
+    backend = make_backend()
 
     def score(text: str, lang: str | None) -> tuple[Sentiment, float]:
         found = backend.analyze(text, lang)

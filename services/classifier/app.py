@@ -98,7 +98,7 @@ class ClassifierApp:
             registry=self.metrics.registry,
         )
         self.detection_metrics = DetectionMetrics(self.metrics.registry)
-        backend = sentiment or make_backend("lexicon")
+        backend = sentiment or make_backend()
 
         def score(text: str, lang: str | None) -> tuple[Sentiment, float]:
             result = backend.analyze(text, lang)

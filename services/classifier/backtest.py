@@ -102,7 +102,7 @@ async def replay_stream(
     watches = {w.name: w for w in config.watches}
     if watch_name not in watches:
         raise KeyError(watch_name)
-    backend = sentiment or make_backend("lexicon")
+    backend = sentiment or make_backend()
 
     def score(text: str, lang: str | None) -> tuple[Sentiment, float]:
         found = backend.analyze(text, lang)

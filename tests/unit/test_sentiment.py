@@ -236,6 +236,7 @@ def test_results_reject_scores_outside_the_range() -> None:
 
 def test_make_backend_picks_by_name_and_explains_mistakes() -> None:
     """'lexicon' needs nothing; 'transformer' needs a path; unknown names are refused by name."""
+    assert make_backend("lexicon").name == "lexicon"
     assert isinstance(make_backend("lexicon"), LexiconBackend)
     with pytest.raises(ValueError, match="model path"):
         make_backend("transformer")
@@ -368,7 +369,10 @@ def test_transformers_model_from_a_local_path(tmp_path: Path) -> None:
     assert getattr(backend, "runtime", None) == "torch"
 
 
-# --- quality gate on real labelled tweets (held-out half only) ----------------------------------
+# --- the lexicon backend on real labelled tweets ------------------------------------------------
+# Its rules were shaped while looking at both halves of these dev files, so these figures are in
+# sample: a non-regression check of the lexicon backend, not a quality estimate. The honest quality
+# gate is the linear model's, on tweets it never trained on (tests/unit/test_sentiment_linear.py).
 
 
 def _held_out_scores(backend: LexiconBackend, lang: str) -> Scores:
@@ -377,25 +381,13 @@ def _held_out_scores(backend: LexiconBackend, lang: str) -> Scores:
     return evaluate([label for _, label in rows], predicted)
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="evaluation data not present")
-@pytest.mark.parametrize(
-    ("lang", "goal"),
-    [
-        ("en", 65.0),
-        ("fr", 62.0),
-    ],
-)
-def test_held_out_macro_recall_meets_the_goal(lexicon: LexiconBackend, lang: str, goal: float) -> None:
-    """On tweets never used for tuning, macro recall meets the issue's goal for each language."""
-    scores = _held_out_scores(lexicon, lang)
-    assert scores.macro_recall >= goal, scores
-
-
-@pytest.mark.skipif(not DATA.is_dir(), reason="evaluation data not present")
+@pytest.mark.skipif(not DATA.is_dir(), reason="evaluation data (../shared/data/sentiment) not present")
 @pytest.mark.parametrize(("lang", "floor", "vader"), [("en", 65.5, 59.0), ("fr", 62.5, 57.3)])
-def test_held_out_quality_does_not_regress(lexicon: LexiconBackend, lang: str, floor: float, vader: float) -> None:
-    """Held-out macro recall stays at its measured level, well above VADER as packaged, and negative
-    recall stays above VADER's (the class a crisis alert lives on)."""
+def test_lexicon_backend_does_not_regress_in_sample(
+    lexicon: LexiconBackend, lang: str, floor: float, vader: float
+) -> None:
+    """The lexicon backend keeps its (in-sample) macro recall and negative recall on the dev half
+    its calibration did not fit, above VADER as packaged."""
     scores = _held_out_scores(lexicon, lang)
     assert scores.macro_recall >= floor > vader, scores
     assert scores.negative_recall >= {"en": 68.6, "fr": 59.8}[lang], scores

@@ -54,9 +54,10 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 )
 @click.option(
     "--backend",
-    default="lexicon",
+    default="linear",
     show_default=True,
-    help="Sentiment backend: 'lexicon' (built in) or 'transformer' (needs --model-path).",
+    help="Sentiment backend: 'linear' (built in, learned), 'lexicon' (built in, rules) or 'transformer' "
+    "(needs --model-path).",
 )
 @click.option(
     "--model-path",
