@@ -221,30 +221,7 @@ def _quality_sections(r: dict[str, Any]) -> list[str]:
             ]
         out += [""]
     out += _nab_section(r.get("nab_eval") or {})
-    langs = (r.get("sentiment_eval") or {}).get("languages") or {}
-    if langs:
-        out += [
-            "## Sentiment, held-out half of the labelled tweets",
-            "",
-            "| language | system | macro recall | negative precision | negative recall | texts/s | goal |",
-            "|---|---|---:|---:|---:|---:|---|",
-        ]
-        for lang, res in langs.items():
-            mine, base = res.get("veille_lexicon", {}), res.get("vader_baseline", {})
-            goal = f"{res.get('goal_macro_recall', 0):.0f} ({'met' if res.get('meets_goal') else 'missed'})"
-            out.append(
-                f"| {lang} | veille | {mine.get('macro_recall', 0)} | {mine.get('negative_precision', 0)} | "
-                f"{mine.get('negative_recall', 0)} | {_f(mine.get('texts_per_second', 0))} | {goal} |"
-            )
-            out.append(
-                f"| {lang} | VADER as packaged | {base.get('macro_recall', 0)} | {base.get('negative_precision', 0)} | "
-                f"{base.get('negative_recall', 0)} | {_f(base.get('texts_per_second', 0))} | |"
-            )
-            out.append(
-                f"| {lang} | language detection + veille sentiment | | | | "
-                f"{_f(res.get('detect_and_sentiment_texts_per_second', 0))} | |"
-            )
-        out += [""]
+    out += _sentiment_section(r.get("sentiment_eval") or {})
     match = (r.get("query_bench") or {}).get("matching") or {}
     if match:
         stories = (r.get("query_bench") or {}).get("stories") or {}
@@ -342,6 +319,72 @@ NAB_READING = [
     "whole numbers less variable than Poisson read as measurements (dev unchanged; these figures); later",
     "lines are `make bench` runs.",
 ]
+
+
+def _sentiment_section(sent: dict[str, Any]) -> list[str]:
+    """The sentiment table: cross-validated estimates, the dev figure with its looks, baselines."""
+    langs = sent.get("languages") or {}
+    if not langs:
+        return []
+    looks = sent.get("en_dev_looks", "?")
+    out = [
+        "## Sentiment: English and French tweets, 3 classes (`bench/sentiment_eval.py`)",
+        "",
+        "The default backend is a linear model per language, learned from labelled tweets (`make train`; "
+        "`shared/veille/sentiment/model/README.md`). English: trained on `en_tweets_train.csv` "
+        "(48,273 SemEval tweets), its setting (C) by 5-fold cross-validation on that file; `en_tweets_dev.csv` "
+        f"(2,000) never trained on, its figure looked at {looks} time(s) while building the model. "
+        "French: the 2,163 tweets of `fr_tweets_dev.csv` are all the French data, so the estimate is "
+        "5-fold CV on them (compared: French folds alone, or with all English tweets added; French alone "
+        "was best) and there is no French dev figure. CV figures are for n-grams seen in at least 3 tweets; "
+        "the shipped model keeps those seen in at least 5 (for size), and the dev figure is the shipped "
+        "model's. Caveat: the lexicon evidence the model uses as features comes from rules shaped on both "
+        "dev files. The old lexicon backend's dev figures are in sample (it was shaped on those files) and "
+        "labelled so. Goals (on the unseen test splits): macro recall en 65, fr 62; negative precision "
+        "and recall 60. Negative precision depends on the share of negative tweets (about 16% in the "
+        "English training and dev files).",
+        "",
+        "| language | system | measured on | macro recall | negative precision | negative recall |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for lang, res in langs.items():
+        cv = res.get("linear_cv", {})
+        rows = [
+            (
+                "veille linear (default)",
+                f"{cv.get('folds', 5)}-fold CV, {_f(cv.get('rows', 0))} tweets ({cv.get('setting', '')})",
+                cv,
+            ),
+        ]
+        if "linear_dev" in res:
+            rows.append(
+                ("veille linear (default)", f"dev, 2,000 tweets, never trained on (look {looks})", res["linear_dev"])
+            )
+        rows.append(
+            ("veille lexicon (old default)", "dev, **in sample** (shaped on it)", res.get("lexicon_dev_in_sample", {}))
+        )
+        vader = "VADER as packaged" if lang == "en" else "vadersentiment-fr as packaged"
+        rows.append((vader, "dev", res.get("vader_dev", {})))
+        for name, on, sc in rows:
+            out.append(
+                f"| {lang} | {name} | {on} | {sc.get('macro_recall', 0):.1f} | "
+                f"{sc.get('negative_precision', 0):.1f} | {sc.get('negative_recall', 0):.1f} |"
+            )
+    out += [
+        "",
+        "Texts per second on one core (warm: texts seen before; unseen: one pass, CPU time). The machine "
+        "is shared: compare the linear model with the lexicon backend measured in the same run.",
+        "",
+        "| language | linear | linear, unseen texts | lexicon | VADER | detect language + linear |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for lang, res in langs.items():
+        sp = res.get("texts_per_second", {})
+        out.append(
+            f"| {lang} | {_f(sp.get('linear', 0))} | {_f(sp.get('linear_unseen', 0))} | {_f(sp.get('lexicon', 0))} | "
+            f"{_f(sp.get('vader', 0))} | {_f(sp.get('detect_and_linear', 0))} |"
+        )
+    return [*out, ""]
 
 
 NOTES_FILE = BENCH / "benchmarks_notes.md"
