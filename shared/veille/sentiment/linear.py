@@ -31,7 +31,7 @@ import json
 import math
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -122,6 +122,11 @@ class LinearModel:
     unigrams: dict[str, Weights]
     bigrams: dict[str, Weights]
     chars: dict[str, Weights]
+    word_cache: dict[str, _Cached] = field(default_factory=dict, repr=False)
+    """Per word token: its unigram weights, the sum of its character n-gram weights and their number
+    (shared by every backend using this model, like the lexicon's memo: a stream repeats its words)."""
+    other_cache: dict[str, _Cached] = field(default_factory=dict, repr=False)
+    """The same for emoji, emoticons and punctuation (no character n-grams)."""
 
 
 @dataclass(slots=True)
@@ -202,9 +207,6 @@ class LinearBackend:
     def __init__(self, models: LinearModels | None = None, lexicon: LexiconBackend | None = None) -> None:
         self.models = models or load_model()
         self._lexicon = lexicon or LexiconBackend()
-        self._caches: dict[str, tuple[dict[str, _Cached], dict[str, _Cached]]] = {
-            lang: ({}, {}) for lang in self.models.models
-        }
 
     def _token_weights(self, model: LinearModel, key: str, is_word: bool) -> _Cached:
         """Unigram weights of one token, the sum of its character n-gram weights (words only) and how
@@ -222,7 +224,7 @@ class LinearBackend:
                     b += w[1]
                     c += w[2]
         found = (uni[0], uni[1], uni[2], a, b, c, count)
-        cache = self._caches[model.lang][0 if is_word else 1]
+        cache = model.word_cache if is_word else model.other_cache
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
         cache[key] = found
@@ -243,7 +245,7 @@ class LinearBackend:
                 z2 += w[2] * x
         if not tokens:
             return _softmax(z0, z1, z2)
-        word_cache, other_cache = self._caches[lang]
+        word_cache, other_cache = model.word_cache, model.other_cache
         token_weights = self._token_weights
         ua = ub = uc = ca = cb = cc = 0.0
         count = 0
