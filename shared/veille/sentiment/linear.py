@@ -215,14 +215,17 @@ class LinearBackend:
         a = b = c = 0.0
         count = 0
         if is_word:
-            chars = model.chars
-            for gram in char_ngrams(key):
-                count += 1
-                w = chars.get(gram)
-                if w is not None:
-                    a += w[0]
-                    b += w[1]
-                    c += w[2]
+            get = model.chars.get
+            padded = f" {key} "
+            size = len(padded)
+            for n in range(CHAR_RANGE[0], CHAR_RANGE[1] + 1):  # char_ngrams(key), inlined: it is hot
+                for start in range(size - n + 1):
+                    count += 1
+                    w = get(padded[start : start + n])
+                    if w is not None:
+                        a += w[0]
+                        b += w[1]
+                        c += w[2]
         found = (uni[0], uni[1], uni[2], a, b, c, count)
         cache = model.word_cache if is_word else model.other_cache
         if len(cache) >= _CACHE_LIMIT:
