@@ -43,7 +43,7 @@ typecheck: $(STAMP) ## Check types with mypy (strict)
 bench: $(STAMP) ## Run every benchmark, write docs/benchmarks.md (BENCH_ARGS=--full: an hour of memory)
 	PYTHONPATH=shared:. $(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
-train: $(STAMP) ## Rebuild the sentiment model from ../shared/data (TRAIN_ARGS=--cv: re-run the cross-validation)
+train: $(STAMP) ## Rebuild the sentiment model from ../shared/data (TRAIN_ARGS='--cv all': re-run its cross-validation)
 	$(BIN)/pip install --quiet -e ".[dev,train]"
 	$(BIN)/python scripts/train_sentiment.py $(TRAIN_ARGS)
 
