@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from veille.cli.up_cmd import stack_options
+
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
@@ -14,22 +16,8 @@ __all__ = ["demo"]
 
 
 @click.command()
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("var/demo"),
-    show_default=True,
-    help="Where the demo's NATS store, mail, webhooks and logs go.",
-)
-@click.option("--nats-port", type=int, default=4222, show_default=True, help="NATS client port (loopback).")
-@click.option(
-    "--nats-url", default=None, help="Use this NATS server (with JetStream) instead of starting one (see veille up)."
-)
-@click.option("--smtp-port", type=int, default=2525, show_default=True, help="Port of the local mail catcher.")
-@click.option("--webhook-port", type=int, default=8099, show_default=True, help="Port of the local webhook sink.")
-@click.option("--metrics-port", type=int, default=9100, show_default=True, help="First of the metrics ports.")
+@stack_options(Path("var/demo"), "Where the demo's NATS store, mail, webhooks and logs go.")
 @click.option("--feed-port", type=int, default=0, help="Port of the demo feed (default: any free port).")
-@click.option("--quiet", is_flag=True, help="Do not echo the services' logs (they still go to DATA_DIR/logs).")
 def demo(
     data_dir: Path,
     nats_port: int,

@@ -68,6 +68,45 @@ def _enabled_services(config: VeilleConfig) -> list[str]:
     return names
 
 
+def stack_options(data_dir: Path, data_dir_help: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The flags ``veille up`` and ``veille demo`` share: data directory, ports, ``--nats-url``, ``--quiet``."""
+
+    def apply(command: Callable[..., None]) -> Callable[..., None]:
+        options = [
+            click.option(
+                "--data-dir",
+                type=click.Path(path_type=Path, file_okay=False),
+                default=data_dir,
+                show_default=True,
+                help=data_dir_help,
+            ),
+            click.option("--nats-port", type=int, default=4222, show_default=True, help="NATS client port (loopback)."),
+            click.option(
+                "--nats-url",
+                default=None,
+                help="Use this NATS server (with JetStream) instead of starting one; credentials from "
+                "VEILLE_NATS_USER and VEILLE_NATS_PASSWORD (or VEILLE_NATS_TOKEN).",
+            ),
+            click.option(
+                "--smtp-port", type=int, default=2525, show_default=True, help="Port of the local mail catcher."
+            ),
+            click.option(
+                "--webhook-port", type=int, default=8099, show_default=True, help="Port of the local webhook sink."
+            ),
+            click.option(
+                "--metrics-port", type=int, default=9100, show_default=True, help="First of the metrics ports."
+            ),
+            click.option(
+                "--quiet", is_flag=True, help="Do not echo the services' logs (they still go to DATA_DIR/logs)."
+            ),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
 @click.command()
 @click.option(
     "--config",
@@ -77,24 +116,7 @@ def _enabled_services(config: VeilleConfig) -> list[str]:
     show_default=True,
     help="YAML configuration of watches, sources, receivers and routes.",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("var"),
-    show_default=True,
-    help="Where the NATS store, mail, webhooks and logs go.",
-)
-@click.option("--nats-port", type=int, default=4222, show_default=True, help="NATS client port (loopback).")
-@click.option(
-    "--nats-url",
-    default=None,
-    help="Use this NATS server (with JetStream) instead of starting one; credentials from VEILLE_NATS_USER "
-    "and VEILLE_NATS_PASSWORD (or VEILLE_NATS_TOKEN).",
-)
-@click.option("--smtp-port", type=int, default=2525, show_default=True, help="Port of the local mail catcher.")
-@click.option("--webhook-port", type=int, default=8099, show_default=True, help="Port of the local webhook sink.")
-@click.option("--metrics-port", type=int, default=9100, show_default=True, help="First of the metrics ports.")
-@click.option("--quiet", is_flag=True, help="Do not echo the services' logs (they still go to DATA_DIR/logs).")
+@stack_options(Path("var"), "Where the NATS store, mail, webhooks and logs go.")
 def up(
     config_path: Path,
     data_dir: Path,
