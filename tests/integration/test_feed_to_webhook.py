@@ -58,6 +58,11 @@ version: 1
 watches:
   - name: acme
     query: '"acme corp" OR acme'
+    # This test is about the plumbing: one negative entry, one signed webhook, nothing republished. The
+    # learned sentiment model scores the neutral "quarterly report ... due on Tuesday" entry about -0.5
+    # ("due" leans negative in its training tweets; a known weakness, see issue 12), the furious one
+    # -0.99: a stricter threshold keeps the test independent of such borderline scores.
+    negative_threshold: -0.8
 sources:
   rss:
     interval: 1s
