@@ -340,7 +340,7 @@ class WatchSurges:
             ratio_text = f"{ratio:.0f}×"
         else:
             ratio_text = f"{ratio:.1f}×"
-        expected_text = f"{expected:.0f}" if expected >= 1 else f"{expected:.1g}"
+        expected_text = _expected_text(expected)
         summary = (
             f"{observed:g} {what} of {watch.name} in {_duration(window)}, expected {expected_text} ({ratio_text}); "
             f"{stats.story_count} {'story' if stats.story_count == 1 else 'stories'}, {share:.0%} negative"
@@ -399,8 +399,20 @@ class WatchSurges:
 
 
 def _duration(span: timedelta) -> str:
-    minutes = span.total_seconds() / 60
+    """A window as people say it: ``30 s``, ``5 min``, ``90 min``, ``2 h`` (never ``0.0833333 min``)."""
+    seconds = span.total_seconds()
+    if seconds < 60 or seconds % 60:
+        return f"{seconds:g} s"
+    minutes = seconds / 60
     if minutes < 60 or minutes % 60:
         return f"{minutes:g} min"
-    hours = minutes / 60
-    return f"{hours:g} h"
+    return f"{minutes / 60:g} h"
+
+
+def _expected_text(expected: float) -> str:
+    """The expected count as people say it: ``37``, ``0.4``, or ``almost none`` (never ``3e-06``)."""
+    if expected >= 1:
+        return f"{expected:.0f}"
+    if expected >= 0.05:
+        return f"{expected:.1f}"
+    return "almost none"
