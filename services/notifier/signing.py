@@ -11,14 +11,14 @@ import base64
 import hashlib
 import hmac
 
-__all__ = ["decode_secret", "sign", "verify"]
+from veille.config import webhook_secret_key
 
-PREFIX = "whsec_"
+__all__ = ["decode_secret", "sign", "verify"]
 
 
 def decode_secret(secret: str) -> bytes:
-    """The key bytes of a ``whsec_<base64>`` secret (the prefix is optional)."""
-    return base64.b64decode(secret.strip().removeprefix(PREFIX), validate=True)
+    """The key bytes of a ``whsec_<base64>`` secret (the prefix is optional), as check-config reads them."""
+    return webhook_secret_key(secret)
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:

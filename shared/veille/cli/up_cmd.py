@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
-import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from veille.config import ConfigError, VeilleConfig, load_config
+from veille.config import ConfigError, VeilleConfig, load_config, new_webhook_secret
 from veille.settings import read_secret_file
 
 if TYPE_CHECKING:
@@ -47,7 +45,7 @@ def _webhook_secret(data_dir: Path) -> str:
     path = data_dir / "webhook-secret"
     if path.exists():
         return read_secret_file(path)
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    secret = new_webhook_secret()
     data_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(secret + "\n")
     path.chmod(0o600)
