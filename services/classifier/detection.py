@@ -34,7 +34,8 @@ JetStream redeliver those mentions and they are counted again: an over-count bou
 mentions in flight (at most the consumer's ``max_ack_pending``, and in practice the mentions of one
 flush interval). A mention whose bucket was already stepped (it arrived more than ``grace`` late) is
 not counted; ``veille_spike_late_mentions_total`` counts those. The first bucket of a watch is the
-first one any replica flushes; earlier counts flushed later by another replica are ignored.
+earliest any replica flushes before the watch is first stepped (a replica flushing an earlier bucket
+than the one the state was created at moves the start back while the state is still ``fresh``).
 
 Story ids come from each replica's own :class:`~veille.stories.StoryIndex` (bounded, in memory):
 copies of one story handled by different replicas can get different ids (each replica starts the
@@ -325,13 +326,37 @@ class SurgeDetection:
                     delay = min(delay * 2, 5.0)
 
     async def _create_state(self, watch: str, bucket: datetime) -> None:
+        """Start the watch's detectors at ``bucket``, or earlier than another replica started them.
+
+        Replicas flush concurrently, so the replica that creates the state may hold later buckets
+        than another one. A state no replica has stepped yet is marked ``fresh``; a replica holding
+        an earlier bucket moves its start back (compare-and-set), so the detectors see every count.
+        """
         surges = WatchSurges(self.watches[watch])
         surges.next_bucket = bucket
-        try:
-            await self.kv.create(state_key(watch), _dump({"surges": surges.to_state(), "outbox": []}))
-            log.info("classifier.watch_detection_started", watch=watch, bucket=bucket.isoformat())
-        except KeyWrongLastSequenceError:
-            pass  # another replica (or an earlier run) started it
+        value = _dump({"surges": surges.to_state(), "outbox": [], "fresh": True})
+        key = state_key(watch)
+        for _ in range(_CAS_ATTEMPTS):
+            try:
+                await self.kv.create(key, value)
+                log.info("classifier.watch_detection_started", watch=watch, bucket=bucket.isoformat())
+                break
+            except KeyWrongLastSequenceError:
+                pass  # another replica (or an earlier run) started it
+            try:
+                entry = await self.kv.get(key)
+            except (KeyNotFoundError, KeyDeletedError):
+                continue
+            data = json.loads(entry.value or b"{}")
+            start = data.get("surges", {}).get("next_bucket")
+            if not data.get("fresh") or start is None or datetime.fromisoformat(start) <= bucket:
+                break
+            try:
+                await self.kv.update(key, value, last=entry.revision)
+                log.info("classifier.watch_detection_started", watch=watch, bucket=bucket.isoformat(), moved_from=start)
+                break
+            except KeyWrongLastSequenceError:
+                self.metrics.conflicts.labels("state").inc()
         self._has_state.add(watch)
 
     async def run_flusher(self) -> None:

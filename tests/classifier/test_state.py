@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from nats.js import JetStreamContext
 
 from services.classifier.backtest import WatchReplay
+from services.classifier.detection import state_key
 from services.classifier.logic import Classifier
 from services.classifier.surges import mention_terms
 from tests.classifier.conftest import (
@@ -21,6 +23,7 @@ from tests.classifier.conftest import (
     series,
     spikes,
 )
+from veille import bus
 from veille.config import parse_config
 from veille.language import detect_language
 from veille.models import AlertRaised
@@ -107,3 +110,26 @@ async def test_alerts_decided_before_a_crash_are_published_by_the_next_tick(apps
     await healthy.tick()
     alerts = await alerts_in_stream(js)
     assert key(alerts) == key(offline_alerts())
+
+
+async def test_a_replica_flushing_earlier_buckets_moves_the_start_back(apps: Apps, js: JetStreamContext) -> None:
+    """Replicas flush concurrently: counts of buckets before the one the state was created at still count."""
+    early, late = await apps.start(), await apps.start()
+    config = parse_config(CONFIG)
+    classifier = Classifier(config, lambda text, lang: ("neutral", 0.0), detect_language)
+    mentions = series()
+    first = next(m for m in mentions if m.ingested_at >= at(0))
+    later = next(m for m in mentions if m.ingested_at >= at(9))
+
+    def record(app: object, mention: object) -> None:
+        found = classifier.classify(mention)  # type: ignore[arg-type]
+        app.detection.record(found.mention, mention_terms(found.body))  # type: ignore[attr-defined]
+
+    record(late, later)
+    await late.detection.flush()  # type: ignore[union-attr]
+    record(early, first)
+    await early.detection.flush()  # type: ignore[union-attr]
+
+    kv = await js.key_value(bus.DETECTOR.name)
+    state = json.loads((await kv.get(state_key("acme"))).value or b"{}")
+    assert state["surges"]["next_bucket"] == at(0).isoformat()
