@@ -83,3 +83,36 @@ class IngestMetrics:
             ["source", "target"],
             registry=registry,
         )
+        # The source's own health: conditions that lose or delay mentions without failing a poll.
+        self.backlog_truncated = Counter(
+            f"{PREFIX}_source_backlog_truncated_total",
+            "Polls that stopped paging before reaching the cursor (a watch busier than the pages read): "
+            "X resumes the rest on the next poll; Hacker News, Reddit and GDELT skip it.",
+            ["source", "target"],
+            registry=registry,
+        )
+        self.backlog_skipped = Counter(
+            f"{PREFIX}_source_backlog_skipped_total",
+            "Results a truncated poll left unread for good, where the source says how many matched.",
+            ["source"],
+            registry=registry,
+        )
+        self.backlog_pending = Gauge(
+            f"{PREFIX}_source_backlog_pending",
+            "1 while a watch has results its polls have not read yet (its last poll stopped at the page "
+            "limit), 0 once a poll reached the cursor.",
+            ["source", "target"],
+            registry=registry,
+        )
+        self.watch_untargeted = Gauge(
+            f"{PREFIX}_source_watch_untargeted",
+            "1 for a watch this source cannot search (no hashtag, no term it can send): it gets nothing from it.",
+            ["source", "watch"],
+            registry=registry,
+        )
+        self.config_warning = Gauge(
+            f"{PREFIX}_source_config_warning",
+            "1 while a setting works against the source's rules (user_agent: a User-Agent Reddit throttles).",
+            ["source", "warning"],
+            registry=registry,
+        )
