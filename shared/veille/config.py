@@ -41,6 +41,7 @@ from veille.settings import read_secret_file
 from veille.spikes import DetectorSettings
 
 __all__ = [
+    "ArchiveConfig",
     "BlueskySource",
     "ConfigError",
     "ConfigProblem",
@@ -608,6 +609,30 @@ DEFAULT_ROUTE = Route(
 )
 
 
+class ArchiveConfig(_Strict):
+    """The mention archive (``services/archive``): where it writes, how long it keeps, how it batches."""
+
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL: sqlite+aiosqlite:///path/archive.db or postgresql+asyncpg://user@host/db; "
+            "default: archive.sqlite3 in the data directory (VEILLE_DATA_DIR). VEILLE_ARCHIVE_DATABASE_URL wins."
+        ),
+    )
+    password_file: Path | None = Field(
+        default=None, description="File holding the database password (VEILLE_ARCHIVE_DATABASE_PASSWORD wins)."
+    )
+    retention: Duration = Field(default=timedelta(days=400), description="Mentions and alerts older than this go.")
+    batch_size: int = Field(default=500, ge=1, le=10_000, description="Most messages written in one transaction.")
+
+    @field_validator("retention")
+    @classmethod
+    def _at_least_a_day(cls, value: timedelta) -> timedelta:
+        if value < timedelta(days=1):
+            raise ValueError("keep mentions at least 1d (retention works by day and by month)")
+        return value
+
+
 class VeilleConfig(_Strict):
     """The whole configuration file."""
 
@@ -616,6 +641,7 @@ class VeilleConfig(_Strict):
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     receivers: list[Receiver] = Field(default_factory=list)
     route: Route = DEFAULT_ROUTE
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
 
     @model_validator(mode="after")
     def _references(self) -> VeilleConfig:
