@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from ingest_helpers import (
 from services.ingest_mastodon.app import create_app
 from services.ingest_mastodon.logic import SseEvent, SseParser, hashtags_for
 from veille.ingest.backoff import Backoff
+from veille.ingest.http import parse_reset_time, quota_reset
 from veille.ingest.runner import IngestService
 from veille.models import mention_id_for
 from veille.natsserver import NatsServerProcess
@@ -430,3 +431,81 @@ async def test_without_a_token_nothing_is_streamed(
     await wait_for(done)
     assert http_server.requests_to(TIMELINE)
     assert [r.path for r in http_server.requests if "streaming" in r.path] == []
+
+
+# ---------------------------------------------------------------------- rate limits as Mastodon writes them
+
+
+def mastodon_rate_headers(remaining: int, reset: datetime) -> dict[str, str]:
+    """Mastodon's rate-limit headers: the reset is an ISO 8601 time with microseconds, not seconds.
+
+    ``app/controllers/concerns/rate_limit_headers.rb`` writes ``(request_time + offset).iso8601(6)``;
+    the 429 of ``config/initializers/rack_attack.rb`` (``throttled_responder``) sends the same three
+    headers, ``X-RateLimit-Remaining: 0``, a ``{"error": "Too many requests"}`` body and no
+    ``Retry-After`` (https://docs.joinmastodon.org/api/rate-limits/).
+    """
+    return {
+        "X-RateLimit-Limit": "300",
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": reset.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+
+
+async def test_a_429_without_retry_after_waits_for_the_iso_8601_reset(
+    make_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """Mastodon's throttled answer has only X-RateLimit-Reset (an ISO time): the server is paused until then."""
+    reset = datetime.now(UTC) + timedelta(minutes=5)
+
+    async def throttled(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"error": "Too many requests"}, status=429, headers=mastodon_rate_headers(0, reset))
+
+    http_server.route("/one/api/v1/timelines/tag/acme", throttled)
+    http_server.route("/three/api/v1/timelines/tag/acme", timeline())
+    app = await make_app(("one",))
+    outcome = (await app.poll_all())[0]
+    assert outcome.error is not None and outcome.error.kind == "rate_limited"
+    assert outcome.error.retry_after is not None and outcome.error.retry_after > 240
+    assert outcome.next_in > 240
+    assert app.source.fetcher(f"{http_server.url}/one").limiter.paused_for() > 240
+    assert metric(app.metrics, "veille_ingest_quota_remaining", source="mastodon") == 0
+
+
+async def test_the_last_request_of_a_window_pauses_the_server_until_the_iso_8601_reset(
+    make_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """A 200 with X-RateLimit-Remaining 0 publishes its statuses, then holds that server's requests until the reset."""
+    reset = datetime.now(UTC) + timedelta(minutes=5)
+
+    async def last_allowed(request: web.Request) -> web.StreamResponse:
+        headers = mastodon_rate_headers(0, reset)
+        return web.Response(body=payload("mastodon_tag_acme.json"), content_type="application/json", headers=headers)
+
+    http_server.route("/one/api/v1/timelines/tag/acme", last_allowed)
+    http_server.route("/three/api/v1/timelines/tag/acme", timeline())
+    app = await make_app(("one",))
+    outcomes = await app.poll_all()
+    assert outcomes[0].published == 2
+    assert app.source.fetcher(f"{http_server.url}/one").limiter.paused_for() > 240
+    assert app.source.fetcher(f"{http_server.url}/three").limiter.paused_for() == 0  # other servers go on
+    assert metric(app.metrics, "veille_ingest_quota_remaining", source="mastodon") == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("120", 120.0),  # delta seconds (Reddit's X-Ratelimit-Reset, Retry-After)
+        ("1749729700", 100.0),  # Unix seconds (X's x-rate-limit-reset)
+        ("Thu, 12 Jun 2025 12:01:00 GMT", 60.0),  # HTTP date (Retry-After, RFC 9110 section 10.2.3)
+        ("2025-06-12T12:05:00.000000Z", 300.0),  # ISO 8601 with microseconds (Mastodon, iso8601(6))
+        ("2025-06-12T14:05:00+02:00", 300.0),  # ISO 8601 with an offset
+        ("2025-06-12T11:00:00Z", 0.0),  # already past
+        ("soon", None),
+        ("nan", None),
+    ],
+)
+def test_reset_times_are_read_in_every_form_sources_send(value: str, expected: float | None) -> None:
+    """Seconds, epoch, HTTP date and ISO 8601 all give the seconds left (now = 2025-06-12 12:00 UTC)."""
+    now = datetime(2025, 6, 12, 12, 0, tzinfo=UTC).timestamp()
+    assert parse_reset_time(value, now=now) == expected
+    assert quota_reset({"X-RateLimit-Reset": value}, now=now) == expected

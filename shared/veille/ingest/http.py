@@ -29,31 +29,55 @@ __all__ = [
     "Fetcher",
     "RateLimiter",
     "Response",
+    "parse_reset_time",
     "parse_retry_after",
     "quota_remaining",
     "quota_reset",
 ]
 
 QUOTA_HEADERS = ("x-ratelimit-remaining", "x-rate-limit-remaining", "ratelimit-remaining")
+ERROR_BODY_BYTES = 4096
+"""How much of an error response's body a :class:`FetchError` keeps."""
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
+def parse_reset_time(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds until the moment a rate-limit header names, or None when it names none.
+
+    Accepted forms: delta seconds (``120``, Reddit's ``X-Ratelimit-Reset``), Unix epoch seconds
+    (``1749729700``, X's ``x-rate-limit-reset``), an HTTP date (``Retry-After: Thu, 12 Jun 2025
+    12:01:00 GMT``, RFC 9110 section 10.2.3) and ISO 8601 (Mastodon's ``X-RateLimit-Reset:
+    2025-06-12T12:05:00.000000Z``, written by ``iso8601(6)`` in its ``config/initializers/rack_attack.rb``
+    and ``app/controllers/concerns/rate_limit_headers.rb``). A moment in the past gives 0.
+    """
     if not value:
         return None
     value = value.strip()
+    current = now if now is not None else time.time()
     try:
-        return max(0.0, float(value))
+        number = float(value)
     except ValueError:
         pass
+    else:
+        if number != number or number in (float("inf"), float("-inf")):
+            return None
+        return max(0.0, number - current) if number > 1_000_000_000 else max(0.0, number)
+    when: datetime | None = None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
-        return None
+        text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    current = now if now is not None else time.time()
     return max(0.0, when.timestamp() - current)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date; ISO 8601 accepted), or None."""
+    return parse_reset_time(value, now=now)
 
 
 def quota_remaining(headers: Mapping[str, str]) -> float | None:
@@ -69,16 +93,11 @@ def quota_remaining(headers: Mapping[str, str]) -> float | None:
 
 
 def quota_reset(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds until the rate-limit window resets: Reddit sends seconds, X and GitHub-style APIs an epoch."""
+    """Seconds until the rate-limit window resets, in any form :func:`parse_reset_time` reads."""
     lowered = {k.lower(): v for k, v in headers.items()}
     for name in ("x-ratelimit-reset", "x-rate-limit-reset", "ratelimit-reset"):
         if name in lowered:
-            try:
-                value = float(lowered[name].strip())
-            except ValueError:
-                return None
-            current = now if now is not None else time.time()
-            return max(0.0, value - current) if value > 1_000_000_000 else max(0.0, value)
+            return parse_reset_time(lowered[name], now=now)
     return None
 
 
@@ -93,6 +112,7 @@ class FetchError(Exception):
         status: int | None = None,
         retryable: bool = True,
         retry_after: float | None = None,
+        body: bytes = b"",
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -100,6 +120,8 @@ class FetchError(Exception):
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+        self.body = body
+        """The start of the error response's body (a source may read its error code there)."""
 
 
 @dataclass(frozen=True)
@@ -305,19 +327,24 @@ class Fetcher:
         if 200 <= status < 300 or status == 304:
             return
         retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if retry_after is None and status == 429:
+            retry_after = quota_reset(response.headers)  # Mastodon's 429 has no Retry-After, only X-RateLimit-Reset
         if retry_after is not None:
             retry_after = min(retry_after, self.max_retry_after)
+        body = response.body[:ERROR_BODY_BYTES]
         if status in (429, 503) or (retry_after is not None and status >= 500):
             if retry_after is not None:
                 limiter.pause(retry_after)
             kind = "rate_limited" if status == 429 else "unavailable"
             wait = f", retry after {retry_after:g}s" if retry_after is not None else ""
-            raise FetchError(kind, f"HTTP {status}{wait}", status=status, retry_after=retry_after)
+            raise FetchError(kind, f"HTTP {status}{wait}", status=status, retry_after=retry_after, body=body)
         if status >= 500:
-            raise FetchError("http_5xx", f"HTTP {status}", status=status)
+            raise FetchError("http_5xx", f"HTTP {status}", status=status, body=body)
         if status in (401, 403):
-            raise FetchError("unauthorized", f"HTTP {status}: credentials refused", status=status, retryable=False)
-        raise FetchError("http_4xx", f"HTTP {status}", status=status, retryable=status in (404, 408, 410))
+            raise FetchError(
+                "unauthorized", f"HTTP {status}: credentials refused", status=status, retryable=False, body=body
+            )
+        raise FetchError("http_4xx", f"HTTP {status}", status=status, retryable=status in (404, 408, 410), body=body)
 
 
 def _decode_content(raw: bytes, encoding: str | None, max_bytes: int) -> bytes:
