@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import structlog
@@ -16,8 +16,9 @@ import structlog
 from services.ingest_mastodon.logic import SOURCE, SseEvent, SseParser, hashtags_for, newest_id, status_mention
 from veille.config import MastodonSource, VeilleConfig, load_config
 from veille.ingest.backoff import Backoff
+from veille.ingest.coverage import report_untargeted
 from veille.ingest.cursors import Cursor, cursor_key
-from veille.ingest.http import Fetcher, FetchError, parse_retry_after
+from veille.ingest.http import Fetcher, FetchError, parse_retry_after, quota_reset
 from veille.ingest.items import ItemMapper
 from veille.ingest.matching import positive_terms, watches_for
 from veille.ingest.runner import Clock, IngestContext, IngestService, PollResult, Target
@@ -82,6 +83,53 @@ class MastodonTimelines:
         self._targets = targets
         self._make_fetcher = make_fetcher
         self.fetchers: dict[str, Fetcher] = {}
+        self.streaming_bases: dict[str, str] = {}
+        """Per server, where its streaming API lives (discovered from the instance, see :meth:`streaming_base`)."""
+
+    async def streaming_base(self, server: str) -> str:
+        """The base URL of ``server``'s streaming API, as the instance declares it (cached until forgotten).
+
+        Mastodon may serve streaming from its own host (``STREAMING_API_BASE_URL``), and then answers
+        ``/api/v1/streaming`` on the main host with a 301 there (``Api::V1::StreamingController``); an
+        HTTP client following it across origins drops the ``Authorization`` header, so the stream would
+        be refused. The instance says where it is: ``/api/v2/instance`` ``configuration.urls.streaming``
+        (Mastodon 4.0+), else ``/api/v1/instance`` ``urls.streaming_api``; both are ``wss://`` URLs,
+        read here as the ``https://`` origin the Server-Sent Events endpoints share. When neither answers,
+        the server's own URL is used.
+        """
+        if server in self.streaming_bases:
+            return self.streaming_bases[server]
+        base: str | None = None
+        problems: list[str] = []
+        for path, keys in (
+            ("/api/v2/instance", ("configuration", "urls", "streaming")),
+            ("/api/v1/instance", ("urls", "streaming_api")),
+        ):
+            try:
+                response = await self.fetcher(server).get(f"{server}{path}")
+                found: Any = load_json(response.body)[0]
+            except FetchError as exc:
+                if exc.kind in ("rate_limited", "unavailable", "timeout", "connect", "http_5xx"):
+                    raise  # the server is unwell: try again later rather than guess
+                problems.append(f"{path}: {exc.kind}")
+                continue
+            for key in keys:
+                found = found.get(key) if isinstance(found, dict) else None
+            base = _http_base(found)
+            if base is not None:
+                break
+            problems.append(f"{path}: no streaming URL")
+        if base is None:
+            base = server
+            log.info("ingest.streaming_url_unknown", source=SOURCE, server=server, problems=problems, using=server)
+        elif base != server:
+            log.info("ingest.streaming_url_discovered", source=SOURCE, server=server, streaming=base)
+        self.streaming_bases[server] = base
+        return base
+
+    def forget_streaming_base(self, server: str) -> None:
+        """Ask the instance again on the next connection (the stream failed in a way a move could explain)."""
+        self.streaming_bases.pop(server, None)
 
     def fetcher(self, server: str) -> Fetcher:
         """The fetcher (and rate limiter) of one server."""
@@ -182,7 +230,9 @@ class HashtagStream:
         self.max_event_bytes = max_event_bytes
         self.connections = 0
         server = str(target.params["server"])
+        self.server = server
         self.url = f"{server}/api/v1/streaming/hashtag"
+        """The last stream URL used (the discovered streaming host's)."""
         self.label = f"#{tag}@{server.split('://', 1)[-1]}"
 
     async def run(self, ctx: IngestContext) -> None:
@@ -196,6 +246,8 @@ class HashtagStream:
             except (httpx.TransportError, OSError) as exc:
                 kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "disconnected"
                 error = FetchError(kind, f"{type(exc).__name__}: {exc}")
+            if error.kind in ("connect", "redirected", "http_4xx", "unauthorized"):
+                self.timelines.forget_streaming_base(self.server)  # the streaming host may have moved
             failures = ctx.failed(self.target, error)
             delay = self.backoff.delay(failures, retry_after=error.retry_after)
             if not error.retryable:
@@ -207,7 +259,8 @@ class HashtagStream:
             await asyncio.sleep(delay)
 
     async def _connect_and_read(self, ctx: IngestContext) -> None:
-        fetcher = self.timelines.fetcher(str(self.target.params["server"]))
+        fetcher = self.timelines.fetcher(self.server)
+        self.url = f"{await self.timelines.streaming_base(self.server)}/api/v1/streaming/hashtag"
         await fetcher.limiter.acquire()
         headers = {
             "Authorization": f"Bearer {self.target.params['token']}",
@@ -217,12 +270,14 @@ class HashtagStream:
         }
         client = fetcher.client
         timeout = httpx.Timeout(fetcher.timeout, read=max(STREAM_READ_TIMEOUT, fetcher.timeout))
+        # Redirects are not followed: across origins httpx drops the token (the stream would be refused as
+        # anonymous), and the token goes only where the instance itself said its streaming API is.
         async with client.stream(
-            "GET", self.url, params={"tag": self.tag}, headers=headers, timeout=timeout
+            "GET", self.url, params={"tag": self.tag}, headers=headers, timeout=timeout, follow_redirects=False
         ) as response:
             _check_stream_status(response)
             self.connections += 1
-            log.info("ingest.stream_connected", source=SOURCE, target=self.target.name, stream=self.label)
+            log.info("ingest.stream_connected", source=SOURCE, target=self.target.name, stream=self.label, url=self.url)
             await self._backfill(ctx)
             ctx.succeeded(self.target)
             parser = SseParser(max_line=self.max_event_bytes, max_event=self.max_event_bytes)
@@ -284,6 +339,16 @@ def _check_stream_status(response: httpx.Response) -> None:
     if 200 <= status < 300:
         return
     retry_after = parse_retry_after(response.headers.get("retry-after"))
+    if retry_after is None and status == 429:
+        retry_after = quota_reset(response.headers)  # Mastodon's 429: X-RateLimit-Reset (ISO 8601) only
+    if 300 <= status < 400:
+        where = response.headers.get("location", "nowhere")
+        raise FetchError(
+            "redirected",
+            f"HTTP {status} to {where}: the streaming API lives elsewhere and the instance did not say where "
+            "(/api/v2/instance configuration.urls.streaming); not followed, the token would be dropped",
+            status=status,
+        )
     if status in (429, 503):
         kind = "rate_limited" if status == 429 else "unavailable"
         raise FetchError(kind, f"HTTP {status}", status=status, retry_after=retry_after)
@@ -291,6 +356,20 @@ def _check_stream_status(response: httpx.Response) -> None:
         raise FetchError("unauthorized", f"HTTP {status}: credentials refused", status=status, retryable=False)
     kind = "http_5xx" if status >= 500 else "http_4xx"
     raise FetchError(kind, f"HTTP {status}", status=status, retry_after=retry_after)
+
+
+def _http_base(url: Any) -> str | None:
+    """The ``http(s)://host[:port][/path]`` base of a ``ws(s)://`` or ``http(s)://`` streaming URL, or None."""
+    if not isinstance(url, str) or not url.strip():
+        return None
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    scheme = {"wss": "https", "ws": "http", "https": "https", "http": "http"}.get(parts.scheme.lower())
+    if scheme is None or not parts.hostname:
+        return None
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
 def hashtag_streams(
@@ -335,6 +414,11 @@ def create_app(
     targets = mastodon_targets(section, config) if configured(config, "mastodon") else []
     if configured(config, "mastodon") and not section.servers:
         log.info("ingest.source_idle", source=SOURCE, reason="no Mastodon server listed in sources.mastodon.servers")
+    if configured(config, "mastodon") and section.servers:
+        served = [watch.name for watch in watches_for(config, SOURCE, section.watches)]
+        mapped = {target.watch for target in targets}
+        reason = "no Mastodon hashtag can be made from its terms (a hashtag needs a letter)"
+        report_untargeted(SOURCE, parts.ingest_metrics, served, {w: reason for w in served if w not in mapped})
     timelines = MastodonTimelines(targets, parts.fetcher)
     streams = (
         hashtag_streams(timelines, backoff=stream_backoff, max_event_bytes=max_event_bytes) if section.streaming else []

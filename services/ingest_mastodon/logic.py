@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,15 +18,33 @@ from veille.models import Engagement, MentionIngested, mention_id_for
 __all__ = ["SOURCE", "SseEvent", "SseParser", "hashtags_for", "newest_id", "status_mention"]
 
 SOURCE = "mastodon"
-_NON_TAG = re.compile(r"[^0-9A-Za-z_\u00c0-\u024f]+")
+_TAG_SEPARATORS = "_\u00b7\u30fb\u200c"
+"""Mastodon's ``Tag::HASHTAG_SEPARATORS``: characters a hashtag may hold besides letters, marks and digits."""
+
+
+def _tag_char(char: str) -> bool:
+    """Whether Mastodon keeps ``char`` in a hashtag name.
+
+    Mastodon (app/models/concerns/tag/naming.rb) removes ``HASHTAG_INVALID_CHARS_RE =
+    /[^[:alnum:]\u0e47-\u0e4e#{HASHTAG_SEPARATORS}]/``: Ruby's Unicode ``[[:alnum:]]`` is any
+    letter, mark or decimal digit, in every script (Cyrillic, Greek, CJK, Devanagari signs ...).
+    """
+    category = unicodedata.category(char)
+    return category[0] in "LM" or category == "Nd" or char in _TAG_SEPARATORS or "\u0e47" <= char <= "\u0e4e"
 
 
 def hashtags_for(terms: list[str]) -> list[str]:
-    """Hashtags to follow for a watch's terms: ``"Acme Corp"`` gives ``acmecorp``, ``acme.com`` gives ``acmecom``."""
+    """Hashtags to follow for a watch's terms: ``"Acme Corp"`` gives ``acmecorp``, ``acme.com`` gives ``acmecom``.
+
+    Letters of any script are kept (``Газпром`` gives ``газпром``, ``東京電力`` stays whole), as
+    Mastodon's ``Tag::HASHTAG_NAME_RE`` accepts them; a name needs one letter (``[[:alpha:]]``), so
+    a term of digits only gives no hashtag. NFKC and lower case as Mastodon's ``HashtagNormalizer``.
+    """
     out: list[str] = []
     for term in terms:
-        tag = _NON_TAG.sub("", term).lower()
-        if tag and not tag.isdigit() and tag not in out:
+        folded = unicodedata.normalize("NFKC", term).lower()
+        tag = "".join(char for char in folded if _tag_char(char)).strip("\u200c")
+        if any(unicodedata.category(char)[0] in "LM" for char in tag) and tag not in out:
             out.append(tag)
     return out
 
