@@ -8,14 +8,26 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import structlog
 
-from services.ingest_gdelt.logic import SEEN_MAX, SOURCE, article_mention, gdelt_query, remember, request_params
+from services.ingest_gdelt.logic import (
+    SEEN_MAX,
+    SOURCE,
+    ArticleList,
+    article_mention,
+    gdelt_query,
+    parse_artlist,
+    remember,
+    request_params,
+)
 from veille.config import GdeltSource, VeilleConfig, load_config
+from veille.ingest.coverage import report_untargeted
 from veille.ingest.cursors import Cursor
 from veille.ingest.http import Fetcher, FetchError
 from veille.ingest.items import ItemMapper
 from veille.ingest.matching import positive_terms
+from veille.ingest.metrics import IngestMetrics
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
-from veille.ingest.sources import configured, load_json, search_parts
+from veille.ingest.sources import configured, search_parts
+from veille.ingest.textclean import decode_utf8
 from veille.metrics import ServiceMetrics
 from veille.settings import ServiceSettings
 
@@ -30,8 +42,16 @@ class GdeltArticles:
 
     name = SOURCE
 
-    def __init__(self, section: GdeltSource, targets: list[Target], fetcher: Fetcher, clock: Clock) -> None:
+    def __init__(
+        self,
+        section: GdeltSource,
+        targets: list[Target],
+        fetcher: Fetcher,
+        clock: Clock,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
         self.section = section
+        self.metrics = metrics
         self._targets = targets
         self.fetcher = fetcher
         self.clock = clock
@@ -58,23 +78,35 @@ class GdeltArticles:
         if head and head not in (b"{", b"["):
             message = response.body[:200].decode("utf-8", errors="replace").strip()
             raise FetchError("query_rejected", f"GDELT refused the query: {message}", retryable=False)
-        body, bad_utf8 = load_json(response.body) if head else ({}, False)
-        if not isinstance(body, dict):
-            raise FetchError("invalid_payload", "GDELT answer is not a JSON object", retryable=False)
-        articles = body.get("articles", [])
-        if not isinstance(articles, list):
-            raise FetchError("invalid_payload", "GDELT 'articles' is not a list", retryable=False)
+        text, bad_utf8 = decode_utf8(response.body)
+        try:
+            answer = parse_artlist(text) if head else ArticleList()
+        except ValueError as exc:
+            preview = text[:60].replace("\n", " ")
+            raise FetchError(
+                "invalid_payload", f"GDELT answer is not an article list ({exc}); starts with {preview!r}"
+            ) from exc
+        articles = answer.articles
         problems: Counter[str] = Counter()
         items = ItemMapper()
+        for record in answer.broken:
+            items.reject(record, "an article record is not JSON, even after repairing its escapes", kind="invalid_json")
         candidates = [m for a in articles if (m := items.map(article_mention, a, target.watch, problems)) is not None]
         fresh, new_cursor = remember(cursor, candidates, latest=self.clock() + timedelta(days=1))
         malformed = items.unseen(SOURCE, cursor.get("seen"))
         new_cursor["seen"] = ([r.item_id(SOURCE) for r in malformed] + new_cursor["seen"])[:SEEN_MAX]
-        if len(articles) >= self.section.max_records:
+        truncated = len(articles) >= self.section.max_records
+        if truncated:
+            # DOC 2.0 returns at most maxrecords (250) articles, newest first: older ones of the window are lost.
             log.warning("ingest.backlog_truncated", source=SOURCE, target=target.name, records=len(articles))
+        if self.metrics is not None:
+            if truncated:
+                self.metrics.backlog_truncated.labels(SOURCE, target.name).inc()
+            self.metrics.backlog_pending.labels(SOURCE, target.name).set(1 if truncated else 0)
         repaired = Counter({k: v for k, v in problems.items() if k == "no_date"})
         if bad_utf8:
             repaired["invalid_utf8"] += 1
+        repaired.update(answer.repairs)
         newest = max((m.published_at for m in candidates if m.published_at), default=None)
         return PollResult(
             fresh,
@@ -105,7 +137,14 @@ def create_app(
     section = config.sources.gdelt
     parts = search_parts(NAME, SOURCE, section, settings, config, http_client=http_client, metrics=metrics)
     targets = parts.targets(when=configured(config, "gdelt"))
-    return parts.service(settings, GdeltArticles(section, targets, parts.fetcher(), clock or _now), clock=clock)
+    untargeted = {
+        t.name: "no term of 3 letters or more (GDELT refuses shorter ones)"
+        for t in targets
+        if not [term for term in positive_terms(str(t.params["query"])) if len(term) >= 3]
+    }
+    report_untargeted(SOURCE, parts.ingest_metrics, [t.name for t in targets], untargeted)
+    source = GdeltArticles(section, targets, parts.fetcher(), clock or _now, parts.ingest_metrics)
+    return parts.service(settings, source, clock=clock)
 
 
 def _now() -> datetime:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +16,17 @@ from veille.ingest.textclean import clean_text
 from veille.ingest.urls import canonical_url, is_http_url
 from veille.models import MentionIngested, mention_id_for
 
-__all__ = ["SOURCE", "article_mention", "gdelt_query", "gdelt_time", "parse_seendate", "remember", "request_params"]
+__all__ = [
+    "SOURCE",
+    "ArticleList",
+    "article_mention",
+    "gdelt_query",
+    "gdelt_time",
+    "parse_artlist",
+    "parse_seendate",
+    "remember",
+    "request_params",
+]
 
 SOURCE = "gdelt"
 OVERLAP = timedelta(minutes=15)
@@ -28,6 +41,88 @@ LANGUAGES = {
     "greek": "el", "czech": "cs", "romanian": "ro", "hungarian": "hu", "ukrainian": "uk", "catalan": "ca",
 }  # fmt: skip
 SOURCELANG = {"en": "english", "fr": "french", "de": "german", "es": "spanish", "it": "italian", "pt": "portuguese"}
+
+
+# A JSON escape as RFC 8259 allows it, or a backslash followed by anything else. GDELT's DOC API
+# copies titles from the pages it crawls without escaping them properly: ``\'``, ``\x`` and other
+# invalid escapes ("json.decoder.JSONDecodeError: Invalid \escape", alex9smith/gdelt-doc-api#26,
+# #28, fixed in that client by PR #47 which blanks each offending character and parses again) and raw
+# control characters in strings (abresler/gdeltr2#13, "invalid char in json text").
+_ESCAPE = re.compile(r'\\(?:(["\\/bfnrt]|u[0-9A-Fa-f]{4})|(.))', re.DOTALL)
+_DECODER = json.JSONDecoder(strict=False)  # strict=False: raw control characters in strings are kept
+_ARTICLES = re.compile(r'\{\s*"articles"\s*:\s*\[')
+_RECORD_END = re.compile(r"\}\s*(?=,\s*\{|\]|\s*$)")
+
+
+@dataclass
+class ArticleList:
+    """A DOC 2.0 ``artlist`` answer read leniently: the articles, the records that could not be read, repairs."""
+
+    articles: list[Any] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)
+    """The text of each article record no repair could make JSON (dead-lettered, the others go on)."""
+    repairs: Counter[str] = field(default_factory=Counter)
+
+
+def _fix_escape(match: re.Match[str]) -> str:
+    return match.group(0) if match.group(1) is not None else match.group(2)
+
+
+def parse_artlist(text: str) -> ArticleList:
+    """Read an ``artlist`` JSON answer, repairing what GDELT is known to get wrong, record by record.
+
+    A valid answer is read as is. Otherwise invalid escapes lose their backslash (``L\'Oréal`` is
+    ``L'Oréal``) and raw control characters are accepted: one ``invalid_json`` repair. A record
+    still unreadable after that (an unescaped quote in a title, a record cut short) is kept in
+    :attr:`ArticleList.broken` and the records after it are read on. Raises ``ValueError`` when
+    the text is not an article list at all.
+    """
+    out = ArticleList()
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+        fixed = _ESCAPE.sub(_fix_escape, text)
+        try:
+            body = _DECODER.decode(fixed)
+        except ValueError:
+            out.repairs["invalid_json"] += 1
+            return _salvage(fixed, out)
+        out.repairs["invalid_json"] += 1
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+    if not isinstance(body, dict):
+        raise ValueError("the answer is not a JSON object")
+    articles = body.get("articles", [])
+    if not isinstance(articles, list):
+        raise ValueError("'articles' is not a list")
+    out.articles = articles
+    return out
+
+
+def _salvage(text: str, out: ArticleList) -> ArticleList:
+    """Read the records of a broken ``{"articles": [ ... ]}`` one by one (GDELT's records are flat objects)."""
+    start = _ARTICLES.match(text.lstrip())
+    if start is None:
+        raise ValueError("not an article list, and not JSON")
+    offset = len(text) - len(text.lstrip())
+    pos = offset + start.end()
+    while pos < len(text):
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            break
+        try:
+            record, pos = _DECODER.raw_decode(text, pos)
+            out.articles.append(record)
+            continue
+        except (ValueError, RecursionError):
+            pass
+        end = _RECORD_END.search(text, pos + 1)
+        stop = end.end() if end is not None else len(text)
+        out.broken.append(text[pos:stop].strip())
+        pos = stop
+    return out
 
 
 def gdelt_query(terms: list[str], languages: list[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ from aiohttp import web
 from ingest_helpers import FIXED_NOW, LoopbackServer, config_from, metric, payload, read_mentions, settings_for
 
 from services.ingest_gdelt.app import create_app
+from tests.helpers.deadletters import dead_letters
 from veille.config import ConfigError
 from veille.ingest.http import RateLimiter
 from veille.ingest.runner import IngestService
@@ -155,3 +157,36 @@ async def test_the_rate_limiter_spaces_requests_by_its_interval(monkeypatch: pyt
     await limiter.acquire()
     await limiter.acquire()
     assert waits == [4.0, 5.0]
+
+
+async def test_a_malformed_answer_is_read_leniently_and_only_the_broken_record_is_dead_lettered(
+    make_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """GDELT's JSON is sometimes invalid: ``\\'`` and ``\\x`` escapes, raw control characters, unescaped quotes.
+
+    Real answers fail ``json.loads`` with "Invalid \\escape" (alex9smith/gdelt-doc-api issues #26 and
+    #28, worked around in that client by PR #47); the payload reproduces those defects in DOC 2.0's
+    artlist format. The escapes and the tab are repaired; the record with a bare quote in its title
+    is dead-lettered on its own; the two others are published and the cursor moves, so the watch
+    does not stall on the same answer. A second poll over the same window dead-letters nothing again.
+    """
+    http_server.route(PATH, serve(payload("gdelt_artlist_bad_escapes.json")))
+    app = await make_app()
+    [outcome] = await app.poll_all()
+    assert outcome.outcome == "ok" and (outcome.published, outcome.rejected) == (2, 1)
+    stored = {m.site: m for _, m in await read_mentions(nats_server.url)}
+    assert stored["lemonde.fr"].title == "Acme Corp : l'alerte des clients après la panne"
+    assert stored["reuters.com"].title == "Acme Corp restores service after x outage"
+    m = app.metrics
+    assert metric(m, "veille_ingest_entries_repaired_total", source="gdelt", problem="invalid_json") == 1
+    assert metric(m, "veille_ingest_entries_rejected_total", source="gdelt", reason="invalid_json") == 1
+    assert metric(m, "veille_dead_letters_total", service="ingest-gdelt", kind="malformed_item") == 1
+    js = app.broker.connection.jetstream()
+    [letter] = await dead_letters(js, 1, timeout=5)
+    assert b"we were not hacked" in base64.b64decode(letter.payload)
+    assert "invalid_json" in letter.reason
+    app.source.fetcher.limiter.reset()  # type: ignore[attr-defined]  # skip the 5 s spacing in this test
+    [again] = await app.poll_all()
+    assert (again.outcome, again.published, again.duplicates, again.rejected) == ("ok", 0, 0, 0)
+    assert metric(m, "veille_dead_letters_total", service="ingest-gdelt", kind="malformed_item") == 1
+    assert http_server.requests_to(PATH)[-1].query["startdatetime"] == "20250612090000"  # 09:15 less the overlap
