@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system tools the deployment tests need, from Debian's packages:
 #   promtool + prometheus (check the Prometheus config and rules, unit-test the rules, scrape the
-#   services in a test) and docker-compose 1.29 (validate docker-compose.yml without a Docker engine).
+#   services in a test), docker-compose 1.29 (validate docker-compose.yml without a Docker engine) and
+#   prometheus-alertmanager 0.25 (the notifier's alertmanager receiver and format, tested against it).
 # Idempotent and quiet: does nothing when the tools are already there. Needs root (as CI runs) or sudo.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
