@@ -509,3 +509,109 @@ def test_reset_times_are_read_in_every_form_sources_send(value: str, expected: f
     now = datetime(2025, 6, 12, 12, 0, tzinfo=UTC).timestamp()
     assert parse_reset_time(value, now=now) == expected
     assert quota_reset({"X-RateLimit-Reset": value}, now=now) == expected
+
+
+# ---------------------------------------------------------------------- a streaming API on its own host
+
+
+def moved_stream(streaming: LoopbackServer) -> Any:
+    """The main host's answer to /api/v1/streaming/*: a 301 to the streaming host, same path and query.
+
+    As ``Api::V1::StreamingController#index`` does when ``STREAMING_API_BASE_URL`` names another host
+    (``redirect_to streaming_api_url, status: 301``). Here the host differs by its port, loopback oblige.
+    """
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        location = f"{streaming.url}/api/v1/streaming/hashtag?{request.query_string}"
+        raise web.HTTPMovedPermanently(location=location)
+
+    return handler
+
+
+def token_required(stream: FakeStream) -> Any:
+    """The streaming server's hashtag stream: 401 without the user's bearer token, as Mastodon's streaming
+    server (``streaming/index.js``, ``accountFromRequest``) answers ``{"error": "Missing access token"}``."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != "Bearer secret-token":
+            return web.json_response({"error": "Missing access token"}, status=401)
+        return await stream.handler(request)
+
+    return handler
+
+
+def instance(name: str, streaming: LoopbackServer) -> bytes:
+    """A recorded instance payload whose streaming URL points at the loopback streaming server (ws://)."""
+    body = json.loads(payload(name))
+    ws_url = streaming.url.replace("http://", "ws://")
+    if "configuration" in body and "urls" in body["configuration"]:
+        body["configuration"]["urls"]["streaming"] = ws_url
+    else:
+        body["urls"]["streaming_api"] = ws_url
+    return json.dumps(body).encode()
+
+
+@pytest.fixture
+async def streaming_server() -> AsyncIterator[LoopbackServer]:
+    """A second loopback server: the Mastodon instance's separate streaming host."""
+    server = LoopbackServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+async def test_the_stream_is_read_from_the_streaming_host_the_instance_declares_with_the_token(
+    start_app: Callable[..., Any],
+    http_server: LoopbackServer,
+    streaming_server: LoopbackServer,
+    nats_server: NatsServerProcess,
+    version: str,
+) -> None:
+    """/api/v2/instance configuration.urls.streaming (or v1 urls.streaming_api on Mastodon 3) names the host."""
+    fresh = status_with("114667500000000000", "#acme streamed from the streaming host")
+    stream = FakeStream(([sse("update", json.dumps(fresh))], False))
+    http_server.route(TIMELINE, FakeTimeline().handler)
+    http_server.route(STREAM, moved_stream(streaming_server))
+    if version == "v2":
+        body = instance("mastodon_instance_v2.json", streaming_server)
+        http_server.route("/three/api/v2/instance", _json(body))
+    else:  # Mastodon 3.x has no /api/v2/instance: the catch-all route answers 404
+        http_server.route("/three/api/v1/instance", _json(instance("mastodon_instance_v1.json", streaming_server)))
+    streaming_server.route("/api/v1/streaming/hashtag", token_required(stream))
+    app = await start_app()
+
+    async def done() -> bool:
+        return published(app) == 3
+
+    await wait_for(done)
+    [asked] = streaming_server.requests_to("/api/v1/streaming/hashtag")
+    assert asked.headers["Authorization"] == "Bearer secret-token" and asked.query["tag"] == "acme"
+    assert http_server.requests_to(STREAM) == []  # straight to the streaming host, no redirect
+    assert mention_id_for("mastodon", fresh["uri"]) in [i for i, _ in await read_mentions(nats_server.url)]
+
+
+async def test_a_redirect_the_instance_did_not_announce_is_not_followed_with_the_token(
+    start_app: Callable[..., Any], http_server: LoopbackServer, streaming_server: LoopbackServer
+) -> None:
+    """No instance answer and a 301: the token never leaves for the other host; the failure is counted by kind."""
+    stream = FakeStream()
+    http_server.route(TIMELINE, FakeTimeline().handler)
+    http_server.route(STREAM, moved_stream(streaming_server))
+    streaming_server.route("/api/v1/streaming/hashtag", token_required(stream))
+    app = await start_app()
+
+    async def refused() -> bool:
+        return metric(app.metrics, "veille_ingest_errors_total", source="mastodon", kind="redirected") >= 1
+
+    await wait_for(refused)
+    assert streaming_server.requests == []
+
+
+def _json(body: bytes) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, content_type="application/json")
+
+    return handler
