@@ -1,0 +1,1 @@
+"""The mention archive: classified mentions and alerts kept in a database, searchable."""

@@ -1,0 +1,421 @@
+"""Writing the archive: idempotent batch upserts, monthly partitions, retention.
+
+:class:`ArchiveStore` is the one writer the service uses; every method is one transaction, so a
+batch is in the database whole or not at all, and the service acks its messages only after
+:meth:`write_mentions` / :meth:`write_alerts` returned.
+
+Idempotence. A mention is one row per id whatever happens: a redelivery, a replay of the stream, a
+second replica writing the same message. Its ``ts`` (published, else ingested time) is fixed the
+first time it is archived: on SQLite ``mentions.id`` is unique; on PostgreSQL, whose partitioned
+table can only be unique on (id, ts), ``mention_keys`` maps each id to the ``ts`` it was first
+stored with, and the upsert uses that ``ts``. A row is rewritten only when the message is another
+classification of the mention (``classified_at`` differs): a plain redelivery writes nothing. An
+alert is one row per (id, status) and never rewritten.
+
+Partitions (PostgreSQL). ``mentions`` and ``mention_watches`` have one partition per month of
+``ts`` (``mentions_p2026_05``), created before a batch needs them and ahead for the coming months,
+under a transaction advisory lock so replicas do not race. Retention drops the partitions whose
+whole month is older than the cut-off (the cheapest delete there is: no dead rows, no vacuum), after
+deleting their ``mention_keys`` in batches. On SQLite retention deletes in batches of
+:data:`DELETE_BATCH` rows, each its own short transaction, so the writer is never blocked long.
+
+A mention older than the retention when it arrives is not stored (it would be deleted at once);
+it is counted and acked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import ColumnElement, DateTime, bindparam, cast, delete, func, insert, select, text
+from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.schema import Column, MetaData, Table
+
+from services.archive.clean import Cleaner
+from services.archive.schema import alerts, mention_keys, mention_watches, mentions
+from veille.models import MAX_NAME, MAX_SOURCE, MAX_TEXT, MAX_TITLE, MAX_URL, AlertRaised, MentionClassified
+
+__all__ = [
+    "DELETE_BATCH",
+    "ArchiveStore",
+    "WriteResult",
+    "is_connection_error",
+    "month_of",
+    "text_search_config",
+]
+
+log = structlog.get_logger("archive.store")
+
+DELETE_BATCH = 5_000
+PARTITION_LOCK = 0x7665696C6C6502  # advisory lock key for creating and dropping partitions
+PARTITIONS_AHEAD = 2
+"""Months after the current one whose partitions exist before any mention needs them."""
+
+_UPDATABLE = [
+    c.name for c in mentions.columns if c.name not in ("id", "ts", "archived_at")
+]  # a new classification of a mention rewrites these
+
+# PostgreSQL's view of ``mentions``: the same columns plus the full-text vector.
+_pg_metadata = MetaData()
+_pg_mentions = Table(
+    "mentions",
+    _pg_metadata,
+    *(Column(c.name, c.type, primary_key=c.primary_key) for c in mentions.columns),
+    Column("tsv", TSVECTOR),
+)
+
+_CONFIGS = {"fr": "french", "en": "english"}
+
+
+def text_search_config(lang: str | None) -> str:
+    """PostgreSQL text-search configuration for a language: ``french``, ``english``, else ``simple``."""
+    return _CONFIGS.get((lang or "").lower()[:2], "simple")
+
+
+def month_of(moment: datetime) -> date:
+    """The first day of ``moment``'s month (UTC)."""
+    moment = moment.astimezone(UTC)
+    return date(moment.year, moment.month, 1)
+
+
+def _next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is unreachable (not that it refused this data)."""
+    if isinstance(exc, OSError | TimeoutError | ConnectionError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, InterfaceError):
+        return True
+    if isinstance(exc, OperationalError):
+        message = str(exc).lower()
+        # SQLite: "database is locked" past the busy timeout, "disk I/O error", "unable to open database"
+        return any(
+            word in message
+            for word in (
+                "connect",
+                "closed",
+                "terminat",
+                "shutdown",
+                "shutting down",
+                "locked",
+                "i/o",
+                "unable to open",
+                "starting up",
+                "recovery",
+                "timeout",
+                "timed out",
+            )
+        )
+    name = type(getattr(exc, "orig", None) or exc).__name__
+    return name in {
+        "ConnectionDoesNotExistError",
+        "CannotConnectNowError",
+        "ConnectionFailureError",
+        "AdminShutdownError",
+        "ConnectionRejectionError",
+        "TooManyConnectionsError",
+        "InterfaceError",
+    }
+
+
+@dataclass
+class WriteResult:
+    """What one batch did: rows written (inserted or rewritten), unchanged, and skipped as too old."""
+
+    written: int = 0
+    unchanged: int = 0
+    expired: int = 0
+
+
+class ArchiveStore:
+    """The archive's writer on one engine (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: AsyncEngine, *, retention: timedelta, clock: Any = None) -> None:
+        """Write through ``engine``; mentions and alerts older than ``retention`` are not kept."""
+        self.engine = engine
+        self.retention = retention
+        self.postgres = engine.dialect.name == "postgresql"
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.cleaner = Cleaner()
+        self.unaccent = False
+        self._partitions: set[date] = set()
+
+    # ---------------------------------------------------------------- set-up and probes
+
+    async def prepare(self) -> None:
+        """Read what the schema has (extensions, partitions) and create the coming months' partitions."""
+        if not self.postgres:
+            return
+        async with self.engine.connect() as conn:
+            self.unaccent = bool(
+                (await conn.execute(text("SELECT count(*) FROM pg_extension WHERE extname = 'unaccent'"))).scalar()
+            )
+        if not self.unaccent:
+            log.warning(
+                "archive.unaccent_unavailable",
+                effect="full-text search does not fold accents (é and e differ); CREATE EXTENSION unaccent "
+                "as a superuser in this database, then restart the archive",
+            )
+        self._partitions = set(await self.partitions())
+        today = month_of(self.clock())
+        months = [today]
+        for _ in range(PARTITIONS_AHEAD):
+            months.append(_next_month(months[-1]))
+        await self.ensure_partitions(months)
+
+    async def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def partitions(self) -> list[date]:
+        """Months that have a ``mentions`` partition (PostgreSQL), oldest first."""
+        if not self.postgres:
+            return []
+        query = text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'mentions'"
+        )
+        async with self.engine.connect() as conn:
+            names = (await conn.execute(query)).scalars().all()
+        months = []
+        for name in names:
+            try:
+                year, month = name.removeprefix("mentions_p").split("_")
+                months.append(date(int(year), int(month), 1))
+            except ValueError:
+                continue
+        return sorted(months)
+
+    async def ensure_partitions(self, months: Iterable[date]) -> None:
+        """Create the partitions of ``months`` that do not exist yet (PostgreSQL; nothing on SQLite)."""
+        missing = sorted(set(months) - self._partitions)
+        if not self.postgres or not missing:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PARTITION_LOCK})
+            for month in missing:
+                end = _next_month(month)
+                for parent in ("mentions", "mention_watches"):
+                    await conn.exec_driver_sql(
+                        f"CREATE TABLE IF NOT EXISTS {parent}_p{month:%Y_%m} PARTITION OF {parent} "
+                        f"FOR VALUES FROM ('{month.isoformat()} 00:00:00+00') TO ('{end.isoformat()} 00:00:00+00')"
+                    )
+        self._partitions.update(missing)
+        log.info("archive.partitions_created", months=[f"{m:%Y-%m}" for m in missing])
+
+    # ---------------------------------------------------------------- writes
+
+    def _mention_row(self, classified: MentionClassified, now: datetime) -> dict[str, Any]:
+        clean = self.cleaner.text
+        mention = classified.mention
+        published = _utc(mention.published_at)
+        ingested = _utc(mention.ingested_at)
+        assert ingested is not None
+        title = clean("title", mention.title, MAX_TITLE)
+        body = clean("text", mention.text, MAX_TEXT) or ""
+        lang = clean("lang", classified.lang or mention.lang, 16)
+        watches = [w for w in (clean("watches", w, MAX_NAME) for w in classified.watches) if w]
+        row: dict[str, Any] = {
+            "id": clean("id", mention.id, 512),
+            "ts": published or ingested,
+            "source": clean("source", mention.source, MAX_SOURCE),
+            "watch": clean("watch", mention.watch, MAX_NAME),
+            "url": clean("url", str(mention.url) if mention.url else None, MAX_URL),
+            "title": title,
+            "text": body,
+            "author": clean("author", mention.author, MAX_NAME),
+            "site": clean("site", mention.site, MAX_NAME),
+            "lang": lang,
+            "sentiment": classified.sentiment,
+            "sentiment_score": classified.sentiment_score,
+            "story_id": clean("story_id", classified.story_id, 512),
+            "watches": list(dict.fromkeys(watches)),
+            "engagement": mention.engagement.model_dump(exclude_none=True) or None,
+            "published_at": published,
+            "ingested_at": ingested,
+            "classified_at": _utc(classified.classified_at),
+            "archived_at": now,
+        }
+        if self.postgres:
+            row["cfg"] = text_search_config(lang)
+            row["doc"] = f"{title or ''}\n{body}"
+        return row
+
+    def _tsv(self) -> ColumnElement[Any]:
+        document: ColumnElement[Any] = bindparam("doc")
+        if self.unaccent:
+            document = func.unaccent(document)
+        return func.to_tsvector(cast(bindparam("cfg"), REGCONFIG), document)
+
+    async def write_mentions(self, batch: Sequence[MentionClassified]) -> WriteResult:
+        """Upsert classified mentions and their watches in one transaction (see the module's notes)."""
+        now = self.clock()
+        cutoff = now - self.retention
+        result = WriteResult()
+        rows: dict[str, dict[str, Any]] = {}
+        for classified in batch:  # the last copy of an id wins (a batch may hold a redelivery)
+            row = self._mention_row(classified, now)
+            if row["ts"] < cutoff:
+                result.expired += 1
+                continue
+            rows[row["id"]] = row
+        if not rows:
+            return result
+        if self.postgres:
+            await self.ensure_partitions(month_of(r["ts"]) for r in rows.values())
+        async with self.engine.begin() as conn:
+            if self.postgres:
+                await conn.execute(
+                    pg_insert(mention_keys).on_conflict_do_nothing(),
+                    [{"id": r["id"], "ts": r["ts"]} for r in rows.values()],
+                )
+                stored = await conn.execute(
+                    select(mention_keys.c.id, mention_keys.c.ts).where(mention_keys.c.id.in_(list(rows)))
+                )
+                for key, ts in stored:
+                    rows[key]["ts"] = ts
+                months = {month_of(r["ts"]) for r in rows.values()} - self._partitions
+                if months:  # an id first stored in a month whose partition this process has not seen
+                    self._partitions.update(await self.partitions())
+                pg = pg_insert(_pg_mentions).values(tsv=self._tsv())
+                statement: Any = pg.on_conflict_do_update(
+                    index_elements=["id", "ts"],
+                    set_={name: pg.excluded[name] for name in [*_UPDATABLE, "tsv"]},
+                    where=_pg_mentions.c.classified_at.is_distinct_from(pg.excluded.classified_at),
+                ).returning(_pg_mentions.c.id, _pg_mentions.c.ts)
+            else:
+                lite = sqlite_insert(mentions)
+                statement = lite.on_conflict_do_update(
+                    index_elements=["id"],
+                    set_={name: lite.excluded[name] for name in _UPDATABLE},
+                    where=mentions.c.classified_at.is_not(lite.excluded.classified_at),
+                ).returning(mentions.c.id, mentions.c.ts)
+            changed = dict((await conn.execute(statement, list(rows.values()))).tuples().all())
+            if changed:
+                await conn.execute(delete(mention_watches).where(mention_watches.c.mention_id.in_(list(changed))))
+                watches = [
+                    {"watch": watch, "ts": changed[key], "mention_id": key, "sentiment": rows[key]["sentiment"]}
+                    for key in changed
+                    for watch in rows[key]["watches"]
+                ]
+                if watches:
+                    await conn.execute(insert(mention_watches), watches)
+        result.written = len(changed)
+        result.unchanged = len(rows) - len(changed)
+        return result
+
+    async def write_alerts(self, batch: Sequence[AlertRaised]) -> WriteResult:
+        """Insert alerts (one row per id and status; a repeat is ignored) in one transaction."""
+        now = self.clock()
+        cutoff = now - self.retention
+        result = WriteResult()
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        clean = self.cleaner.text
+        for alert in batch:
+            raised = _utc(alert.raised_at)
+            assert raised is not None
+            if raised < cutoff:
+                result.expired += 1
+                continue
+            payload = self.cleaner.deep("alert.payload", json.loads(alert.model_dump_json()))
+            key = (clean("alert.id", alert.id, 512) or "", alert.status)
+            rows[key] = {
+                "id": key[0],
+                "status": alert.status,
+                "watch": clean("alert.watch", alert.watch, MAX_NAME),
+                "kind": alert.kind,
+                "severity": alert.severity,
+                "summary": clean("alert.summary", alert.summary, 2_000),
+                "lang": clean("alert.lang", alert.lang, 16),
+                "source": clean("alert.source", alert.source, MAX_SOURCE),
+                "observed": alert.observed,
+                "expected": alert.expected,
+                "mention_count": alert.mention_count,
+                "started_at": _utc(alert.started_at),
+                "ends_at": _utc(alert.ends_at),
+                "raised_at": raised,
+                "payload": payload,
+                "archived_at": now,
+            }
+        if not rows:
+            return result
+        insert_ = pg_insert(alerts) if self.postgres else sqlite_insert(alerts)
+        statement = insert_.on_conflict_do_nothing(index_elements=["id", "status"]).returning(alerts.c.id)
+        async with self.engine.begin() as conn:
+            written = len((await conn.execute(statement, list(rows.values()))).all())
+        result.written = written
+        result.unchanged = len(rows) - written
+        return result
+
+    # ---------------------------------------------------------------- retention
+
+    async def enforce_retention(self) -> Counter[str]:
+        """Delete what is older than the retention; return how many rows (or partitions) went, by kind."""
+        cutoff = self.clock() - self.retention
+        gone: Counter[str] = Counter()
+        if self.postgres:
+            for month in await self.partitions():
+                if _next_month(month) > cutoff.date():
+                    continue
+                boundary = datetime(_next_month(month).year, _next_month(month).month, 1, tzinfo=UTC)
+                gone["mention_keys"] += await self._delete_batches(
+                    "DELETE FROM mention_keys WHERE id IN (SELECT id FROM mention_keys WHERE ts < :cutoff LIMIT :n)",
+                    boundary,
+                )
+                async with self.engine.begin() as conn:
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PARTITION_LOCK})
+                    for parent in ("mention_watches", "mentions"):
+                        await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {parent}_p{month:%Y_%m}")
+                self._partitions.discard(month)
+                gone["partitions"] += 1
+                log.info("archive.partition_dropped", month=f"{month:%Y-%m}", cutoff=cutoff.isoformat())
+            gone["alerts"] += await self._delete_batches(
+                "DELETE FROM alerts WHERE (id, status) IN "
+                "(SELECT id, status FROM alerts WHERE raised_at < :cutoff LIMIT :n)",
+                cutoff,
+            )
+        else:
+            gone["mentions"] += await self._delete_batches(
+                "DELETE FROM mentions WHERE seq IN (SELECT seq FROM mentions WHERE ts < :cutoff LIMIT :n)", cutoff
+            )
+            gone["mention_watches"] += await self._delete_batches(
+                "DELETE FROM mention_watches WHERE rowid IN "
+                "(SELECT rowid FROM mention_watches WHERE ts < :cutoff LIMIT :n)",
+                cutoff,
+            )
+            gone["alerts"] += await self._delete_batches(
+                "DELETE FROM alerts WHERE rowid IN (SELECT rowid FROM alerts WHERE raised_at < :cutoff LIMIT :n)",
+                cutoff,
+            )
+        return gone
+
+    async def _delete_batches(self, sql: str, cutoff: datetime) -> int:
+        total = 0
+        statement = text(sql).bindparams(bindparam("cutoff", type_=DateTime(timezone=True)))
+        while True:
+            async with self.engine.begin() as conn:
+                deleted = (await conn.execute(statement, {"cutoff": cutoff, "n": DELETE_BATCH})).rowcount
+            total += deleted
+            if deleted < DELETE_BATCH:
+                return total
