@@ -110,6 +110,19 @@ class IngestMetrics:
             ["source", "watch"],
             registry=registry,
         )
+        self.auth_renewals = Counter(
+            f"{PREFIX}_source_auth_renewals_total",
+            "Renewals of an expired or refused session, by method (refresh: the refresh token; login: new "
+            "credentials) and outcome (ok, failed).",
+            ["source", "method", "outcome"],
+            registry=registry,
+        )
+        self.auth_failing = Gauge(
+            f"{PREFIX}_source_auth_failing",
+            "1 while the source cannot get a session (its last login or renewal failed), 0 once one works.",
+            ["source"],
+            registry=registry,
+        )
         self.config_warning = Gauge(
             f"{PREFIX}_source_config_warning",
             "1 while a setting works against the source's rules (user_agent: a User-Agent Reddit throttles).",
