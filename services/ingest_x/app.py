@@ -9,10 +9,12 @@ import structlog
 
 from services.ingest_x.logic import SOURCE, TWEET_FIELDS, USER_FIELDS, tweet_mention, users_by_id, x_query
 from veille.config import VeilleConfig, XSource, load_config
+from veille.ingest.coverage import report_untargeted
 from veille.ingest.cursors import Cursor
 from veille.ingest.http import Fetcher, FetchError
 from veille.ingest.items import ItemMapper
 from veille.ingest.matching import positive_terms
+from veille.ingest.metrics import IngestMetrics
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
 from veille.ingest.sources import configured, load_json, search_parts
 from veille.metrics import ServiceMetrics
@@ -31,8 +33,11 @@ class XRecentSearch:
 
     name = SOURCE
 
-    def __init__(self, section: XSource, targets: list[Target], fetcher: Fetcher) -> None:
+    def __init__(
+        self, section: XSource, targets: list[Target], fetcher: Fetcher, metrics: IngestMetrics | None = None
+    ) -> None:
         self.section = section
+        self.metrics = metrics
         self._targets = targets
         self.fetcher = fetcher
 
@@ -52,15 +57,32 @@ class XRecentSearch:
             "expansions": "author_id",
             "user.fields": USER_FIELDS,
         }
-        if isinstance(cursor.get("since_id"), str):
-            params["since_id"] = cursor["since_id"]
+        # Polling with since_id (docs.x.com/x-api/posts/search/integrate/paginate, "Polling"): when more
+        # posts than max_results are newer than since_id, X pages them newest first with next_token,
+        # keeping the same since_id; only once no next_token is left is the first page's newest_id the
+        # next since_id. A busy watch is read MAX_PAGES pages per poll: the rest is kept in the cursor
+        # ("pending": next_token, the since_id it belongs to, the newest_id to move to) and read on the
+        # next polls, so nothing between the pages read and since_id is dropped (a next_token does not
+        # expire). veille_source_backlog_pending says 1 while that lasts.
+        pending = cursor.get("pending") if isinstance(cursor.get("pending"), dict) else None
+        if pending is not None and isinstance(pending.get("next_token"), str) and pending["next_token"]:
+            since = pending.get("since_id") if isinstance(pending.get("since_id"), str) else None
+            newest_id = pending.get("newest_id") if isinstance(pending.get("newest_id"), str) else None
+            params["next_token"] = pending["next_token"]
+            resumed = True
+        else:
+            since = cursor.get("since_id") if isinstance(cursor.get("since_id"), str) else None
+            newest_id = None
+            resumed = False
+        if since is not None:
+            params["since_id"] = since
         headers = {"Authorization": f"Bearer {self.section.token()}"}
         url = str(self.section.base_url).rstrip("/") + "/tweets/search/recent"
         problems: Counter[str] = Counter()
         items = ItemMapper()
         mentions: list[MentionIngested] = []
-        newest_id: str | None = None
         pages = 0
+        left: str | None = None
         for _ in range(MAX_PAGES):
             response = await self.fetcher.get(url, params=params, headers=headers)
             pages += 1
@@ -82,12 +104,29 @@ class XRecentSearch:
             if newest_id is None and isinstance(meta.get("newest_id"), str):
                 newest_id = meta["newest_id"]
             token = meta.get("next_token")
-            if not isinstance(token, str) or not token:
+            left = token if isinstance(token, str) and token else None
+            if left is None:
                 break
-            params["next_token"] = token
+            params["next_token"] = left
         new_cursor = dict(cursor)
-        if newest_id is not None:
-            new_cursor["since_id"] = newest_id
+        if left is not None:
+            new_cursor["pending"] = {"next_token": left, "since_id": since, "newest_id": newest_id}
+            log.warning(
+                "ingest.backlog_truncated",
+                source=SOURCE,
+                target=target.name,
+                pages=pages,
+                since_id=since,
+                resumes_next_poll=True,
+            )
+        else:
+            new_cursor.pop("pending", None)
+            if newest_id is not None:
+                new_cursor["since_id"] = newest_id
+        if self.metrics is not None:
+            if left is not None:
+                self.metrics.backlog_truncated.labels(SOURCE, target.name).inc()
+            self.metrics.backlog_pending.labels(SOURCE, target.name).set(0 if left is None else 1)
         newest = max((m.published_at for m in mentions if m.published_at), default=None)
         return PollResult(
             mentions,
@@ -96,7 +135,7 @@ class XRecentSearch:
             rejected=Counter({k: v for k, v in problems.items() if k != "no_date"}),
             repaired=Counter({k: v for k, v in problems.items() if k == "no_date"}),
             malformed=items.malformed,
-            details={"pages": pages, "query": query},
+            details={"pages": pages, "query": query, "resumed": resumed or None, "more": left is not None or None},
         )
 
 
@@ -121,4 +160,10 @@ def create_app(
     if configured(config, "x") and not has_credentials:
         log.info("ingest.source_idle", source=SOURCE, reason="no bearer_token in sources.x")
     targets = parts.targets(when=configured(config, "x") and has_credentials)
-    return parts.service(settings, XRecentSearch(section, targets, parts.fetcher()), clock=clock)
+    untargeted = {
+        t.name: "no word or phrase X can search for"
+        for t in targets
+        if not x_query(positive_terms(str(t.params["query"])), list(t.params.get("languages", [])))
+    }
+    report_untargeted(SOURCE, parts.ingest_metrics, [t.name for t in targets], untargeted)
+    return parts.service(settings, XRecentSearch(section, targets, parts.fetcher(), parts.ingest_metrics), clock=clock)

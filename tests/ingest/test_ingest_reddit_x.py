@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -237,3 +238,63 @@ async def test_x_failures_are_errors_by_kind(
     if status == 429:
         assert app.source.fetcher.limiter.paused_for() > 500  # type: ignore[attr-defined]
     assert await read_mentions(nats_server.url) == []
+
+
+def x_page(first: int, count: int, next_token: str | None) -> bytes:
+    """One recent-search page in X's format: data newest first, includes.users, meta with newest/oldest id.
+
+    docs.x.com/x-api/posts/search/integrate/paginate: posts come in reverse-chronological order across
+    pages; meta carries newest_id, oldest_id, result_count and, while more pages match, next_token.
+    """
+    ids = [str(1933200000000000000 - i) for i in range(first, first + count)]
+    data = [
+        {
+            "id": tid,
+            "text": f"Acme Corp outage, report {tid[-3:]}",
+            "author_id": "2244994945",
+            "created_at": "2025-06-12T10:00:00.000Z",
+            "lang": "en",
+            "edit_history_tweet_ids": [tid],
+            "public_metrics": {"retweet_count": 0, "reply_count": 0, "like_count": 1, "quote_count": 0},
+        }
+        for tid in ids
+    ]
+    meta: dict[str, Any] = {"newest_id": ids[0], "oldest_id": ids[-1], "result_count": count}
+    if next_token:
+        meta["next_token"] = next_token
+    users = [{"id": "2244994945", "name": "Ops", "username": "ops", "public_metrics": {"followers_count": 10}}]
+    return json.dumps({"data": data, "includes": {"users": users}, "meta": meta}).encode()
+
+
+async def test_x_a_busy_watch_is_read_to_since_id_across_polls_without_a_gap(
+    make_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """Four pages match but a poll reads three: the fourth is read on the next poll from the saved next_token
+    (with the same since_id), and only then does since_id move to the first page's newest_id.
+
+    The backlog shows while it lasts: veille_source_backlog_pending is 1 and the truncation is counted.
+    """
+    pages = {None: x_page(0, 2, "tok-2"), "tok-2": x_page(2, 2, "tok-3"), "tok-3": x_page(4, 2, "tok-4")}
+    pages["tok-4"] = x_page(6, 2, None)
+
+    async def search(request: web.Request) -> web.StreamResponse:
+        if "since_id" in request.query:
+            return web.Response(body=payload("x_recent_empty.json"), content_type="application/json")
+        return web.Response(body=pages[request.query.get("next_token")], content_type="application/json")
+
+    http_server.route("/2/tweets/search/recent", search)
+    app = await make_app(create_x, x_yaml(http_server))
+    m = app.metrics
+    [first] = await app.poll_all()
+    assert first.published == 6
+    assert metric(m, "veille_source_backlog_pending", source="x", target="acme") == 1
+    assert metric(m, "veille_source_backlog_truncated_total", source="x", target="acme") == 1
+    [second] = await app.poll_all()
+    assert second.published == 2 and len(await read_mentions(nats_server.url)) == 8
+    resumed = http_server.requests_to("/2/tweets/search/recent")[3]
+    assert resumed.query["next_token"] == "tok-4" and "since_id" not in resumed.query
+    assert metric(m, "veille_source_backlog_pending", source="x", target="acme") == 0
+    [third] = await app.poll_all()
+    last = http_server.requests_to("/2/tweets/search/recent")[-1]
+    assert last.query["since_id"] == "1933200000000000000" and "next_token" not in last.query
+    assert third.published == 0
