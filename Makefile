@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/veille.yaml
-# `docker compose` (v2); set COMPOSE=docker-compose for the old v1 program.
-COMPOSE ?= docker compose
+# `docker compose` (v2) when the Docker CLI has it, else the v1 program `docker-compose` (Debian's 1.29);
+# COMPOSE=... chooses.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint typecheck clean up down logs bench train
@@ -47,6 +48,10 @@ train: $(STAMP) ## Rebuild the sentiment model from ../shared/data (TRAIN_ARGS='
 	$(BIN)/pip install --quiet -e ".[dev,train]"
 	$(BIN)/python scripts/train_sentiment.py $(TRAIN_ARGS)
 
+.PHONY: examples
+examples: $(STAMP) ## Rebuild docs/examples/ (the webhook body of every alert kind) from veille's own code
+	$(BIN)/python scripts/make_examples.py
+
 clean: ## Remove the virtual environment and caches (keeps ./var)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
@@ -56,6 +61,14 @@ up: ## Start the Docker stack (docker-compose.yml; needs .env, see .env.example)
 
 down: ## Stop the Docker stack (keeps its volumes)
 	$(COMPOSE) down
+
+.PHONY: wheelhouse test-docker
+wheelhouse: $(STAMP) ## Wheels of veille's dependencies in var/wheelhouse, for an air-gapped image build
+	$(BIN)/pip wheel --quiet --disable-pip-version-check -w var/wheelhouse . hatchling pip
+	rm -f var/wheelhouse/veille-*.whl
+
+test-docker: $(STAMP) ## Build the image and check the compose stack on a real Docker engine (CI, after make test)
+	bash scripts/docker-test.sh $(PYTEST_ARGS)
 
 logs: ## Follow the Docker stack's logs (SERVICE=notifier for one)
 	$(COMPOSE) logs -f --tail=100 $(SERVICE)
