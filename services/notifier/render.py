@@ -9,6 +9,7 @@ from services.notifier.model import Notification
 from veille.models import AlertRaised
 
 __all__ = [
+    "OPEN_VEILLE",
     "alert_facts",
     "header_hazards",
     "header_text",
@@ -19,6 +20,7 @@ __all__ = [
     "slack_fit",
     "teams_escape",
     "title_of",
+    "veille_url",
 ]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]+")
@@ -77,6 +79,15 @@ def title_of(notification: Notification) -> str:
 def more_line(hidden: int) -> str:
     """The line closing a list that leaves ``hidden`` alerts out (empty when none are)."""
     return f"…and {hidden:,} more alert(s)" if hidden > 0 else ""
+
+
+OPEN_VEILLE = "Open in veille"
+"""The text of the link to the configuration's ``external_url`` in email, Slack and Teams."""
+
+
+def veille_url(external_url: str) -> str:
+    """The configuration's ``external_url`` when it may be linked (:func:`linkable_url`), else ``""``."""
+    return external_url if linkable_url(external_url) else ""
 
 
 def alert_facts(alert: AlertRaised) -> list[tuple[str, str]]:

@@ -531,10 +531,115 @@ class WebhookReceiver(_Strict):
     @field_validator("headers")
     @classmethod
     def _no_header_injection(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, val in value.items():
-            if any(c in key + val for c in "\r\n\0"):
-                raise ValueError(f"header {key!r} contains a line break")
+        return _no_line_breaks(value)
+
+
+def _no_line_breaks(value: dict[str, str]) -> dict[str, str]:
+    for key, val in value.items():
+        if any(c in key + val for c in "\r\n\0"):
+            raise ValueError(f"header {key!r} contains a line break")
+    return value
+
+
+class BasicAuth(_Strict):
+    """HTTP basic authentication: a user name and a password (given, or read from a file)."""
+
+    username: str = Field(min_length=1)
+    password: str | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> BasicAuth:
+        if (self.password is None) == (self.password_file is None):
+            raise ValueError("basic_auth needs exactly one of password and password_file")
+        if self.password_file is not None:  # what the notifier reads at start
+            _read_file_field("password_file", self.password_file)
+        return self
+
+    def secret(self) -> str:
+        """The password, from the value or its file."""
+        if self.password is not None:
+            return self.password
+        assert self.password_file is not None  # the validator wants one of them
+        return read_secret_file(self.password_file)
+
+
+ALERTS_API_PATH = "/api/v2/alerts"
+
+
+class AlertmanagerReceiver(_Strict):
+    """Post alerts to an existing Alertmanager's ``/api/v2/alerts``, as Prometheus does.
+
+    Each alert gets its own label set (``alert_id``), so Alertmanager keeps every mention apart and
+    a resolution closes the alert it resolves. A firing alert is posted with ``endsAt`` =
+    now + ``ends_after`` and re-posted every ``resend_interval`` while it fires, so Alertmanager
+    keeps it active for as long as veille does and resolves it by itself only if veille stops
+    telling it (Prometheus' ``resend_delay`` and its 4x rule). A resolved alert is posted with
+    ``endsAt`` = now.
+    """
+
+    url: AnyHttpUrl = Field(
+        description="Alertmanager's base URL (http://alertmanager:9093, with its --web.route-prefix if any); "
+        "alerts are posted to <url>/api/v2/alerts."
+    )
+    timeout: Duration = timedelta(seconds=10)
+    resend_interval: Duration = Field(
+        default=timedelta(minutes=1), description="Firing alerts are posted again this often (renewing endsAt)."
+    )
+    ends_after: Duration | None = Field(
+        default=None,
+        description="endsAt of a firing alert, from the time it is posted; 4 x resend_interval when unset. "
+        "Alertmanager resolves an alert veille stopped renewing (veille down) this long after its last post.",
+    )
+    basic_auth: BasicAuth | None = None
+    bearer_token: str | None = None
+    bearer_token_file: Path | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_one_line(cls, value: dict[str, str]) -> dict[str, str]:
+        return _no_line_breaks(value)
+
+    @field_validator("resend_interval")
+    @classmethod
+    def _resend_positive(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("resend_interval must be at least 1s")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AlertmanagerReceiver:
+        if self.ends_after is not None and self.ends_after <= self.resend_interval:
+            raise ValueError(
+                f"ends_after ({self.ends_after}) must be longer than resend_interval ({self.resend_interval}), "
+                "or Alertmanager resolves firing alerts between two posts (4 x resend_interval is the default)"
+            )
+        tokens = self.bearer_token is not None or self.bearer_token_file is not None
+        if self.basic_auth is not None and tokens:
+            raise ValueError("use basic_auth or a bearer token, not both")
+        if self.bearer_token is None and self.bearer_token_file is not None:  # what the notifier reads at start
+            _read_file_field("bearer_token_file", self.bearer_token_file)
+        return self
+
+    def alerts_url(self) -> str:
+        """The URL alerts are posted to: ``<url>/api/v2/alerts`` (``url`` may already end with it)."""
+        base = str(self.url).rstrip("/")
+        return base if base.endswith(ALERTS_API_PATH) else base + ALERTS_API_PATH
+
+    def lifetime(self) -> timedelta:
+        """How far past a post a firing alert's ``endsAt`` lies."""
+        return self.ends_after if self.ends_after is not None else 4 * self.resend_interval
+
+    def authorization(self) -> str | None:
+        """The ``Authorization`` header value, from the credentials (read from their files now), or None."""
+        import base64 as b64
+
+        if self.basic_auth is not None:
+            pair = f"{self.basic_auth.username}:{self.basic_auth.secret()}".encode()
+            return "Basic " + b64.b64encode(pair).decode()
+        token = _secret(self.bearer_token, self.bearer_token_file)
+        return f"Bearer {token}" if token else None
 
 
 class ChatReceiver(_Strict):
@@ -566,13 +671,14 @@ class QuietHours(_Strict):
 
 
 class Receiver(_Strict):
-    """A named destination: any number of email, webhook, Slack and Teams integrations."""
+    """A named destination: any number of email, webhook, Slack, Teams and Alertmanager integrations."""
 
     name: Name
     email: list[EmailReceiver] = Field(default_factory=list)
     webhook: list[WebhookReceiver] = Field(default_factory=list)
     slack: list[ChatReceiver] = Field(default_factory=list)
     teams: list[ChatReceiver] = Field(default_factory=list)
+    alertmanager: list[AlertmanagerReceiver] = Field(default_factory=list)
     send_resolved: bool = True
     quiet_hours: QuietHours | None = None
 
@@ -637,6 +743,13 @@ class VeilleConfig(_Strict):
     """The whole configuration file."""
 
     version: Literal[1] = 1
+    external_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="The http(s) URL at which people reach veille (its console or a dashboard): linked from "
+        "email, Slack and Teams notifications ('…and N more' included), sent as external_url in veille "
+        "webhooks, externalURL in Alertmanager-format webhooks and generatorURL of alerts posted to an "
+        "Alertmanager.",
+    )
     watches: list[Watch] = Field(default_factory=list)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     receivers: list[Receiver] = Field(default_factory=list)
@@ -676,7 +789,8 @@ def cross_problems(data: Any) -> list[tuple[_Loc, str]]:
     """Mistakes that span fields, found on the plain data (even where other fields are wrong).
 
     Duplicate watch and receiver names, references to undefined watches and receivers, spike
-    settings the detector refuses, and ``group_by`` labels no alert carries. Run by
+    settings the detector refuses, ``group_by`` labels no alert carries, and quiet hours on a receiver
+    that posts to an Alertmanager. Run by
     :class:`VeilleConfig` itself and, when other fields fail, by :func:`parse_config` on the raw file,
     so that every mistake is told in one pass.
     """
@@ -686,6 +800,16 @@ def cross_problems(data: Any) -> list[tuple[_Loc, str]]:
     receivers = [(i, r) for i, r in _items(data.get("receivers")) if isinstance(r, dict)]
     known_watches = _no_duplicates(watches, "watches", problems)
     known_receivers = _no_duplicates(receivers, "receivers", problems)
+    for index, receiver in receivers:
+        if receiver.get("alertmanager") and receiver.get("quiet_hours") is not None:
+            problems.append(
+                (
+                    ("receivers", index, "quiet_hours"),
+                    "a receiver posting to an Alertmanager cannot wait for quiet hours (its firing alerts would "
+                    "expire there unrenewed): mute in Alertmanager (time_intervals), or put the alertmanager "
+                    "entry in a receiver of its own",
+                )
+            )
     for index, watch in watches:
         spike = watch.get("spike")
         if isinstance(spike, dict) and spike:

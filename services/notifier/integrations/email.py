@@ -48,7 +48,15 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from services.notifier.delivery import DeliveryError
 from services.notifier.model import Clock, IntegrationKind, Notification
-from services.notifier.render import alert_facts, header_hazards, header_text, linkable_url, one_line, title_of
+from services.notifier.render import (
+    alert_facts,
+    header_hazards,
+    header_text,
+    linkable_url,
+    one_line,
+    title_of,
+    veille_url,
+)
 from veille.config import EmailReceiver
 
 __all__ = [
@@ -118,8 +126,8 @@ def _environment(path: Path | None, *, html: bool) -> tuple[Environment, str]:
     return env, path.name
 
 
-def render_email(config: EmailReceiver, notification: Notification) -> tuple[str, str, str]:
-    """Return (subject, text body, HTML body) for ``notification``."""
+def render_email(config: EmailReceiver, notification: Notification, *, external_url: str = "") -> tuple[str, str, str]:
+    """Return (subject, text body, HTML body) for ``notification``; ``external_url`` is linked ("…and N more")."""
     alerts, hidden = notification.listed(MAX_ALERTS)
     context: dict[str, Any] = {
         "notification": notification,
@@ -130,6 +138,7 @@ def render_email(config: EmailReceiver, notification: Notification) -> tuple[str
         "one_line": one_line,
         "safe_url": linkable_url,
         "lang": notification_lang(notification) or "en",
+        "external_url": veille_url(external_url),
     }
     text_env, text_name = _environment(config.text_template, html=False)
     html_env, html_name = _environment(config.html_template, html=True)
@@ -240,10 +249,11 @@ class EmailIntegration:
 
     kind: IntegrationKind = "email"
 
-    def __init__(self, config: EmailReceiver, *, password: str | None, clock: Clock) -> None:
+    def __init__(self, config: EmailReceiver, *, password: str | None, clock: Clock, external_url: str = "") -> None:
         self.config = config
         self.password = password
         self.clock = clock
+        self.external_url = external_url
         host, _, port = config.smarthost.rpartition(":")
         self.host = host or config.smarthost
         self.port = int(port) if port.isdigit() else (465 if config.security == "tls" else 25)
@@ -251,7 +261,7 @@ class EmailIntegration:
 
     def message(self, notification: Notification) -> EmailMessage:
         """The multipart message for ``notification``."""
-        subject, text, html = render_email(self.config, notification)
+        subject, text, html = render_email(self.config, notification, external_url=self.external_url)
         msg = EmailMessage(policy=SMTP)
         msg["Subject"] = subject
         msg["From"] = self.config.sender

@@ -13,7 +13,16 @@ import httpx
 from services.notifier.delivery import post
 from services.notifier.model import IntegrationKind, Notification
 from services.notifier.payload import encode
-from services.notifier.render import alert_facts, linkable_url, more_line, one_line, slack_fit, title_of
+from services.notifier.render import (
+    OPEN_VEILLE,
+    alert_facts,
+    linkable_url,
+    more_line,
+    one_line,
+    slack_fit,
+    title_of,
+    veille_url,
+)
 from veille.config import ChatReceiver
 
 __all__ = ["SlackIntegration", "slack_message"]
@@ -44,8 +53,8 @@ def _sample_text(url: str | None, headline: str, body: str) -> str:
     return first
 
 
-def slack_message(notification: Notification) -> dict[str, Any]:
-    """The Block Kit message for a notification."""
+def slack_message(notification: Notification, *, external_url: str = "") -> dict[str, Any]:
+    """The Block Kit message for a notification; "…and N more" links to ``external_url`` when set."""
     icon = ":white_check_mark:" if notification.status == "resolved" else ":rotating_light:"
     title = title_of(notification)
     blocks: list[dict[str, Any]] = [
@@ -71,8 +80,12 @@ def slack_message(notification: Notification) -> dict[str, Any]:
             text = _sample_text(sample.url, headline, body)
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
         blocks.append({"type": "divider"})
+    url = veille_url(external_url)
     if hidden > 0:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more_line(hidden)}]})
+        more = f"<{url}|{slack_fit(more_line(hidden), 200)}>" if url else more_line(hidden)
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
+    elif url:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{url}|{OPEN_VEILLE}>"}]})
     return {"text": slack_fit(title, TEXT_LIMIT), "blocks": blocks[:50]}
 
 
@@ -81,13 +94,14 @@ class SlackIntegration:
 
     kind: IntegrationKind = "slack"
 
-    def __init__(self, config: ChatReceiver, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: ChatReceiver, client: httpx.AsyncClient, *, external_url: str = "") -> None:
         self.config = config
         self.client = client
+        self.external_url = external_url
 
     async def send(self, notification: Notification) -> None:
         """POST the Block Kit message once; raise DeliveryError on failure."""
-        body = encode(slack_message(notification))
+        body = encode(slack_message(notification, external_url=self.external_url))
         await post(
             self.client,
             str(self.config.url),

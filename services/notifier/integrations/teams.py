@@ -13,7 +13,16 @@ import httpx
 from services.notifier.delivery import post
 from services.notifier.model import IntegrationKind, Notification
 from services.notifier.payload import encode
-from services.notifier.render import alert_facts, linkable_url, more_line, one_line, teams_escape, title_of
+from services.notifier.render import (
+    OPEN_VEILLE,
+    alert_facts,
+    linkable_url,
+    more_line,
+    one_line,
+    teams_escape,
+    title_of,
+    veille_url,
+)
 from veille.config import ChatReceiver
 
 __all__ = ["MAX_BYTES", "TeamsIntegration", "teams_message"]
@@ -26,22 +35,25 @@ MAX_BYTES = 27_000
 _SHAPES = ((MAX_ALERTS, MAX_SAMPLES, MAX_ACTIONS), (3, 1, 2), (1, 1, 1), (1, 0, 0))
 
 
-def teams_message(notification: Notification) -> dict[str, Any]:
+def teams_message(notification: Notification, *, external_url: str = "") -> dict[str, Any]:
     """The workflow-webhook body: one message carrying one Adaptive Card, at most :data:`MAX_BYTES` encoded.
 
     Every text is cut (and a URL longer than the shared rule allows is not made a button); when the
     card is still too big (many long facts, non-Latin scripts take three bytes a character), it is
-    rebuilt listing fewer alerts, samples and buttons, the rest told as "…and N more".
+    rebuilt listing fewer alerts, samples and buttons, the rest told as "…and N more". With an
+    ``external_url``, an "Open in veille" button links to it.
     """
     message: dict[str, Any] = {}
     for alerts, samples, actions in _SHAPES:
-        message = _message(notification, alerts, samples, actions)
+        message = _message(notification, alerts, samples, actions, veille_url(external_url))
         if len(encode(message)) <= MAX_BYTES:
             break
     return message
 
 
-def _message(notification: Notification, max_alerts: int, max_samples: int, max_actions: int) -> dict[str, Any]:
+def _message(
+    notification: Notification, max_alerts: int, max_samples: int, max_actions: int, url: str = ""
+) -> dict[str, Any]:
     resolved = notification.status == "resolved"
     body: list[dict[str, Any]] = [
         {
@@ -74,6 +86,8 @@ def _message(notification: Notification, max_alerts: int, max_samples: int, max_
                 actions.append({"type": "Action.OpenUrl", "title": one_line(text, 40), "url": sample.url})
     if hidden > 0:
         body.append({"type": "TextBlock", "text": more_line(hidden), "isSubtle": True, "wrap": True})
+    if url:
+        actions.insert(0, {"type": "Action.OpenUrl", "title": OPEN_VEILLE, "url": url})
     card: dict[str, Any] = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
@@ -96,13 +110,14 @@ class TeamsIntegration:
 
     kind: IntegrationKind = "teams"
 
-    def __init__(self, config: ChatReceiver, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: ChatReceiver, client: httpx.AsyncClient, *, external_url: str = "") -> None:
         self.config = config
         self.client = client
+        self.external_url = external_url
 
     async def send(self, notification: Notification) -> None:
         """POST the Adaptive Card once; raise DeliveryError on failure (workflows answer 202)."""
-        body = encode(teams_message(notification))
+        body = encode(teams_message(notification, external_url=self.external_url))
         await post(
             self.client,
             str(self.config.url),

@@ -24,9 +24,14 @@ __all__ = ["WebhookIntegration", "render_webhook_body"]
 _PROTECTED = {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length"}
 
 
-def render_webhook_body(config: WebhookReceiver, notification: Notification) -> tuple[bytes, str]:
-    """Return the body bytes and content type for ``notification``."""
-    body = alertmanager_body(notification) if config.format == "alertmanager" else veille_body(notification)
+def render_webhook_body(
+    config: WebhookReceiver, notification: Notification, *, external_url: str = ""
+) -> tuple[bytes, str]:
+    """Return the body bytes and content type for ``notification`` (``external_url``: the config's)."""
+    if config.format == "alertmanager":
+        body = alertmanager_body(notification, external_url=external_url)
+    else:
+        body = veille_body(notification, external_url=external_url)
     if config.body_template is None:
         return encode(body), "application/json"
     env = ImmutableSandboxedEnvironment(autoescape=False)
@@ -46,11 +51,20 @@ class WebhookIntegration:
 
     kind: IntegrationKind = "webhook"
 
-    def __init__(self, config: WebhookReceiver, client: httpx.AsyncClient, *, key: bytes | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: WebhookReceiver,
+        client: httpx.AsyncClient,
+        *,
+        key: bytes | None,
+        clock: Clock,
+        external_url: str = "",
+    ) -> None:
         self.config = config
         self.client = client
         self.key = key
         self.clock = clock
+        self.external_url = external_url
         self.timeout = config.timeout.total_seconds()
 
     def headers(self, notification: Notification, body: bytes, content_type: str) -> dict[str, str]:
@@ -66,7 +80,7 @@ class WebhookIntegration:
 
     async def send(self, notification: Notification) -> None:
         """POST once; raise :class:`DeliveryError` (retryable on time-outs, 408, 429 and 5xx)."""
-        body, content_type = render_webhook_body(self.config, notification)
+        body, content_type = render_webhook_body(self.config, notification, external_url=self.external_url)
         headers = self.headers(notification, body, content_type)
         await post(
             self.client, str(self.config.url), content=body, headers=headers, timeout=self.timeout, what="webhook"
