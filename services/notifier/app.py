@@ -65,32 +65,49 @@ def _read_secret(value: str | None, path: Path | None) -> str | None:
 def build_integrations(config: VeilleConfig, *, http_client: httpx.AsyncClient, clock: Clock) -> dict[str, Integration]:
     """One integration per target of every receiver, keyed by target id."""
     out: dict[str, Integration] = {}
+    url = str(config.external_url) if config.external_url is not None else ""
     for receiver in config.receivers:
         for target in targets_of(receiver):
-            out[target.id] = _integration(receiver, target.kind, target.index, http_client=http_client, clock=clock)
+            out[target.id] = _integration(
+                receiver, target.kind, target.index, http_client=http_client, clock=clock, external_url=url
+            )
     return out
 
 
 def _integration(
-    receiver: Receiver, kind: str, index: int, *, http_client: httpx.AsyncClient, clock: Clock
+    receiver: Receiver,
+    kind: str,
+    index: int,
+    *,
+    http_client: httpx.AsyncClient,
+    clock: Clock,
+    external_url: str = "",
 ) -> Integration:
     if kind == "webhook":
         hook = receiver.webhook[index]
         secret = _read_secret(hook.secret, hook.secret_file)
-        return WebhookIntegration(hook, http_client, key=decode_secret(secret) if secret else None, clock=clock)
+        key = decode_secret(secret) if secret else None
+        return WebhookIntegration(hook, http_client, key=key, clock=clock, external_url=external_url)
     if kind == "email":
         from services.notifier.integrations.email import EmailIntegration
 
         email = receiver.email[index]
-        return EmailIntegration(email, password=_read_secret(email.password, email.password_file), clock=clock)
+        password = _read_secret(email.password, email.password_file)
+        return EmailIntegration(email, password=password, clock=clock, external_url=external_url)
     if kind == "slack":
         from services.notifier.integrations.slack import SlackIntegration
 
-        return SlackIntegration(receiver.slack[index], http_client)
+        return SlackIntegration(receiver.slack[index], http_client, external_url=external_url)
     if kind == "teams":
         from services.notifier.integrations.teams import TeamsIntegration
 
-        return TeamsIntegration(receiver.teams[index], http_client)
+        return TeamsIntegration(receiver.teams[index], http_client, external_url=external_url)
+    if kind == "alertmanager":
+        from services.notifier.integrations.alertmanager import AlertmanagerIntegration
+
+        return AlertmanagerIntegration(
+            receiver.alertmanager[index], http_client, clock=clock, external_url=external_url
+        )
     raise ValueError(f"unknown integration kind {kind!r}")
 
 

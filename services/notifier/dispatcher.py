@@ -24,6 +24,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from services.notifier.delivery import DeliveryError, Integration, RetryPolicy
 from services.notifier.grouping import add_alert, build_notification, finalize, is_due, new_group, plan
+from services.notifier.integrations.alertmanager import posting_route
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.model import Clock, GroupState, Notification, Target, group_key_hash, kv_keys
 from services.notifier.nflog import ClaimLost, ClaimResult, NotificationLog
@@ -49,6 +50,7 @@ def targets_of(receiver: Receiver) -> list[Target]:
     out += [Target(receiver.name, "webhook", i) for i in range(len(receiver.webhook))]
     out += [Target(receiver.name, "slack", i) for i in range(len(receiver.slack))]
     out += [Target(receiver.name, "teams", i) for i in range(len(receiver.teams))]
+    out += [Target(receiver.name, "alertmanager", i) for i in range(len(receiver.alertmanager))]
     return out
 
 
@@ -106,6 +108,8 @@ class Dispatcher:
                     digest = receiver.email[target.index].digest
                     assert digest is not None
                     effective = dataclasses.replace(route, group_wait=digest, group_interval=digest)
+                elif target.kind == "alertmanager":  # at once, then every resend_interval (renews endsAt)
+                    effective = posting_route(route, receiver.alertmanager[target.index])
                 group_key, group_labels = group_key_for(effective, alert)
                 key = f"{target.id}.{group_key_hash(group_key)}"
                 now = self.clock()

@@ -29,7 +29,7 @@ __all__ = [
     "set_hash",
 ]
 
-IntegrationKind = Literal["email", "webhook", "slack", "teams"]
+IntegrationKind = Literal["email", "webhook", "slack", "teams", "alertmanager"]
 Clock = Callable[[], datetime]
 
 EVENT_KINDS = frozenset({"negative_mention"})
