@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/veille.yaml
-# `docker compose` (v2); set COMPOSE=docker-compose for the old v1 program.
-COMPOSE ?= docker compose
+# `docker compose` (v2) when the Docker CLI has it, else the v1 program `docker-compose` (Debian's 1.29);
+# COMPOSE=... chooses.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint typecheck clean up down logs bench train
@@ -60,6 +61,14 @@ up: ## Start the Docker stack (docker-compose.yml; needs .env, see .env.example)
 
 down: ## Stop the Docker stack (keeps its volumes)
 	$(COMPOSE) down
+
+.PHONY: wheelhouse test-docker
+wheelhouse: $(STAMP) ## Wheels of veille's dependencies in var/wheelhouse, for an air-gapped image build
+	$(BIN)/pip wheel --quiet --disable-pip-version-check -w var/wheelhouse . hatchling pip
+	rm -f var/wheelhouse/veille-*.whl
+
+test-docker: $(STAMP) ## Build the image and check the compose stack on a real Docker engine (CI, after make test)
+	bash scripts/docker-test.sh $(PYTEST_ARGS)
 
 logs: ## Follow the Docker stack's logs (SERVICE=notifier for one)
 	$(COMPOSE) logs -f --tail=100 $(SERVICE)

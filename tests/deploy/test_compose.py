@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
@@ -239,18 +240,28 @@ def test_cluster_override_is_valid_and_replicates_the_streams() -> None:
     assert data["services"]["nats"]["command"][-1] == "/etc/nats/cluster.conf"
 
 
-def test_make_up_down_and_logs_wrap_docker_compose() -> None:
-    """`make up`, `make down` and `make logs` run the matching docker compose commands."""
+@pytest.mark.parametrize("has_v2", [True, False], ids=["docker-compose-v2", "docker-compose-v1-only"])
+def test_make_up_down_and_logs_wrap_docker_compose(tmp_path: Path, has_v2: bool) -> None:
+    """`make up`, `make down` and `make logs` run `docker compose`, or Debian's v1 `docker-compose` without it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # A docker CLI whose `compose version` succeeds only when the Compose v2 plugin is there.
+    fake = bin_dir / "docker"
+    fake.write_text(f'#!/bin/sh\n[ "$1" = compose ] && exit {0 if has_v2 else 1}\nexit 0\n')
+    fake.chmod(0o755)
+    env = clean_env()
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
     result = subprocess.run(
         ["make", "-n", "up", "down", "logs"],
         capture_output=True,
         text=True,
         cwd=REPO,
-        env=clean_env(),
+        env=env,
         timeout=60,
         check=True,
     )
-    assert "docker compose up -d --build" in result.stdout
-    assert "docker compose down" in result.stdout
-    assert "docker compose logs -f" in result.stdout
+    compose = "docker compose" if has_v2 else "docker-compose"
+    assert f"{compose} up -d --build" in result.stdout
+    assert f"{compose} down" in result.stdout
+    assert f"{compose} logs -f" in result.stdout
     assert ENV_EXAMPLE.exists()
