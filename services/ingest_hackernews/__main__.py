@@ -1,5 +1,7 @@
 """``python -m services.ingest_hackernews``: the same as ``veille run ingest-hackernews``."""
 
-from veille.cli import main
+import sys
 
-main(["run", "ingest-hackernews"])
+from veille.service import run_app_module
+
+sys.exit(run_app_module("ingest-hackernews", "services.ingest_hackernews.app"))

@@ -1,5 +1,7 @@
 """``python -m services.ingest_mastodon``: the same as ``veille run ingest-mastodon``."""
 
-from veille.cli import main
+import sys
 
-main(["run", "ingest-mastodon"])
+from veille.service import run_app_module
+
+sys.exit(run_app_module("ingest-mastodon", "services.ingest_mastodon.app"))

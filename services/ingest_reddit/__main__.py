@@ -1,5 +1,7 @@
 """``python -m services.ingest_reddit``: the same as ``veille run ingest-reddit``."""
 
-from veille.cli import main
+import sys
 
-main(["run", "ingest-reddit"])
+from veille.service import run_app_module
+
+sys.exit(run_app_module("ingest-reddit", "services.ingest_reddit.app"))

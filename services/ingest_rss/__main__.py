@@ -1,5 +1,7 @@
 """``python -m services.ingest_rss``: the same as ``veille run ingest-rss``."""
 
-from veille.cli import main
+import sys
 
-main(["run", "ingest-rss"])
+from veille.service import run_app_module
+
+sys.exit(run_app_module("ingest-rss", "services.ingest_rss.app"))

@@ -1,5 +1,7 @@
 """``python -m services.ingest_x``: the same as ``veille run ingest-x``."""
 
-from veille.cli import main
+import sys
 
-main(["run", "ingest-x"])
+from veille.service import run_app_module
+
+sys.exit(run_app_module("ingest-x", "services.ingest_x.app"))

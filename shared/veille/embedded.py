@@ -109,7 +109,8 @@ class WebhookSink:
 
 @dataclass
 class ChildService:
-    """One service run as ``python -m veille run NAME`` with its own environment."""
+    """One service run as ``python -m veille_cli run NAME`` (the ``veille`` program, in a child
+    process: the supervisor imports no service) with its own environment."""
 
     name: str
     env: dict[str, str]
@@ -121,7 +122,7 @@ class ChildService:
 
     def command(self) -> list[str]:
         """The child's command line."""
-        return [sys.executable, "-m", "veille", "run", self.name]
+        return [sys.executable, "-m", "veille_cli", "run", self.name]
 
 
 @dataclass

@@ -1,14 +1,18 @@
 """Running a service: health server, signals, graceful drain; the same for every service.
 
 A service's composition root builds a :class:`ServiceApp`; ``veille run NAME`` (and each
-container) calls :func:`run_service`, which starts it, serves ``/metrics``, ``/healthz`` and
+container, and ``python -m services.NAME``) calls :func:`run_app_module`, which loads the settings and
+the configuration, builds the app and calls :func:`run_service`, which starts it, serves ``/metrics``, ``/healthz`` and
 ``/readyz``, and on SIGTERM or SIGINT stops it cleanly (subscribers drained, in-flight work acked).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import signal
+import sys
+from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -18,7 +22,7 @@ from veille.health import Health, HealthServer, JetStreamCheck
 from veille.metrics import ServiceMetrics
 from veille.settings import ServiceSettings
 
-__all__ = ["ServiceApp", "add_jetstream_check", "run_service", "serve"]
+__all__ = ["ServiceApp", "add_jetstream_check", "run_app_module", "run_service", "serve"]
 
 log = structlog.get_logger("veille.service")
 
@@ -104,3 +108,39 @@ def run_service(app: ServiceApp, settings: ServiceSettings) -> None:
         await serve(app, settings, stop)
 
     asyncio.run(main())
+
+
+def run_app_module(name: str, module: str, config_path: Path | None = None) -> int:
+    """Run the service whose composition root is ``module`` (it has ``create_app(settings, config=)``).
+
+    Settings come from ``VEILLE_*`` variables, the configuration from ``config_path`` (default:
+    ``$VEILLE_CONFIG``). A mistake in either, or a NATS that refuses the connection at start, is one
+    clear line on stderr and a non-zero return (2: fix the settings; 1: NATS), never a traceback.
+    """
+    from veille.config import ConfigError, load_config
+    from veille.logging import configure_logging
+    from veille.settings import SettingsError, load_settings
+
+    overrides = {"config": config_path} if config_path else {}
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        print(f"veille {name}: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(name, level=settings.log_level, fmt=settings.log_format)
+    try:
+        config = load_config(settings.config)
+    except ConfigError as exc:
+        print(f"veille {name}: the configuration has mistakes:\n{exc}", file=sys.stderr)
+        return 2
+    app = importlib.import_module(module).create_app(settings, config=config)
+    from nats.errors import Error as NatsError
+
+    from veille.natsauth import describe_connect_error
+
+    try:
+        run_service(app, settings)
+    except NatsError as exc:  # refused at start (bad credentials, no server): a clear line, no traceback
+        print(f"veille {name}: {describe_connect_error(settings, exc)}", file=sys.stderr)
+        return 1
+    return 0

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from tests.classifier.conftest import CONFIG, END_MINUTES, T0, publish_mentions, series
 from veille import bus
-from veille.cli.backtest_cmd import backtest
 from veille.models import utcnow
 from veille.natsserver import NatsServerProcess
+from veille_cli.backtest_cmd import backtest
 
 
 async def _publish(url: str) -> None:

@@ -24,9 +24,9 @@ from tests.deploy.conftest import (
     env_example,
     filled_env_example,
 )
-from veille.cli.run_cmd import run as run_command
 from veille.config import parse_config
 from veille.settings import ServiceSettings
+from veille_cli.run_cmd import run as run_command
 
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:[:?-][^}]*)?\}")
 NATS_CONF_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")

@@ -147,8 +147,9 @@ def test_the_builder_steps_make_a_complete_wheel(tmp_path: Path) -> None:
     for name in ("pyproject.toml", "README.md", "shared/veille/__init__.py"):
         (stub / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, stub / name)
-    (stub / "services").mkdir()
-    (stub / "services" / "__init__.py").touch()
+    for package in ("services", "veille_cli"):  # the Dockerfile's stub packages
+        (stub / package).mkdir()
+        (stub / package / "__init__.py").touch()
     _wheel(stub, tmp_path / "stub-wheel")
 
     context = tmp_path / "context"
@@ -157,7 +158,7 @@ def test_the_builder_steps_make_a_complete_wheel(tmp_path: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, target)
     names = set(_wheel(context, tmp_path / "wheel").namelist())
-    for package in ("shared/veille", "services"):
+    for package in ("shared/veille", "services", "veille_cli"):
         for path in (REPO / package).rglob("*"):
             if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
                 continue

@@ -1,6 +1,6 @@
 """Every metric a dashboard panel or an alert rule uses is exported by running veille services.
 
-The services run for real, as `python -m veille run NAME` child processes (what each container
+The services run for real, as `python -m veille_cli run NAME` child processes (what each container
 runs) against a real nats-server, with every source pointed at a loopback server. The test scrapes
 each one's /metrics, probes /readyz with the image's health-check script, then starts a real
 Prometheus on loopback that scrapes them and evaluates the alert rules and every dashboard query.

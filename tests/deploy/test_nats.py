@@ -67,10 +67,10 @@ def test_nats_server_accepts_both_configurations() -> None:
 
 
 def test_both_configurations_hold_exactly_the_users_generated_from_bus() -> None:
-    """The users and permissions of nats.conf and cluster.conf are `python -m veille.natsauth`'s output."""
+    """The users and permissions of nats.conf and cluster.conf are `veille nats-users`'s output."""
     block = authorization_block(SERVICES)
     for path in (NATS_CONF, CLUSTER_CONF):
-        assert block in path.read_text(encoding="utf-8"), f"{path}: regenerate with python -m veille.natsauth"
+        assert block in path.read_text(encoding="utf-8"), f"{path}: regenerate with veille nats-users"
 
 
 def test_nats_server_refuses_the_configuration_without_a_service_password() -> None:

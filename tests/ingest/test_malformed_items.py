@@ -38,11 +38,11 @@ from services.ingest_mastodon.app import create_app as create_mastodon
 from services.ingest_reddit.app import create_app as create_reddit
 from services.ingest_x.app import create_app as create_x
 from tests.helpers.deadletters import dead_letters
-from veille.cli.dlq_cmd import list_dead_letters, replay_dead_letters
 from veille.ingest.backoff import Backoff
 from veille.ingest.runner import IngestService
 from veille.models import DeadLettered
 from veille.natsserver import NatsServerProcess, free_port
+from veille_cli.dlq_cmd import list_dead_letters, replay_dead_letters
 
 pytestmark = pytest.mark.integration
 

@@ -18,12 +18,12 @@ from services.classifier.logic import alert_id
 from tests.faults.harness import Receiver, Stack, connect, eventually, read_stream, write_config
 from tests.helpers.deadletters import dead_letters
 from veille import bus
-from veille.cli.dlq_cmd import dlq, list_dead_letters
 from veille.messaging import MAX_KEPT_PAYLOAD, DeadLetterSink, dead_letter_middleware, make_broker
 from veille.metrics import ServiceMetrics
 from veille.models import AlertRaised, MentionIngested
 from veille.natsserver import NatsServerProcess
 from veille.settings import ServiceSettings
+from veille_cli.dlq_cmd import dlq, list_dead_letters
 
 NEGATIVE = "Acme: terrible, awful, the worst service ever, I hate it"
 LONG_TITLE = ("Acme terrible awful disaster " * 3500)[:99_000]

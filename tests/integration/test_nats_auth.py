@@ -119,7 +119,7 @@ def veille(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> 
     """Run the `veille` command with only the VEILLE_* variables given (and PATH)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VEILLE_")}
     return subprocess.run(
-        [sys.executable, "-m", "veille", *args],
+        [sys.executable, "-m", "veille_cli", *args],
         env={**clean, **env},
         cwd=cwd,
         capture_output=True,

@@ -113,7 +113,7 @@ async def test_readyz_is_503_until_the_service_has_started(tmp_path: Path) -> No
     }
     with log_path.open("wb") as log:
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "veille", "run", "classifier", env=env, stdout=log, stderr=subprocess.STDOUT
+            sys.executable, "-m", "veille_cli", "run", "classifier", env=env, stdout=log, stderr=subprocess.STDOUT
         )
     try:
         async with httpx.AsyncClient(timeout=10.0) as client:

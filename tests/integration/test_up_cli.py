@@ -104,7 +104,7 @@ def test_a_nats_that_is_down_gives_one_clear_line_and_no_traceback(args: list[st
     env = {k: v for k, v in os.environ.items() if not k.startswith("VEILLE_")}
     env["VEILLE_NATS_URL"] = f"nats://127.0.0.1:{port}"
     done = subprocess.run(
-        [sys.executable, "-m", "veille", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "veille_cli", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr, done.stderr

@@ -19,9 +19,9 @@ from tests.notifier.conftest import (
     validate_payload,
     webhook_config,
 )
-from veille.cli.silence_cmd import silence
 from veille.models import utcnow
 from veille.natsserver import NatsServerProcess
+from veille_cli.silence_cmd import silence
 
 GROUPED_ROUTE = """
   routes:

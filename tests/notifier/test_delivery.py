@@ -17,8 +17,8 @@ from tests.notifier.conftest import (
     publish_alert,
     webhook_config,
 )
-from veille.cli.dlq_cmd import DeadLetterEntry, dlq, list_dead_letters
 from veille.natsserver import NatsServerProcess
+from veille_cli.dlq_cmd import DeadLetterEntry, dlq, list_dead_letters
 
 
 async def wait_dead_letters(js: JetStreamContext, count: int, timeout: float = 15.0) -> list[DeadLetterEntry]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from veille.cli.backtest_cmd import backtest
+from veille_cli.backtest_cmd import backtest
 
 START = datetime(2015, 2, 26, 21, 42, 53)
 

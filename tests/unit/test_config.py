@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from veille.cli import main
 from veille.config import ConfigError, Matcher, load_config, parse_config
+from veille_cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from services import SERVICES
 from services.classifier.surges import detector_settings
 from services.notifier.signing import decode_secret
-from veille.cli import main
 from veille.config import ConfigError, VeilleConfig, parse_config
 from veille.settings import ServiceSettings
 from veille.spikes import SpikeDetector
+from veille_cli import main
 
 GOOD_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 

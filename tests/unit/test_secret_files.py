@@ -68,7 +68,7 @@ def test_the_cli_tells_settings_mistakes_in_words(
     config.write_text("version: 1\n", encoding="utf-8")
     env = {**os.environ, variable: value, "VEILLE_NATS_USER": "someone", "VEILLE_CONFIG": str(config)}
     done = subprocess.run(
-        [sys.executable, "-m", "veille", *command], env=env, capture_output=True, text=True, timeout=50, check=False
+        [sys.executable, "-m", "veille_cli", *command], env=env, capture_output=True, text=True, timeout=50, check=False
     )
     assert done.returncode in (1, 2), done
     assert said in done.stderr, done.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from veille.cli.sentiment_cmd import sentiment
+from veille_cli.sentiment_cmd import sentiment
 
 
 def _write(path: Path, text: str) -> Path:

@@ -2,7 +2,7 @@
 
 A neutral band on one compound score throws information away: a text with strong positive *and*
 negative words, one that is a bare headline with a link, one full of ``!`` all look alike. So the
-evidence the rules collect (:class:`~veille.sentiment.lexicon.Evidence`) and a few surface cues
+evidence the rules collect (:class:`~veille.sentiment.evidence.Evidence`) and a few surface cues
 become :data:`FEATURE_NAMES`, and a three-class linear model (multinomial logistic regression) turns
 them into probabilities. A profile with extra lexicons (English: AFINN) adds each one's sums
 (:func:`feature_names`). It has ``3 × (features + 1)``
@@ -17,12 +17,9 @@ import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from veille.sentiment.base import LABELS, Label
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from veille.sentiment.lexicon import Evidence
+from veille.sentiment.evidence import Evidence
 
 __all__ = ["FEATURE_NAMES", "Calibration", "feature_names", "features", "fit"]
 

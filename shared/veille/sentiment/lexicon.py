@@ -26,10 +26,10 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
-from typing import NamedTuple
 
 from veille.sentiment.base import LABELS, SentimentResult, label_for_score
 from veille.sentiment.calibration import Calibration, features
+from veille.sentiment.evidence import Evidence
 from veille.sentiment.text import Token, fold, tokenize
 
 
@@ -563,20 +563,6 @@ def load_profile(lang: str | None) -> LanguageProfile:
     if lang is None:
         return _profiles["en"]
     return _profiles.get(lang, _profiles["*"])
-
-
-class Evidence(NamedTuple):
-    """What the rules found in one text, before normalisation."""
-
-    total: float
-    positive: float
-    negative: float
-    words: int
-    negations: int
-    bangs: int
-    questions: int
-    extra: tuple[tuple[float, float], ...] = ()
-    """(positive, negative) sums of each of the profile's extra lexicons, after the same rules."""
 
 
 _SENTENCE_BREAKS = frozenset(("stop", "bang"))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from veille.cli.up_cmd import stack_options
+from veille_cli.up_cmd import stack_options
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -35,8 +35,8 @@ def demo(
     minutes the real pipeline raises a spike alert and negative-mention alerts: see
     DATA_DIR/webhooks/brasserie-lumen.jsonl and the mails in DATA_DIR/mail. Ctrl-C stops it.
     """
-    from veille.cli.up_cmd import run_stack
     from veille.demo import WATCH, DemoFeedServer, demo_config
+    from veille_cli.up_cmd import run_stack
 
     data_dir = data_dir.resolve()
     feed = DemoFeedServer(port=feed_port)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -35,33 +34,9 @@ def run(service: str, config_path: Path | None) -> None:
     and /readyz on VEILLE_HTTP_HOST:VEILLE_HTTP_PORT.
     """
     from services import SERVICES
-    from veille.logging import configure_logging
-    from veille.service import run_service
-    from veille.settings import SettingsError, load_settings
+    from veille.service import run_app_module
 
-    overrides = {"config": config_path} if config_path else {}
-    try:
-        settings = load_settings(**overrides)
-    except SettingsError as exc:
-        click.echo(f"veille {service}: {exc}", err=True)
-        sys.exit(2)
-    configure_logging(service, level=settings.log_level, fmt=settings.log_format)
-    try:
-        config = load_config(settings.config)
-    except ConfigError as exc:
-        click.echo(f"veille {service}: the configuration has mistakes:\n{exc}", err=True)
-        sys.exit(2)
-    module = importlib.import_module(SERVICES[service])
-    app = module.create_app(settings, config=config)
-    from nats.errors import Error as NatsError
-
-    from veille.natsauth import describe_connect_error
-
-    try:
-        run_service(app, settings)
-    except NatsError as exc:  # refused at start (bad credentials, no server): a clear line, no traceback
-        click.echo(f"veille {service}: {describe_connect_error(settings, exc)}", err=True)
-        sys.exit(1)
+    sys.exit(run_app_module(service, SERVICES[service], config_path))
 
 
 @click.command("check-config")

@@ -1,5 +1,5 @@
 """``python -m veille``: the ``veille`` command."""
 
-from veille.cli import main
+from veille_cli import main
 
 main()

@@ -26,7 +26,7 @@ def version() -> None:
 
 
 def _register() -> None:
-    from veille.cli import commands
+    from veille_cli import commands
 
     for command in commands.ALL:
         main.add_command(command)
