@@ -69,16 +69,23 @@ class Cleaner:
         return out
 
 
-def _cut_long(value: Any, cleaner: Cleaner, path: str = "message") -> Any:
+def _scrub(value: Any, cleaner: Cleaner, path: str = "message") -> Any:
+    """Strings over the contract's limit cut, lone surrogates replaced (pydantic refuses both)."""
     if isinstance(value, str):
+        if not value.isascii() and _SURROGATE.search(value):
+            value = _SURROGATE.sub("\ufffd", value)
+            cleaner.tally[path, "surrogate_replaced"] += 1
         if len(value) > MAX_STRING:
             cleaner.tally[path, "truncated"] += 1
             return truncate(value, MAX_STRING)
         return value
     if isinstance(value, list):
-        return [_cut_long(item, cleaner, path) for item in value]
+        return [_scrub(item, cleaner, path) for item in value]
     if isinstance(value, dict):
-        return {k: _cut_long(v, cleaner, f"{path}.{k}" if path.count(".") < 2 else path) for k, v in value.items()}
+        return {
+            _scrub(str(k), cleaner, path): _scrub(v, cleaner, f"{path}.{k}" if path.count(".") < 2 else path)
+            for k, v in value.items()
+        }
     return value
 
 
@@ -86,8 +93,8 @@ def decode(model: type[M], data: bytes, cleaner: Cleaner) -> M | tuple[str, str]
     """The message in ``data`` as ``model``, repaired where it can be; else (kind, reason) for a dead letter.
 
     The fast path is pydantic's own JSON parser. When it refuses, the payload is read again with
-    Python's (which keeps lone surrogates), invalid UTF-8 replaced, strings over the contract's
-    limit cut, and validated once more: only what is still not a valid message is dead-lettered.
+    Python's (which keeps lone surrogates), invalid UTF-8 and lone surrogates replaced, strings over
+    the contract's limit cut, and validated once more: only what is still not a valid message is dead-lettered.
     """
     try:
         return model.model_validate_json(data)
@@ -104,7 +111,7 @@ def decode(model: type[M], data: bytes, cleaner: Cleaner) -> M | tuple[str, str]
         return "invalid_json", f"payload is not JSON ({type(exc).__name__}: {str(exc)[:200]})"
     if not isinstance(value, dict):
         return "invalid_schema", f"payload is a JSON {type(value).__name__}, not an object"
-    value = _cut_long(value, cleaner)
+    value = _scrub(value, cleaner)
     try:
         return model.model_validate(value)
     except ValidationError as exc:

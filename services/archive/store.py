@@ -311,7 +311,7 @@ class ArchiveStore:
                     set_={name: lite.excluded[name] for name in _UPDATABLE},
                     where=mentions.c.classified_at.is_not(lite.excluded.classified_at),
                 ).returning(mentions.c.id, mentions.c.ts)
-            changed = dict((await conn.execute(statement, list(rows.values()))).tuples().all())
+            changed = {key: ts for key, ts in await conn.execute(statement, list(rows.values()))}
             if changed:
                 await conn.execute(delete(mention_watches).where(mention_watches.c.mention_id.in_(list(changed))))
                 watches = [

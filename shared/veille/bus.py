@@ -24,6 +24,8 @@ from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 __all__ = [
     "ALERTS",
+    "ARCHIVE_ALERTS_CONSUMER",
+    "ARCHIVE_CONSUMER",
     "BUCKETS",
     "CLASSIFIED",
     "CONSUMERS",
@@ -222,7 +224,20 @@ NOTIFIER_CONSUMER = Consumer(ALERTS.name, "notifier", f"{PREFIX}.alerts.>", ack_
 NOTIFIER_REPLAY_CONSUMER = Consumer(
     NOTIFY_REPLAY.name, "notifier-replay", f"{PREFIX}.notify.replay.>", ack_wait=300.0, max_deliver=5
 )
-CONSUMERS: tuple[Consumer, ...] = (CLASSIFIER_CONSUMER, NOTIFIER_CONSUMER, NOTIFIER_REPLAY_CONSUMER)
+# The archive (services/archive) keeps every classified mention and alert in a database. No
+# max_deliver limit: while its database is down it holds messages unacked, and JetStream must never
+# give up on one (a message the database refuses is dead-lettered by the archive itself).
+ARCHIVE_CONSUMER = Consumer(
+    CLASSIFIED.name, "archive", f"{PREFIX}.mentions.classified.>", ack_wait=30.0, max_deliver=-1, max_ack_pending=5000
+)
+ARCHIVE_ALERTS_CONSUMER = Consumer(ALERTS.name, "archive-alerts", f"{PREFIX}.alerts.>", ack_wait=30.0, max_deliver=-1)
+CONSUMERS: tuple[Consumer, ...] = (
+    CLASSIFIER_CONSUMER,
+    NOTIFIER_CONSUMER,
+    NOTIFIER_REPLAY_CONSUMER,
+    ARCHIVE_CONSUMER,
+    ARCHIVE_ALERTS_CONSUMER,
+)
 
 CURSORS = Bucket("veille_cursors", "Ingestor cursors per (source, feed or watch).")
 DETECTOR = Bucket("veille_detector", "Spike detector state per watch.")

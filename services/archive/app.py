@@ -1,0 +1,396 @@
+"""Composition root of the archive: classified mentions and alerts from JetStream into a database.
+
+Two durable pull consumers (``bus.ARCHIVE_CONSUMER`` on the classified mentions,
+``bus.ARCHIVE_ALERTS_CONSUMER`` on the alerts), each read in batches of up to
+``archive.batch_size`` messages. A batch is written in one transaction (:mod:`services.archive.store`,
+idempotent) and its messages are acked only once that transaction committed: a crash at any point
+leaves unacked messages that JetStream redelivers, and their second write changes nothing.
+
+The database down (connection refused, server restarting, SQLite locked past its busy timeout):
+the batch in hand is held, unacked, and kept from redelivery (``+WPI`` progress acks); ``/readyz``
+says 503 with the reason; no new batch is fetched; the write is retried with a growing delay (up to
+5 s). When it commits, the held batch is acked and the backlog drains at full speed. The consumers
+have no ``max_deliver`` limit: an outage never makes JetStream give up on a message.
+
+Bad input never stops the archive: a payload that is not a message at all is dead-lettered (kind,
+reason, metric) and acked; strings the database would refuse (NUL, lone surrogates) or that are too
+long are cleaned or cut, stored, and counted in ``veille_archive_fields_cleaned_total``; a row the
+database itself refuses (the database up and answering) is retried alone and dead-lettered with the
+database's reason, the rest of its batch is stored.
+
+Retention runs at start and every ``retention_interval``: monthly partitions dropped on
+PostgreSQL (and the coming months' created), batched deletes on SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import structlog
+from faststream.nats import NatsBroker
+from nats.aio.msg import Msg
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import BaseModel
+
+from services.archive.clean import decode
+from services.archive.db import database_url, describe_url, make_engine, migrate
+from services.archive.store import ArchiveStore, WriteResult, is_connection_error
+from veille import bus
+from veille.config import VeilleConfig, load_config
+from veille.consumerlag import ConsumerLagMonitor
+from veille.health import Health
+from veille.jetstream import PullFetcher
+from veille.messaging import DeadLetterSink, dead_letter_retry_delay, make_broker
+from veille.metrics import PREFIX, ServiceMetrics
+from veille.models import AlertRaised, MentionClassified
+from veille.settings import ServiceSettings
+
+__all__ = ["ArchiveApp", "create_app"]
+
+NAME = "archive"
+MAX_PAYLOAD = 1024 * 1024
+log = structlog.get_logger("archive")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class _Lane(Generic[M]):
+    """One consumer: where it reads, what it decodes, how a batch is written."""
+
+    kind: str
+    consumer: bus.Consumer
+    model: type[M]
+    write: Callable[[Sequence[M]], Awaitable[WriteResult]]
+
+
+class ArchiveApp:
+    """The running archive."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        config: VeilleConfig,
+        *,
+        metrics: ServiceMetrics | None = None,
+        batch_size: int | None = None,
+        retention_interval: float = 3600.0,
+        retry_delay: float = 0.5,
+        max_retry_delay: float = 5.0,
+        fetch_timeout: float = 1.0,
+    ) -> None:
+        """Build the archive; nothing connects before :meth:`start`."""
+        self.settings = settings
+        self.config = config
+        self.batch_size = batch_size or config.archive.batch_size
+        self.retention_interval = retention_interval
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self.fetch_timeout = fetch_timeout
+        self.url = database_url(settings, config.archive)
+        self.engine = make_engine(self.url)
+        self.store = ArchiveStore(self.engine, retention=config.archive.retention)
+        self.metrics = metrics or ServiceMetrics(NAME)
+        self.health = Health()
+        registry = self.metrics.registry
+        self.written = Counter(
+            f"{PREFIX}_archive_rows_total",
+            "Messages the archive committed, by kind (mentions, alerts) and outcome: written (new or "
+            "reclassified), unchanged (already archived: a redelivery or replay), expired (older than the retention).",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.cleaned = Counter(
+            f"{PREFIX}_archive_fields_cleaned_total",
+            "Values the archive cleaned before storing them, by field and action "
+            "(nul_removed, surrogate_replaced, truncated, invalid_utf8_replaced).",
+            ["field", "action"],
+            registry=registry,
+        )
+        self.database_up = Gauge(
+            f"{PREFIX}_archive_database_up",
+            "1 while the archive's database takes writes, 0 otherwise.",
+            registry=registry,
+        )
+        self.database_errors = Counter(
+            f"{PREFIX}_archive_database_errors_total",
+            "Failed writes, by kind: unavailable (the database cannot be reached) or refused (it refused the data).",
+            ["kind"],
+            registry=registry,
+        )
+        self.held = Gauge(
+            f"{PREFIX}_archive_held_messages",
+            "Messages held unacked while the database is unavailable.",
+            registry=registry,
+        )
+        self.commit_seconds = Histogram(
+            f"{PREFIX}_archive_commit_seconds",
+            "Time to write and commit one batch, by kind.",
+            ["kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
+        self.retention_deleted = Counter(
+            f"{PREFIX}_archive_retention_deleted_total",
+            "What retention removed, by what: mentions, mention_watches, mention_keys, alerts (rows) or partitions.",
+            ["what"],
+            registry=registry,
+        )
+        self.database_up.set(0)
+        self.sink = DeadLetterSink(NAME, self.metrics)
+        self.broker: NatsBroker = make_broker(settings, NAME, self.metrics)
+        self.lanes: tuple[_Lane[Any], ...] = (
+            _Lane("mentions", bus.ARCHIVE_CONSUMER, MentionClassified, self.store.write_mentions),
+            _Lane("alerts", bus.ARCHIVE_ALERTS_CONSUMER, AlertRaised, self.store.write_alerts),
+        )
+        self.lag = ConsumerLagMonitor(NAME, registry, [lane.consumer for lane in self.lanes])
+        self._problem: str | None = "opening the database (migrating the schema)"
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.health.add("nats", self._nats_problem)
+        self.health.add("database", lambda: self._problem)
+
+    def _nats_problem(self) -> str | None:
+        try:
+            connection = self.broker.connection
+        except Exception:
+            connection = None
+        if connection is None or not connection.is_connected:
+            return "not connected to NATS"
+        return None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Connect to NATS, then open the database and consume in the background (readiness says when)."""
+        await self.broker.connect()
+        self.metrics.nats_connected.labels(NAME).set(1)
+        js = self.broker.connection.jetstream()
+        await bus.ensure_topology(js, replicas=self.settings.stream_replicas)
+        self.sink.bind(self.broker.connection)
+        self.lag.start(js)
+        self._stopping.clear()
+        self._tasks.append(asyncio.create_task(self._run(), name="archive"))
+
+    async def stop(self) -> None:
+        """Stop fetching, finish (or nak) the batches in hand, close the database and NATS."""
+        self._stopping.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.lag.stop()
+        try:
+            with contextlib.suppress(Exception):
+                await self.broker.connection.flush(timeout=5)
+            await self.broker.stop()
+        finally:
+            await self.engine.dispose()
+
+    async def _run(self) -> None:
+        if not await self._open():
+            return
+        retention = asyncio.create_task(self._retention_loop(), name="archive-retention")
+        try:
+            await asyncio.gather(*(self._consume(lane) for lane in self.lanes))
+        finally:
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await retention
+
+    async def _open(self) -> bool:
+        """Migrate and prepare the database, retrying until it answers; False when stopped first."""
+        delay = self.retry_delay
+        while not self._stopping.is_set():
+            try:
+                await migrate(self.engine)
+                await self.store.prepare()
+            except Exception as exc:
+                self._down(exc, "opening the database")
+                await self._pause(delay)
+                delay = min(delay * 2, self.max_retry_delay)
+                continue
+            self._up()
+            log.info("archive.database_open", database=describe_url(self.url), batch_size=self.batch_size)
+            return True
+        return False
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _down(self, exc: BaseException, doing: str) -> None:
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        if self._problem is None or self._problem.startswith("opening"):
+            log.error("archive.database_unavailable", doing=doing, error=reason, database=describe_url(self.url))
+        self._problem = f"database unavailable ({doing}): {reason}"
+        self.database_up.set(0)
+
+    def _up(self) -> None:
+        if self._problem is not None and not self._problem.startswith("opening"):
+            log.info("archive.database_available", database=describe_url(self.url))
+        self._problem = None
+        self.database_up.set(1)
+
+    # ---------------------------------------------------------------- consuming
+
+    async def _consume(self, lane: _Lane[Any]) -> None:
+        fetcher = PullFetcher(lane.consumer.stream, lane.consumer.durable, expires=self.fetch_timeout)
+        await fetcher.start(self.broker.connection)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    msgs = await fetcher.fetch(self.batch_size, self.fetch_timeout)
+                except TimeoutError:
+                    continue
+                except Exception as exc:
+                    log.warning("archive.fetch_failed", kind=lane.kind, error=str(exc) or type(exc).__name__)
+                    await self._pause(self.retry_delay)
+                    continue
+                await self._settle(lane, msgs)
+        finally:
+            await fetcher.stop()
+
+    async def _settle(self, lane: _Lane[Any], msgs: Sequence[Msg]) -> None:
+        """Decode a fetched batch, dead-letter what is no message, write and ack the rest."""
+        valid: list[tuple[Msg, Any]] = []
+        for msg in msgs:
+            if len(msg.data) > MAX_PAYLOAD:
+                await self._dead_letter(
+                    lane, msg, "too_large", f"payload is {len(msg.data)} bytes, over the {MAX_PAYLOAD}-byte limit"
+                )
+                continue
+            decoded = decode(lane.model, msg.data, self.store.cleaner)
+            if isinstance(decoded, tuple):
+                await self._dead_letter(lane, msg, *decoded)
+            else:
+                valid.append((msg, decoded))
+        if valid:
+            await self._commit(lane, valid)
+        self._count_cleaned()
+
+    async def _commit(self, lane: _Lane[Any], batch: list[tuple[Msg, Any]]) -> None:
+        """Write ``batch`` and ack it; hold it while the database is unavailable; isolate refused rows."""
+        delay = self.retry_delay
+        progress_every = max(1.0, lane.consumer.ack_wait / 3)
+        last_progress = time.monotonic()
+        while True:
+            started = time.perf_counter()
+            try:
+                result = await lane.write([model for _, model in batch])
+            except Exception as exc:
+                if self._stopping.is_set():
+                    await self._release(batch)
+                    return
+                if is_connection_error(exc) or not await self._reachable():
+                    self.database_errors.labels("unavailable").inc()
+                    self._down(exc, f"writing {lane.kind}")
+                    self.held.inc(len(batch))
+                    try:
+                        if time.monotonic() - last_progress >= progress_every:
+                            await asyncio.gather(*(msg.in_progress() for msg, _ in batch), return_exceptions=True)
+                            last_progress = time.monotonic()
+                        await self._pause(delay)
+                    finally:
+                        self.held.dec(len(batch))
+                    delay = min(delay * 2, self.max_retry_delay)
+                    continue
+                self.database_errors.labels("refused").inc()
+                if len(batch) > 1:
+                    log.warning(
+                        "archive.batch_refused",
+                        kind=lane.kind,
+                        size=len(batch),
+                        error=str(exc)[:300],
+                        then="one by one",
+                    )
+                    for item in batch:
+                        await self._commit(lane, [item])
+                    return
+                await self._dead_letter(lane, batch[0][0], "database_refused", f"the database refused it: {exc}"[:2000])
+                return
+            self._up()
+            self.commit_seconds.labels(lane.kind).observe(time.perf_counter() - started)
+            await asyncio.gather(*(msg.ack() for msg, _ in batch))
+            for outcome in ("written", "unchanged", "expired"):
+                count = getattr(result, outcome)
+                if count:
+                    self.written.labels(lane.kind, outcome).inc(count)
+            self.metrics.messages.labels(NAME, lane.consumer.stream, "ok").inc(len(batch))
+            return
+
+    async def _reachable(self) -> bool:
+        try:
+            await asyncio.wait_for(self.store.ping(), 10)
+        except Exception:
+            return False
+        return True
+
+    async def _release(self, batch: list[tuple[Msg, Any]]) -> None:
+        """Give unwritten messages back to JetStream at once (stopping): another replica takes them."""
+        for msg, _ in batch:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+
+    async def _dead_letter(self, lane: _Lane[Any], msg: Msg, kind: str, reason: str) -> None:
+        headers = dict(msg.headers or {})
+        try:
+            attempts = int(msg.metadata.num_delivered or 1)
+            origin: str | None = f"{msg.metadata.stream or lane.consumer.stream}#{msg.metadata.sequence.stream}"
+        except Exception:
+            attempts, origin = 1, None
+        try:
+            await self.sink.send(
+                subject=msg.subject,
+                payload=msg.data,
+                headers=headers,
+                kind=kind,
+                reason=reason,
+                attempts=attempts,
+                origin=origin,
+            )
+        except Exception as exc:
+            log.error("archive.dead_letter_failed", error=str(exc) or type(exc).__name__)
+            await msg.nak(delay=dead_letter_retry_delay(attempts))
+            return
+        await msg.ack()
+        self.metrics.messages.labels(NAME, lane.consumer.stream, "dead_lettered").inc()
+
+    def _count_cleaned(self) -> None:
+        for (field, action), count in self.store.cleaner.take().items():
+            self.cleaned.labels(field, action).inc(count)
+
+    # ---------------------------------------------------------------- retention
+
+    async def _retention_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                gone = await self.store.enforce_retention()
+                await self.store.prepare()
+            except Exception as exc:
+                log.warning("archive.retention_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            else:
+                for what, count in gone.items():
+                    if count:
+                        self.retention_deleted.labels(what).inc(count)
+                if any(gone.values()):
+                    log.info("archive.retention_done", **{k: v for k, v in gone.items() if v})
+            await self._pause(self.retention_interval)
+
+
+def create_app(
+    settings: ServiceSettings,
+    *,
+    config: VeilleConfig | None = None,
+    metrics: ServiceMetrics | None = None,
+    **options: Any,
+) -> ArchiveApp:
+    """Build the archive from settings (and the options a test passes: batch size, retry delays ...)."""
+    return ArchiveApp(settings, config or load_config(settings.config), metrics=metrics, **options)
