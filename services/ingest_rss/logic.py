@@ -23,6 +23,7 @@ from xml.parsers import expat
 import feedparser
 
 from veille.config import FeedConfig, GoogleNewsSearch, RssSource, VeilleConfig
+from veille.gnews import edition_for
 from veille.ingest.cursors import Cursor, cursor_key
 from veille.ingest.http import FetchError
 from veille.ingest.runner import Target
@@ -72,8 +73,8 @@ def google_news_query(search: GoogleNewsSearch, terms: list[str]) -> str:
 
 def google_news_url(base: str, search: GoogleNewsSearch, terms: list[str]) -> str:
     """The Google News RSS search URL for one watch."""
-    language = search.hl.split("-")[0].lower()
-    ceid = search.ceid or f"{search.gl.upper()}:{language}"
+    # The edition is found (or required) when the configuration is read: see veille.gnews.
+    ceid = search.ceid or edition_for(search.gl, search.hl) or f"{search.gl.upper()}:{search.hl.split('-')[0].lower()}"
     query = urlencode({"q": google_news_query(search, terms), "hl": search.hl, "gl": search.gl, "ceid": ceid})
     return f"{base}{'&' if '?' in base else '?'}{query}"
 

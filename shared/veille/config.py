@@ -150,8 +150,30 @@ class GoogleNewsSearch(_Strict):
     q: str | None = Field(default=None, description="Search query; defaults to the watch's terms joined by OR.")
     hl: str = Field(default="en-US", description="Interface language, e.g. en-US or fr.")
     gl: str = Field(default="US", description="Country, e.g. US or FR.")
-    ceid: str | None = Field(default=None, description="Edition, e.g. US:en or FR:fr; defaults to gl:language.")
+    ceid: str | None = Field(
+        default=None,
+        description="Edition, e.g. US:en, FR:fr or BR:pt-419; found from gl and hl in Google News's editions, "
+        "required when they match none.",
+    )
     interval: Duration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _edition(cls, data: Any) -> Any:
+        from veille.gnews import edition_for
+
+        if not isinstance(data, dict) or data.get("ceid") is not None:
+            return data
+        gl, hl = data.get("gl", "US"), data.get("hl", "en-US")
+        if not isinstance(gl, str) or not isinstance(hl, str):
+            return data  # the field checks say what is wrong
+        edition = edition_for(gl, hl)
+        if edition is None:
+            raise ValueError(
+                f"Google News has no edition for gl={gl!r} in hl={hl!r}: set ceid "
+                "(COUNTRY:language as in the Google News URL, e.g. BR:pt-419, PT:pt-150, MX:es-419)"
+            )
+        return {**data, "ceid": edition}
 
 
 class _IngestLimits(_Strict):
@@ -303,7 +325,15 @@ class RedditSource(_SearchSource):
     client_secret: str | None = None
     client_secret_file: Path | None = None
     subreddits: list[str] = Field(default_factory=list, description="Search only these; empty searches all.")
-    user_agent: str = Field(default="veille/0.1 (media monitoring)", description="Reddit requires a unique one.")
+    username: str | None = Field(
+        default=None,
+        description="The Reddit account of the app's developer: the contact in the User-Agent Reddit requires.",
+    )
+    user_agent: str | None = Field(
+        default=None,
+        description="Reddit requires '<platform>:<app id>:<version> (by /u/<username>)'; derived from client_id "
+        "and username when unset.",
+    )
     min_interval: Duration = Field(default=timedelta(seconds=1), description="Reddit allows 100 requests a minute.")
     limit: int = Field(default=100, ge=1, le=100)
 

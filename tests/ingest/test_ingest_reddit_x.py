@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from ingest_helpers import FIXED_NOW, LoopbackServer, config_from, metric, paylo
 from services.ingest_reddit.app import create_app as create_reddit
 from services.ingest_x.app import create_app as create_x
 from services.ingest_x.logic import x_query
+from veille import __version__
 from veille.ingest.runner import IngestService
 from veille.models import mention_id_for
 from veille.natsserver import NatsServerProcess
@@ -106,14 +108,16 @@ async def test_reddit_search_authenticates_pages_and_maps_posts(
     assert metric(app.metrics, "veille_ingest_quota_remaining", source="reddit") == 598
 
 
-async def test_reddit_cursor_survives_a_restart_and_stops_paging_at_seen_posts(
+async def test_reddit_cursor_survives_a_restart_and_pages_back_through_the_overlap_window(
     make_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
 ) -> None:
-    """After a restart only the post newer than the cursor is published, and paging stops at the first seen post."""
+    """After a restart only the post not seen before is published; paging goes on through the two hours
+    before the cursor (late-indexed posts) and stops at the first page reaching past them."""
     pages = [
         payload("reddit_search_page1.json"),
         payload("reddit_search_page2.json"),
-        payload("reddit_search_newer.json"),
+        payload("reddit_search_newer.json"),  # 10:20, 09:00, 08:00 (after: more)
+        payload("reddit_search_page2.json"),  # 04:46: past the window (09:00 less two hours)
     ]
 
     async def search(request: web.Request) -> web.StreamResponse:
@@ -128,8 +132,82 @@ async def test_reddit_cursor_survives_a_restart_and_stops_paging_at_seen_posts(
     restarted = await make_app(create_reddit, reddit_yaml(http_server))
     [outcome] = await restarted.poll_all()
     assert (outcome.published, outcome.duplicates) == (1, 0)
-    assert len(http_server.requests_to("/oauth/search")) == 3
+    assert len(http_server.requests_to("/oauth/search")) == 4 and pages == []
     assert len(await read_mentions(nats_server.url)) == 3
+
+
+def reddit_post(name: str, created: float, title: str) -> dict[str, Any]:
+    """A listing child (kind t3) as Reddit's /search returns it (www.reddit.com/dev/api#GET_search)."""
+    short = name.removeprefix("t3_")
+    return {
+        "kind": "t3",
+        "data": {
+            "name": name,
+            "id": short,
+            "title": title,
+            "selftext": "",
+            "is_self": True,
+            "author": "ops_person",
+            "subreddit_name_prefixed": "r/sysadmin",
+            "permalink": f"/r/sysadmin/comments/{short}/post/",
+            "url": f"https://www.reddit.com/r/sysadmin/comments/{short}/post/",
+            "created_utc": created,
+            "score": 3,
+            "num_comments": 1,
+        },
+    }
+
+
+def listing(*children: dict[str, Any]) -> bytes:
+    """A Listing of ``children``, newest first, with no further page."""
+    data = {"after": None, "before": None, "dist": len(children), "children": list(children)}
+    return json.dumps({"kind": "Listing", "data": data}).encode()
+
+
+async def test_reddit_a_post_indexed_late_is_published_though_older_than_the_cursor(
+    make_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """Reddit's search index lags (flytaly/reddit-post-notifier#46: posts searchable hours later): a post
+    created at 08:50 that the 09:00 poll could not see yet is published when the next poll finds it."""
+    at_nine = reddit_post("t3_1l9b2cc", 1749718800.0, "Acme Corp outage right now?")
+    late = reddit_post("t3_1l9b1ff", 1749718200.0, "Acme Corp status page is lying")
+    newer = reddit_post("t3_1l9c333", 1749726000.0, "Acme Corp back up")
+    answers = [listing(at_nine), listing(newer, at_nine, late)]
+
+    async def search(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=answers.pop(0), content_type="application/json")
+
+    reddit_routes(http_server, search)
+    app = await make_app(create_reddit, reddit_yaml(http_server))
+    [first] = await app.poll_all()
+    [second] = await app.poll_all()
+    assert (first.published, second.published, second.duplicates) == (1, 2, 0)
+    stored = {msg_id for msg_id, _ in await read_mentions(nats_server.url)}
+    assert mention_id_for("reddit", "t3_1l9b1ff") in stored and len(stored) == 3
+
+
+async def test_reddit_user_agent_follows_reddits_rule_or_says_why_it_cannot(
+    make_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """Reddit requires '<platform>:<app ID>:<version> (by /u/<username>)' (github.com/reddit-archive/reddit/wiki/API,
+    'many default User-Agents ... are drastically limited'): made from client_id and username when not set;
+    without a username the service says so in veille_source_config_warning."""
+
+    async def search(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=listing(), content_type="application/json")
+
+    reddit_routes(http_server, search)
+    section = reddit_yaml(http_server).replace("    user_agent: 'linux:veille-test:0.1 (by /u/veille)'\n", "")
+    app = await make_app(create_reddit, section + "    username: veille_bot\n")
+    await app.poll_all()
+    token, search_request = http_server.requests[-2:]
+    expected = f"{sys.platform}:veille.my-app:v{__version__} (by /u/veille_bot)"
+    assert token.headers["User-Agent"] == expected and search_request.headers["User-Agent"] == expected
+    assert metric(app.metrics, "veille_source_config_warning", source="reddit", warning="user_agent") == 0
+    anonymous = await make_app(create_reddit, section)
+    await anonymous.poll_all()
+    assert "(by /u/" not in http_server.requests[-1].headers["User-Agent"]
+    assert metric(anonymous.metrics, "veille_source_config_warning", source="reddit", warning="user_agent") == 1
 
 
 async def test_reddit_and_x_stay_off_without_credentials(

@@ -22,6 +22,7 @@ from ingest_helpers import (
 from structlog.testing import capture_logs
 
 from services.ingest_rss.app import create_app
+from veille.config import ConfigError
 from veille.ingest.runner import IngestService
 from veille.models import mention_id_for
 from veille.natsserver import NatsServerProcess
@@ -247,6 +248,37 @@ sources:
     assert (outcome.published, outcome.rejected) == (1, 2)
     [(_, mention)] = await read_mentions(nats_server.url)
     assert mention.title == "Acme Corp recalls 10,000 routers after fire reports"
+
+
+async def test_google_news_editions_get_their_own_ceid_and_an_unknown_one_must_be_given(
+    make_app: AppFactory, http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """Brazil's edition is BR:pt-419 (news.google.com/rss/search?...&hl=pt-BR&gl=BR&ceid=BR:pt-419), not
+    'BR:pt', which Google would answer with another edition; Latin American Spanish in the US is
+    US:es-419. gl/hl matching no edition is a check-config error asking for ceid, naming the field."""
+    http_server.route("/rss/search", serve_bytes(payload("google_news.xml")))
+    yaml_text = f"""
+watches:
+  - name: acme
+    query: '"Acme Corp"'
+sources:
+  rss:
+    google_news_url: '{http_server.url}/rss/search'
+    google_news:
+      - {{watch: acme, hl: pt-BR, gl: BR}}
+      - {{watch: acme, hl: es-419, gl: US}}
+"""
+    app = await make_app(yaml_text)
+    await app.poll_all()
+    editions = sorted(r.query["ceid"] for r in http_server.requests_to("/rss/search"))
+    assert editions == ["BR:pt-419", "US:es-419"]
+    with pytest.raises(ConfigError) as refused:
+        config_from("watches:\n  - {name: acme, query: acme}\nsources:\n  rss:\n    google_news:\n"
+                    "      - {watch: acme, hl: de, gl: BR}\n")  # fmt: skip
+    [problem] = refused.value.problems
+    assert problem.field == "sources.rss.google_news[0]" and "set ceid" in problem.message
+    config_from("watches:\n  - {name: acme, query: acme}\nsources:\n  rss:\n    google_news:\n"
+                "      - {watch: acme, hl: de, gl: BR, ceid: 'BR:de'}\n")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------- bad input
