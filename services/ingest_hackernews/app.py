@@ -16,6 +16,7 @@ from veille.ingest.cursors import Cursor
 from veille.ingest.http import Fetcher, FetchError
 from veille.ingest.items import ItemMapper
 from veille.ingest.matching import positive_terms
+from veille.ingest.metrics import IngestMetrics
 from veille.ingest.runner import Clock, IngestService, PollResult, Target
 from veille.ingest.sources import configured, load_json, search_parts
 from veille.metrics import ServiceMetrics
@@ -34,8 +35,11 @@ class HackerNewsSearch:
 
     name = SOURCE
 
-    def __init__(self, section: HackerNewsSource, targets: list[Target], fetcher: Fetcher) -> None:
+    def __init__(
+        self, section: HackerNewsSource, targets: list[Target], fetcher: Fetcher, metrics: IngestMetrics | None = None
+    ) -> None:
         self.section = section
+        self.metrics = metrics
         self._targets = targets
         self.fetcher = fetcher
         self.url = str(section.base_url).rstrip("/") + "/search_by_date"
@@ -70,9 +74,17 @@ class HackerNewsSearch:
             page += 1
             if not isinstance(nb_pages, int) or page >= nb_pages:
                 break
-        truncated = page < (body.get("nbPages") or 0) if isinstance(body, dict) else False
+        nb_pages_total = body.get("nbPages") if isinstance(body, dict) else None
+        truncated = isinstance(nb_pages_total, int) and page < nb_pages_total
+        nb_hits = body.get("nbHits") if isinstance(body, dict) else None
+        skipped = max(0, nb_hits - len(hits)) if truncated and isinstance(nb_hits, int) else 0
         if truncated:
-            log.warning("ingest.backlog_truncated", source=SOURCE, target=target.name, pages=pages)
+            log.warning("ingest.backlog_truncated", source=SOURCE, target=target.name, pages=pages, skipped=skipped)
+        if self.metrics is not None:
+            if truncated:
+                self.metrics.backlog_truncated.labels(SOURCE, target.name).inc()
+                self.metrics.backlog_skipped.labels(SOURCE).inc(skipped)
+            self.metrics.backlog_pending.labels(SOURCE, target.name).set(1 if truncated else 0)
         problems: Counter[str] = Counter()
         items = ItemMapper()
         mentions = []
@@ -121,4 +133,5 @@ def create_app(
     section = config.sources.hackernews
     parts = search_parts(NAME, SOURCE, section, settings, config, http_client=http_client, metrics=metrics)
     targets = parts.targets(when=configured(config, "hackernews"))
-    return parts.service(settings, HackerNewsSearch(section, targets, parts.fetcher()), clock=clock)
+    source = HackerNewsSearch(section, targets, parts.fetcher(), parts.ingest_metrics)
+    return parts.service(settings, source, clock=clock)

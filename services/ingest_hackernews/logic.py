@@ -26,6 +26,17 @@ def search_params(
 
     All terms are optional words (any of them is enough), so the remote search is broad and the
     local re-check decides; ``created_at_i >= cursor`` skips what was already seen.
+
+    Checked against HN Search's source (github.com/algolia/hn-search): its API controller forwards
+    every query parameter to the Algolia index unchanged (``params.to_param``; only ``action``,
+    ``controller`` and ``format`` are removed, ``advancedSyntax`` and ``analytics`` defaulted), and its
+    API page points to Algolia's parameter list as "the complete list of search parameters"; so
+    ``optionalWords`` reaches Algolia and one query per watch is enough (no query per term). Two
+    Algolia limits apply (algolia.com/doc/api-reference/api-parameters/optionalWords): with four or
+    more optional words, records past the first 1,000 must match more of them; and Algolia serves at
+    most 1,000 hits of a query (paginationLimitedTo). max_pages x hits_per_page stays under that by
+    default (5 x 100); a poll that does not reach the cursor is counted in
+    veille_source_backlog_truncated_total.
     """
     params = {
         "query": " ".join(terms),

@@ -175,3 +175,18 @@ async def test_a_failing_second_page_publishes_nothing_and_keeps_the_cursor(
     second = (await app.poll_all())[0]
     assert second.published == 3
     assert all("numericFilters" not in r.query for r in http_server.requests_to(PATH))
+
+
+async def test_a_poll_stopped_at_max_pages_counts_what_it_left(
+    make_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """Algolia says how many hits matched (nbHits, nbPages): a poll capped at max_pages counts the rest as skipped
+    and shows the condition in veille_source_backlog_pending until a poll reaches the cursor."""
+    http_server.route("/api/v1/search_by_date", algolia({"0": payload("hn_page0.json")}))
+    app = await make_app(extra="    max_pages: 1")
+    [outcome] = await app.poll_all()
+    assert outcome.outcome == "ok"
+    m = app.metrics
+    assert metric(m, "veille_source_backlog_truncated_total", source="hackernews", target="acme") == 1
+    assert metric(m, "veille_source_backlog_skipped_total", source="hackernews") == 2  # nbHits 4, 2 read
+    assert metric(m, "veille_source_backlog_pending", source="hackernews", target="acme") == 1
