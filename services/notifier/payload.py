@@ -10,8 +10,9 @@ The Alertmanager body is what Alertmanager 0.25 itself posts to a webhook (``not
 rules — ``commonLabels`` and ``commonAnnotations`` are what every listed alert carries,
 ``fingerprint`` is Prometheus' hash of the label set, a firing alert's ``endsAt`` is the zero time
 (Alertmanager hides an end not reached yet), ``receiver`` is escaped as Go's ``regexp.QuoteMeta``
-does, and label and annotation maps are written with sorted keys (Go writes a map so). :func:`alertmanager_labels` and :func:`alertmanager_annotations` are also what the
-``alertmanager`` receiver posts to ``/api/v2/alerts``, so both speak of an alert the same way.
+does, and label and annotation maps are written with sorted keys (Go writes a map so).
+:func:`alertmanager_labels` and :func:`alertmanager_annotations` are also what the ``alertmanager``
+receiver posts to ``/api/v2/alerts``, so both speak of an alert the same way.
 """
 
 from __future__ import annotations

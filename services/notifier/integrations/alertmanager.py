@@ -59,7 +59,7 @@ from veille.models import AlertRaised
 
 __all__ = ["AlertmanagerIntegration", "postable_alerts", "posting_route"]
 
-_PROTECTED = {"content-type", "content-length", "authorization"}
+_PROTECTED = {"content-type", "content-length"}
 
 
 def posting_route(route: ResolvedRoute, config: AlertmanagerReceiver) -> ResolvedRoute:
@@ -111,7 +111,8 @@ class AlertmanagerIntegration:
         self.headers = {k: v for k, v in config.headers.items() if k.lower() not in _PROTECTED}
         self.headers["content-type"] = "application/json"
         authorization = config.authorization()  # secrets read once, at start, like the other receivers'
-        if authorization:
+        if authorization:  # the credentials configured win over an Authorization among the headers
+            self.headers = {k: v for k, v in self.headers.items() if k.lower() != "authorization"}
             self.headers["authorization"] = authorization
 
     async def send(self, notification: Notification) -> None:
