@@ -38,7 +38,8 @@ def users_by_id(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The expanded users of a response, by id."""
     includes = body.get("includes") if isinstance(body.get("includes"), dict) else {}
     users = includes.get("users") if isinstance(includes, dict) else None
-    return {u["id"]: u for u in users or [] if isinstance(u, dict) and isinstance(u.get("id"), str)}
+    listed = users if isinstance(users, list) else []  # a wrong-typed includes.users expands no author
+    return {u["id"]: u for u in listed if isinstance(u, dict) and isinstance(u.get("id"), str)}
 
 
 @item_mapping
