@@ -13,6 +13,7 @@ import httpx
 import structlog
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.http11 import USER_AGENT as WEBSOCKETS_USER_AGENT
 
 from services.ingest_bluesky.logic import (
     MAX_TIME_US,
@@ -30,6 +31,7 @@ from veille.ingest.cursors import Cursor, cursor_key
 from veille.ingest.http import Fetcher, FetchError
 from veille.ingest.items import ItemMapper
 from veille.ingest.matching import build_watch_matcher, positive_terms
+from veille.ingest.metrics import IngestMetrics
 from veille.ingest.runner import Clock, IngestContext, IngestService, PollResult, Target
 from veille.ingest.sources import configured, load_json, parse_time, search_parts
 from veille.metrics import ServiceMetrics
@@ -64,8 +66,11 @@ class JetstreamFirehose:
         flush_size: int = 100,
         backoff: Backoff | None = None,
         max_message_bytes: int = 1 << 20,
+        user_agent: str | None = None,
     ) -> None:
         self.section = section
+        self.user_agent = user_agent
+        """Sent as ``User-Agent`` (the service's, as on its HTTP requests), not the WebSocket library's."""
         self.match = match
         self.flush_interval = flush_interval
         self.flush_size = flush_size
@@ -92,6 +97,7 @@ class JetstreamFirehose:
                     ping_interval=20,
                     ping_timeout=20,
                     compression=None,
+                    user_agent_header=self.user_agent or WEBSOCKETS_USER_AGENT,
                 ) as ws:
                     self.connections += 1
                     failures = 0
@@ -194,87 +200,304 @@ class _Batch:
         self.events = 0
 
 
+MAX_REQUESTS = 12
+"""searchPosts requests one poll of one watch may make, all its terms together."""
+MAX_PAGES_PER_TERM = 5
+SINCE_OVERLAP = timedelta(minutes=2)
+"""How far before the newest ``sortAt`` seen the next search starts: posts indexed late (their
+``sortAt`` is their ``createdAt``, before posts already seen) still come; ``seen`` drops repeats."""
+SESSION_ERRORS = frozenset({"ExpiredToken", "InvalidToken"})
+"""XRPC error codes of a token the PDS no longer takes. packages/pds/src/auth-verifier.ts answers an
+expired access JWT with ``InvalidRequestError('Token has expired', 'ExpiredToken')`` and one it cannot
+verify with ``InvalidRequestError('Token could not be verified', 'InvalidToken')``: HTTP 400, not 401."""
+LOGIN_HOLDOFF = 60.0
+"""Seconds after a failed createSession before the same credentials are tried again (the PDS allows 30
+logins per 5 minutes and 300 a day per account; many watches polling together would spend them)."""
+TRANSIENT = frozenset({"rate_limited", "unavailable", "timeout", "connect", "http_5xx"})
+
+
+def xrpc_error(exc: FetchError) -> tuple[str | None, str | None]:
+    """The ``error`` and ``message`` of an XRPC error body (``{"error": "ExpiredToken", "message": ...}``)."""
+    try:
+        body = json.loads(exc.body.decode("utf-8", errors="replace")) if exc.body else None
+    except (ValueError, RecursionError):
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    error, message = body.get("error"), body.get("message")
+    return (error if isinstance(error, str) else None), (message[:200] if isinstance(message, str) else None)
+
+
+def session_refused(exc: FetchError) -> bool:
+    """Whether the PDS refused the access token itself: 400 ExpiredToken/InvalidToken, or a 401."""
+    if exc.status == 401:
+        return True
+    return exc.status == 400 and xrpc_error(exc)[0] in SESSION_ERRORS
+
+
+def _described(exc: FetchError) -> str:
+    error, message = xrpc_error(exc)
+    return f"{exc.message} {error}: {message}" if error else exc.message
+
+
 class BlueskySearch:
-    """Backfill through ``app.bsky.feed.searchPosts`` with an app password (one target per watch)."""
+    """Backfill through ``app.bsky.feed.searchPosts`` with an app password (one target per watch).
+
+    searchPosts reads ``OR`` as one more word (every term must match: bluesky-social/atproto#3751,
+    social-app#1522), so each term of a watch is searched on its own and the results merged; each
+    term keeps its own ``since`` cursor, and one poll makes at most :data:`MAX_REQUESTS` requests
+    (terms not reached wait for the next poll, which starts with them).
+
+    ``since`` filters on ``sortAt``, the earlier of ``indexedAt`` and ``createdAt`` (lexicon
+    app.bsky.feed.searchPosts), so the cursor is the newest ``sortAt`` seen, never past now: a post
+    dated in the future cannot push it ahead of the posts still to come.
+
+    The session: ``createSession`` once, then each expired access token (HTTP 400 ExpiredToken after
+    about 2 hours) is renewed with ``refreshSession`` and the refresh token, and only if that fails
+    with a new ``createSession`` (limited to 30 per 5 minutes and 300 a day per account).
+    """
 
     name = SOURCE
 
-    def __init__(self, section: BlueskySource, targets: list[Target], fetcher: Fetcher) -> None:
+    def __init__(
+        self,
+        section: BlueskySource,
+        targets: list[Target],
+        fetcher: Fetcher,
+        *,
+        clock: Clock | None = None,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
         self.section = section
         self._targets = targets
         self.fetcher = fetcher
         self.api = str(section.api_url).rstrip("/")
-        self._token: str | None = None
+        self.clock: Clock = clock or (lambda: datetime.now(UTC))
+        self.metrics = metrics
+        self._access: str | None = None
+        self._refresh: str | None = None
+        self._lock = asyncio.Lock()
+        self._login_failure: tuple[float, str | None, FetchError] | None = None
+        self.session_problem: str | None = None
+        """Why no session can be had right now (shown by /readyz), None when the last attempt worked."""
 
     def targets(self) -> list[Target]:
         """One target per watch, when credentials are configured."""
         return list(self._targets)
 
-    async def _session(self, *, renew: bool = False) -> str:
-        if self._token is None or renew:
+    # ------------------------------------------------------------------ session
+
+    def _renewed(self, method: str, error: FetchError | None) -> None:
+        outcome = "failed" if error else "ok"
+        if self.metrics is not None:
+            self.metrics.auth_renewals.labels(SOURCE, method, outcome).inc()
+            self.metrics.auth_failing.labels(SOURCE).set(1 if error else 0)
+        if error is None:
+            self.session_problem = None
+            log.info("ingest.session_renewed", source=SOURCE, method=method)
+            return
+        self.session_problem = f"Bluesky {method} failed ({error.kind}): {_described(error)}"
+        log.warning("ingest.session_renewal_failed", source=SOURCE, method=method, kind=error.kind,
+                    error=_described(error))  # fmt: skip
+
+    def _keep(self, response_body: bytes, call: str) -> None:
+        body, _ = load_json(response_body)
+        access = body.get("accessJwt") if isinstance(body, dict) else None
+        refresh = body.get("refreshJwt") if isinstance(body, dict) else None
+        if not isinstance(access, str) or not access:
+            raise FetchError("unauthorized", f"{call} returned no accessJwt", retryable=False)
+        self._access = access
+        self._refresh = refresh if isinstance(refresh, str) and refresh else None
+
+    async def _login(self) -> None:
+        password = self.section.password()  # (re-read: a rotated app_password_file is taken at once)
+        if self._login_failure is not None:
+            failed_at, failed_password, error = self._login_failure
+            if failed_password == password and time.monotonic() - failed_at < LOGIN_HOLDOFF:
+                raise error  # the watches polled meanwhile share the last refusal of these credentials
+        try:
             response = await self.fetcher.request(
                 "POST",
                 f"{self.api}/com.atproto.server.createSession",
-                json={"identifier": self.section.handle, "password": self.section.password()},
+                json={"identifier": self.section.handle, "password": password},
             )
-            body, _ = load_json(response.body)
-            token = body.get("accessJwt") if isinstance(body, dict) else None
-            if not isinstance(token, str):
-                raise FetchError("unauthorized", "createSession returned no accessJwt", retryable=False)
-            self._token = token
-        return self._token
+            self._keep(response.body, "createSession")
+        except FetchError as exc:
+            self._renewed("login", exc)
+            error = FetchError(
+                exc.kind, f"createSession: {_described(exc)}", status=exc.status, retryable=exc.retryable,
+                retry_after=exc.retry_after,
+            )  # fmt: skip
+            self._login_failure = (time.monotonic(), password, error)
+            raise error from exc
+        self._login_failure = None
+        self._renewed("login", None)
+
+    async def _refresh_session(self) -> bool:
+        """Trade the refresh token for a new pair; False when the PDS refused it (log in again)."""
+        refresh, self._refresh = self._refresh, None  # single use: the PDS rotates it
+        if refresh is None:
+            return False
+        try:
+            response = await self.fetcher.request(
+                "POST",
+                f"{self.api}/com.atproto.server.refreshSession",
+                headers={"Authorization": f"Bearer {refresh}"},
+            )
+            self._keep(response.body, "refreshSession")
+        except FetchError as exc:
+            self._renewed("refresh", exc)
+            if exc.kind in TRANSIENT:
+                self._refresh = refresh  # not used up: try it again after the pause
+                raise
+            return False
+        self._renewed("refresh", None)
+        return True
+
+    async def _session(self, stale: str | None = None) -> str:
+        """The access token: the current one, or a renewed one when ``stale`` was refused."""
+        async with self._lock:  # watches poll concurrently: one renewal for all of them
+            if self._access is None or self._access == stale:
+                self._access = None
+                if not await self._refresh_session():
+                    await self._login()
+            assert self._access is not None
+            return self._access
 
     async def _search(self, params: dict[str, str]) -> Any:
+        token = await self._session()
         for attempt in (1, 2):
-            token = await self._session(renew=attempt == 2)
             try:
                 response = await self.fetcher.get(
                     f"{self.api}/app.bsky.feed.searchPosts", params=params, headers={"Authorization": f"Bearer {token}"}
                 )
             except FetchError as exc:
-                if exc.kind == "unauthorized" and attempt == 1:
-                    continue  # the access token expired: log in again once
-                raise
+                if not session_refused(exc):
+                    raise
+                if attempt == 2:
+                    raise FetchError(
+                        "unauthorized", f"searchPosts refused a fresh session: {_described(exc)}", status=exc.status,
+                        retryable=False,
+                    ) from exc  # fmt: skip
+                log.info("ingest.session_expired", source=SOURCE, status=exc.status, error=_described(exc))
+                token = await self._session(stale=token)
+                continue
             return load_json(response.body)[0]
-        raise FetchError("unauthorized", "searchPosts refused a fresh session", retryable=False)  # pragma: no cover
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------------ polling
 
     async def poll(self, target: Target, cursor: Cursor) -> PollResult:
-        """Search the watch's terms, newest first, since the newest post seen."""
+        """Search each term of the watch, newest first, since the newest ``sortAt`` seen for that term."""
         terms = positive_terms(str(target.params["query"]))
         if not terms:
             raise FetchError("untranslatable", "the watch query has no word or phrase to search for", retryable=False)
-        params = {"q": search_query(terms), "sort": "latest", "limit": "100"}
-        if isinstance(cursor.get("since"), str):
-            params["since"] = cursor["since"]
-        posts: list[Any] = []
-        for _ in range(5):
-            body = await self._search(params)
-            if not isinstance(body, dict) or not isinstance(body.get("posts"), list):
-                raise FetchError("invalid_payload", "searchPosts answer has no 'posts' list", retryable=False)
-            posts.extend(body["posts"])
-            page = body.get("cursor")
-            if not isinstance(page, str) or not page or not body["posts"]:
-                break
-            params["cursor"] = page
+        now = self.clock()
+        raw_terms = cursor.get("terms")
+        saved: dict[str, Any] = raw_terms if isinstance(raw_terms, dict) else {}
+        raw_start = cursor.get("next_term")
+        start = raw_start % len(terms) if isinstance(raw_start, int) and not isinstance(raw_start, bool) else 0
+        order = terms[start:] + terms[:start]
         seen = [s for s in cursor.get("seen", []) if isinstance(s, str)]
         known = set(seen)
         items = ItemMapper()
         fresh: list[MentionIngested] = []
-        for post in posts:
-            mention = items.map(post_view_mention, post, target.watch)
-            if mention is not None and mention.id not in known:
-                known.add(mention.id)
-                fresh.append(mention)
-        latest = datetime.now(UTC) + timedelta(seconds=MAX_CLOCK_SKEW)
-        dates = [m.published_at for m in fresh if m.published_at and m.published_at <= latest]
+        states: dict[str, dict[str, str]] = {}
+        budget = MAX_REQUESTS
+        fetched = 0
+        deferred: list[str] = []
+        truncated: list[str] = []
+        for term in order:
+            raw_previous = saved.get(term)
+            previous: dict[str, Any] = raw_previous if isinstance(raw_previous, dict) else {}
+            newest = _not_after(parse_time(previous.get("sort_at")), now)
+            if budget <= 0:
+                deferred.append(term)
+                if newest is not None:
+                    states[term] = {"sort_at": _iso(newest)}
+                continue
+            params = {"q": search_query([term]), "sort": "latest", "limit": "100"}
+            if newest is not None:
+                params["since"] = _iso(newest - SINCE_OVERLAP)
+            caught_up = False
+            best = newest
+            for _ in range(MAX_PAGES_PER_TERM):
+                if budget <= 0:
+                    break
+                body = await self._search(params)
+                budget -= 1
+                if not isinstance(body, dict) or not isinstance(body.get("posts"), list):
+                    raise FetchError("invalid_payload", "searchPosts answer has no 'posts' list", retryable=False)
+                page: list[Any] = body["posts"]
+                fetched += len(page)
+                for post in page:
+                    sort_at = _not_after(sort_at_of(post), now)
+                    if sort_at is not None and (best is None or sort_at > best):
+                        best = sort_at
+                    if sort_at is not None and newest is not None and sort_at < newest:
+                        caught_up = True  # into the overlap: what follows was read by earlier polls
+                    mention = items.map(post_view_mention, post, target.watch)
+                    if mention is not None and mention.id not in known:
+                        known.add(mention.id)
+                        fresh.append(mention)
+                next_page = body.get("cursor")
+                if caught_up or not page or not isinstance(next_page, str) or not next_page:
+                    caught_up = True
+                    break
+                params["cursor"] = next_page
+            if not caught_up and newest is not None:  # (a term's first poll has no cursor to reach)
+                truncated.append(term)
+            if best is not None:
+                states[term] = {"sort_at": _iso(best)}
+        self._report_backlog(target, truncated, deferred)
         malformed = items.unseen(SOURCE, cursor.get("seen"))
         remembered = [m.id for m in fresh] + [r.item_id(SOURCE) for r in malformed]
-        new_cursor: Cursor = {**cursor, "seen": (remembered + seen)[:SEEN_MAX]}
-        newest = max(dates, default=None)
-        previous = parse_time(cursor.get("since"))
-        if newest is not None and (previous is None or newest > previous):
-            new_cursor["since"] = newest.isoformat().replace("+00:00", "Z")
-        return PollResult(fresh, new_cursor, newest=newest, malformed=malformed, details={"posts": len(posts)})
+        new_cursor: Cursor = {k: v for k, v in cursor.items() if k not in ("since", "terms", "next_term", "seen")}
+        new_cursor["seen"] = (remembered + seen)[:SEEN_MAX]
+        new_cursor["terms"] = states
+        new_cursor["next_term"] = terms.index(deferred[0]) if deferred else 0
+        dates = [
+            m.published_at
+            for m in fresh
+            if m.published_at and m.published_at <= now + timedelta(seconds=MAX_CLOCK_SKEW)
+        ]
+        details: dict[str, Any] = {"posts": fetched, "terms": len(terms), "requests": MAX_REQUESTS - budget}
+        if deferred:
+            details["terms_deferred"] = len(deferred)
+        if truncated:
+            details["terms_truncated"] = len(truncated)
+        return PollResult(fresh, new_cursor, newest=max(dates, default=None), malformed=malformed, details=details)
+
+    def _report_backlog(self, target: Target, truncated: list[str], deferred: list[str]) -> None:
+        """Terms whose new posts did not all fit in this poll: counted, flagged while it lasts, logged."""
+        if self.metrics is not None:
+            if truncated:
+                self.metrics.backlog_truncated.labels(SOURCE, target.name).inc()
+            self.metrics.backlog_pending.labels(SOURCE, target.name).set(1 if truncated or deferred else 0)
+        if truncated or deferred:
+            log.warning(
+                "ingest.backlog_truncated", source=SOURCE, target=target.name, truncated_terms=truncated,
+                deferred_terms=deferred, max_requests=MAX_REQUESTS, max_pages=MAX_PAGES_PER_TERM,
+            )  # fmt: skip
+
+
+def sort_at_of(post: Any) -> datetime | None:
+    """A postView's ``sortAt``, what ``since`` filters on: the earlier of ``indexedAt`` and ``createdAt``."""
+    if not isinstance(post, dict):
+        return None
+    record = post.get("record")
+    created = parse_time(record.get("createdAt")) if isinstance(record, dict) else None
+    indexed = parse_time(post.get("indexedAt"))
+    known = [t for t in (created, indexed) if t is not None]
+    return min(known) if known else None
+
+
+def _not_after(moment: datetime | None, now: datetime) -> datetime | None:
+    return None if moment is None else min(moment, now)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def enabled(config: VeilleConfig) -> bool:
@@ -304,9 +527,13 @@ def create_app(
                 build_watch_matcher(config, SOURCE, section.watches),
                 flush_interval=flush_interval,
                 backoff=Backoff(base=min(1.0, flush_interval), maximum=60.0),
+                user_agent=settings.user_agent,
             ),
         )
         if configured(config, "bluesky")
         else ()
     )
-    return parts.service(settings, BlueskySearch(section, targets, parts.fetcher()), clock=clock, streams=streams)
+    search = BlueskySearch(section, targets, parts.fetcher(), clock=clock, metrics=parts.ingest_metrics)
+    service = parts.service(settings, search, clock=clock, streams=streams)
+    service.health.add("bluesky_session", lambda: search.session_problem)
+    return service

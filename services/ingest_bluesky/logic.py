@@ -151,8 +151,12 @@ def post_view_mention(post: Any, watch: str | None) -> MentionIngested:
 
 
 def search_query(terms: list[str]) -> str:
-    """searchPosts ``q`` (Lucene syntax is recommended): phrases quoted, terms joined by OR."""
-    return " OR ".join(f'"{t}"' if " " in t else t for t in terms)
+    """searchPosts ``q``: phrases quoted, terms side by side.
+
+    Every term must match (``OR`` is read as one more word: bluesky-social/atproto#3751), so the
+    search asks for one term at a time; several terms here mean all of them.
+    """
+    return " ".join(f'"{t}"' if " " in t else t for t in terms)
 
 
 def _int(value: Any) -> int | None:
