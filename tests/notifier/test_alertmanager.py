@@ -207,7 +207,7 @@ async def test_a_firing_spike_stays_active_while_renewed_and_resolved_closes_it(
 ) -> None:
     """A spike outlives Alertmanager's resolve_timeout and its first endsAt because veille re-posts it;
     veille's resolution closes it in Alertmanager, which then sends its own resolved webhook."""
-    config = veille_config(alertmanager, receiver, extra="        resend_interval: 1s\n        ends_after: 3s")
+    config = veille_config(alertmanager, receiver, extra="        resend_interval: 1s\n        ends_after: 4s")
     await notifier_factory(config, tick=0.1)
     await publish_alert(js, _spike("alert-spike"))
     first = await alertmanager.until(lambda alerts: _ids(alerts) == {"alert-spike"}, "the spike")
