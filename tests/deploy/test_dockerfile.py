@@ -120,6 +120,8 @@ def test_every_copied_file_is_in_the_build_context() -> None:
             continue
         *sources, _ = rest.split()
         for source in sources:
+            if re.search(r"[*?\[]", source):
+                continue  # a pattern may match nothing: var/wheelhous[e], there only for air-gapped builds
             path = REPO / source
             assert path.exists(), f"COPY {source}: no such file"
             assert not ignored(source), f"COPY {source}: excluded by .dockerignore"
