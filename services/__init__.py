@@ -15,4 +15,5 @@ SERVICES: dict[str, str] = {
     "ingest-x": "services.ingest_x.app",
     "classifier": "services.classifier.app",
     "notifier": "services.notifier.app",
+    "archive": "services.archive.app",
 }

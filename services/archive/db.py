@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 from alembic import command
 from alembic.config import Config
+from pydantic import Field, SecretStr
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -38,6 +39,7 @@ from veille.settings import ServiceSettings, read_secret_file
 __all__ = [
     "DEFAULT_FILE",
     "MIGRATIONS",
+    "ArchiveSettings",
     "DatabaseConfigError",
     "database_url",
     "describe_url",
@@ -56,6 +58,17 @@ MIGRATION_LOCK = 0x7665696C6C6501  # "veille\x01": the advisory lock key migrati
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
 
 
+class ArchiveSettings(ServiceSettings):
+    """The archive's deployment settings from the environment (compose passes the database so)."""
+
+    archive_database_url: str | None = Field(
+        default=None, description="The archive's database URL; wins over archive.database_url in the config."
+    )
+    archive_database_password: SecretStr | None = Field(
+        default=None, description="Its password when the URL has none (or VEILLE_ARCHIVE_DATABASE_PASSWORD_FILE)."
+    )
+
+
 class DatabaseConfigError(ValueError):
     """The archive's database settings are wrong; the message says which and why."""
 
@@ -63,11 +76,18 @@ class DatabaseConfigError(ValueError):
 def database_url(settings: ServiceSettings, config: ArchiveConfig, env: Mapping[str, str] | None = None) -> URL:
     """The archive's database URL: ``$VEILLE_ARCHIVE_DATABASE_URL``, else ``archive.database_url``, else SQLite.
 
-    The default is ``archive.sqlite3`` in the data directory. ``postgresql://`` and ``sqlite://``
+    ``env`` (tests) stands for the environment, else :class:`ArchiveSettings` reads it (with the
+    ``*_FILE`` forms). The default is ``archive.sqlite3`` in the data directory. ``postgresql://`` and ``sqlite://``
     get the asyncio drivers. The password, when not in the URL, comes from
     ``$VEILLE_ARCHIVE_DATABASE_PASSWORD`` or ``archive.password_file`` (compose passes it so).
     """
-    env = os.environ if env is None else env
+    if env is None:
+        archive = ArchiveSettings()
+        secret = archive.archive_database_password
+        env = {
+            URL_VARIABLE: archive.archive_database_url or "",
+            PASSWORD_VARIABLE: secret.get_secret_value() if secret else "",
+        }
     raw = env.get(URL_VARIABLE) or config.database_url
     if not raw:
         return make_url(f"sqlite+aiosqlite:///{(Path(settings.data_dir) / DEFAULT_FILE).resolve()}")

@@ -122,7 +122,7 @@ def password_variable(service: str) -> str:
 
 
 def _role(service: str) -> str:
-    if service in ("classifier", "notifier"):
+    if service in ("classifier", "notifier", "archive"):
         return service
     if service.startswith("ingest"):
         return "ingestor"
@@ -174,6 +174,8 @@ def service_permissions(service: str) -> Permissions:
         publish += _pull(bus.CLASSIFIER_CONSUMER)
         publish += [_stream_prefix(bus.CLASSIFIED), _stream_prefix(bus.ALERTS)]
         publish += _bucket(bus.DETECTOR)
+    elif role == "archive":  # reads classified mentions and alerts into its database; publishes nothing else
+        publish += _pull(bus.ARCHIVE_CONSUMER) + _pull(bus.ARCHIVE_ALERTS_CONSUMER)
     else:
         publish += _pull(bus.NOTIFIER_CONSUMER) + _pull(bus.NOTIFIER_REPLAY_CONSUMER)
         for bucket in (bus.NOTIFY_LOG, bus.SILENCES, bus.NOTIFY_GROUPS):
