@@ -1,0 +1,352 @@
+"""Searching the archive: the watches' query language over the database, with filters and cursor pages.
+
+One module for the HTTP API, the CLI and the console to come. :func:`search` takes a
+:mod:`veille.query` query (the same Lucene-style language as watches) and filters (watch, time
+range, sentiment, language, source, site, story), and returns one page of mentions, newest first,
+with a cursor for the next page.
+
+How a query runs. The database narrows, Python decides:
+
+1. The filters are SQL (indexed: ``ts``; ``mention_watches (watch, ts)``; ``source``, ``story_id``).
+2. From the query, :func:`prefilter` derives a *necessary* condition on words (a mention that matches
+   the query surely contains them): terms and phrase words joined by AND/OR, ``NOT`` and filters left
+   out. It runs as full-text search: FTS5 ``MATCH`` on SQLite, ``tsvector @@ tsquery`` on PostgreSQL
+   (the ``french``, ``english`` and ``simple`` configurations OR-ed, since a mention is indexed with
+   its own language's; ``unaccent`` on the query when the extension is there).
+3. Each candidate row is checked with :meth:`veille.query.Query.matches` (phrases, NEAR, wildcards,
+   fields, NOT, ``lang:``/``site:`` filters: exactly what a watch would match).
+
+Pages. Rows come in ``(ts, id)`` order, descending; the cursor is the last row *examined* (opaque,
+base64 JSON), so a page never repeats or skips a row even when the Python check dropped some. One
+call examines at most ``max_scan`` candidates: a page may hold fewer hits than ``limit`` and still
+have a ``next_cursor``, which means "go on"; ``next_cursor`` None means the end.
+
+Not here yet (the next step): sorting by relevance (``bm25`` / ``ts_rank``), aggregations (volume and
+sentiment per bucket, top stories, sources, sites, terms), the HTTP API, alerts listing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Select, and_, bindparam, literal_column, or_, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.archive.schema import mention_watches, mentions
+from veille.query import And, Document, Field, Near, Or, Phrase, Query, QuerySyntaxError, Term, parse_query
+
+__all__ = ["MentionHit", "SearchError", "SearchFilters", "SearchPage", "decode_cursor", "prefilter", "search"]
+
+MAX_LIMIT = 1_000
+Sentiment = Literal["negative", "neutral", "positive"]
+_WORD = re.compile(r"^\w+$")
+
+
+class SearchError(ValueError):
+    """A search that cannot run as asked; the message says why, in words."""
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """What every hit must be: all given filters apply (AND); lists are alternatives (OR)."""
+
+    watch: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    sentiment: Sequence[Sentiment] = ()
+    lang: Sequence[str] = ()
+    source: Sequence[str] = ()
+    site: Sequence[str] = ()
+    story: str | None = None
+
+
+@dataclass(frozen=True)
+class MentionHit:
+    """One archived mention."""
+
+    id: str
+    ts: datetime
+    source: str
+    url: str | None
+    title: str | None
+    text: str
+    author: str | None
+    site: str | None
+    lang: str | None
+    sentiment: str
+    sentiment_score: float
+    story_id: str | None
+    watches: list[str]
+    published_at: datetime | None
+    ingested_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        """The hit as JSON-ready values (ISO 8601 times)."""
+        out = asdict(self)
+        for key in ("ts", "published_at", "ingested_at"):
+            if out[key] is not None:
+                out[key] = out[key].isoformat()
+        return out
+
+
+@dataclass
+class SearchPage:
+    """One page of hits and the cursor of the next (None: no more)."""
+
+    hits: list[MentionHit] = field(default_factory=list)
+    next_cursor: str | None = None
+    examined: int = 0
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def encode_cursor(ts: datetime, key: str) -> str:
+    """The opaque cursor after row ``(ts, key)``."""
+    raw = json.dumps({"ts": _utc(ts).isoformat(), "id": key}, separators=(",", ":"))  # type: ignore[union-attr]
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The ``(ts, id)`` a cursor stands for; :class:`SearchError` when it is not one of ours."""
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        ts = datetime.fromisoformat(raw["ts"])
+        key = raw["id"]
+        if not isinstance(key, str):
+            raise TypeError(key)
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise SearchError("the cursor is not one a search returned (copy next_cursor as it is)") from None
+    return _utc(ts), key  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------ the query's necessary words
+
+Words = tuple[str, tuple[Any, ...]]  # ("and" | "or" | "word", operands or (word,))
+
+
+def prefilter(query: Query, *, alternatives: bool = True) -> Words | None:
+    """A word condition every match of ``query`` satisfies, or None when none can be said.
+
+    ``("word", ("acme",))``, ``("and", (...))`` or ``("or", (...))``. Words are the query's own
+    normalised words (lower case, accents folded), kept only when they are plain word characters.
+    ``alternatives=False`` gives up on OR (PostgreSQL drops stop words from an OR, which would make
+    the condition stricter than the query; from an AND it only makes it looser).
+    """
+    if isinstance(query, Term):
+        return ("word", (query.word,)) if _WORD.match(query.word) else None
+    if isinstance(query, Phrase):
+        words = [("word", (w,)) for w in query.words if _WORD.match(w)]
+        return _join("and", words)
+    if isinstance(query, Field):
+        return prefilter(query.query, alternatives=alternatives) if query.name in ("title", "text") else None
+    if isinstance(query, Near):
+        parts = [prefilter(query.left, alternatives=alternatives), prefilter(query.right, alternatives=alternatives)]
+        return _join("and", [p for p in parts if p is not None])
+    if isinstance(query, And):
+        parts = [prefilter(q, alternatives=alternatives) for q in query.operands]
+        return _join("and", [p for p in parts if p is not None])
+    if isinstance(query, Or):
+        if not alternatives:
+            return None
+        parts = [prefilter(q) for q in query.operands]
+        if any(p is None for p in parts):
+            return None
+        return _join("or", [p for p in parts if p is not None])
+    return None  # Not, Filter, Wildcard: Python decides
+
+
+def _join(op: str, parts: list[Words]) -> Words | None:
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return (op, tuple(parts))
+
+
+def _fts5(words: Words) -> str:
+    op, parts = words
+    if op == "word":
+        return f'"{parts[0]}"'
+    return "(" + f" {op.upper()} ".join(_fts5(p) for p in parts) + ")"
+
+
+def _tsquery(words: Words) -> str:
+    op, parts = words
+    if op == "word":
+        return str(parts[0])
+    glue = " & " if op == "and" else " | "
+    return "(" + glue.join(_tsquery(p) for p in parts) + ")"
+
+
+# ------------------------------------------------------------------------ the search
+
+
+def _parse(query: str | None) -> Query | None:
+    if query is None or not query.strip():
+        return None
+    try:
+        return parse_query(query)
+    except QuerySyntaxError as exc:
+        raise SearchError(f"the query is not valid: {exc}") from None
+
+
+def _check(filters: SearchFilters, limit: int, now: datetime) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise SearchError(f"limit must be between 1 and {MAX_LIMIT}")
+    since, until = _utc(filters.since), _utc(filters.until)
+    if since is not None and since > now:
+        raise SearchError(f"since ({since.isoformat()}) is in the future: nothing can have been archived yet")
+    if since is not None and until is not None and since >= until:
+        raise SearchError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
+
+
+def _statement(engine: AsyncEngine, query: Query | None, filters: SearchFilters) -> Select[Any]:
+    columns = [c for c in mentions.columns if c.name not in ("engagement", "classified_at", "archived_at")]
+    statement = select(*columns)
+    conditions: list[ColumnElement[bool]] = []
+    if filters.since is not None:
+        conditions.append(mentions.c.ts >= _utc(filters.since))
+    if filters.until is not None:
+        conditions.append(mentions.c.ts < _utc(filters.until))
+    if filters.sentiment:
+        conditions.append(mentions.c.sentiment.in_(list(filters.sentiment)))
+    if filters.lang:
+        conditions.append(or_(*(mentions.c.lang.like(f"{lang.lower()}%") for lang in filters.lang)))
+    if filters.source:
+        conditions.append(mentions.c.source.in_([s.lower() for s in filters.source]))
+    if filters.site:
+        conditions.append(mentions.c.site.in_(list(filters.site)))
+    if filters.story:
+        conditions.append(mentions.c.story_id == filters.story)
+    if filters.watch:
+        watched = select(mention_watches.c.mention_id).where(mention_watches.c.watch == filters.watch)
+        if filters.since is not None:
+            watched = watched.where(mention_watches.c.ts >= _utc(filters.since))
+        if filters.until is not None:
+            watched = watched.where(mention_watches.c.ts < _utc(filters.until))
+        conditions.append(mentions.c.id.in_(watched))
+    postgres = engine.dialect.name == "postgresql"
+    words = prefilter(query, alternatives=not postgres) if query is not None else None
+    if words is not None:
+        if postgres:
+            # a word that is a stop word of a configuration is not in the vectors made with it: such a
+            # configuration then constrains nothing (numnode = 0), so the condition stays necessary
+            tsq = _tsquery(words)
+            conditions.append(
+                or_(
+                    *(
+                        text(
+                            f"(numnode(to_tsquery('{config}', :tsq)) = 0"
+                            f" OR mentions.tsv @@ to_tsquery('{config}', :tsq))"
+                        ).bindparams(tsq=tsq)
+                        for config in ("french", "english", "simple")
+                    )
+                )
+            )
+        else:
+            conditions.append(
+                literal_column("mentions.seq").in_(
+                    text("SELECT rowid FROM mentions_fts WHERE mentions_fts MATCH :fts").bindparams(fts=_fts5(words))
+                )
+            )
+    if conditions:
+        statement = statement.where(and_(*conditions))
+    return statement
+
+
+def _hit(row: Any) -> MentionHit:
+    values = row._mapping
+    watches = values["watches"]
+    if isinstance(watches, str):
+        watches = json.loads(watches)
+    return MentionHit(
+        id=values["id"],
+        ts=_utc(values["ts"]),  # type: ignore[arg-type]
+        source=values["source"],
+        url=values["url"],
+        title=values["title"],
+        text=values["text"],
+        author=values["author"],
+        site=values["site"],
+        lang=values["lang"],
+        sentiment=values["sentiment"],
+        sentiment_score=values["sentiment_score"],
+        story_id=values["story_id"],
+        watches=list(watches or []),
+        published_at=_utc(values["published_at"]),
+        ingested_at=_utc(values["ingested_at"]),  # type: ignore[arg-type]
+    )
+
+
+async def search(
+    engine: AsyncEngine,
+    query: str | None,
+    filters: SearchFilters | None = None,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    max_scan: int = 20_000,
+    now: datetime | None = None,
+) -> SearchPage:
+    """One page of mentions matching ``query`` and ``filters``, newest first (see the module's notes)."""
+    filters = filters or SearchFilters()
+    now = now or datetime.now(UTC)
+    parsed = _parse(query)
+    _check(filters, limit, now)
+    after = decode_cursor(cursor) if cursor else None
+    page = SearchPage()
+    chunk = min(max(limit * 2, 100), 2_000)
+    last: tuple[datetime, str] | None = after
+    async with engine.connect() as conn:
+        fulltext = True
+        if engine.dialect.name == "postgresql" and parsed is not None:
+            # the documents' words lost their accents only through unaccent: without it the query's
+            # folded words would miss them, so the query is checked in Python alone
+            extension = "SELECT count(*) FROM pg_extension WHERE extname = 'unaccent'"
+            fulltext = bool((await conn.execute(text(extension))).scalar())
+        base = _statement(engine, parsed if fulltext else None, filters)
+        while page.examined < max_scan:
+            statement = base
+            if last is not None:
+                statement = statement.where(
+                    tuple_(mentions.c.ts, mentions.c.id) < tuple_(_bind_ts(engine, last[0]), last[1])
+                )
+            statement = statement.order_by(mentions.c.ts.desc(), mentions.c.id.desc()).limit(chunk)
+            rows = (await conn.execute(statement)).all()
+            for row in rows:
+                page.examined += 1
+                hit = _hit(row)
+                last = (hit.ts, hit.id)
+                if parsed is None or parsed.matches(_document(hit)):
+                    page.hits.append(hit)
+                    if len(page.hits) == limit:
+                        page.next_cursor = encode_cursor(hit.ts, hit.id)
+                        return page
+                if page.examined >= max_scan:
+                    break
+            if len(rows) < chunk:
+                return page  # the end: no next cursor
+        if last is not None:
+            page.next_cursor = encode_cursor(*last)
+    return page
+
+
+def _bind_ts(engine: AsyncEngine, moment: datetime) -> Any:
+    return bindparam("cursor_ts", moment, type_=mentions.c.ts.type)
+
+
+def _document(hit: MentionHit) -> Document:
+    return Document(
+        text=hit.text, title=hit.title, url=hit.url, site=hit.site, author=hit.author, lang=hit.lang, source=hit.source
+    )
