@@ -1,0 +1,182 @@
+"""Command-line access to the archive: ``veille db upgrade|current`` and ``veille mentions search``.
+
+Two click groups, ``db`` and ``mentions``, for the ``veille`` command to register. The database is
+the archive's own (``$VEILLE_ARCHIVE_DATABASE_URL``, else ``archive.database_url`` in the
+configuration, else ``archive.sqlite3`` in the data directory), or ``--database-url``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from services.archive.db import DatabaseConfigError, database_url, describe_url, make_engine, migrate, revision
+from services.archive.search import SearchError, SearchFilters, SearchPage, search
+from veille.config import ConfigError, VeilleConfig, load_config
+from veille.durations import parse_duration
+from veille.settings import SettingsError, load_settings
+
+__all__ = ["db", "mentions"]
+
+
+def _engine(database: str | None, config_path: Path | None, *, write: bool) -> Any:
+    try:
+        settings = load_settings(**({"config": config_path} if config_path else {}))
+        config = load_config(settings.config) if Path(settings.config).exists() else VeilleConfig()
+        if database:
+            config = config.model_copy(update={"archive": config.archive.model_copy(update={"database_url": database})})
+        url = database_url(settings, config.archive, env={} if database else None)
+    except (SettingsError, ConfigError, DatabaseConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return make_engine(url, write=write)
+
+
+_database = click.option("--database-url", "database", help="The archive's database (default: as the service).")
+_config = click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), help="veille.yaml (default: $VEILLE_CONFIG)."
+)
+
+
+@click.group()
+def db() -> None:
+    """The archive's database: schema migrations."""
+
+
+@db.command("upgrade")
+@_database
+@_config
+def upgrade(database: str | None, config_path: Path | None) -> None:
+    """Migrate the archive's schema to the newest revision (the service does it at start too)."""
+
+    async def run() -> str | None:
+        engine = _engine(database, config_path, write=True)
+        try:
+            return await migrate(engine)
+        except Exception as exc:
+            raise click.ClickException(f"{describe_url(engine.url)}: {type(exc).__name__}: {exc}") from None
+        finally:
+            await engine.dispose()
+
+    click.echo(f"archive schema at revision {asyncio.run(run())}")
+
+
+@db.command("current")
+@_database
+@_config
+def current(database: str | None, config_path: Path | None) -> None:
+    """Print the schema revision the archive's database is at."""
+
+    async def run() -> str | None:
+        engine = _engine(database, config_path, write=False)
+        try:
+            return await revision(engine)
+        except Exception as exc:
+            raise click.ClickException(f"{describe_url(engine.url)}: {type(exc).__name__}: {exc}") from None
+        finally:
+            await engine.dispose()
+
+    click.echo(asyncio.run(run()) or "not migrated yet (veille db upgrade)")
+
+
+def _moment(value: str | None) -> datetime | None:
+    """``90d`` (that long ago) or an ISO 8601 time (UTC when no offset)."""
+    if value is None:
+        return None
+    try:
+        return datetime.now(UTC) - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a duration (90d, 12h) nor a time (2026-05-01T08:00)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@click.group()
+def mentions() -> None:
+    """The archived mentions."""
+
+
+@mentions.command("search")
+@click.argument("query", required=False, default="")
+@click.option("--watch", help="Only mentions that matched this watch.")
+@click.option("--since", help="From this long ago (90d) or this time (ISO 8601).")
+@click.option("--until", help="Up to this long ago or this time.")
+@click.option("--sentiment", type=click.Choice(["negative", "neutral", "positive"]), multiple=True)
+@click.option("--lang", multiple=True, help="Language (ISO 639-1); repeat for several.")
+@click.option("--source", multiple=True, help="Source (rss, bluesky ...); repeat for several.")
+@click.option("--site", multiple=True)
+@click.option("--story", help="Only this story (syndicated copies).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--cursor", help="The next_cursor a previous search printed.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@_database
+@_config
+def search_command(
+    query: str,
+    watch: str | None,
+    since: str | None,
+    until: str | None,
+    sentiment: tuple[str, ...],
+    lang: tuple[str, ...],
+    source: tuple[str, ...],
+    site: tuple[str, ...],
+    story: str | None,
+    limit: int,
+    cursor: str | None,
+    fmt: str,
+    database: str | None,
+    config_path: Path | None,
+) -> None:
+    """Search archived mentions with the watches' query language, newest first."""
+    filters = SearchFilters(
+        watch=watch,
+        since=_moment(since),
+        until=_moment(until),
+        sentiment=sentiment,  # type: ignore[arg-type]
+        lang=lang,
+        source=source,
+        site=site,
+        story=story,
+    )
+
+    async def run() -> SearchPage:
+        engine = _engine(database, config_path, write=False)
+        try:
+            return await search(engine, query, filters, limit=limit, cursor=cursor)
+        except SearchError as exc:
+            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            raise click.ClickException(f"{describe_url(engine.url)}: {type(exc).__name__}: {exc}") from None
+        finally:
+            await engine.dispose()
+
+    page = asyncio.run(run())
+    rows = [hit.as_json() for hit in page.hits]
+    if fmt == "json":
+        click.echo(json.dumps({"mentions": rows, "next_cursor": page.next_cursor}, ensure_ascii=False, indent=2))
+        return
+    if fmt == "csv":
+        out = io.StringIO()
+        columns = list(rows[0]) if rows else ["id", "ts", "source", "url", "title", "text", "sentiment"]
+        writer = csv.DictWriter(out, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (";".join(v) if isinstance(v, list) else v) for k, v in row.items()})
+        click.echo(out.getvalue(), nl=False)
+    else:
+        for hit in page.hits:
+            line = (hit.title or hit.text).replace("\n", " ")[:90]
+            click.echo(f"{hit.ts:%Y-%m-%d %H:%M}  {hit.sentiment:<8}  {hit.source:<10}  {line}")
+        if not page.hits:
+            click.echo("no mention found")
+    if page.next_cursor:
+        click.echo(f"more: --cursor {page.next_cursor}", err=fmt != "table")
