@@ -33,7 +33,7 @@ from veille.config import Receiver, VeilleConfig, load_config
 from veille.consumerlag import ConsumerLagMonitor
 from veille.health import Health
 from veille.httpclient import make_http_client
-from veille.messaging import DeadLetterSink, dead_letter_middleware, make_broker
+from veille.messaging import BatchConsumer, DeadLetterSink, dead_letter_middleware, make_broker
 from veille.metrics import ServiceMetrics
 from veille.models import AlertRaised, utcnow
 from veille.settings import ServiceSettings, read_secret_file
@@ -47,7 +47,15 @@ log = structlog.get_logger("notifier")
 class NotifierSettings(ServiceSettings):
     """The shared settings plus the notifier's own (``VEILLE_NOTIFIER_*``)."""
 
-    notifier_tick: float = Field(default=1.0, ge=0, description="Seconds between scans of the groups; 0 disables.")
+    notifier_tick: float = Field(
+        default=1.0, ge=0, description="Seconds between plans of the groups whose time has come; 0 disables."
+    )
+    notifier_rescan: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between reads of every group in KV (groups another replica wrote, one that died).",
+    )
+    notifier_batch: int = Field(default=500, ge=1, le=2000, description="Alerts fetched and recorded together.")
     notifier_lease: float = Field(default=60.0, gt=0, description="Seconds a claim on a notification is held.")
     notifier_max_attempts: int = Field(default=6, ge=1, le=50)
     notifier_retry_base: float = Field(default=1.0, gt=0)
@@ -150,20 +158,20 @@ class NotifierApp:
         self._ticker: asyncio.Task[None] | None = None
         middleware = dead_letter_middleware(NAME, bus.ALERTS.name, self.metrics, self.sink)
         self.broker: NatsBroker = make_broker(settings, NAME, self.metrics, middlewares=(middleware,))
-        alerts = bus.NOTIFIER_CONSUMER
-        # One alert per fetch: FastStream handles the messages of a fetched batch concurrently (an
-        # anyio task group), so two alerts of one group could be recorded, hence told, out of stream
-        # order. Fetched one at a time they are recorded in stream order, each before the next is
-        # fetched; alerts are few (a burst of tens, not a firehose), a fetch round trip is cheap.
-        self.broker.subscriber(
-            alerts.filter_subject,
-            stream=JStream(alerts.stream, declare=False),
-            durable=alerts.durable,
-            pull_sub=PullSub(batch_size=1, timeout=1.0),
-            ack_policy=AckPolicy.MANUAL,
-            title="route_alert",
-            description="Route each alert to its receivers' groups; acked once recorded in KV.",
-        )(self.route_alert)
+        # Alerts come in batches (whatever is available, up to notifier_batch), handled one batch at a
+        # time in stream order: each group touched is written once per batch, then the batch is acked.
+        # A bad payload is dead-lettered as the middleware does; a batch that fails is retried alert by
+        # alert, still in order (Dispatcher.record_batch holds a lock).
+        self.consumer: BatchConsumer[AlertRaised] = BatchConsumer(
+            service=NAME,
+            consumer=bus.NOTIFIER_CONSUMER,
+            model=AlertRaised,
+            handler=self.route_alerts,
+            metrics=self.metrics,
+            sink=self.sink,
+            batch_size=settings.notifier_batch,
+            concurrency=1,
+        )
         replays = bus.NOTIFIER_REPLAY_CONSUMER
         self.broker.subscriber(
             replays.filter_subject,
@@ -209,10 +217,9 @@ class NotifierApp:
             return "not connected to NATS"
         return None
 
-    async def route_alert(self, alert: AlertRaised) -> None:
-        """Record one alert in its groups (acked by the middleware once recorded), then flush due groups."""
-        with structlog.contextvars.bound_contextvars(alert_id=alert.id, watch=alert.watch):
-            keys = await self.dispatcher.record(alert)
+    async def route_alerts(self, alerts: list[AlertRaised]) -> None:
+        """Record a batch of alerts in their groups (acked by the consumer once recorded), then flush due groups."""
+        keys = await self.dispatcher.record_batch(alerts)
         if keys:
             await self.dispatcher.flush_due(keys)
 
@@ -247,16 +254,25 @@ class NotifierApp:
             sleep=self.sleep,
             policy=self.policy,
             lease=timedelta(seconds=self.settings.notifier_lease),
+            seen=await js.key_value(bus.NOTIFY_SEEN.name),
         )
         await self.broker.start()
+        await self.consumer.start(self.broker.connection)
         self.lag.start(js)
         if self.settings.notifier_tick > 0:
             self._ticker = asyncio.create_task(self._tick(), name="notifier-ticker")
 
     async def _tick(self) -> None:
+        """Plan the groups whose time has come (from memory); every ``notifier_rescan`` s, read every group."""
+        loop = asyncio.get_running_loop()
+        next_rescan = 0.0
         while True:
             try:
-                await self.dispatcher.flush_due()
+                if loop.time() >= next_rescan:
+                    next_rescan = loop.time() + self.settings.notifier_rescan
+                    await self.dispatcher.flush_due()
+                else:
+                    await self.dispatcher.flush_due(self.dispatcher.due_keys())
             except Exception as exc:
                 log.warning("notifier.scan_failed", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self.settings.notifier_tick)
@@ -264,6 +280,7 @@ class NotifierApp:
     async def stop(self) -> None:
         """Stop ticking and consuming, let deliveries in flight finish, disconnect."""
         await self.lag.stop()
+        await self.consumer.stop()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

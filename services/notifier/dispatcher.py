@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +24,19 @@ import structlog
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from services.notifier.delivery import DeliveryError, Integration, RetryPolicy
-from services.notifier.grouping import add_alert, build_notification, finalize, is_due, new_group, plan
+from services.notifier.grouping import (
+    DEDUP_WINDOW,
+    SEEN_SLICE,
+    add_alerts,
+    build_notification,
+    digests_of,
+    finalize,
+    is_due,
+    new_group,
+    next_look,
+    plan,
+    without_digests,
+)
 from services.notifier.integrations.alertmanager import posting_route
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.model import Clock, GroupState, Notification, Target, group_key_hash, kv_keys
@@ -41,6 +54,20 @@ __all__ = ["Dispatcher", "Sleep", "targets_of"]
 log = structlog.get_logger("notifier")
 Sleep = Callable[[float], Awaitable[None]]
 _CAS_TRIES = 20
+_DIGEST_CHARS = 16
+MAX_SEEN_KEPT = 200_000
+"""Digests a replica keeps in memory per group (the last hour's; past this, the oldest are dropped)."""
+
+
+@dataclasses.dataclass
+class _GroupWork:
+    """One group's share of a batch: where it goes and its alerts in stream order."""
+
+    target: Target
+    route: Any
+    group_key: str
+    group_labels: dict[str, str]
+    alerts: list[AlertRaised] = dataclasses.field(default_factory=list)
 
 
 def targets_of(receiver: Receiver) -> list[Target]:
@@ -72,6 +99,7 @@ class Dispatcher:
         sleep: Sleep,
         policy: RetryPolicy,
         lease: timedelta,
+        seen: Any = None,
     ) -> None:
         self.config = config
         self.receivers = {r.name: r for r in config.receivers}
@@ -86,81 +114,196 @@ class Dispatcher:
         self.sleep = sleep
         self.policy = policy
         self.lease = lease
+        self.seen_kv = seen
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._record_lock = asyncio.Lock()
+        self._cache: dict[str, tuple[GroupState, int]] = {}
+        """Each group as this replica last wrote or read it, with its revision (a stale one fails its CAS)."""
+        self._seen: dict[str, dict[str, int]] = {}
+        """Per group, digests of ``<id>:<status>`` moved to the seen bucket -> start of their slice."""
+        self._due: dict[str, datetime] = {}
+        """Per group this replica knows of, when it next needs planning (:func:`grouping.next_look`)."""
 
     # ------------------------------------------------------------------ recording
 
     async def record(self, alert: AlertRaised) -> list[str]:
-        """Put ``alert`` in the group of every integration its routes lead to; return the keys of those due now.
+        """Record one alert (see :meth:`record_batch`)."""
+        return await self.record_batch([alert])
 
-        Only a group that is due (its ``group_wait`` is zero, say) needs flushing at once; the others
-        wait for the tick, so a burst into a waiting group does not read each group back per alert.
+    async def record_batch(self, alerts: list[AlertRaised]) -> list[str]:
+        """Put ``alerts`` (in stream order) in the groups their routes lead to; return the keys due now.
+
+        Each group touched is written once for the whole batch (a compare-and-set on the revision
+        this replica last saw), its alerts applied in stream order; the groups are written
+        concurrently. Batches are recorded one at a time (a lock), so a batch that failed and is
+        retried alert by alert keeps stream order too. Only a group that is due (``group_wait``
+        zero, say) needs flushing at once; the others wait for the tick.
         """
-        keys: list[str] = []
-        recorded: dict[str, GroupState] = {}  # each group's state as this alert left it
-        for route in match_routes(self.config.route, alert):
-            receiver = self.receivers.get(route.receiver)
-            if receiver is None:
-                continue
-            for target in targets_of(receiver):
-                effective = route
-                if target.kind == "email" and receiver.email[target.index].digest is not None:
-                    digest = receiver.email[target.index].digest
-                    assert digest is not None
-                    effective = dataclasses.replace(route, group_wait=digest, group_interval=digest)
-                elif target.kind == "alertmanager":  # at once, then every resend_interval (renews endsAt)
-                    effective = posting_route(route, receiver.alertmanager[target.index])
-                group_key, group_labels = group_key_for(effective, alert)
-                key = f"{target.id}.{group_key_hash(group_key)}"
-                now = self.clock()
+        async with self._record_lock:
+            now = self.clock()
+            work: dict[str, _GroupWork] = {}
+            for alert in alerts:
+                for route in match_routes(self.config.route, alert):
+                    receiver = self.receivers.get(route.receiver)
+                    if receiver is None:
+                        continue
+                    for target in targets_of(receiver):
+                        effective = route
+                        if target.kind == "email" and receiver.email[target.index].digest is not None:
+                            digest = receiver.email[target.index].digest
+                            assert digest is not None
+                            effective = dataclasses.replace(route, group_wait=digest, group_interval=digest)
+                        elif target.kind == "alertmanager":  # at once, then every resend_interval (renews endsAt)
+                            effective = posting_route(route, receiver.alertmanager[target.index])
+                        group_key, group_labels = group_key_for(effective, alert)
+                        key = f"{target.id}.{group_key_hash(group_key)}"
+                        item = work.get(key)
+                        if item is None:
+                            item = work[key] = _GroupWork(target, effective, group_key, group_labels)
+                        item.alerts.append(alert)
+            if not work:
+                return []
+            due = await asyncio.gather(*(self._record_group(key, item, now) for key, item in work.items()))
+            return [key for key, is_due_now in zip(work, due, strict=True) if is_due_now]
 
-                def change(
-                    state: GroupState | None,
-                    target: Target = target,
-                    effective: Any = effective,
-                    group_key: str = group_key,
-                    group_labels: dict[str, str] = group_labels,
-                    now: datetime = now,
-                    key: str = key,
-                ) -> tuple[GroupState | None, str]:
-                    base = state or new_group(target, effective, group_key, group_labels)
-                    new, outcome = add_alert(base, alert, now)
-                    recorded[key] = new
-                    return new, outcome
-
-                outcome = await self._update(key, change)
+    async def _record_group(self, key: str, work: _GroupWork, now: datetime) -> bool:
+        """Apply one group's alerts of a batch in one compare-and-set; return whether the group is due."""
+        for _ in range(_CAS_TRIES):
+            state, revision = await self._load(key)
+            seen = await self._seen_for(key)
+            base = state or new_group(work.target, work.route, work.group_key, work.group_labels)
+            new: GroupState | None
+            new, outcomes = add_alerts(base, work.alerts, now, seen)
+            if state is None and not new.alerts and not new.truncated and not new.recent:
+                new = None  # nothing to keep (a resolution of an alert never told, say)
+            if new is not None and new != state:
+                try:
+                    new = await self._write(key, state, revision, new)
+                except KeyWrongLastSequenceError:
+                    self._invalidate(key)  # another replica (or a flush) wrote it: read it again
+                    continue
+            for outcome in outcomes:
                 if outcome in ("grouped", "truncated", "deduplicated"):
                     self.metrics.suppressed.labels(outcome).inc()
-                log.debug("notifier.alert_recorded", alert_id=alert.id, target=target.id, outcome=outcome)
-                if key in recorded and is_due(recorded[key], now):
-                    keys.append(key)
-        return keys
+            log.debug("notifier.alerts_recorded", group=key, alerts=len(work.alerts), outcomes=outcomes[:20])
+            return new is not None and is_due(new, now)
+        raise RuntimeError(f"group {key} changed {_CAS_TRIES} times under us")
 
     async def _update(self, key: str, change: Callable[[GroupState | None], tuple[GroupState | None, str]]) -> str:
         """Compare-and-set loop on one group's state."""
         for _ in range(_CAS_TRIES):
-            state, revision = await self._get(key)
+            state, revision = await self._load(key)
             new, outcome = change(state)
             if new is None or new == state:
                 return outcome
             try:
-                if revision is None:
-                    await self.groups.create(key, new.dump())
-                else:
-                    await self.groups.update(key, new.dump(), last=revision)
+                await self._write(key, state, revision, new)
             except KeyWrongLastSequenceError:
+                self._invalidate(key)
                 continue
             return outcome
         raise RuntimeError(f"group {key} changed {_CAS_TRIES} times under us")
 
     async def _get(self, key: str) -> tuple[GroupState | None, int | None]:
+        """The group as stored in KV now (and remembered as this replica's latest view of it)."""
         try:
             entry = await self.groups.get(key)
         except KeyNotFoundError:
+            self._cache.pop(key, None)
             return None, None
         if not entry.value:
+            self._cache.pop(key, None)
             return None, None
-        return GroupState.model_validate_json(entry.value), entry.revision
+        state = GroupState.model_validate_json(entry.value)
+        self._remember_state(key, state, entry.revision)
+        return state, entry.revision
+
+    async def _load(self, key: str) -> tuple[GroupState | None, int | None]:
+        """The group as this replica last wrote or read it (read from KV the first time)."""
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        return await self._get(key)
+
+    def _remember_state(self, key: str, state: GroupState, revision: int) -> None:
+        cached = self._cache.get(key)
+        if cached is not None and cached[1] > revision:
+            return  # a newer write of ours already landed
+        self._cache[key] = (state, revision)
+        self._due[key] = next_look(state, self.clock())
+
+    def _invalidate(self, key: str) -> None:
+        """Forget what this replica knows of a group that changed elsewhere (its state and its seen digests)."""
+        self._cache.pop(key, None)
+        self._seen.pop(key, None)
+
+    async def _write(self, key: str, old: GroupState | None, revision: int | None, new: GroupState) -> GroupState:
+        """Compare-and-set ``new`` over ``revision``; return the state as written.
+
+        The digests ``old`` kept in ``recent`` (alerts that left the group or were only counted)
+        move to the ``veille_notify_seen`` bucket first, one key written once, so the group's
+        value carries at most the digests of its last write. Written before the state that drops
+        them: a crash between the two leaves them in both places, never in neither.
+        """
+        moved = digests_of(old) if old is not None and self.seen_kv is not None else []
+        if moved:
+            await self._spill(key, moved)
+            new = without_digests(new, {d for _, d in moved})
+        if revision is None:
+            written = await self.groups.create(key, new.dump())
+        else:
+            written = await self.groups.update(key, new.dump(), last=revision)
+        self._remember_state(key, new, written)
+        return new
+
+    async def _spill(self, key: str, digests: list[tuple[int, str]]) -> None:
+        by_start: dict[int, list[str]] = {}
+        for start, value in digests:
+            by_start.setdefault(start, []).append(value)
+        body = "\n".join(f"{start} {''.join(values)}" for start, values in sorted(by_start.items()))
+        assert self.seen_kv is not None
+        await self.seen_kv.put(f"{key}.{uuid.uuid4().hex[:16]}", body.encode())
+        known = self._seen.get(key)
+        if known is not None:
+            for start, value in digests:
+                known[value] = start
+            self._prune_seen(key)
+
+    async def _seen_for(self, key: str) -> dict[str, int]:
+        """Digests of alerts this group recorded that live in the seen bucket (loaded once per group)."""
+        known = self._seen.get(key)
+        if known is not None:
+            return known
+        known = {}
+        if self.seen_kv is not None:
+            prefix = f"$KV.{bus.NOTIFY_SEEN.name}."
+            info = await self.js.stream_info(f"KV_{bus.NOTIFY_SEEN.name}", subjects_filter=f"{prefix}{key}.*")
+            for subject in sorted(info.state.subjects or {}):
+                try:
+                    entry = await self.seen_kv.get(subject.removeprefix(prefix))
+                except KeyNotFoundError:
+                    continue
+                for line in (entry.value or b"").decode().splitlines():
+                    start, _, packed = line.partition(" ")
+                    for i in range(0, len(packed), _DIGEST_CHARS):
+                        known[packed[i : i + _DIGEST_CHARS]] = int(start)
+            known = dict(sorted(known.items(), key=lambda item: item[1]))
+        self._seen[key] = known
+        self._prune_seen(key)
+        return known
+
+    def _prune_seen(self, key: str) -> None:
+        """Drop digests past the dedup window, and the oldest over :data:`MAX_SEEN_KEPT` (memory stays bounded)."""
+        known = self._seen.get(key)
+        if not known:
+            return
+        oldest = (self.clock() - DEDUP_WINDOW - SEEN_SLICE).timestamp()
+        excess = len(known) - MAX_SEEN_KEPT
+        for value, start in list(known.items()):
+            if start > oldest and excess <= 0:
+                break
+            del known[value]
+            excess -= 1
 
     # ------------------------------------------------------------------ flushing
 
@@ -170,10 +313,24 @@ class Dispatcher:
         self.metrics.pending_groups.set(len(keys))
         return keys
 
+    def due_keys(self) -> list[str]:
+        """Groups this replica knows of whose next look (send, repeat or clean-up) has come: no KV read."""
+        now = self.clock()
+        for key in [k for k in self._seen if k not in self._cache]:
+            self._prune_seen(key)
+            if not self._seen[key]:
+                del self._seen[key]
+        return [key for key, at in self._due.items() if at <= now]
+
     async def flush_due(self, keys: list[str] | None = None, *, wait: bool = False) -> None:
         """Plan every group (or ``keys``) now and start the due notifications, each in its own task."""
         if keys is None:
             keys = await self.group_keys()
+            for gone in set(self._due) - set(keys):
+                self._due.pop(gone, None)
+                self._cache.pop(gone, None)
+        if not keys:
+            return
         silences = await self.silences.all()
         started: list[asyncio.Task[None]] = []
         for key in keys:
@@ -205,6 +362,7 @@ class Dispatcher:
     async def _flush_group(self, key: str, silences: list[Silence]) -> None:
         state, revision = await self._get(key)
         if state is None or revision is None:
+            self._due.pop(key, None)
             return
         receiver = self.receivers.get(state.receiver)
         integration = self.integrations.get(state.target)
@@ -219,8 +377,9 @@ class Dispatcher:
             return
         if decision.changed:
             try:
-                revision = await self.groups.update(key, decision.state.dump(), last=revision)
+                decision.state = await self._write(key, state, revision, decision.state)
             except KeyWrongLastSequenceError:
+                self._invalidate(key)
                 return  # another replica or a new alert changed it: plan again next tick
             if decision.silenced or decision.silenced_truncated:
                 self.metrics.suppressed.labels("silenced").inc(len(decision.silenced) + decision.silenced_truncated)
@@ -245,6 +404,8 @@ class Dispatcher:
             await self._finalize(key, result.claim.notification)
 
     async def _delete(self, key: str, revision: int) -> None:
+        self._due.pop(key, None)
+        self._cache.pop(key, None)
         with contextlib.suppress(KeyWrongLastSequenceError):
             await self.groups.delete(key, last=revision)
 

@@ -1,13 +1,14 @@
 """Grouping, as pure functions over :class:`GroupState`: add an alert, plan a flush, finalise a send.
 
-Durability (why a restart never loses a pending group). The subscriber acks an alert only after it
-is recorded in its group's state in the ``veille_notify_groups`` KV bucket (a compare-and-set
-update, retried on conflict). From then on the group lives in NATS, not in the process: every
-replica scans the bucket on each tick and plans each group with :func:`plan` against the clock,
-so a group whose ``group_wait`` ends while its notifier is down is flushed by whichever replica
-looks next (or by the restarted one). Nothing is held un-acked for minutes, so ``ack_wait`` and
-redelivery stay short and simple. A redelivered alert finds itself already in the group and changes
-nothing (``deduplicated``).
+Durability (why a restart never loses a pending group). The consumer acks a batch of alerts only
+after each group it touched is recorded in the ``veille_notify_groups`` KV bucket (one
+compare-and-set per group per batch, retried on conflict). From then on the group lives in NATS,
+not in the process: a replica plans each group with :func:`plan` against the clock when
+:func:`next_look` says its time has come (kept in memory for the groups it wrote or read), and
+reads every group of the bucket at start and every ``notifier_rescan`` seconds, so a group whose
+``group_wait`` ends while its notifier is down is flushed by another replica or the restarted one.
+Nothing is held un-acked for minutes, so ``ack_wait`` and redelivery stay short and simple. A
+redelivered alert finds itself already in the group and changes nothing (``deduplicated``).
 
 Lifecycle of an alert in a group:
 - firing, not yet notified: *pending*; the group is due ``group_wait`` after its first pending
@@ -32,7 +33,11 @@ NATS refuses a value over its 1 MB ``max_payload``):
   notification is being sent, the alerts arriving get room of their own (``sending``), so the next
   notification lists examples too. If every kept single-mention alert of a group is silenced, the
   counted ones are taken as silenced too (they are of the same group; their labels are not kept);
-- ``recent`` holds at most :data:`MAX_SEEN` digests, the oldest dropped first.
+- ``recent`` holds at most :data:`MAX_SEEN` digests, the oldest dropped first; the notifier moves
+  them out of the value at the group's next write (``veille_notify_seen`` bucket, one key per group
+  per write, never rewritten, TTL :data:`DEDUP_WINDOW`), so a value carries at most the digests of
+  one batch and a crisis does not rewrite ten thousand digests with every alert. ``add_alert``
+  checks those too (its ``seen`` argument).
 
 Why :data:`DEDUP_WINDOW` is one hour: a re-publication of an alert is already dropped by the alerts
 stream (``Nats-Msg-Id`` is the alert id, duplicate window 24 h), so the group only has to catch a
@@ -46,6 +51,7 @@ is three times it. :data:`MAX_SEEN` bounds a group that receives more than that 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -79,12 +85,17 @@ __all__ = [
     "AddOutcome",
     "FlushPlan",
     "add_alert",
+    "add_alerts",
     "build_notification",
+    "digest",
+    "digests_of",
     "finalize",
     "is_due",
     "new_group",
+    "next_look",
     "plan",
     "seen_count",
+    "without_digests",
 ]
 
 MAX_FIRING_AGE = timedelta(hours=24)
@@ -121,8 +132,29 @@ def _copy(state: GroupState) -> GroupState:
     return state
 
 
-def _digest(key: str) -> str:
+def digest(key: str) -> str:
+    """The 64-bit hex digest of ``<alert id>:<status>`` kept for deduplication."""
     return hashlib.sha256(key.encode()).hexdigest()[:_DIGEST]
+
+
+_digest = digest
+
+
+def digests_of(state: GroupState) -> list[tuple[int, str]]:
+    """Every digest ``recent`` holds, with the start of its slice."""
+    return [(start, packed[i : i + _DIGEST]) for start, packed in state.recent for i in range(0, len(packed), _DIGEST)]
+
+
+def without_digests(state: GroupState, known: Container[str]) -> GroupState:
+    """``state`` with the digests in ``known`` taken out of ``recent`` (they are kept elsewhere)."""
+    recent: list[tuple[int, str]] = []
+    for start, packed in state.recent:
+        kept = "".join(
+            packed[i : i + _DIGEST] for i in range(0, len(packed), _DIGEST) if packed[i : i + _DIGEST] not in known
+        )
+        if kept:
+            recent.append((start, kept))
+    return state.model_copy(update={"recent": recent})
 
 
 def _was_seen(state: GroupState, key: str) -> bool:
@@ -175,8 +207,21 @@ def _is_pending(entry: AlertEntry) -> bool:
     return entry.notified == "firing"
 
 
-def add_alert(state: GroupState, alert: AlertRaised, now: datetime) -> tuple[GroupState, AddOutcome]:
+def add_alerts(
+    state: GroupState, alerts: list[AlertRaised], now: datetime, seen: Container[str] = ()
+) -> tuple[GroupState, list[AddOutcome]]:
+    """Record ``alerts`` in the group, in order (one copy of the state for the whole batch); see :func:`add_alert`."""
+    state = _copy(state)
+    return state, [_add(state, alert, now, seen) for alert in alerts]
+
+
+def add_alert(
+    state: GroupState, alert: AlertRaised, now: datetime, seen: Container[str] = ()
+) -> tuple[GroupState, AddOutcome]:
     """Record ``alert`` in the group; return the new state and what happened.
+
+    ``seen`` holds digests (:func:`digest`) of ``<id>:<status>`` remembered outside the group's
+    value (the notifier keeps them in the ``veille_notify_seen`` bucket once they leave ``recent``).
 
     ``new``: the first pending alert (starts ``group_wait``); ``grouped``: joins a pending
     notification; ``truncated``: joins it as a number only (the group holds its cap of single
@@ -184,14 +229,21 @@ def add_alert(state: GroupState, alert: AlertRaised, now: datetime) -> tuple[Gro
     ``ignored``: a resolution for an alert the receiver was never told about.
     """
     state = _copy(state)
+    return state, _add(state, alert, now, seen)
+
+
+def _add(state: GroupState, alert: AlertRaised, now: datetime, seen: Container[str]) -> AddOutcome:
+    """:func:`add_alert` on a state it may change in place."""
     had_pending = _has_pending(state)
     entry = state.alerts.get(alert.id)
     key = f"{alert.id}:{alert.status}"
-    if (entry is not None and entry.alert.status == alert.status) or _was_seen(state, key):
-        return state, "deduplicated"
+    if entry is not None and entry.alert.status == alert.status:
+        return "deduplicated"
+    if (seen and digest(key) in seen) or _was_seen(state, key):
+        return "deduplicated"
     if entry is None:
         if alert.status == "resolved":
-            return state, "ignored"
+            return "ignored"
         if countable(alert) and _pending_countable(state) - state.sending >= MAX_GROUP_ALERTS:
             state.truncated += 1
             _remember(state, key, now)  # not kept: remembered so that a redelivery is not counted twice
@@ -206,7 +258,7 @@ def add_alert(state: GroupState, alert: AlertRaised, now: datetime) -> tuple[Gro
             _remember(state, f"{alert.id}:resolved", now)
             if not _has_pending(state):
                 state.first_pending_at = None
-            return state, "updated"
+            return "updated"
         state.alerts[alert.id] = entry.model_copy(update={"alert": alert})
         outcome = "updated"
     else:  # fires again after resolving
@@ -214,7 +266,7 @@ def add_alert(state: GroupState, alert: AlertRaised, now: datetime) -> tuple[Gro
         outcome = "updated"
     if state.first_pending_at is None:
         state.first_pending_at = now
-    return state, outcome
+    return outcome
 
 
 @dataclass
@@ -262,6 +314,31 @@ def _due_at(state: GroupState) -> tuple[datetime | None, bool]:
     if active and state.last_notified_at is not None:
         return state.last_notified_at + timedelta(seconds=state.repeat_interval), True
     return None, False
+
+
+def next_look(state: GroupState, now: datetime) -> datetime:
+    """When :func:`plan` may next have something to do for this group: send, repeat, or clean up.
+
+    The notifier keeps this per group in memory, so its tick plans only the groups whose time has
+    come instead of reading every group's value.
+    """
+    times: list[datetime] = []
+    due_at, _ = _due_at(state)
+    if due_at is not None:
+        times.append(max(due_at, state.quiet_until) if state.quiet_until else due_at)
+    for entry in state.alerts.values():
+        alert = entry.alert
+        if alert.status == "resolved" or (entry.notified != "none" and alert.kind in EVENT_KINDS):
+            if not _is_pending(entry):
+                times.append(now)  # leaves at the next plan
+            continue
+        if entry.notified != "none":
+            times.append(min(alert.ends_at or alert.raised_at + MAX_FIRING_AGE, alert.raised_at + MAX_FIRING_AGE))
+    if state.recent:
+        times.append(datetime.fromtimestamp(state.recent[0][0], tz=now.tzinfo) + DEDUP_WINDOW + SEEN_SLICE)
+    if not state.alerts and not state.truncated and not state.recent:
+        times.append(now)  # empty: deleted at the next plan
+    return min(times) if times else now + MAX_FIRING_AGE
 
 
 def is_due(state: GroupState, now: datetime) -> bool:

@@ -37,6 +37,7 @@ __all__ = [
     "NOTIFY_GROUPS",
     "NOTIFY_LOG",
     "NOTIFY_REPLAY",
+    "NOTIFY_SEEN",
     "SILENCES",
     "STREAMS",
     "Bucket",
@@ -166,6 +167,8 @@ class Bucket:
     history: int = 1
     ttl: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    direct: bool = False
+    """Direct gets (``$JS.API.DIRECT.GET``: the raw value, no JSON/base64 envelope); made so on existing buckets too."""
 
     def config(self, replicas: int = 1) -> KeyValueConfig:
         """Return the nats-py KV configuration."""
@@ -176,6 +179,7 @@ class Bucket:
             ttl=self.ttl,
             storage=StorageType.FILE,
             replicas=replicas,
+            direct=self.direct or None,
         )
 
 
@@ -241,10 +245,21 @@ CONSUMERS: tuple[Consumer, ...] = (
 
 CURSORS = Bucket("veille_cursors", "Ingestor cursors per (source, feed or watch).")
 DETECTOR = Bucket("veille_detector", "Spike detector state per watch.")
-NOTIFY_LOG = Bucket("veille_notify_log", "Notifications sent per (receiver, group key).", ttl=7 * DAY)
+NOTIFY_LOG = Bucket("veille_notify_log", "Notifications sent per (receiver, group key).", ttl=7 * DAY, direct=True)
 SILENCES = Bucket("veille_silences", "Active and expired silences.", history=5)
-NOTIFY_GROUPS = Bucket("veille_notify_groups", "Alerts waiting in notification groups per (receiver, group key).")
-BUCKETS: tuple[Bucket, ...] = (CURSORS, DETECTOR, NOTIFY_LOG, SILENCES, NOTIFY_GROUPS)
+NOTIFY_GROUPS = Bucket(
+    "veille_notify_groups", "Alerts waiting in notification groups per (receiver, group key).", direct=True
+)
+# Deduplication digests of alerts a group recorded (services/notifier/dispatcher.py): one key per
+# group per batch (``<group key>.<chunk id>``), written once and never rewritten, gone after the
+# TTL, which covers the notifier consumer's redelivery horizon (ack_wait x max_deliver = 20 min).
+NOTIFY_SEEN = Bucket(
+    "veille_notify_seen",
+    "Digests of the alerts each notification group recorded, kept for redeliveries (TTL).",
+    ttl=3 * NOTIFIER_CONSUMER.ack_wait * NOTIFIER_CONSUMER.max_deliver,
+    direct=True,
+)
+BUCKETS: tuple[Bucket, ...] = (CURSORS, DETECTOR, NOTIFY_LOG, SILENCES, NOTIFY_GROUPS, NOTIFY_SEEN)
 
 
 def _differs(current: object, wanted: object) -> bool:
@@ -322,3 +337,11 @@ async def ensure_topology(js: JetStreamContext, *, replicas: int = 1) -> None:
             await js.key_value(bucket.name)
         except Exception:
             await js.create_key_value(bucket.config(replicas))
+            continue
+        if bucket.direct:  # a bucket made before direct gets: allow them (an in-place stream update)
+            info = await js.stream_info(f"KV_{bucket.name}")
+            if not info.config.allow_direct:
+                try:
+                    await js.update_stream(dataclasses.replace(info.config, allow_direct=True))
+                except APIError as exc:  # a service user may not update streams: gets stay indirect
+                    log.warning("bus.direct_get_not_enabled", bucket=bucket.name, error=str(exc))

@@ -178,7 +178,7 @@ def service_permissions(service: str) -> Permissions:
         publish += _pull(bus.ARCHIVE_CONSUMER) + _pull(bus.ARCHIVE_ALERTS_CONSUMER)
     else:
         publish += _pull(bus.NOTIFIER_CONSUMER) + _pull(bus.NOTIFIER_REPLAY_CONSUMER)
-        for bucket in (bus.NOTIFY_LOG, bus.SILENCES, bus.NOTIFY_GROUPS):
+        for bucket in (bus.NOTIFY_LOG, bus.SILENCES, bus.NOTIFY_GROUPS, bus.NOTIFY_SEEN):
             publish += _bucket(bucket)
     subscribe = (f"{nats_inbox_prefix(service)}.>",)
     return Permissions(tuple(dict.fromkeys(publish)), subscribe)

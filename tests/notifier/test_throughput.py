@@ -1,0 +1,133 @@
+"""The notifier at Alertmanager's scale: batches, one write per group per batch, no scan of every group per tick.
+
+On a real nats-server. What a user would notice is the notification (exactly once, every alert
+counted) and what the notifier costs the NATS server: how many times a group's value is rewritten
+in a burst, and how many reads an idle notifier makes. Both are counted on the server itself (the
+bucket's stream sequence; a plain subscriber on the JetStream API subjects, which sees every request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from services.notifier.app import NotifierSettings, create_app
+from services.notifier.grouping import MAX_GROUP_ALERTS, seen_count
+from services.notifier.model import GroupState
+from tests.notifier.conftest import (
+    ManualClock,
+    ScriptedReceiver,
+    make_alert,
+    publish_alert,
+    settled,
+    suppressed,
+    webhook_config,
+)
+from veille import bus
+from veille.natsserver import NatsServerProcess
+
+GROUPS_STREAM = f"KV_{bus.NOTIFY_GROUPS.name}"
+BURST = 3000
+WAITING = """
+  routes:
+    - matchers: [watch="acme"]
+      group_by: [watch]
+      group_wait: 30s
+"""
+
+
+async def _group(js: JetStreamContext) -> GroupState:
+    kv = await js.key_value(bus.NOTIFY_GROUPS.name)
+    [key] = await kv.keys()
+    return GroupState.model_validate_json((await kv.get(key)).value or b"")
+
+
+async def test_a_burst_into_one_group_is_written_once_per_batch_and_redeliveries_stay_deduplicated(
+    js: JetStreamContext, receiver: ScriptedReceiver, nats_server: NatsServerProcess
+) -> None:
+    """3,000 mentions waiting on the stream: the group is rewritten a few times, not 3,000; dedup survives a restart."""
+    for i in range(BURST):
+        await publish_alert(js, make_alert(f"alert-burst-{i:05d}"))
+    settings = NotifierSettings(nats_url=nats_server.url, instance="replica-a", notifier_tick=0)
+    app = create_app(settings, config=webhook_config(receiver.url(), route=WAITING))
+    await app.start()
+    try:
+        await settled(js, timeout=120)
+        writes = (await js.stream_info(GROUPS_STREAM)).state.last_seq
+        # Before: one compare-and-set of the whole group per alert (3,000 writes).
+        assert writes <= BURST // 100, f"the group was written {writes} times for {BURST} alerts"
+        state = await _group(js)
+        assert len(state.alerts) == MAX_GROUP_ALERTS and state.truncated == BURST - MAX_GROUP_ALERTS
+        # Before: the 2,900 counted alerts' digests lived in the group's value, rewritten with it.
+        assert seen_count(state) <= settings.notifier_batch
+    finally:
+        await app.stop()
+
+    # A fresh replica (nothing in memory): counted and kept alerts delivered again under new message ids
+    # change nothing, whichever batch they were counted in.
+    again = create_app(settings, config=webhook_config(receiver.url(), route=WAITING))
+    await again.start()
+    try:
+        for i in (5, 150, 1500, BURST - 1):
+            payload = make_alert(f"alert-burst-{i:05d}").model_dump_json().encode()
+            await js.publish(bus.alert_subject("acme"), payload, headers={"Nats-Msg-Id": f"again-{i}"})
+        await settled(js, timeout=60)
+        assert suppressed(again, "deduplicated") == 4
+        state = await _group(js)
+        assert state.truncated == BURST - MAX_GROUP_ALERTS
+    finally:
+        await again.stop()
+
+
+PER_ALERT = """
+  routes:
+    - matchers: [watch=~".*"]
+      group_by: ["..."]
+      group_wait: 1h
+"""
+
+
+async def test_an_idle_notifier_reads_no_group_per_tick_and_reads_directly(
+    js: JetStreamContext, nc: NatsClient, receiver: ScriptedReceiver, nats_server: NatsServerProcess
+) -> None:
+    """30 waiting groups, a tick every 20 ms: no group is read until one is due; then it is sent on time."""
+    clock = ManualClock()
+    settings = NotifierSettings(
+        nats_url=nats_server.url, instance="replica-a", notifier_tick=0.02, notifier_rescan=3600
+    )
+    app = create_app(settings, config=webhook_config(receiver.url(), route=PER_ALERT), clock=clock)
+    await app.start()
+    try:
+        for i in range(30):
+            await publish_alert(js, make_alert(f"alert-idle-{i:02d}"))
+        await settled(js)
+        direct: list[str] = []
+        indirect: list[str] = []
+
+        async def on_direct(msg: Msg) -> None:
+            direct.append(msg.subject)
+
+        async def on_indirect(msg: Msg) -> None:
+            indirect.append(msg.subject)
+
+        sub_direct = await nc.subscribe(f"$JS.API.DIRECT.GET.{GROUPS_STREAM}.>", cb=on_direct)
+        sub_indirect = await nc.subscribe(f"$JS.API.STREAM.MSG.GET.{GROUPS_STREAM}", cb=on_indirect)
+        await nc.flush()
+        await asyncio.sleep(1.0)  # about 50 ticks
+        # Before: every tick read all 30 groups (about 1,500 reads here).
+        assert direct == [] and indirect == [], f"{len(direct) + len(indirect)} group reads while nothing was due"
+
+        clock.advance(hours=1, seconds=1)
+        hits = await receiver.wait_for(30, timeout=30)
+        assert sorted(h.json()["data"]["alerts"][0]["id"] for h in hits) == [f"alert-idle-{i:02d}" for i in range(30)]
+        await app.dispatcher.drain()
+        await nc.flush()
+        # The due groups were read with direct gets (the raw value, no JSON + base64 envelope).
+        assert len(direct) >= 30 and indirect == []
+        await sub_direct.unsubscribe()
+        await sub_indirect.unsubscribe()
+    finally:
+        await app.stop()
