@@ -3,10 +3,11 @@
 # check the running containers (tests/docker/). Works without any image registry:
 #   1. a Docker engine: $DOCKER_HOST or /var/run/docker.sock when one answers, otherwise Debian's
 #      dockerd started here (root only; vfs storage, no iptables, no default bridge) and stopped at exit;
-#   2. the base image veille-base:bookworm, made once by debootstrap from Debian's packages;
+#   2. the base image veille-base:bookworm, made once by debootstrap from Debian's packages, and
+#      veille-testbed-base:bookworm (Debian's prometheus and postgresql-15) for the stand-ins;
 #   3. a wheelhouse (pip wheel on this host, which reaches a package index; builds cannot);
 #   4. veille's image from the Dockerfile (legacy builder, installing from the wheelhouse only);
-#   5. the stand-in image of deploy/test/Dockerfile (Debian's nats-server and prometheus binaries);
+#   5. the stand-in image of deploy/test/Dockerfile (nats, prometheus, postgres, feed, webhook);
 #   6. pytest tests/docker: docker-compose.yml + deploy/compose.test.yml, up, checks, down.
 # Each step prints how long it took. When a step cannot run here the tests are still collected and
 # skip with the reason found (VEILLE_DOCKER_SKIP). State (images, layers) is kept in
@@ -20,6 +21,7 @@ STATE=${VEILLE_DOCKER_STATE:-/var/tmp/veille-docker}
 BASE_IMAGE=${BASE_IMAGE:-veille-base:bookworm}
 APP_IMAGE=${APP_IMAGE:-veille:local}
 TESTBED_IMAGE=${TESTBED_IMAGE:-veille-testbed:local}
+TESTBED_BASE_IMAGE=${TESTBED_BASE_IMAGE:-veille-testbed-base:bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 export DOCKER_BUILDKIT=0 # BuildKit would fetch its frontend image from a registry
 START=$(date +%s)
@@ -92,22 +94,30 @@ export DOCKER_HOST=${DOCKER_HOST:-unix:///var/run/docker.sock}
 say "Docker engine $(docker version --format '{{.Server.Version}}') at $DOCKER_HOST; compose: $(docker-compose version --short 2>/dev/null || echo none)"
 step_done "engine"
 
-# ---- 2. the base image -------------------------------------------------------------------------
-if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+# ---- 2. the base images -----------------------------------------------------------------------
+# debootstrap_image NAME PACKAGES: make image NAME from Debian bookworm (minbase + PACKAGES) if missing.
+debootstrap_image() {
+  local name=$1 packages=$2 rootfs
+  docker image inspect "$name" >/dev/null 2>&1 && return 0
   command -v debootstrap >/dev/null 2>&1 ||
-    skip_all "no $BASE_IMAGE image and no debootstrap to make it (Debian: apt-get install debootstrap)"
+    skip_all "no $name image and no debootstrap to make it (Debian: apt-get install debootstrap)"
   rootfs=$(mktemp -d "$STATE/rootfs.XXXXXX")
-  say "making $BASE_IMAGE with debootstrap from $DEBIAN_MIRROR"
-  if ! debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-    bookworm "$rootfs" "$DEBIAN_MIRROR" >"$STATE/debootstrap.log" 2>&1; then
+  say "making $name with debootstrap from $DEBIAN_MIRROR ($packages)"
+  if ! debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" "$DEBIAN_MIRROR" \
+    >"$STATE/debootstrap.log" 2>&1; then
     rm -rf "$rootfs"
     skip_all "debootstrap failed (is $DEBIAN_MIRROR reachable?): $(tail -n 2 "$STATE/debootstrap.log" | tr '\n' ' ')"
   fi
-  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-  tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
+  # apt's caches, documentation and translations: never used in a container
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+    "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/* "$rootfs"/usr/share/info/*
+  tar -C "$rootfs" -c . | docker import - "$name" >/dev/null
   rm -rf "$rootfs"
-fi
+}
+debootstrap_image "$BASE_IMAGE" python3,python3-venv,python3-pip,ca-certificates
 step_done "base image $BASE_IMAGE"
+debootstrap_image "$TESTBED_BASE_IMAGE" python3,ca-certificates,prometheus,postgresql-15
+step_done "base image $TESTBED_BASE_IMAGE"
 
 # ---- 3. the wheelhouse -------------------------------------------------------------------------
 make --no-print-directory wheelhouse
@@ -124,14 +134,8 @@ say "$APP_IMAGE: $(docker image inspect "$APP_IMAGE" --format '{{.Size}}' | awk 
 step_done "image $APP_IMAGE"
 
 # ---- 5. the stand-ins --------------------------------------------------------------------------
-testbed=$(mktemp -d "$STATE/testbed.XXXXXX")
-cp deploy/test/Dockerfile deploy/test/*.py "$testbed/"
-for tool in nats-server prometheus promtool; do
-  path=$(command -v "$tool") || skip_all "$tool is not installed (Debian: apt-get install nats-server prometheus)"
-  cp "$path" "$testbed/"
-done
-docker build --quiet --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$TESTBED_IMAGE" "$testbed" >/dev/null
-rm -rf "$testbed"
+docker build --quiet --build-arg BASE_IMAGE="$TESTBED_BASE_IMAGE" --build-arg APP_IMAGE="$APP_IMAGE" \
+  -t "$TESTBED_IMAGE" deploy/test >/dev/null
 step_done "image $TESTBED_IMAGE"
 
 # ---- 6. the stack ------------------------------------------------------------------------------

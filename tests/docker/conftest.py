@@ -116,7 +116,10 @@ class Stack:
         files = [arg for f in COMPOSE_FILES for arg in ("-f", str(f))]
         cmd = [*self.compose, "--project-directory", str(REPO), "-p", self.project, *files]
         cmd += ["--env-file", str(self.env_file), *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False)
+        # Creating a container copies its whole image with the vfs storage driver: on a busy machine
+        # that takes longer than docker-compose v1's default 60-second API timeout.
+        env = {**os.environ, "COMPOSE_HTTP_TIMEOUT": "600", "DOCKER_CLIENT_TIMEOUT": "600"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env, check=False)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd[len(self.compose) :])} failed: {proc.stderr[-3000:]}")
         return proc
@@ -292,8 +295,12 @@ def stack(docker_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
     s = Stack(project=project, env_file=env_file, env=env, workdir=workdir)
     s.write_feed([])
     try:
-        s.run("up", "-d", "--no-build")
-        s.wait_healthy()
+        try:
+            s.run("up", "-d", "--no-build")
+            s.wait_healthy()
+        except AssertionError:
+            print("\n".join(f"---- {name}\n{s.logs(name)}" for name in s.services()))
+            raise
         yield s
     finally:
         if os.environ.get("VEILLE_DOCKER_KEEP"):
