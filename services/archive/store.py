@@ -158,6 +158,7 @@ class ArchiveStore:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.cleaner = Cleaner()
         self.unaccent = False
+        self._warned = False
         self._partitions: set[date] = set()
 
     # ---------------------------------------------------------------- set-up and probes
@@ -170,7 +171,8 @@ class ArchiveStore:
             self.unaccent = bool(
                 (await conn.execute(text("SELECT count(*) FROM pg_extension WHERE extname = 'unaccent'"))).scalar()
             )
-        if not self.unaccent:
+        if not self.unaccent and not self._warned:
+            self._warned = True
             log.warning(
                 "archive.unaccent_unavailable",
                 effect="full-text search does not fold accents (é and e differ); CREATE EXTENSION unaccent "
