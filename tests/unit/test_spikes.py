@@ -237,3 +237,58 @@ def test_measurement_state_round_trips() -> None:
     a = _run(values[400:], det, offset=400)
     b = _run(values[400:], copy, offset=400)
     assert [(d.statistic, d.expected) for d in a] == [(d.statistic, d.expected) for d in b]
+
+
+def _young_negatives(seed: int, crisis_day: int, night: float, day: float) -> tuple[list[float], int]:
+    """Negative mentions of a new watch: quiet nights, busier days (08-20 h), a 90-minute crisis at 09:00."""
+    rng = random.Random(seed)
+    crisis = crisis_day * PER_DAY + 9 * 12
+    out = []
+    for i in range(4 * PER_DAY):
+        lam = day if 8 <= (i % PER_DAY) // 12 < 20 else night
+        if crisis <= i < crisis + 18:
+            lam = 6.0
+        out.append(float(_poisson(rng, lam)))
+    return out, crisis
+
+
+@pytest.mark.parametrize(("night", "day"), [(0.15, 0.5), (0.05, 0.6)])
+@pytest.mark.parametrize("crisis_day", [2, 3])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_young_watch_expects_sane_counts_at_night_and_catches_a_crisis(
+    seed: int, crisis_day: int, night: float, day: float
+) -> None:
+    """Two or three days after a watch is created, a negative crisis fires, and nights are not expected busy.
+
+    The bug this guards: learned from a few mentions while the level was still near zero, a night's
+    time-of-day factor blew up (one bucket of 5 minutes was expected to hold 164 negative mentions
+    where none came), and the crisis of the third day never fired.
+    """
+    values, crisis = _young_negatives(seed, crisis_day, night, day)
+    det = SpikeDetector()
+    fired = []
+    mean_so_far = 0.0
+    for i, v in enumerate(values[: crisis + 36]):
+        ts = START + i * BUCKET
+        expected = det.expected(ts)
+        if i >= PER_DAY and not 8 <= (i % PER_DAY) // 12 < 20 and i < crisis:
+            # a quiet night is expected no busier than the watch's average bucket (with room for noise)
+            assert expected <= 2.0 * mean_so_far, (i, expected, mean_so_far)
+        if det.update(ts, v).event == "fired":
+            fired.append(i)
+        mean_so_far += (v - mean_so_far) / (i + 1)
+    assert len(fired) == 1
+    assert crisis <= fired[0] < crisis + 12  # within the first hour of the crisis
+
+
+def test_a_quiet_watch_learns_its_level_without_bias() -> None:
+    """A watch getting one mention every twenty buckets or so learns that rate, not two thirds of it.
+
+    Clipped to ``mu + 3 sd`` = 0.7, each single mention used to teach the baseline 0.7 of a mention.
+    """
+    rng = random.Random(21)
+    values = [float(_poisson(rng, 0.05)) for _ in range(28 * PER_DAY)]
+    det = SpikeDetector()
+    _run(values, det)
+    seen = sum(values[-7 * PER_DAY :]) / (7 * PER_DAY)
+    assert det.expected(START + len(values) * BUCKET) == pytest.approx(seen, rel=0.2)
