@@ -12,7 +12,6 @@ Two modes:
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -20,11 +19,10 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
-from veille.spikes.backtest import OnDuplicate, SeriesFormatError, backtest_series, write_alerts_csv
-
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from services.classifier.backtest import BacktestResult
     from veille.config import VeilleConfig
+    from veille.spikes.backtest import OnDuplicate
 
 __all__ = ["backtest"]
 
@@ -113,6 +111,8 @@ def backtest(
 
 
 def _series_mode(series: Path, output: Path | None, on_duplicate: str = "error") -> None:
+    from veille.spikes.backtest import SeriesFormatError, backtest_series, write_alerts_csv
+
     if not series.is_file():
         raise click.BadParameter(f"no such file: {series}", param_hint="--series")
     try:
@@ -148,6 +148,8 @@ def _watch_mode(config_path: Path, watch: str, since: str, nats_url: str | None,
         raise click.BadParameter(
             f"no watch named {watch!r} (known: {', '.join(names) or 'none'})", param_hint="--watch"
         )
+    import asyncio
+
     result = asyncio.run(_replay(nats_url, config, watch, span))
     _print_table(result)
     from services.classifier.backtest import plot_result

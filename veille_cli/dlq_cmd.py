@@ -18,7 +18,6 @@ and kept for the report to the developers; once the mapping is fixed, the source
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -28,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
+
+from veille_cli._imports import import_nats_for
 
 __all__ = ["DeadLetterEntry", "ReplayOutcome", "dlq", "list_dead_letters", "replay_dead_letters"]
 
@@ -164,6 +165,9 @@ def _run(url: str | None, work: Any) -> Any:
         finally:
             await client.close()
 
+    import asyncio
+
+    import_nats_for(url)
     return asyncio.run(main())
 
 

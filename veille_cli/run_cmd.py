@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from veille.config import ConfigError, load_config
-
 __all__ = ["check_config", "run"]
 
 
@@ -46,6 +44,8 @@ def check_config(file: Path) -> None:
 
     Exits 0 when the file is valid, 1 when it has mistakes.
     """
+    from veille.config import ConfigError, load_config
+
     try:
         config = load_config(file)
     except ConfigError as exc:

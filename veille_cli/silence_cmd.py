@@ -10,7 +10,6 @@ Examples::
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import sys
@@ -20,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from veille.durations import format_duration, parse_duration
+from veille_cli._imports import import_nats_for
 
 __all__ = ["silence"]
 
@@ -41,10 +40,15 @@ def _with_store(url: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
         finally:
             await client.close()
 
+    import asyncio
+
+    import_nats_for(url)
     return asyncio.run(main())
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
+    from veille.durations import parse_duration
+
     try:
         duration = parse_duration(value)
     except ValueError as exc:
@@ -73,6 +77,7 @@ def add(matchers: tuple[str, ...], duration: timedelta, comment: str, author: st
 
     Labels: watch, kind, severity, lang, source and the watch's own labels.
     """
+    import_nats_for(nats_url)
     from services.notifier.silences import Silence
     from veille.config import Matcher
     from veille.models import utcnow
@@ -100,6 +105,7 @@ def add(matchers: tuple[str, ...], duration: timedelta, comment: str, author: st
 @_nats_option
 def list_(show_all: bool, as_json: bool, nats_url: str | None) -> None:
     """List active and pending silences (and expired ones with --all)."""
+    from veille.durations import format_duration
     from veille.models import utcnow
 
     async def work(store: Any) -> list[Any]:

@@ -7,9 +7,9 @@ runs it as the one-shot ``nats-topology`` service every veille service waits for
 
 from __future__ import annotations
 
-import asyncio
-
 import click
+
+from veille_cli._imports import import_nats_for
 
 __all__ = ["topology"]
 
@@ -37,6 +37,9 @@ def topology(nats_url: str | None, replicas: int) -> None:
         finally:
             await client.close()
 
+    import asyncio
+
+    import_nats_for(nats_url)
     asyncio.run(main())
     click.echo(f"NATS topology ready: {len(bus_names())} streams and buckets, replicas={replicas}")
 

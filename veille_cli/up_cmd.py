@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -13,11 +12,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from veille.config import ConfigError, VeilleConfig, load_config, new_webhook_secret
-from veille.settings import read_secret_file
-
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
+
+    from veille.config import VeilleConfig
 
 __all__ = ["run_stack", "up"]
 
@@ -40,6 +38,9 @@ def _choose_port(port: int, what: str, flag: str, command: str = "up") -> int:
 
 def _webhook_secret(data_dir: Path) -> str:
     """The signing secret of the local webhook sink: from the environment, else made once and kept."""
+    from veille.config import new_webhook_secret
+    from veille.settings import read_secret_file
+
     if os.environ.get("VEILLE_WEBHOOK_SECRET"):
         return os.environ["VEILLE_WEBHOOK_SECRET"]
     path = data_dir / "webhook-secret"
@@ -157,6 +158,9 @@ def run_stack(
     example configuration's webhook URL reads the latter). ``prepare`` runs on JetStream once the
     topology exists, before the services start.
     """
+    import asyncio
+
+    from veille.config import ConfigError, load_config
     from veille.logging import configure_logging
 
     configure_logging(command, fmt=os.environ.get("VEILLE_LOG_FORMAT", "auto"))
@@ -201,6 +205,8 @@ async def _up(
     prepare: Prepare | None = None,
     command: str = "up",
 ) -> None:
+    import asyncio
+
     from veille import bus
     from veille.embedded import ChildService, MailCatcher, Supervisor, WebhookSink
     from veille.health import Health, HealthServer

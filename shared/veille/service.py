@@ -9,6 +9,7 @@ the configuration, builds the app and calls :func:`run_service`, which starts it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import signal
 import sys
@@ -58,6 +59,24 @@ def add_jetstream_check(app: ServiceApp) -> None:
     app.health.refreshers.append(check.refresh)
 
 
+async def _start_unless_stopped(app: ServiceApp, stop: asyncio.Event) -> bool:
+    """``app.start()``, abandoned (cancelled) if ``stop`` is set first: a service still waiting for a
+    NATS that is down stops on SIGTERM or Ctrl-C instead of ignoring it. True when it started."""
+    starting = asyncio.ensure_future(app.start())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if starting.done():
+        starting.result()  # a start that failed raises here
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    return False
+
+
 async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event) -> None:
     """Run ``app`` with its health server until ``stop`` is set.
 
@@ -83,10 +102,12 @@ async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event)
         metrics_url=f"http://{settings.http_host}:{port}/metrics",
     )
     try:
-        await app.start()
-        log.info(f"{app.name}.started", nats=settings.nats_url)
-        phase = "ready"
-        await stop.wait()
+        if await _start_unless_stopped(app, stop):
+            log.info(f"{app.name}.started", nats=settings.nats_url)
+            phase = "ready"
+            await stop.wait()
+        else:
+            log.info(f"{app.name}.start_abandoned", reason="asked to stop before it had started (NATS unreachable?)")
     finally:
         phase = "stopping"
         log.info(f"{app.name}.stopping")
