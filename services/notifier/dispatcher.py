@@ -121,6 +121,9 @@ class Dispatcher:
         """Each group as this replica last wrote or read it, with its revision (a stale one fails its CAS)."""
         self._seen: dict[str, dict[str, int]] = {}
         """Per group, digests of ``<id>:<status>`` moved to the seen bucket -> start of their slice."""
+        self._written: dict[str, int] = {}
+        """Per group, the last revision this replica wrote."""
+        self._stale: dict[str, int] = {}
         self._due: dict[str, datetime] = {}
         """Per group this replica knows of, when it next needs planning (:func:`grouping.next_look`)."""
 
@@ -214,6 +217,12 @@ class Dispatcher:
         if not entry.value:
             self._cache.pop(key, None)
             return None, None
+        cached = self._cache.get(key)
+        if cached is not None and cached[1] == entry.revision:
+            return cached  # the value this replica wrote or read last: no need to parse it again
+        stale = self._stale.pop(key, None)
+        if stale is not None and self._written.get(key) != entry.revision:
+            self._seen.pop(key, None)  # another replica wrote it: its seen digests may be new to us
         state = GroupState.model_validate_json(entry.value)
         self._remember_state(key, state, entry.revision)
         return state, entry.revision
@@ -233,9 +242,13 @@ class Dispatcher:
         self._due[key] = next_look(state, self.clock())
 
     def _invalidate(self, key: str) -> None:
-        """Forget what this replica knows of a group that changed elsewhere (its state and its seen digests)."""
-        self._cache.pop(key, None)
-        self._seen.pop(key, None)
+        """Forget this replica's view of a group whose compare-and-set failed: it is read again.
+
+        Its seen digests are read again too, unless the write that beat us was this replica's own
+        (a flush racing a batch): ``_get`` then finds the revision it remembers having written.
+        """
+        cached = self._cache.pop(key, None)
+        self._stale[key] = cached[1] if cached is not None else -1
 
     async def _write(self, key: str, old: GroupState | None, revision: int | None, new: GroupState) -> GroupState:
         """Compare-and-set ``new`` over ``revision``; return the state as written.
@@ -253,6 +266,7 @@ class Dispatcher:
             written = await self.groups.create(key, new.dump())
         else:
             written = await self.groups.update(key, new.dump(), last=revision)
+        self._written[key] = written
         self._remember_state(key, new, written)
         return new
 
@@ -329,6 +343,8 @@ class Dispatcher:
             for gone in set(self._due) - set(keys):
                 self._due.pop(gone, None)
                 self._cache.pop(gone, None)
+                self._written.pop(gone, None)
+                self._stale.pop(gone, None)
         if not keys:
             return
         silences = await self.silences.all()
@@ -406,6 +422,7 @@ class Dispatcher:
     async def _delete(self, key: str, revision: int) -> None:
         self._due.pop(key, None)
         self._cache.pop(key, None)
+        self._written.pop(key, None)
         with contextlib.suppress(KeyWrongLastSequenceError):
             await self.groups.delete(key, last=revision)
 

@@ -212,7 +212,8 @@ def add_alerts(
 ) -> tuple[GroupState, list[AddOutcome]]:
     """Record ``alerts`` in the group, in order (one copy of the state for the whole batch); see :func:`add_alert`."""
     state = _copy(state)
-    return state, [_add(state, alert, now, seen) for alert in alerts]
+    pending = [_pending_countable(state)]  # kept up to date by _add: counting it per alert was O(n²)
+    return state, [_add(state, alert, now, seen, pending) for alert in alerts]
 
 
 def add_alert(
@@ -232,9 +233,13 @@ def add_alert(
     return state, _add(state, alert, now, seen)
 
 
-def _add(state: GroupState, alert: AlertRaised, now: datetime, seen: Container[str]) -> AddOutcome:
-    """:func:`add_alert` on a state it may change in place."""
-    had_pending = _has_pending(state)
+def _add(
+    state: GroupState, alert: AlertRaised, now: datetime, seen: Container[str], pending: list[int] | None = None
+) -> AddOutcome:
+    """:func:`add_alert` on a state it may change in place (``pending``: its pending countable alerts, kept)."""
+    if pending is None:
+        pending = [_pending_countable(state)]
+    had_pending = state.truncated > 0 or pending[0] > 0 or _has_pending(state)
     entry = state.alerts.get(alert.id)
     key = f"{alert.id}:{alert.status}"
     if entry is not None and entry.alert.status == alert.status:
@@ -244,12 +249,13 @@ def _add(state: GroupState, alert: AlertRaised, now: datetime, seen: Container[s
     if entry is None:
         if alert.status == "resolved":
             return "ignored"
-        if countable(alert) and _pending_countable(state) - state.sending >= MAX_GROUP_ALERTS:
+        if countable(alert) and pending[0] - state.sending >= MAX_GROUP_ALERTS:
             state.truncated += 1
             _remember(state, key, now)  # not kept: remembered so that a redelivery is not counted twice
             outcome = "truncated"
         else:
             state.alerts[alert.id] = AlertEntry(alert=alert, first_seen=now)
+            pending[0] += countable(alert)
             outcome = "grouped" if had_pending else "new"
     elif alert.status == "resolved":
         if entry.notified != "firing":
@@ -258,12 +264,15 @@ def _add(state: GroupState, alert: AlertRaised, now: datetime, seen: Container[s
             _remember(state, f"{alert.id}:resolved", now)
             if not _has_pending(state):
                 state.first_pending_at = None
+            pending[0] = _pending_countable(state)
             return "updated"
         state.alerts[alert.id] = entry.model_copy(update={"alert": alert})
         outcome = "updated"
     else:  # fires again after resolving
         state.alerts[alert.id] = entry.model_copy(update={"alert": alert, "notified": "none"})
         outcome = "updated"
+    if outcome == "updated":
+        pending[0] = _pending_countable(state)
     if state.first_pending_at is None:
         state.first_pending_at = now
     return outcome
