@@ -45,6 +45,7 @@ RESULT_FILE = {
     "classifier_bench": "classifier.json",
     "e2e_bench": "e2e.json",
     "memory_bench": "memory.json",
+    "notifier_bench": "notifier.json",
 }
 
 
@@ -179,6 +180,10 @@ def markdown(all_results: dict[str, Any]) -> str:
                 f"3,000 entries ({requests.get('feed-big', 0)} polls).",
                 "",
             ]
+    if r.get("notifier_bench"):
+        from notifier_bench import markdown_section  # bench/ is on sys.path when run as a script
+
+        out += markdown_section(r["notifier_bench"])
     out += _quality_sections(r)
     others = [
         ("classifier_bench", "classifier bench"),

@@ -1,0 +1,437 @@
+"""The notifier beside Prometheus Alertmanager, on the same alerts (issue 17).
+
+Debian's ``prometheus-alertmanager`` (0.25) and ``veille run notifier`` each get the same N alerts
+(20,000 by default) spread over 10 groups — group_by [watch, kind], group_wait 0 s, group_interval
+1 s, repeat_interval 1 h, one webhook receiver on loopback — in interleaved runs (AM, veille, AM,
+veille, ...), each on fresh processes and a fresh store. For each run:
+
+- **alerts accepted per second**: N over the time from the first alert handed over to the moment
+  the last one is taken in. Alertmanager: POSTs to ``/api/v2/alerts`` (500 alerts per request,
+  4 connections), done when the last POST is answered. veille: publishes to ``VEILLE_ALERTS`` (as
+  the classifier does, ``Nats-Msg-Id`` = alert id), done when the notifier's durable consumer has
+  acked the last one (recorded in its group in KV);
+- **time until every alert was notified**: from the first alert handed over until the webhook sink
+  has been told of all N. Alertmanager lists every alert of the group in each notification; veille
+  lists up to 100 per group and counts the rest (``truncated_alerts``), so an alert is "told" when
+  listed or counted;
+- **CPU per alert**: user + system CPU of the process (its children included) over that time, per
+  alert. veille is shown alone and with the nats-server it needs (Alertmanager keeps its state in
+  process); the ratio uses notifier + nats-server, which cannot flatter veille.
+
+The figures are medians over the runs; ratios are veille / Alertmanager (for time and CPU, how many
+times more). Written to ``bench/results/notifier.json``.
+
+Usage::
+
+    PYTHONPATH=shared:. python bench/notifier_bench.py [--alerts 20000] [--groups 10] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "shared"), str(ROOT)]
+
+import httpx  # noqa: E402
+import nats  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+from veille import bus  # noqa: E402
+from veille.jetstream import StreamPublisher  # noqa: E402
+from veille.messaging import gather_publishes  # noqa: E402
+from veille.models import AlertRaised  # noqa: E402
+from veille.natsserver import NatsServerProcess, free_port  # noqa: E402
+
+OUT = ROOT / "bench" / "results" / "notifier.json"
+BINARY = "prometheus-alertmanager"
+AM_BATCH = 500
+AM_CONNECTIONS = 4
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its live descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        stats[int(entry.name)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total = 0.0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        found = stats.get(current)
+        if found is not None:
+            total += (int(found[11]) + int(found[12])) / TICK  # utime, stime
+        todo += children.get(current, [])
+    return total
+
+
+@dataclass
+class Sink:
+    """The webhook receiver: counts the distinct alerts told, in either body format."""
+
+    expected: int
+    listed: set[str] = field(default_factory=set)
+    counted: int = 0
+    requests: int = 0
+    done_at: float | None = None
+    all_told: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/am", self._am)
+        app.router.add_post("/veille", self._veille)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def reset(self, expected: int) -> None:
+        self.expected, self.listed, self.counted, self.requests = expected, set(), 0, 0
+        self.done_at, self.all_told = None, asyncio.Event()
+
+    def _check(self) -> None:
+        if self.done_at is None and len(self.listed) + self.counted >= self.expected:
+            self.done_at = time.perf_counter()
+            self.all_told.set()
+
+    async def _am(self, request: web.Request) -> web.Response:
+        body = await request.json()  # Alertmanager's webhook: {"alerts": [{"labels": {...}}, ...], ...}
+        self.requests += 1
+        self.listed.update(a["labels"]["alert_id"] for a in body["alerts"] if a.get("status") == "firing")
+        self._check()
+        return web.Response(status=200)
+
+    async def _veille(self, request: web.Request) -> web.Response:
+        body = await request.json()  # veille v1: {"data": {"alerts": [...], "truncated_alerts": n}}
+        self.requests += 1
+        data = body["data"]
+        self.listed.update(a["id"] for a in data["alerts"] if a["status"] == "firing")
+        self.counted += int(data.get("truncated_alerts") or 0)
+        self._check()
+        return web.Response(status=204)
+
+
+def watch(i: int, groups: int) -> str:
+    return f"brand{i % groups:02d}"
+
+
+async def wait_ready(url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what} exited with {process.returncode}")
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{what} not ready at {url}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+async def run_alertmanager(binary: str, sink: Sink, n: int, groups: int, tmp: Path) -> dict[str, Any]:
+    """One Alertmanager run: POST every alert, wait until the sink was told of all."""
+    port = free_port()
+    config = tmp / "alertmanager.yml"
+    config.write_text(
+        "route:\n  receiver: sink\n  group_by: [watch, kind]\n  group_wait: 0s\n  group_interval: 1s\n"
+        f"  repeat_interval: 1h\nreceivers:\n  - name: sink\n    webhook_configs:\n"
+        f"      - url: http://127.0.0.1:{sink.port}/am\n        send_resolved: false\n",
+        encoding="utf-8",
+    )
+    log = (tmp / "alertmanager.log").open("wb")
+    process = subprocess.Popen(  # noqa: ASYNC220 - started once per run, before anything is timed
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={tmp / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(f"{url}/-/ready", process, "alertmanager")
+        now = datetime.now(UTC)
+        alerts = [
+            {
+                "labels": {
+                    "alertname": "negative_mention",
+                    "watch": watch(i, groups),
+                    "kind": "negative_mention",
+                    "severity": "warning",
+                    "alert_id": f"alert-bench-{i:06d}",
+                },
+                "annotations": {"summary": f"Negative mention {i} of {watch(i, groups)}"},
+                "startsAt": now.isoformat(),
+                "endsAt": (now + timedelta(hours=1)).isoformat(),
+            }
+            for i in range(n)
+        ]
+        bodies = [json.dumps(alerts[i : i + AM_BATCH]).encode() for i in range(0, n, AM_BATCH)]
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        for body in bodies:
+            queue.put_nowait(body)
+        sink.reset(n)
+        limits = httpx.Limits(max_connections=AM_CONNECTIONS)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+            async def poster() -> None:
+                while not queue.empty():
+                    body = queue.get_nowait()
+                    answer = await client.post(
+                        f"{url}/api/v2/alerts", content=body, headers={"content-type": "application/json"}
+                    )
+                    answer.raise_for_status()
+
+            cpu0 = cpu_seconds(process.pid)
+            started = time.perf_counter()
+            await asyncio.gather(*(poster() for _ in range(AM_CONNECTIONS)))
+            accepted = time.perf_counter()
+            await asyncio.wait_for(sink.all_told.wait(), 600)
+            cpu = cpu_seconds(process.pid) - cpu0
+        assert sink.done_at is not None
+        return {
+            "accepted_per_s": n / (accepted - started),
+            "all_notified_s": sink.done_at - started,
+            "cpu_us_per_alert": cpu / n * 1e6,
+            "webhooks": sink.requests,
+        }
+    finally:
+        stop(process)
+        log.close()
+
+
+def veille_config(path: Path, sink: Sink, groups: int) -> Path:
+    watches = "".join(f"  - name: {watch(i, groups)}\n    query: '{watch(i, groups)}'\n" for i in range(groups))
+    path.write_text(
+        f"version: 1\nwatches:\n{watches}receivers:\n  - name: sink\n    webhook:\n"
+        f"      - url: http://127.0.0.1:{sink.port}/veille\n"
+        "route:\n  receiver: sink\n  group_by: [watch, kind]\n  group_wait: 0s\n  group_interval: 1s\n"
+        "  repeat_interval: 1h\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+async def run_veille(sink: Sink, n: int, groups: int, tmp: Path) -> dict[str, Any]:
+    """One veille run: a fresh nats-server and ``veille run notifier``; publish every alert, wait for all told."""
+    server = NatsServerProcess(store_dir=tmp / "store", log_file=tmp / "nats.log")
+    server.start()
+    nc = await nats.connect(server.url)
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        js = nc.jetstream()
+        await bus.ensure_topology(js)
+        port = free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)]),
+            "VEILLE_NATS_URL": server.url,
+            "VEILLE_CONFIG": str(veille_config(tmp / "veille.yaml", sink, groups)),
+            "VEILLE_HTTP_PORT": str(port),
+            "VEILLE_LOG_LEVEL": "warning",
+            "VEILLE_LOG_FORMAT": "json",
+        }
+        log = (tmp / "notifier.log").open("wb")
+        process = subprocess.Popen(  # noqa: ASYNC220 - started once per run, before anything is timed
+            [sys.executable, "-m", "veille_cli", "run", "notifier"], cwd=ROOT, env=env, stdout=log, stderr=log
+        )
+        await wait_ready(f"http://127.0.0.1:{port}/readyz", process, "veille notifier")
+        now = datetime.now(UTC)
+        payloads = [
+            (
+                bus.alert_subject(watch(i, groups)),
+                AlertRaised(
+                    id=f"alert-bench-{i:06d}",
+                    watch=watch(i, groups),
+                    kind="negative_mention",
+                    summary=f"Negative mention {i} of {watch(i, groups)}",
+                    raised_at=now,
+                    started_at=now,
+                )
+                .model_dump_json()
+                .encode(),
+                f"alert-bench-{i:06d}",
+            )
+            for i in range(n)
+        ]
+        publisher = StreamPublisher()
+        await publisher.start(nc)
+        sink.reset(n)
+        cpu0_notifier, cpu0_nats = cpu_seconds(process.pid), cpu_seconds(server_pid(server))
+        started = time.perf_counter()
+        futures: list[asyncio.Future[bytes]] = []
+        for subject, body, msg_id in payloads:
+            futures.append(await publisher.publish(subject, body, headers={"Nats-Msg-Id": msg_id}))
+            if len(futures) >= 1000:
+                await gather_publishes(futures, timeout=60)
+                futures = []
+        await gather_publishes(futures, timeout=60)
+        published = time.perf_counter()
+        while True:
+            info = await js.consumer_info(bus.NOTIFIER_CONSUMER.stream, bus.NOTIFIER_CONSUMER.durable)
+            if info.ack_floor.stream_seq >= n and not info.num_ack_pending:
+                break
+            await asyncio.sleep(0.01)
+        accepted = time.perf_counter()
+        await asyncio.wait_for(sink.all_told.wait(), 900)
+        cpu_notifier = cpu_seconds(process.pid) - cpu0_notifier
+        cpu_nats = cpu_seconds(server_pid(server)) - cpu0_nats
+        await publisher.stop()
+        assert sink.done_at is not None
+        return {
+            "accepted_per_s": n / (accepted - started),
+            "published_per_s": n / (published - started),
+            "all_notified_s": sink.done_at - started,
+            "cpu_us_per_alert": (cpu_notifier + cpu_nats) / n * 1e6,
+            "cpu_us_per_alert_notifier_only": cpu_notifier / n * 1e6,
+            "webhooks": sink.requests,
+        }
+    finally:
+        if process is not None:
+            stop(process)
+        await nc.close()
+        server.stop()
+
+
+def server_pid(server: NatsServerProcess) -> int:
+    assert server.process is not None
+    return server.process.pid
+
+
+def median(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    binary = shutil.which(BINARY) or (f"/usr/bin/{BINARY}" if Path(f"/usr/bin/{BINARY}").exists() else None)
+    if binary is None:
+        raise SystemExit(f"{BINARY} is not installed: apt-get install -y prometheus-alertmanager")
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)  # noqa: ASYNC221
+    sink = Sink(args.alerts)
+    await sink.start()
+    am_runs: list[dict[str, Any]] = []
+    veille_runs: list[dict[str, Any]] = []
+    try:
+        for run in range(args.runs):
+            order = ("am", "veille") if run % 2 == 0 else ("veille", "am")
+            for which in order:
+                with tempfile.TemporaryDirectory(prefix="veille-notifier-bench-") as tmp:
+                    if which == "am":
+                        result = await run_alertmanager(binary, sink, args.alerts, args.groups, Path(tmp))
+                        am_runs.append(result)
+                    else:
+                        result = await run_veille(sink, args.alerts, args.groups, Path(tmp))
+                        veille_runs.append(result)
+                print(f"run {run + 1} {which}: {json.dumps({k: round(v, 3) for k, v in result.items()})}", flush=True)
+    finally:
+        await sink.stop()
+    summary: dict[str, Any] = {}
+    for key in ("accepted_per_s", "all_notified_s", "cpu_us_per_alert"):
+        am, ve = median(am_runs, key), median(veille_runs, key)
+        summary[key] = {"alertmanager": am, "veille": ve, "veille_vs_am": ve / am}
+    summary["cpu_us_per_alert_notifier_only"] = {"veille": median(veille_runs, "cpu_us_per_alert_notifier_only")}
+    return {
+        "alerts": args.alerts,
+        "groups": args.groups,
+        "runs": args.runs,
+        "alertmanager_version": (version.stdout or version.stderr).splitlines()[0] if version else "",
+        "command": f"PYTHONPATH=shared:. python bench/notifier_bench.py --alerts {args.alerts} "
+        f"--groups {args.groups} --runs {args.runs}",
+        "median": summary,
+        "alertmanager_runs": am_runs,
+        "veille_runs": veille_runs,
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    m = result["median"]
+    rows = [
+        "| | Alertmanager (median) | veille (median) | veille ÷ AM |",
+        "|---|---:|---:|---:|",
+        f"| alerts accepted per second | {m['accepted_per_s']['alertmanager']:,.0f} | "
+        f"{m['accepted_per_s']['veille']:,.0f} | {m['accepted_per_s']['veille_vs_am']:.2f} |",
+        f"| time until every alert was notified (s) | {m['all_notified_s']['alertmanager']:.1f} | "
+        f"{m['all_notified_s']['veille']:.1f} | {m['all_notified_s']['veille_vs_am']:.2f} |",
+        f"| CPU per alert (µs; veille: notifier + nats-server) | {m['cpu_us_per_alert']['alertmanager']:,.0f} | "
+        f"{m['cpu_us_per_alert']['veille']:,.0f} | {m['cpu_us_per_alert']['veille_vs_am']:.2f} |",
+        f"| CPU per alert, notifier process alone (µs) | | {m['cpu_us_per_alert_notifier_only']['veille']:,.0f} | |",
+    ]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--alerts", type=int, default=20_000)
+    parser.add_argument("--groups", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each, interleaved")
+    options = parser.parse_args()
+    outcome = asyncio.run(main(options))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(outcome, indent=2), encoding="utf-8")
+    print(report(outcome))
+
+
+def markdown_section(result: dict[str, Any]) -> list[str]:
+    """The notifier section of docs/benchmarks.md (``bench/run_all.py``)."""
+    if not result.get("median"):
+        return []
+    return [
+        f"## Notifier beside Alertmanager (`bench/notifier_bench.py`, {result['alerts']:,} alerts in "
+        f"{result['groups']} groups, {result['runs']} interleaved runs each)",
+        "",
+        f"{result.get('alertmanager_version', 'prometheus-alertmanager')} against `veille run notifier`: "
+        "group_by [watch, kind], group_wait 0 s, group_interval 1 s, one loopback webhook. Accepted: "
+        "Alertmanager's POSTs to /api/v2/alerts answered, veille's durable consumer acked (alerts "
+        "recorded in KV). Notified: every alert listed (Alertmanager) or listed or counted (veille lists "
+        "100 per group and counts the rest). veille's CPU includes the nats-server it needs. "
+        f"Command: `{result.get('command', '')}`.",
+        "",
+        report(result),
+        "",
+    ]
