@@ -1,0 +1,485 @@
+"""Aggregations over the archive, one module for the HTTP API, the CLI and the console to come.
+
+- :func:`volume`: one watch's mentions per bucket over a time range, split by sentiment (so the
+  sentiment share of each bucket comes with it), with the spike detector's baseline and the
+  archived alerts of that watch on the same time axis.
+- :func:`top`: the most frequent stories, sources, sites or terms of a time range (one watch, or all).
+- :func:`list_alerts`: the archived alerts, newest first, by watch, status, kind and time.
+
+Every query is SQLAlchemy Core, the same statement on SQLite and PostgreSQL; the only construct each
+database spells its own way is :class:`epoch_bucket` (the bucket a time falls in, as a number of
+bucket widths since the Unix epoch), compiled for each dialect.
+
+**What "baseline" means here.** The number of mentions the watch's spike detector
+(:class:`veille.spikes.SpikeDetector`, the watch's own ``spike`` settings or the defaults) expected in
+a bucket *before* seeing it: the detector is stepped causally over the archived counts of the watch at
+its own bucket width (5 minutes by default), starting one warm-up (a day by default) before ``since``
+so the baseline is learned when the range begins, and its expectations are summed into the display
+buckets. It is a replay over the archive, not the live detector's memory: the archive buckets
+mentions by their published time (the archive's ``ts``), the classifier by ingested time, and a
+configuration changed since then replays with today's settings; so it shows what the detector makes
+of this history, and an alert's own ``observed``/``expected`` (from the archived ``alerts`` table, what
+the live detector said when it fired) may differ from it slightly. Buckets in the warm-up's first
+day (a watch younger than the range) have a baseline still learning.
+
+Bucket boundaries are aligned on the Unix epoch (UTC), like the classifier's buckets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Integer, and_, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from services.archive.schema import alerts, mention_watches, mentions
+from veille.spikes import DetectorSettings, SpikeDetector
+
+__all__ = [
+    "DIMENSIONS",
+    "AggregationError",
+    "ArchivedAlert",
+    "Bucket",
+    "TopEntry",
+    "VolumeSeries",
+    "choose_bucket",
+    "epoch_bucket",
+    "list_alerts",
+    "top",
+    "volume",
+]
+
+Dimension = Literal["stories", "sources", "sites", "terms"]
+DIMENSIONS: tuple[Dimension, ...] = ("stories", "sources", "sites", "terms")
+SENTIMENTS = ("negative", "neutral", "positive")
+MAX_BUCKETS = 5_000
+"""Most display buckets one volume query returns (a wider bucket is asked for instead)."""
+TERMS_SAMPLE = 2_000
+"""Top terms are counted over the newest this-many mentions of the range (texts are read, not indexes)."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NICE = [timedelta(minutes=m) for m in (5, 10, 15, 30, 60, 180, 360, 720, 1440, 10080)]
+
+
+class AggregationError(ValueError):
+    """An aggregation that cannot run as asked; the message says why, in words."""
+
+
+class epoch_bucket(FunctionElement[int]):
+    """``floor(seconds since the epoch of ts / width)``: the bucket a time falls in, per dialect."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(epoch_bucket, "sqlite")
+def _bucket_sqlite(element: epoch_bucket, compiler: SQLCompiler, **kw: Any) -> str:
+    ts, width = list(element.clauses)
+    # SQLite keeps times as UTC text ('2026-05-20 10:00:00.000000'): strftime('%s') reads it
+    return f"(CAST(strftime('%s', {compiler.process(ts, **kw)}) AS INTEGER) / {compiler.process(width, **kw)})"
+
+
+@compiles(epoch_bucket, "postgresql")
+def _bucket_postgres(element: epoch_bucket, compiler: SQLCompiler, **kw: Any) -> str:
+    ts, width = list(element.clauses)
+    return f"CAST(floor(extract(epoch FROM {compiler.process(ts, **kw)}) / {compiler.process(width, **kw)}) AS bigint)"
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _floor(moment: datetime, width: timedelta) -> datetime:
+    return _EPOCH + ((moment - _EPOCH) // width) * width
+
+
+def _range(since: datetime, until: datetime | None, now: datetime | None) -> tuple[datetime, datetime]:
+    now = _utc(now) or datetime.now(UTC)
+    start, end = _utc(since), _utc(until) or now
+    assert start is not None and end is not None
+    if start > now:
+        raise AggregationError(f"since ({start.isoformat()}) is in the future: nothing can have been archived yet")
+    if start >= end:
+        raise AggregationError(f"since ({start.isoformat()}) must be before until ({end.isoformat()})")
+    return start, end
+
+
+def choose_bucket(span: timedelta, detector: timedelta = timedelta(minutes=5), target: int = 120) -> timedelta:
+    """A round display bucket giving about ``target`` buckets over ``span``, a multiple of ``detector``."""
+    for width in _NICE:
+        if width >= detector and width % detector == timedelta(0) and span / width <= target:
+            return width
+    weeks = max(1, -(-span // (timedelta(days=7) * target)))
+    return timedelta(days=7) * weeks
+
+
+# ------------------------------------------------------------------------ volume
+
+
+@dataclass
+class Bucket:
+    """One display bucket: counts by sentiment and the detector's expected count (None: not computed)."""
+
+    start: datetime
+    total: int = 0
+    negative: int = 0
+    neutral: int = 0
+    positive: int = 0
+    expected: float | None = None
+
+    def share(self) -> dict[str, float]:
+        """Each sentiment's share of the bucket's mentions (0 when the bucket is empty)."""
+        return {s: (getattr(self, s) / self.total if self.total else 0.0) for s in SENTIMENTS}
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready values (ISO 8601 start, expected rounded to 3 decimals)."""
+        return {
+            "start": self.start.isoformat(),
+            "total": self.total,
+            "negative": self.negative,
+            "neutral": self.neutral,
+            "positive": self.positive,
+            "share": {k: round(v, 4) for k, v in self.share().items()},
+            "expected": None if self.expected is None else round(self.expected, 3),
+        }
+
+
+@dataclass(frozen=True)
+class ArchivedAlert:
+    """One archived alert row (a firing and its resolution are two)."""
+
+    id: str
+    status: str
+    watch: str
+    kind: str
+    severity: str
+    summary: str
+    lang: str | None
+    source: str | None
+    observed: float | None
+    expected: float | None
+    mention_count: int
+    started_at: datetime
+    ends_at: datetime | None
+    raised_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready values (ISO 8601 times)."""
+        out = asdict(self)
+        for key in ("started_at", "ends_at", "raised_at"):
+            if out[key] is not None:
+                out[key] = out[key].isoformat()
+        return out
+
+
+@dataclass
+class VolumeSeries:
+    """A watch's volume per bucket over ``[since, until)``, with the baseline and the alerts."""
+
+    watch: str
+    since: datetime
+    until: datetime
+    bucket: timedelta
+    detector_bucket: timedelta
+    buckets: list[Bucket] = field(default_factory=list)
+    alerts: list[ArchivedAlert] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready values (widths in seconds)."""
+        return {
+            "watch": self.watch,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "bucket_seconds": int(self.bucket.total_seconds()),
+            "detector_bucket_seconds": int(self.detector_bucket.total_seconds()),
+            "buckets": [b.as_json() for b in self.buckets],
+            "alerts": [a.as_json() for a in self.alerts],
+        }
+
+
+async def volume(
+    engine: AsyncEngine,
+    watch: str,
+    since: datetime,
+    until: datetime | None = None,
+    *,
+    bucket: timedelta | None = None,
+    settings: DetectorSettings | None = None,
+    baseline: bool = True,
+    now: datetime | None = None,
+) -> VolumeSeries:
+    """``watch``'s archived mentions per bucket in ``[since, until)`` (see the module's notes).
+
+    ``bucket`` (default: a round width giving about 120 buckets) must be a multiple of the detector's
+    bucket (``settings.bucket``, 5 minutes by default). ``baseline=False`` skips the detector replay.
+    """
+    start, end = _range(since, until, now)
+    settings = settings or DetectorSettings()
+    step = settings.bucket
+    width = bucket or choose_bucket(end - start, step)
+    if width <= timedelta(0) or width % step:
+        raise AggregationError(
+            f"bucket ({int(width.total_seconds())} s) must be a positive multiple of the detector's bucket "
+            f"({int(step.total_seconds())} s)"
+        )
+    first, last = _floor(start, width), _floor(end - timedelta(microseconds=1), width)
+    if (last - first) / width + 1 > MAX_BUCKETS:
+        raise AggregationError(f"that is more than {MAX_BUCKETS} buckets: ask for a wider bucket or a shorter range")
+    read_from = first - settings.warmup if baseline else first
+    seconds = int(step.total_seconds())
+    key = epoch_bucket(mention_watches.c.ts, seconds).label("b")
+    statement = (
+        select(key, mention_watches.c.sentiment, func.count().label("n"))
+        .where(
+            mention_watches.c.watch == watch,
+            mention_watches.c.ts >= read_from,
+            mention_watches.c.ts < end,
+        )
+        .group_by(key, mention_watches.c.sentiment)
+    )
+    counts: dict[int, Counter[str]] = {}
+    async with engine.connect() as conn:
+        for b, sentiment, n in (await conn.execute(statement)).all():
+            counts.setdefault(int(b), Counter())[sentiment] += int(n)
+        alert_rows = await _alerts(conn, watch=watch, since=start, until=end)
+    buckets = [Bucket(first + i * width) for i in range(int((last - first) / width) + 1)]
+    by_start = {b.start: b for b in buckets}
+    for b, counter in counts.items():
+        moment = _EPOCH + b * step
+        if moment < first:
+            continue
+        target = by_start.get(_floor(moment, width))
+        if target is None:
+            continue
+        for sentiment, n in counter.items():
+            target.total += n
+            if sentiment in SENTIMENTS:
+                setattr(target, sentiment, getattr(target, sentiment) + n)
+    if baseline:
+        _baseline(buckets, by_start, counts, settings, read_from, end, width)
+    return VolumeSeries(watch, start, end, width, step, buckets, alert_rows)
+
+
+def _baseline(
+    buckets: list[Bucket],
+    by_start: dict[datetime, Bucket],
+    counts: dict[int, Counter[str]],
+    settings: DetectorSettings,
+    read_from: datetime,
+    end: datetime,
+    width: timedelta,
+) -> None:
+    """Step a fresh detector over every detector bucket from the first counted one; sum its expectations."""
+    step = settings.bucket
+    if not counts:
+        return  # no mention at all: nothing learned, no baseline to show
+    first_index = min(counts)
+    index = max(first_index, (read_from - _EPOCH) // step)
+    stop = (end - _EPOCH) // step
+    detector = SpikeDetector(settings)
+    for each in buckets:
+        each.expected = 0.0
+    while index <= stop:
+        moment = _EPOCH + index * step
+        observed = sum(counts[index].values()) if index in counts else 0
+        expected = detector.expected(moment)
+        target = by_start.get(_floor(moment, width))
+        if target is not None and target.expected is not None:
+            target.expected += expected
+        detector.update(moment, observed)
+        index += 1
+
+
+# ------------------------------------------------------------------------ alerts
+
+
+def _alert(row: Any) -> ArchivedAlert:
+    values = row._mapping
+    return ArchivedAlert(
+        id=values["id"],
+        status=values["status"],
+        watch=values["watch"],
+        kind=values["kind"],
+        severity=values["severity"],
+        summary=values["summary"],
+        lang=values["lang"],
+        source=values["source"],
+        observed=values["observed"],
+        expected=values["expected"],
+        mention_count=values["mention_count"],
+        started_at=_utc(values["started_at"]),  # type: ignore[arg-type]
+        ends_at=_utc(values["ends_at"]),
+        raised_at=_utc(values["raised_at"]),  # type: ignore[arg-type]
+    )
+
+
+async def _alerts(
+    conn: Any,
+    *,
+    watch: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    status: Sequence[str] = (),
+    kind: Sequence[str] = (),
+    limit: int | None = None,
+) -> list[ArchivedAlert]:
+    columns = [c for c in alerts.columns if c.name not in ("payload", "archived_at")]
+    conditions: list[ColumnElement[bool]] = []
+    if watch:
+        conditions.append(alerts.c.watch == watch)
+    if since is not None:
+        conditions.append(alerts.c.raised_at >= since)
+    if until is not None:
+        conditions.append(alerts.c.raised_at < until)
+    if status:
+        conditions.append(alerts.c.status.in_(list(status)))
+    if kind:
+        conditions.append(alerts.c.kind.in_(list(kind)))
+    statement = select(*columns).order_by(alerts.c.raised_at.desc(), alerts.c.id, alerts.c.status)
+    if conditions:
+        statement = statement.where(and_(*conditions))
+    if limit is not None:
+        statement = statement.limit(limit)
+    return [_alert(row) for row in (await conn.execute(statement)).all()]
+
+
+async def list_alerts(
+    engine: AsyncEngine,
+    *,
+    watch: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    status: Sequence[str] = (),
+    kind: Sequence[str] = (),
+    limit: int = 1_000,
+    now: datetime | None = None,
+) -> list[ArchivedAlert]:
+    """Archived alerts raised in ``[since, until)``, newest first; ``status`` firing/resolved, ``kind`` as alerts."""
+    if not 1 <= limit <= 100_000:
+        raise AggregationError("limit must be between 1 and 100000")
+    start, end = _utc(since), _utc(until)
+    if start is not None:
+        start, end = _range(start, until, now)
+    unknown = set(status) - {"firing", "resolved"}
+    if unknown:
+        raise AggregationError(f"status {sorted(unknown)[0]!r} is not one of firing, resolved")
+    async with engine.connect() as conn:
+        return await _alerts(conn, watch=watch, since=start, until=end, status=status, kind=kind, limit=limit)
+
+
+# ------------------------------------------------------------------------ top lists
+
+
+@dataclass(frozen=True)
+class TopEntry:
+    """One entry of a top list: its key (story id, source, site or term), how many mentions, and an example."""
+
+    key: str
+    count: int
+    example: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready values."""
+        return asdict(self)
+
+
+_COLUMNS = {"stories": mentions.c.story_id, "sources": mentions.c.source, "sites": mentions.c.site}
+
+
+def _scope(watch: str | None, start: datetime, end: datetime) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [mentions.c.ts >= start, mentions.c.ts < end]
+    if watch:
+        # the same ts on both tables: PostgreSQL prunes partitions and uses the (id, ts) key
+        watched = select(mention_watches.c.mention_id).where(
+            mention_watches.c.watch == watch, mention_watches.c.ts >= start, mention_watches.c.ts < end
+        )
+        conditions.append(mentions.c.id.in_(watched))
+    return conditions
+
+
+async def top(
+    engine: AsyncEngine,
+    dimension: Dimension,
+    since: datetime,
+    until: datetime | None = None,
+    *,
+    watch: str | None = None,
+    limit: int = 10,
+    now: datetime | None = None,
+) -> list[TopEntry]:
+    """The ``limit`` most frequent stories, sources, sites or terms of the range, most first.
+
+    Stories, sources and sites are counted in SQL over every mention of the range (a story's example
+    is one of its titles). Terms are the mentions' content words (folded, stop words and numbers out,
+    as the alerts' explanations count them), counted over the newest :data:`TERMS_SAMPLE` mentions.
+    """
+    if dimension not in DIMENSIONS:
+        raise AggregationError(f"{dimension!r} is not one of {', '.join(DIMENSIONS)}")
+    if not 1 <= limit <= 1_000:
+        raise AggregationError("limit must be between 1 and 1000")
+    start, end = _range(since, until, now)
+    conditions = _scope(watch, start, end)
+    async with engine.connect() as conn:
+        if dimension == "terms":
+            from services.classifier.surges import mention_terms
+
+            statement = (
+                select(mentions.c.title, mentions.c.text)
+                .where(*conditions)
+                .order_by(mentions.c.ts.desc())
+                .limit(TERMS_SAMPLE)
+            )
+            counter: Counter[str] = Counter()
+            for title, body in (await conn.execute(statement)).all():
+                counter.update(mention_terms(f"{title or ''} {body}"))
+            return [TopEntry(term, n) for term, n in counter.most_common(limit)]
+        column = _COLUMNS[dimension]
+        example = func.max(mentions.c.title) if dimension == "stories" else func.max(mentions.c.url)
+        n = func.count().label("n")
+        statement = (
+            select(column, n, example)
+            .where(*conditions, column.is_not(None))
+            .group_by(column)
+            .order_by(n.desc(), column)
+            .limit(limit)
+        )
+        rows: list[Any] = list((await conn.execute(statement)).all())
+        return [TopEntry(str(key), int(count), ex) for key, count, ex in rows]
+
+
+async def aggregations(
+    engine: AsyncEngine,
+    watch: str,
+    since: datetime,
+    until: datetime | None = None,
+    *,
+    bucket: timedelta | None = None,
+    settings: DetectorSettings | None = None,
+    top_limit: int = 10,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Everything the API's ``/aggregations`` answers for one watch: volume (with baseline, sentiment share
+    and alerts) and the top stories, sources, sites and terms, as JSON-ready values."""
+    series = await volume(engine, watch, since, until, bucket=bucket, settings=settings, now=now)
+    out = series.as_json()
+    out["top"] = {
+        dimension: [
+            e.as_json() for e in await top(engine, dimension, series.since, series.until, watch=watch, limit=top_limit)
+        ]
+        for dimension in DIMENSIONS
+    }
+    return out
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON of an aggregation (dates already ISO strings)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
