@@ -161,9 +161,15 @@ def run_stack(
     import asyncio
 
     from veille.config import ConfigError, load_config
-    from veille.logging import configure_logging
+    from veille.logging import configure_logging, line_prefix
 
-    configure_logging(command, fmt=os.environ.get("VEILLE_LOG_FORMAT", "auto"))
+    # Echoing the services, the supervisor's own lines look like theirs: same format (the children
+    # log for the console, see _up), same name column.
+    configure_logging(
+        command,
+        fmt=os.environ.get("VEILLE_LOG_FORMAT", "auto" if quiet else "console"),
+        prefix=None if quiet else line_prefix(command),
+    )
     smtp_port = _choose_port(smtp_port, "the mail catcher", "--smtp-port", command)
     webhook_port = _choose_port(webhook_port, "the webhook sink", "--webhook-port", command)
     os.environ["VEILLE_SMTP_PORT"] = str(smtp_port)

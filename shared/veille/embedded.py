@@ -24,6 +24,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from veille.logging import line_prefix
 from veille.metrics import PREFIX
 from veille.natsserver import die_with_parent
 
@@ -174,7 +175,7 @@ class Supervisor:
                 out.write(line)
                 out.flush()
                 if self.echo is not None:
-                    self.echo(f"{child.name:>12} | {line.decode('utf-8', 'replace').rstrip()}")
+                    self.echo(line_prefix(child.name) + line.decode("utf-8", "replace").rstrip())
 
     async def _watch(self, child: ChildService) -> None:
         while not self._stopping:

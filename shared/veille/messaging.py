@@ -117,6 +117,10 @@ def make_broker(
 
     async def on_disconnect() -> None:
         connected.set(0)
+        client = getattr(broker, "_connection", None)  # FastStream keeps it until its drain() returns
+        if client is not None and client.is_closed:  # closed on purpose (a clean stop): nothing to warn about
+            log.debug("nats.closed")
+            return
         log.warning("nats.disconnected")
 
     async def on_reconnect() -> None:
