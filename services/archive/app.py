@@ -18,6 +18,9 @@ long are cleaned or cut, stored, and counted in ``veille_archive_fields_cleaned_
 database itself refuses (the database up and answering) is retried alone and dead-lettered with the
 database's reason, the rest of its batch is stored.
 
+The read-only HTTP JSON API (:mod:`services.archive.api`: search, aggregations, alerts) listens on
+its own port from the start, on a read engine of its own (``VEILLE_ARCHIVE_API_*``; no token: loopback only).
+
 Retention runs at start and every ``retention_interval``: monthly partitions dropped on
 PostgreSQL (and the coming months' created), batched deletes on SQLite.
 """
@@ -37,6 +40,7 @@ from nats.aio.msg import Msg
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel
 
+from services.archive.api import ApiSettings, ArchiveApi
 from services.archive.clean import decode
 from services.archive.db import database_url, describe_url, make_engine, migrate
 from services.archive.store import ArchiveStore, WriteResult, is_connection_error
@@ -49,6 +53,7 @@ from veille.messaging import DeadLetterSink, dead_letter_retry_delay, make_broke
 from veille.metrics import PREFIX, ServiceMetrics
 from veille.models import AlertRaised, MentionClassified
 from veille.settings import ServiceSettings
+from veille.spikes import DetectorSettings
 
 __all__ = ["ArchiveApp", "create_app"]
 
@@ -85,6 +90,7 @@ class ArchiveApp:
         retry_delay: float = 0.5,
         max_retry_delay: float = 5.0,
         fetch_timeout: float = 1.0,
+        api: ApiSettings | None = None,
     ) -> None:
         """Build the archive; nothing connects before :meth:`start`."""
         self.settings = settings
@@ -97,6 +103,15 @@ class ArchiveApp:
         self.url = database_url(settings, config.archive)
         self.engine = make_engine(self.url)
         self.store = ArchiveStore(self.engine, retention=config.archive.retention)
+        self.api_settings = api or ApiSettings()
+        self.reader = make_engine(self.url, write=False)
+        token = self.api_settings.archive_api_token
+        self.api = ArchiveApi(
+            self.reader,
+            token=token.get_secret_value() if token else None,
+            detector_settings=self._detector_settings,
+            not_ready=lambda: self._problem if self._problem and self._problem.startswith("opening") else None,
+        )
         self.metrics = metrics or ServiceMetrics(NAME)
         self.health = Health()
         registry = self.metrics.registry
@@ -157,6 +172,15 @@ class ArchiveApp:
         self.health.add("nats", self._nats_problem)
         self.health.add("database", lambda: self._problem)
 
+    def _detector_settings(self, watch: str) -> DetectorSettings | None:
+        for candidate in self.config.watches:
+            if candidate.name == watch:
+                try:
+                    return DetectorSettings(**candidate.spike)
+                except ValueError:
+                    return None
+        return None
+
     def _nats_problem(self) -> str | None:
         try:
             connection = self.broker.connection
@@ -169,7 +193,18 @@ class ArchiveApp:
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Connect to NATS, then open the database and consume in the background (readiness says when)."""
+        """Serve the API, connect to NATS, then open the database and consume in the background."""
+        if self.api.port is None:
+            host, port = self.api_settings.archive_api_host, self.api_settings.archive_api_port
+            try:
+                await self.api.start(host, port)
+            except OSError as exc:  # the archive still archives; the log says why there is no API
+                log.error(
+                    "archive.api_unavailable",
+                    error=exc.strerror or str(exc),
+                    port=port,
+                    fix="free the port or set VEILLE_ARCHIVE_API_PORT",
+                )
         await self.broker.connect()
         self.metrics.nats_connected.labels(NAME).set(1)
         js = self.broker.connection.jetstream()
@@ -192,7 +227,10 @@ class ArchiveApp:
                 await self.broker.connection.flush(timeout=5)
             await self.broker.stop()
         finally:
+            await self.api.stop()
+            self.api.port = None
             await self.engine.dispose()
+            await self.reader.dispose()
 
     async def _run(self) -> None:
         if not await self._open():

@@ -21,8 +21,11 @@ base64 JSON), so a page never repeats or skips a row even when the Python check 
 call examines at most ``max_scan`` candidates: a page may hold fewer hits than ``limit`` and still
 have a ``next_cursor``, which means "go on"; ``next_cursor`` None means the end.
 
-Not here yet (the next step): sorting by relevance (``bm25`` / ``ts_rank``), aggregations (volume and
-sentiment per bucket, top stories, sources, sites, terms), the HTTP API, alerts listing.
+Relevance (``sort="relevance"``): the candidates come best first by the full-text rank of the
+query's necessary words (FTS5's ``rank``, i.e. ``bm25``, on SQLite; the best ``ts_rank`` of the three
+configurations on PostgreSQL), newest first among equals; the cursor is then a position in that
+order. A query without such words (empty, or only NOT and filters) has no rank: it comes newest first.
+Aggregations are in :mod:`services.archive.aggregate`.
 """
 
 from __future__ import annotations
@@ -36,7 +39,21 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, literal_column, or_, select, text, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    and_,
+    bindparam,
+    column,
+    func,
+    literal_column,
+    or_,
+    select,
+    table,
+    text,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.archive.schema import mention_watches, mentions
@@ -46,6 +63,7 @@ __all__ = ["MentionHit", "SearchError", "SearchFilters", "SearchPage", "decode_c
 
 MAX_LIMIT = 1_000
 Sentiment = Literal["negative", "neutral", "positive"]
+Sort = Literal["time", "relevance"]
 _WORD = re.compile(r"^\w+$")
 
 
@@ -117,10 +135,31 @@ def encode_cursor(ts: datetime, key: str) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+def encode_position(offset: int) -> str:
+    """The opaque cursor after the first ``offset`` candidates of a relevance-sorted search."""
+    raw = json.dumps({"o": offset}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _raw_cursor(cursor: str) -> Any:
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise SearchError("the cursor is not one a search returned (copy next_cursor as it is)") from None
+
+
+def decode_position(cursor: str) -> int:
+    """The offset a relevance cursor stands for; :class:`SearchError` when it is not one."""
+    raw = _raw_cursor(cursor)
+    if not isinstance(raw, dict) or not isinstance(raw.get("o"), int) or raw["o"] < 0:
+        raise SearchError("the cursor is not one a relevance-sorted search returned (same query, same sort)")
+    return int(raw["o"])
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The ``(ts, id)`` a cursor stands for; :class:`SearchError` when it is not one of ours."""
     try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        raw = _raw_cursor(cursor)
         ts = datetime.fromisoformat(raw["ts"])
         key = raw["id"]
         if not isinstance(key, str):
@@ -211,9 +250,17 @@ def _check(filters: SearchFilters, limit: int, now: datetime) -> None:
         raise SearchError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
 
 
-def _statement(engine: AsyncEngine, query: Query | None, filters: SearchFilters) -> Select[Any]:
+_FTS = table("mentions_fts", column("rowid"), column("rank", Float))
+"""SQLite's FTS5 index (its hidden ``rank`` column is ``bm25``: lower is more relevant)."""
+
+
+def _statement(
+    engine: AsyncEngine, query: Query | None, filters: SearchFilters, *, rank: bool = False
+) -> tuple[Select[Any], ColumnElement[Any] | None]:
+    """The candidates' statement, and (``rank``) a relevance expression, higher is better (None: no words)."""
     columns = [c for c in mentions.columns if c.name not in ("engagement", "classified_at", "archived_at")]
     statement = select(*columns)
+    relevance: ColumnElement[Any] | None = None
     conditions: list[ColumnElement[bool]] = []
     if filters.since is not None:
         conditions.append(mentions.c.ts >= _utc(filters.since))
@@ -254,15 +301,30 @@ def _statement(engine: AsyncEngine, query: Query | None, filters: SearchFilters)
                     )
                 )
             )
+        elif rank:
+            # a join, so that FTS5 computes rank (bm25) for the matching rows only
+            statement = statement.join_from(mentions, _FTS, _FTS.c.rowid == literal_column("mentions.seq"))
+            conditions.append(literal_column("mentions_fts").op("MATCH")(bindparam("fts", _fts5(words))))
+            relevance = -_FTS.c.rank
         else:
             conditions.append(
                 literal_column("mentions.seq").in_(
                     text("SELECT rowid FROM mentions_fts WHERE mentions_fts MATCH :fts").bindparams(fts=_fts5(words))
                 )
             )
+    if rank and postgres and query is not None:
+        # ranking needs no necessary condition: OR-ed words rank too (a dropped stop word only ranks nothing)
+        ranked = prefilter(query)
+        if ranked is not None:
+            relevance = func.greatest(
+                *(
+                    text(f"ts_rank(mentions.tsv, to_tsquery('{config}', :rtsq))").bindparams(rtsq=_tsquery(ranked))
+                    for config in ("french", "english", "simple")
+                )
+            )
     if conditions:
         statement = statement.where(and_(*conditions))
-    return statement
+    return statement, relevance
 
 
 def _hit(row: Any) -> MentionHit:
@@ -298,12 +360,19 @@ async def search(
     cursor: str | None = None,
     max_scan: int = 20_000,
     now: datetime | None = None,
+    sort: Sort = "time",
 ) -> SearchPage:
-    """One page of mentions matching ``query`` and ``filters``, newest first (see the module's notes)."""
+    """One page of mentions matching ``query`` and ``filters``, newest first or by relevance (module notes)."""
     filters = filters or SearchFilters()
     now = now or datetime.now(UTC)
     parsed = _parse(query)
     _check(filters, limit, now)
+    if sort not in ("time", "relevance"):
+        raise SearchError(f"sort {sort!r} is not one of time, relevance")
+    if sort == "relevance" and parsed is not None:
+        ranked = await _search_ranked(engine, parsed, filters, limit, cursor, max_scan)
+        if ranked is not None:
+            return ranked
     after = decode_cursor(cursor) if cursor else None
     page = SearchPage()
     chunk = min(max(limit * 2, 100), 2_000)
@@ -315,7 +384,7 @@ async def search(
             # folded words would miss them, so the query is checked in Python alone
             extension = "SELECT count(*) FROM pg_extension WHERE extname = 'unaccent'"
             fulltext = bool((await conn.execute(text(extension))).scalar())
-        base = _statement(engine, parsed if fulltext else None, filters)
+        base, _ = _statement(engine, parsed if fulltext else None, filters)
         while page.examined < max_scan:
             statement = base
             if last is not None:
@@ -339,6 +408,44 @@ async def search(
                 return page  # the end: no next cursor
         if last is not None:
             page.next_cursor = encode_cursor(*last)
+    return page
+
+
+async def _search_ranked(
+    engine: AsyncEngine, parsed: Query, filters: SearchFilters, limit: int, cursor: str | None, max_scan: int
+) -> SearchPage | None:
+    """A relevance-sorted page, or None when the query has no words to rank by (then: newest first)."""
+    postgres = engine.dialect.name == "postgresql"
+    if prefilter(parsed) is None:
+        return None
+    offset = decode_position(cursor) if cursor else 0
+    page = SearchPage()
+    chunk = min(max(limit * 2, 100), 2_000)
+    async with engine.connect() as conn:
+        if postgres:
+            extension = "SELECT count(*) FROM pg_extension WHERE extname = 'unaccent'"
+            if not (await conn.execute(text(extension))).scalar():
+                return None  # no folded vectors to rank (see search)
+        base, relevance = _statement(engine, parsed, filters, rank=True)
+        if relevance is None:
+            return None
+        ordered = base.order_by(relevance.desc(), mentions.c.ts.desc(), mentions.c.id.desc())
+        while page.examined < max_scan:
+            rows = (await conn.execute(ordered.offset(offset).limit(chunk))).all()
+            for row in rows:
+                page.examined += 1
+                offset += 1
+                hit = _hit(row)
+                if parsed.matches(_document(hit)):
+                    page.hits.append(hit)
+                    if len(page.hits) == limit:
+                        page.next_cursor = encode_position(offset)
+                        return page
+                if page.examined >= max_scan:
+                    break
+            if len(rows) < chunk:
+                return page
+        page.next_cursor = encode_position(offset)
     return page
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.archive.api import ApiSettings
 from services.archive.app import ArchiveApp, create_app
 from services.archive.db import make_engine
 from tests.archive.postgres import PostgresServer, postgres_unavailable
@@ -74,6 +75,7 @@ def settings_for(nats_url: str, data_dir: Path) -> ServiceSettings:
 def make_archive(nats_url: str, db_url: str, data_dir: Path, **options: Any) -> ArchiveApp:
     """An archive app writing to ``db_url``; options as ``create_app`` takes them."""
     config = VeilleConfig(archive=ArchiveConfig(database_url=db_url))
+    options.setdefault("api", ApiSettings(archive_api_port=0))
     options.setdefault("retry_delay", 0.1)
     options.setdefault("max_retry_delay", 0.5)
     return create_app(settings_for(nats_url, data_dir), config=config, **options)

@@ -92,3 +92,54 @@ async def test_bad_searches_are_refused_in_words(archive: AsyncEngine) -> None:
     with pytest.raises(SearchError, match="cursor"):
         await search(archive, "dupre", cursor="not-a-cursor")
     await archive.dispose()
+
+
+async def test_relevance_sort_puts_the_best_match_first(db_url: str) -> None:
+    """bm25 (SQLite) / ts_rank (PostgreSQL): a short mention saying "recall" four times beats a newer
+    long one saying it once, which time order puts first; pages by relevance cover every hit once."""
+    engine = make_engine(make_url(db_url))
+    await migrate(engine)
+    store = ArchiveStore(engine, retention=timedelta(days=400))
+    await store.prepare()
+    long_text = "Acme annual report mentions a recall among many other words about weather, sport, music and food"
+    texts = [
+        ("dense", "Recall, recall, recall: the Acme recall", NOW - timedelta(days=2)),
+        ("sparse", long_text, NOW - timedelta(hours=1)),
+        *[
+            (f"other{i}", f"Acme recall notice number {i} for the dryer model", NOW - timedelta(days=1, hours=i))
+            for i in range(5)
+        ],
+        ("none", "Acme opens a new shop", NOW),
+    ]
+    await store.write_mentions(
+        [
+            MentionClassified(
+                mention=MentionIngested(id=key, source="rss", text=body, published_at=ts),
+                lang="en",
+                sentiment="neutral",
+                sentiment_score=0.0,
+            )
+            for key, body, ts in texts
+        ]
+    )
+    await engine.dispose()
+    reader = make_engine(make_url(db_url), write=False)
+    try:
+        by_time = await search(reader, "recall", limit=10)
+        assert by_time.hits[0].id == "sparse"
+        by_rank = await search(reader, "recall", limit=10, sort="relevance")
+        assert by_rank.hits[0].id == "dense"
+        assert len(by_rank.hits) == 7
+        seen, cursor = [], None
+        while True:
+            page = await search(reader, "recall OR notice", limit=3, sort="relevance", cursor=cursor)
+            seen += [h.id for h in page.hits]
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert len(seen) == len(set(seen)) == 7
+        assert set(seen[:5]) == {f"other{i}" for i in range(5)} and seen[-1] == "sparse"  # both words first
+        with pytest.raises(SearchError, match="relevance-sorted"):
+            await search(reader, "recall", sort="relevance", cursor=by_time.next_cursor or "e30")
+    finally:
+        await reader.dispose()
