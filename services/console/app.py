@@ -1,0 +1,556 @@
+"""Composition root of the console: a server-rendered web application for the crisis team (issue 16).
+
+One aiohttp server (``VEILLE_CONSOLE_HOST``:``VEILLE_CONSOLE_PORT``, default 0.0.0.0:8090) beside the
+usual health server. Pages are Jinja2 templates (autoescaped: mention text is anyone's post) in
+English or French, plain HTML forms (POST, redirect, GET) and one small script for the live page's
+server-sent events; a phone-sized screen gets the same pages in one column.
+
+- **Alerts**: the archive's ``alerts`` table, newest first, each with its explanation (observed,
+  baseline, share, samples, top terms) and its history from ``alert_actions``. Acknowledge, assign,
+  comment, resolve: each a row (who, when, what). Acknowledging also puts a silence matching the
+  alert's group (``watch`` and ``kind``, the default ``group_by``) in the notifier's silences bucket
+  (``bus.SILENCES``, the store ``veille silence`` uses), so every notifier replica stops repeating
+  the group at its next flush; resolving in the console expires that silence.
+- **Silences**: list, create (pre-filled from an alert), expire, through :mod:`services.notifier.silences`.
+- **Live**: a core NATS subscription on the classified subjects (no consumer, nothing to ack): each
+  mention goes to the open event streams of its watches at once; a slow browser's queue is bounded
+  and drops its oldest.
+- **Corrections**: a responder marks a mention's sentiment as wrong; stored in ``corrections``
+  (``veille corrections export``).
+
+Who may do what: nothing but ``/login`` and ``/static`` without a session; viewers read, responders
+act. With no account in ``console_users`` the console listens on 127.0.0.1 only and everyone there
+is the responder ``local`` (it says so at start and on every page).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+import structlog
+from aiohttp import web
+from multidict import MultiDictProxy
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from prometheus_client import Counter, Gauge
+from pydantic import Field, SecretStr, ValidationError
+
+from services.archive.db import database_url, make_engine, migrate
+from services.console.auth import LoginThrottle, Signer, User, load_secret, verify_password
+from services.console.i18n import LANGS, pick_lang, translate
+from services.console.store import LABELS, ConsoleStore
+from services.notifier.silences import Silence, SilenceStore
+from veille import bus
+from veille.config import Matcher, VeilleConfig, load_config
+from veille.durations import parse_duration
+from veille.health import Health
+from veille.metrics import PREFIX, ServiceMetrics
+from veille.models import MentionClassified
+from veille.natsauth import connect
+from veille.settings import ServiceSettings
+
+__all__ = ["ConsoleApp", "ConsoleSettings", "create_app"]
+
+NAME = "console"
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = "veille_session"
+CSRF_COOKIE = "veille_csrf"
+LANG_COOKIE = "veille_lang"
+ACK_SILENCE = timedelta(days=7)
+LIVE_QUEUE = 500
+STORY_MEMORY = 50_000
+log = structlog.get_logger("console")
+LANG = web.RequestKey("lang", str)
+CSRF_TOKEN = web.RequestKey("csrf", str)
+USER: web.RequestKey[User | None] = web.RequestKey("user", User)
+FORM: web.RequestKey[MultiDictProxy[Any]] = web.RequestKey("form", MultiDictProxy)
+
+
+class ConsoleSettings(ServiceSettings):
+    """The console's deployment settings (``VEILLE_CONSOLE_*``)."""
+
+    console_host: str = Field(default="0.0.0.0", description="Address the console listens on.")  # noqa: S104
+    console_port: int = Field(default=8090, ge=0, le=65535, description="Its port (0 picks a free one).")
+    console_secret: SecretStr | None = Field(
+        default=None, description="Secret signing sessions and CSRF tokens (else made once in the data directory)."
+    )
+    console_secure_cookies: bool = Field(default=False, description="Mark cookies Secure (serve over https).")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LiveHub:
+    """Fans classified mentions out to the browsers watching each watch; bounded per browser."""
+
+    def __init__(self, dropped: Counter) -> None:
+        self.queues: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self.stories: OrderedDict[str, int] = OrderedDict()
+        self.dropped = dropped
+
+    def story_size(self, story_id: str | None) -> int:
+        if not story_id:
+            return 1
+        size = self.stories.pop(story_id, 0) + 1
+        self.stories[story_id] = size
+        if len(self.stories) > STORY_MEMORY:
+            self.stories.popitem(last=False)
+        return size
+
+    def publish(self, classified: MentionClassified) -> None:
+        mention = classified.mention
+        event = {
+            "id": mention.id,
+            "title": mention.title or "",
+            "text": mention.text[:400],
+            "url": str(mention.url) if mention.url else "",
+            "source": mention.source,
+            "site": mention.site or "",
+            "lang": classified.lang or "",
+            "sentiment": classified.sentiment,
+            "story_size": self.story_size(classified.story_id),
+            "published_at": (mention.published_at or mention.ingested_at).isoformat(),
+        }
+        for watch in classified.watches:
+            for queue in self.queues.get(watch, ()):
+                if queue.full():
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        queue.get_nowait()
+                    self.dropped.inc()
+                queue.put_nowait(event)
+
+    def subscribe(self, watch: str) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(LIVE_QUEUE)
+        self.queues.setdefault(watch, set()).add(queue)
+        return queue
+
+    def unsubscribe(self, watch: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self.queues.get(watch, set()).discard(queue)
+        if not self.queues.get(watch):
+            self.queues.pop(watch, None)
+
+
+class ConsoleApp:
+    """The running console."""
+
+    name = NAME
+
+    def __init__(
+        self, settings: ServiceSettings, config: VeilleConfig, *, metrics: ServiceMetrics | None = None
+    ) -> None:
+        """Build the console; nothing connects before :meth:`start`."""
+        self.settings = settings
+        self.console = settings if isinstance(settings, ConsoleSettings) else ConsoleSettings()
+        self.config = config
+        self.metrics = metrics or ServiceMetrics(NAME)
+        self.health = Health()
+        registry = self.metrics.registry
+        self.actions = Counter(
+            f"{PREFIX}_console_actions_total", "Actions taken in the console, by action.", ["action"], registry=registry
+        )
+        self.refused = Counter(
+            f"{PREFIX}_console_refused_total",
+            "Requests the console refused, by reason (login, throttled, role, csrf, bad_input).",
+            ["reason"],
+            registry=registry,
+        )
+        self.live_clients = Gauge(f"{PREFIX}_console_live_clients", "Open live event streams.", registry=registry)
+        dropped = Counter(
+            f"{PREFIX}_console_live_dropped_total",
+            "Live events dropped because a browser did not keep up.",
+            registry=registry,
+        )
+        self.hub = LiveHub(dropped)
+        self.url = database_url(settings, config.archive)
+        self.engine = make_engine(self.url)
+        self.store = ConsoleStore(self.engine)
+        self.throttle = LoginThrottle()
+        self.signer = Signer(b"")
+        self.local_only = False
+        self.nc: NatsClient | None = None
+        self.silences: SilenceStore | None = None
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+        self.host = self.console.console_host
+        self.templates = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(HERE / "templates"),
+            autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+            undefined=jinja2.StrictUndefined,
+        )
+        self._stopping = asyncio.Event()
+        self.health.add("nats", lambda: None if self.nc and self.nc.is_connected else "not connected to NATS")
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Open the database (migrated), NATS and the silences bucket, then serve."""
+        secret = self.console.console_secret
+        self.signer = Signer(load_secret(secret.get_secret_value() if secret else None, self.settings.data_dir))
+        await migrate(self.engine)
+        users = await self.store.user_count()
+        if users == 0:
+            self.local_only = True
+            self.host = "127.0.0.1"
+            log.warning(
+                "console.no_accounts",
+                effect="listening on 127.0.0.1 only; everyone there acts as the responder 'local'",
+                fix="veille users add NAME --role responder, then restart the console",
+            )
+        self.nc = await connect(self.settings, name="veille-console")
+        js = self.nc.jetstream()
+        self.silences = await SilenceStore.open(js)
+        await self.nc.subscribe(
+            f"{bus.PREFIX}.mentions.classified.>", cb=self._on_classified, pending_msgs_limit=10_000
+        )
+        app = self.web_app()
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.console.console_port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.console.console_port
+        log.info("console.started", url=f"http://{self.host}:{self.port}/", accounts=users)
+
+    async def stop(self) -> None:
+        """Close the live streams, the server, NATS and the database."""
+        self._stopping.set()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        await self.engine.dispose()
+
+    async def _on_classified(self, msg: Msg) -> None:
+        try:
+            classified = MentionClassified.model_validate_json(msg.data)
+        except ValidationError:
+            self.refused.labels("bad_mention").inc()
+            return
+        self.hub.publish(classified)
+
+    # ---------------------------------------------------------------- web
+
+    def web_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth_middleware], client_max_size=64 * 1024)
+        app.router.add_get("/login", self.login_page)
+        app.router.add_post("/login", self.login)
+        app.router.add_post("/logout", self.logout)
+        app.router.add_get("/lang/{lang}", self.set_lang)
+        app.router.add_get("/", self.home)
+        app.router.add_get("/alerts", self.alerts_page)
+        app.router.add_get("/alerts/{id}", self.alert_page)
+        app.router.add_post("/alerts/{id}/{action}", self.alert_action)
+        app.router.add_get("/silences", self.silences_page)
+        app.router.add_post("/silences", self.create_silence)
+        app.router.add_post("/silences/{id}/expire", self.expire_silence)
+        app.router.add_get("/live", self.live_index)
+        app.router.add_get("/live/{watch}", self.live_page)
+        app.router.add_get("/live/{watch}/events", self.live_events)
+        app.router.add_post("/mentions/{id}/correct", self.correct)
+        app.router.add_static("/static", HERE / "static")
+        return app
+
+    @web.middleware
+    async def _auth_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        request[LANG] = pick_lang(request.cookies.get(LANG_COOKIE), request.headers.get("Accept-Language"))
+        browser = request.cookies.get(CSRF_COOKIE)
+        new_browser = None
+        if not browser:
+            browser = new_browser = secrets.token_urlsafe(18)
+        request[CSRF_TOKEN] = self.signer.csrf(browser)
+        public = request.path in ("/login",) or request.path.startswith(("/static/", "/lang/"))
+        user = User("local", "responder") if self.local_only else self.signer.user(request.cookies.get(SESSION_COOKIE))
+        request[USER] = user
+        if request.method == "POST":
+            form = await request.post()
+            request[FORM] = form
+            token = form.get("csrf")
+            if new_browser or not self.signer.csrf_ok(browser, token if isinstance(token, str) else None):
+                self.refused.labels("csrf").inc()
+                return self._error(request, 403, "error.csrf")
+        if user is None and not public:
+            self.refused.labels("login").inc()
+            if request.method == "GET" and not request.path.endswith("/events"):
+                raise web.HTTPFound(f"/login?next={quote(request.path_qs, safe='')}")
+            return web.Response(status=401, text="log in first")
+        response: web.StreamResponse = await handler(request)
+        if new_browser and not response.prepared:
+            response.set_cookie(
+                CSRF_COOKIE, new_browser, httponly=True, samesite="Lax", secure=self.console.console_secure_cookies
+            )
+        return response
+
+    def _render(self, request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+        lang = request[LANG]
+        other = "fr" if lang == "en" else "en"
+        html = self.templates.get_template(template).render(
+            _=lambda key: translate(lang, key),
+            lang=lang,
+            other_lang=other,
+            user=request.get(USER),
+            local_only=self.local_only,
+            csrf=request[CSRF_TOKEN],
+            path=request.path_qs,
+            **context,
+        )
+        return web.Response(text=html, content_type="text/html", status=status, headers={"Cache-Control": "no-store"})
+
+    def _error(self, request: web.Request, status: int, key: str, detail: str = "") -> web.Response:
+        return self._render(request, "error.html", status=status, message=translate(request[LANG], key), detail=detail)
+
+    def _require(self, request: web.Request, role: str) -> User:
+        """The user, when at least ``role``; else 403."""
+        user: User | None = request.get(USER)
+        if user is None or not user.may(role):
+            self.refused.labels("role").inc()
+            page = self._error(request, 403, "error.forbidden")
+            raise web.HTTPForbidden(text=page.text, content_type="text/html")
+        return user
+
+    def _form(self, request: web.Request, name: str, limit: int = 2000) -> str:
+        value = request[FORM].get(name, "")
+        return value.strip()[:limit] if isinstance(value, str) else ""
+
+    # ---------------------------------------------------------------- login
+
+    async def home(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/alerts")
+
+    async def login_page(self, request: web.Request) -> web.Response:
+        return self._render(request, "login.html", error=None, next=request.query.get("next", "/alerts"))
+
+    async def login(self, request: web.Request) -> web.Response:
+        name, password = self._form(request, "name", 200), self._form(request, "password", 1000)
+        client = f"{request.remote or '?'}|{name}"  # per address and name: one guesser does not lock others out
+        target = self._form(request, "next") or "/alerts"
+        if not target.startswith("/") or target.startswith("//"):
+            target = "/alerts"
+        if self.throttle.blocked(client):
+            self.refused.labels("throttled").inc()
+            return self._render(request, "login.html", status=429, error="login.throttled", next=target)
+        found = await self.store.user(name)
+        if not verify_password(found[1] if found else None, password) or found is None:
+            self.throttle.failed(client)
+            self.refused.labels("login").inc()
+            log.info("console.login_failed", user=name, client=client)
+            return self._render(request, "login.html", status=401, error="login.failed", next=target)
+        response = web.HTTPFound(target)
+        response.set_cookie(
+            SESSION_COOKIE,
+            self.signer.session(User(name, found[0])),
+            httponly=True,
+            samesite="Lax",
+            secure=self.console.console_secure_cookies,
+            max_age=int(self.signer.session_seconds),
+        )
+        log.info("console.login", user=name, role=found[0])
+        raise response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        response = web.HTTPFound("/login")
+        response.del_cookie(SESSION_COOKIE)
+        raise response
+
+    async def set_lang(self, request: web.Request) -> web.Response:
+        lang = request.match_info["lang"]
+        target = request.query.get("next", "/alerts")
+        if not target.startswith("/") or target.startswith("//"):
+            target = "/alerts"
+        response = web.HTTPFound(target)
+        if lang in LANGS:
+            response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="Lax")
+        raise response
+
+    # ---------------------------------------------------------------- alerts
+
+    async def alerts_page(self, request: web.Request) -> web.Response:
+        watch = request.query.get("watch") or None
+        alerts = await self.store.alerts(watch=watch)
+        return self._render(request, "alerts.html", alerts=alerts, watch=watch)
+
+    async def alert_page(self, request: web.Request) -> web.Response:
+        alert = await self.store.alert(request.match_info["id"])
+        if alert is None:
+            return self._error(request, 404, "alert.not_found")
+        return self._render(request, "alert.html", alert=alert, labels=LABELS)
+
+    async def alert_action(self, request: web.Request) -> web.Response:
+        user = self._require(request, "responder")
+        alert_id, action = request.match_info["id"], request.match_info["action"]
+        alert = await self.store.alert(alert_id)
+        if alert is None:
+            return self._error(request, 404, "alert.not_found")
+        if action == "acknowledge":
+            silence_id = None
+            if alert.silence_id is None and self.silences is not None:
+                silence = Silence.create(
+                    [f'watch="{_quote(alert.watch)}"', f'kind="{alert.kind}"'],
+                    now=_now(),
+                    duration=ACK_SILENCE,
+                    comment=f"acknowledged in the console: alert {alert.id}",
+                    created_by=user.name,
+                )
+                await self.silences.put(silence)
+                silence_id = silence.id
+            await self.store.record(alert_id, user.name, "acknowledge", silence_id=silence_id)
+        elif action == "assign":
+            person = self._form(request, "assignee", 200)
+            await self.store.record(alert_id, user.name, "assign", person)
+        elif action == "comment":
+            comment = self._form(request, "comment", 4000)
+            if not comment:
+                self.refused.labels("bad_input").inc()
+                return self._error(request, 400, "error.bad_input", "empty comment")
+            await self.store.record(alert_id, user.name, "comment", comment)
+        elif action == "resolve":
+            if alert.silence_id and self.silences is not None:
+                await self.silences.expire(alert.silence_id, _now())
+            await self.store.record(alert_id, user.name, "resolve", self._form(request, "comment", 4000))
+        else:
+            raise web.HTTPNotFound()
+        self.actions.labels(action).inc()
+        log.info("console.alert_action", alert=alert_id, action=action, user=user.name)
+        raise web.HTTPSeeOther(f"/alerts/{quote(alert_id, safe='')}")
+
+    # ---------------------------------------------------------------- silences
+
+    async def silences_page(self, request: web.Request) -> web.Response:
+        assert self.silences is not None
+        now = _now()
+        silences = sorted(await self.silences.all(), key=lambda s: s.created_at, reverse=True)
+        matchers, comment = "", ""
+        alert_id = request.query.get("alert")
+        if alert_id:
+            alert = await self.store.alert(alert_id)
+            if alert is not None:
+                matchers = f'watch="{_quote(alert.watch)}"\nkind="{alert.kind}"'
+                comment = alert.summary
+        return self._render(
+            request,
+            "silences.html",
+            silences=silences,
+            now=now,
+            matchers=matchers,
+            comment=comment,
+            request_alert=alert_id if matchers else "",
+        )
+
+    async def create_silence(self, request: web.Request) -> web.Response:
+        user = self._require(request, "responder")
+        assert self.silences is not None
+        lines = [line.strip() for line in self._form(request, "matchers", 4000).splitlines() if line.strip()]
+        try:
+            for line in lines:
+                Matcher.parse(line)
+            duration = parse_duration(self._form(request, "duration", 40) or "2h")
+            if not lines:
+                raise ValueError('at least one matcher, such as watch="acme"')
+            if duration <= timedelta(0):
+                raise ValueError("the duration must be positive")
+        except ValueError as exc:
+            self.refused.labels("bad_input").inc()
+            return self._error(request, 400, "error.bad_input", str(exc))
+        silence = Silence.create(
+            lines, now=_now(), duration=duration, comment=self._form(request, "comment"), created_by=user.name
+        )
+        await self.silences.put(silence)
+        self.actions.labels("silence").inc()
+        alert_id = self._form(request, "alert", 500)
+        if alert_id and await self.store.alert(alert_id) is not None:
+            await self.store.record(alert_id, user.name, "silence", "; ".join(lines), silence.id)
+        raise web.HTTPSeeOther("/silences")
+
+    async def expire_silence(self, request: web.Request) -> web.Response:
+        user = self._require(request, "responder")
+        assert self.silences is not None
+        await self.silences.expire(request.match_info["id"], _now())
+        self.actions.labels("expire_silence").inc()
+        log.info("console.silence_expired", silence=request.match_info["id"], user=user.name)
+        raise web.HTTPSeeOther("/silences")
+
+    # ---------------------------------------------------------------- live
+
+    async def live_index(self, request: web.Request) -> web.Response:
+        return self._render(request, "live_index.html", watches=[w.name for w in self.config.watches])
+
+    async def live_page(self, request: web.Request) -> web.Response:
+        return self._render(request, "live.html", watch=request.match_info["watch"], labels=LABELS)
+
+    async def live_events(self, request: web.Request) -> web.StreamResponse:
+        watch = request.match_info["watch"]
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
+        await response.prepare(request)
+        queue = self.hub.subscribe(watch)
+        self.live_clients.inc()
+        try:
+            await response.write(b": connected\n\n")
+            while not self._stopping.is_set():
+                try:
+                    event = await asyncio.wait_for(queue.get(), 15)
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                await response.write(f"event: mention\ndata: {json.dumps(event)}\n\n".encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.hub.unsubscribe(watch, queue)
+            self.live_clients.dec()
+        return response
+
+    # ---------------------------------------------------------------- corrections
+
+    async def correct(self, request: web.Request) -> web.Response:
+        user = self._require(request, "responder")
+        mention_id = request.match_info["id"]
+        label = self._form(request, "label", 20)
+        archived = await self.store.mention(mention_id)
+        predicted = archived["sentiment"] if archived else self._form(request, "predicted", 20)
+        text = (
+            " ".join(p for p in (archived["title"], archived["text"]) if p)
+            if archived
+            else self._form(request, "text", 20_000)
+        )
+        if label not in LABELS or predicted not in LABELS or not text:
+            self.refused.labels("bad_input").inc()
+            return self._error(request, 400, "error.bad_input", "label, predicted label and text are needed")
+        await self.store.correct(
+            mention_id,
+            user.name,
+            label,
+            predicted=predicted,
+            text=text,
+            lang=(archived or {}).get("lang") or self._form(request, "lang", 10) or None,
+        )
+        self.actions.labels("correct").inc()
+        back = self._form(request, "next", 500)
+        if request.headers.get("X-Requested-With") == "fetch":
+            return web.json_response({"ok": True})
+        raise web.HTTPSeeOther(back if back.startswith("/") and not back.startswith("//") else "/alerts")
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def create_app(
+    settings: ServiceSettings,
+    *,
+    config: VeilleConfig | None = None,
+    metrics: ServiceMetrics | None = None,
+) -> ConsoleApp:
+    """Build the console from settings (``VEILLE_CONSOLE_*`` read here when ``settings`` lacks them)."""
+    return ConsoleApp(settings, config or load_config(settings.config), metrics=metrics)
