@@ -1,6 +1,6 @@
-"""Command-line access to the archive: ``veille db upgrade|current`` and ``veille mentions search``.
+"""The archive on the command line: ``veille db upgrade|current``, ``mentions search``, ``alerts list``.
 
-Two click groups, ``db`` and ``mentions``, for the ``veille`` command to register. The database is
+Three click groups, ``db``, ``mentions`` and ``alerts``, for the ``veille`` command to register. The database is
 the archive's own (``$VEILLE_ARCHIVE_DATABASE_URL``, else ``archive.database_url`` in the
 configuration, else ``archive.sqlite3`` in the data directory), or ``--database-url``.
 """
@@ -17,13 +17,14 @@ from typing import Any
 
 import click
 
+from services.archive.aggregate import AggregationError, ArchivedAlert, list_alerts
 from services.archive.db import DatabaseConfigError, database_url, describe_url, make_engine, migrate, revision
 from services.archive.search import SearchError, SearchFilters, SearchPage, search
 from veille.config import ConfigError, VeilleConfig, load_config
 from veille.durations import parse_duration
 from veille.settings import SettingsError, load_settings
 
-__all__ = ["db", "mentions"]
+__all__ = ["alerts", "db", "mentions"]
 
 
 def _engine(database: str | None, config_path: Path | None, *, write: bool) -> Any:
@@ -117,6 +118,9 @@ def mentions() -> None:
 @click.option("--story", help="Only this story (syndicated copies).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--cursor", help="The next_cursor a previous search printed.")
+@click.option(
+    "--sort", type=click.Choice(["time", "relevance"]), default="time", show_default=True, help="Order of the hits."
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @_database
 @_config
@@ -132,11 +136,12 @@ def search_command(
     story: str | None,
     limit: int,
     cursor: str | None,
+    sort: str,
     fmt: str,
     database: str | None,
     config_path: Path | None,
 ) -> None:
-    """Search archived mentions with the watches' query language, newest first."""
+    """Search archived mentions with the watches' query language, newest first (or by relevance)."""
     filters = SearchFilters(
         watch=watch,
         since=_moment(since),
@@ -151,7 +156,7 @@ def search_command(
     async def run() -> SearchPage:
         engine = _engine(database, config_path, write=False)
         try:
-            return await search(engine, query, filters, limit=limit, cursor=cursor)
+            return await search(engine, query, filters, limit=limit, cursor=cursor, sort=sort)  # type: ignore[arg-type]
         except SearchError as exc:
             raise click.ClickException(str(exc)) from None
         except Exception as exc:
@@ -180,3 +185,86 @@ def search_command(
             click.echo("no mention found")
     if page.next_cursor:
         click.echo(f"more: --cursor {page.next_cursor}", err=fmt != "table")
+
+
+@click.group()
+def alerts() -> None:
+    """The archived alerts."""
+
+
+_ALERT_COLUMNS = [
+    "raised_at",
+    "status",
+    "watch",
+    "kind",
+    "severity",
+    "observed",
+    "expected",
+    "mention_count",
+    "summary",
+    "id",
+    "started_at",
+    "ends_at",
+    "lang",
+    "source",
+]
+
+
+@alerts.command("list")
+@click.option("--since", default="7d", show_default=True, help="Raised from this long ago (90d) or this time.")
+@click.option("--until", help="Raised before this long ago or this time.")
+@click.option("--watch", help="Only this watch's alerts.")
+@click.option("--status", type=click.Choice(["firing", "resolved"]), multiple=True, help="Repeat for both.")
+@click.option("--kind", type=click.Choice(["negative_mention", "volume_spike", "negative_spike"]), multiple=True)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1_000, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@_database
+@_config
+def alerts_list(
+    since: str,
+    until: str | None,
+    watch: str | None,
+    status: tuple[str, ...],
+    kind: tuple[str, ...],
+    limit: int,
+    fmt: str,
+    database: str | None,
+    config_path: Path | None,
+) -> None:
+    """List archived alerts, newest first (a firing alert and its resolution are two rows)."""
+    start, end = _moment(since), _moment(until)
+
+    async def run() -> list[ArchivedAlert]:
+        engine = _engine(database, config_path, write=False)
+        try:
+            return await list_alerts(engine, watch=watch, since=start, until=end, status=status, kind=kind, limit=limit)
+        except AggregationError as exc:
+            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            raise click.ClickException(f"{describe_url(engine.url)}: {type(exc).__name__}: {exc}") from None
+        finally:
+            await engine.dispose()
+
+    rows = asyncio.run(run())
+    if fmt == "json":
+        click.echo(json.dumps({"alerts": [row.as_json() for row in rows]}, ensure_ascii=False, indent=2))
+        return
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=_ALERT_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: v for k, v in row.as_json().items() if k in _ALERT_COLUMNS})
+        click.echo(out.getvalue(), nl=False)
+        return
+    if not rows:
+        click.echo("no alert found")
+        return
+    for row in rows:
+        ratio = ""
+        if row.observed is not None and row.expected is not None:
+            ratio = f"{row.observed:g}/{row.expected:.1f}"
+        click.echo(
+            f"{row.raised_at:%Y-%m-%d %H:%M}  {row.status:<8}  {row.severity:<8}  {row.watch:<16}  "
+            f"{row.kind:<16}  {ratio:>10}  {row.summary[:60]}"
+        )

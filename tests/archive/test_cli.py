@@ -1,4 +1,4 @@
-"""`veille db upgrade` and `veille mentions search` (services.archive.cli) on a real SQLite archive."""
+"""`veille db upgrade`, `mentions search` and `alerts list` (services.archive.cli) on a real SQLite archive."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
-from services.archive.cli import db, mentions
+from services.archive.cli import alerts, db, mentions
 from services.archive.db import make_engine
 from services.archive.store import ArchiveStore
 from veille.models import MentionClassified, MentionIngested
@@ -94,3 +94,38 @@ def test_bad_searches_are_one_clear_line(tmp_path: Path) -> None:
         assert result.exit_code != 0, args
         assert message in result.output, result.output
         assert "Traceback" not in result.output
+
+
+def test_alerts_list_filters_and_formats(tmp_path: Path) -> None:
+    """veille alerts list over a real archive: newest first, --watch/--status/--since, table/csv/json."""
+    from tests.archive.dataset import H0, load
+
+    db_file = tmp_path / "archive.sqlite3"
+
+    async def fill_alerts() -> None:
+        engine = await load(f"sqlite+aiosqlite:///{db_file}")
+        await engine.dispose()
+
+    asyncio.run(fill_alerts())
+    runner = CliRunner()
+    common = ["--database-url", f"sqlite:///{db_file}", "--since", "7d"]
+    result = runner.invoke(alerts, ["list", *common, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["alerts"]
+    assert [(r["id"], r["status"]) for r in rows] == [
+        ("dupre-volume-1", "resolved"),
+        ("dupre-volume-1", "firing"),
+        ("acme-neg-1", "firing"),
+    ]
+    result = runner.invoke(alerts, ["list", *common, "--watch", "dupre", "--status", "firing"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "volume_spike" in lines[0] and "6/1.5" in lines[0] and "critical" in lines[0]
+    result = runner.invoke(alerts, ["list", *common, "--format", "csv"])
+    parsed = list(csv.DictReader(io.StringIO(result.output)))
+    assert [r["watch"] for r in parsed] == ["dupre", "dupre", "acme"] and parsed[1]["observed"] == "6.0"
+    later = (H0 + timedelta(hours=1)).isoformat()
+    result = runner.invoke(alerts, ["list", "--database-url", f"sqlite:///{db_file}", "--since", later])
+    assert result.exit_code == 0 and len(result.output.strip().splitlines()) == 1
+    result = runner.invoke(alerts, ["list", "--database-url", f"sqlite:///{db_file}", "--since", "2999-01-01"])
+    assert result.exit_code != 0 and "in the future" in result.output and "Traceback" not in result.output
