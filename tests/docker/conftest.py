@@ -88,6 +88,8 @@ def filled_env(path: Path, extra: dict[str, str]) -> dict[str, str]:
         if sep and name.isupper() and not name.startswith("#"):
             if "PASSWORD" in name and value == "":
                 value = secrets.token_hex(16)
+            if name.endswith("_PORT") and value.isdigit():
+                value = str(free_port())  # every published port: free ones, whatever else runs here
             if name in extra:
                 value = extra.pop(name)
             line = f"{name}={value}"
@@ -287,9 +289,6 @@ def stack(docker_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "TESTBED_IMAGE": os.environ.get("TESTBED_IMAGE", "veille-testbed:local"),
             "APP_CONFIG_FILE": TEST_CONFIG,
             "VEILLE_TEST_DIR": str(workdir),
-            "NATS_PORT": str(free_port()),
-            "NATS_MONITOR_PORT": str(free_port()),
-            "PROMETHEUS_PORT": str(free_port()),
         },
     )
     s = Stack(project=project, env_file=env_file, env=env, workdir=workdir)
