@@ -24,19 +24,31 @@ from veille.config import ConfigError, VeilleConfig, load_config
 from veille.durations import parse_duration
 from veille.settings import SettingsError, load_settings
 
-__all__ = ["alerts", "db", "mentions"]
+__all__ = ["alerts", "archive_engine", "db", "mentions"]
 
 
 def _engine(database: str | None, config_path: Path | None, *, write: bool) -> Any:
+    return make_engine(_url(database, config_path), write=write)
+
+
+def _url(database: str | None, config_path: Path | None) -> Any:
     try:
         settings = load_settings(**({"config": config_path} if config_path else {}))
         config = load_config(settings.config) if Path(settings.config).exists() else VeilleConfig()
         if database:
             config = config.model_copy(update={"archive": config.archive.model_copy(update={"database_url": database})})
-        url = database_url(settings, config.archive, env={} if database else None)
+        return database_url(settings, config.archive, env={} if database else None)
     except (SettingsError, ConfigError, DatabaseConfigError) as exc:
         raise click.ClickException(str(exc)) from None
-    return make_engine(url, write=write)
+
+
+def archive_engine(config_path: Path | None = None, database: str | None = None, *, existing: bool = False) -> Any:
+    """A read engine on the archive's database, found as the service finds it (for ``veille backtest``);
+    ``existing``: None when that database is a SQLite file that does not exist (no archive ran here)."""
+    url = _url(database, config_path)
+    if existing and url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
+        return None
+    return make_engine(url, write=False)
 
 
 _database = click.option("--database-url", "database", help="The archive's database (default: as the service).")
