@@ -7,7 +7,8 @@ Two modes:
 * ``--config FILE --watch NAME --since 30d``: the raw mentions kept in the stream, replayed through
   the classifier's own matching, bucketing and detector code with that configuration (see
   :mod:`services.classifier.backtest`); a progress bar while it reads, a table of the alerts, and a
-  PNG plot of volume, baseline and alerts.
+  PNG plot of volume, baseline and alerts. When the stream no longer holds mentions that far back,
+  they are read from the archive's database instead (:mod:`services.archive.backtest`; ``--from``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, cast
 import click
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from collections.abc import Callable
+
     from services.classifier.backtest import BacktestResult
     from veille.config import VeilleConfig
     from veille.spikes.backtest import OnDuplicate
@@ -45,6 +48,15 @@ __all__ = ["backtest"]
 @click.option("--watch", "watch", default=None, help="Name of the watch to backtest (with --config).")
 @click.option("--since", "since", default="30d", show_default=True, help="How far back to replay: 30d, 12h ...")
 @click.option("--nats-url", envvar="VEILLE_NATS_URL", default=None, help="NATS server URL(s) (with --config).")
+@click.option(
+    "--from",
+    "origin",
+    type=click.Choice(["auto", "stream", "archive"]),
+    default="auto",
+    show_default=True,
+    help="Where the mentions come from (with --config): the stream, the archive's database, or the archive "
+    "when the stream does not reach --since back.",
+)
 @click.option(
     "--plot",
     "plot",
@@ -77,6 +89,7 @@ def backtest(
     watch: str | None,
     since: str,
     nats_url: str | None,
+    origin: str,
     plot: Path | None,
     output: Path | None,
     on_duplicate: str,
@@ -107,7 +120,7 @@ def backtest(
         return
     if config_path is None or watch is None:
         raise click.UsageError("give --series FILE, or --config FILE and --watch NAME")
-    _watch_mode(config_path, watch, since, nats_url, plot)
+    _watch_mode(config_path, watch, since, nats_url, plot, origin)
 
 
 def _series_mode(series: Path, output: Path | None, on_duplicate: str = "error") -> None:
@@ -129,7 +142,9 @@ def _series_mode(series: Path, output: Path | None, on_duplicate: str = "error")
         click.echo(f"{len(rows)} alert(s) written to {output}", err=True)
 
 
-def _watch_mode(config_path: Path, watch: str, since: str, nats_url: str | None, plot: Path | None) -> None:
+def _watch_mode(
+    config_path: Path, watch: str, since: str, nats_url: str | None, plot: Path | None, origin: str = "auto"
+) -> None:
     from veille.config import ConfigError, load_config
     from veille.durations import parse_duration
 
@@ -150,7 +165,7 @@ def _watch_mode(config_path: Path, watch: str, since: str, nats_url: str | None,
         )
     import asyncio
 
-    result = asyncio.run(_replay(nats_url, config, watch, span))
+    result = asyncio.run(_replay(nats_url, config, watch, span, origin, config_path))
     _print_table(result)
     from services.classifier.backtest import plot_result
 
@@ -159,29 +174,73 @@ def _watch_mode(config_path: Path, watch: str, since: str, nats_url: str | None,
     click.echo(f"plot written to {target}", err=True)
 
 
-async def _replay(url: str | None, config: VeilleConfig, watch: str, span: timedelta) -> BacktestResult:
+async def _replay(
+    url: str | None,
+    config: VeilleConfig,
+    watch: str,
+    span: timedelta,
+    origin: str = "stream",
+    config_path: Path | None = None,
+) -> BacktestResult:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from services.classifier.backtest import replay_stream
     from veille.natsauth import connect_cli
 
-    client = await connect_cli(url)
-    try:
-        with Progress(
-            TextColumn("replaying mentions"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=False,
-        ) as bar:
-            task = bar.add_task("replay", total=None)
+    with Progress(
+        TextColumn("replaying mentions"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as bar:
+        task = bar.add_task("replay", total=None)
 
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
 
+        if origin == "archive":
+            return await _replay_archive(config_path, config, watch, span, progress)
+        client = await connect_cli(url)
+        try:
+            if origin == "auto":
+                from datetime import UTC, datetime
+
+                from services.archive.backtest import archive_reaches, stream_start
+                from services.archive.cli import archive_engine
+
+                first = await stream_start(client.jetstream())
+                since = datetime.now(UTC) - span
+                if first is None or first > since + timedelta(minutes=1):
+                    # the stream does not reach that far back: the archive, if it holds what the stream lost
+                    engine = archive_engine(config_path, existing=True)
+                    reaches = engine is not None and await archive_reaches(engine, since, first)
+                    if engine is not None:
+                        await engine.dispose()
+                    if reaches:
+                        held = f"mentions from {first:%Y-%m-%d %H:%M} UTC on" if first else "no mention"
+                        click.echo(f"the stream holds {held}: reading the archive", err=True)
+                        return await _replay_archive(config_path, config, watch, span, progress)
             return await replay_stream(client.jetstream(), config, watch, span, progress=progress)
+        finally:
+            await client.close()
+
+
+async def _replay_archive(
+    config_path: Path | None, config: VeilleConfig, watch: str, span: timedelta, progress: Callable[[int, int], None]
+) -> BacktestResult:
+    from services.archive.backtest import replay_archive
+    from services.archive.cli import archive_engine
+
+    engine = archive_engine(config_path)
+    try:
+        return cast("BacktestResult", await replay_archive(engine, config, watch, span, progress=progress))
+    except click.ClickException:
+        raise
+    except Exception as exc:
+        raise click.ClickException(f"reading the archive: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     finally:
-        await client.close()
+        await engine.dispose()
 
 
 def _print_table(result: BacktestResult) -> None:
