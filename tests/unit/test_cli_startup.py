@@ -36,6 +36,7 @@ HEAVY = (
     "veille.sentiment",
     "veille.bus",
     "services.",
+    "sqlalchemy",
 )
 
 PROBE = """
@@ -106,3 +107,19 @@ def test_a_check_config_with_mistakes_loads_no_more(tmp_path: Path) -> None:
     code, modules = loaded_by(tmp_path, "check-config", str(bad))
     assert code == 1
     assert heavy(modules) == []
+
+
+def test_commands_that_live_with_their_service_are_listed_and_load_when_called() -> None:
+    """`veille --help` lists test-send, db, mentions... without importing them; each one resolves."""
+    import click
+    from click.testing import CliRunner
+
+    from veille_cli import LAZY, main
+
+    listed = CliRunner().invoke(main, ["--help"])
+    assert listed.exit_code == 0
+    for name in LAZY:
+        assert f"  {name} " in listed.output
+        helped = CliRunner().invoke(main, [name, "--help"])
+        assert helped.exit_code == 0, helped.output
+        assert isinstance(main.get_command(click.Context(main), name), click.Command)
