@@ -16,4 +16,5 @@ SERVICES: dict[str, str] = {
     "classifier": "services.classifier.app",
     "notifier": "services.notifier.app",
     "archive": "services.archive.app",
+    "console": "services.console.app",
 }

@@ -122,7 +122,7 @@ def password_variable(service: str) -> str:
 
 
 def _role(service: str) -> str:
-    if service in ("classifier", "notifier", "archive"):
+    if service in ("classifier", "notifier", "archive", "console"):
         return service
     if service.startswith("ingest"):
         return "ingestor"
@@ -176,11 +176,15 @@ def service_permissions(service: str) -> Permissions:
         publish += _bucket(bus.DETECTOR)
     elif role == "archive":  # reads classified mentions and alerts into its database; publishes nothing else
         publish += _pull(bus.ARCHIVE_CONSUMER) + _pull(bus.ARCHIVE_ALERTS_CONSUMER)
+    elif role == "console":  # the silences bucket (as `veille silence`); classified mentions live, below
+        publish += _bucket(bus.SILENCES)
     else:
         publish += _pull(bus.NOTIFIER_CONSUMER) + _pull(bus.NOTIFIER_REPLAY_CONSUMER)
         for bucket in (bus.NOTIFY_LOG, bus.SILENCES, bus.NOTIFY_GROUPS, bus.NOTIFY_SEEN):
             publish += _bucket(bucket)
-    subscribe = (f"{nats_inbox_prefix(service)}.>",)
+    subscribe: tuple[str, ...] = (f"{nats_inbox_prefix(service)}.>",)
+    if role == "console":  # the live page: a core subscription on the classified subjects, no consumer
+        subscribe += (_stream_prefix(bus.CLASSIFIED),)
     return Permissions(tuple(dict.fromkeys(publish)), subscribe)
 
 
