@@ -465,11 +465,12 @@ async def aggregations(
     bucket: timedelta | None = None,
     settings: DetectorSettings | None = None,
     top_limit: int = 10,
+    baseline: bool = True,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Everything the API's ``/aggregations`` answers for one watch: volume (with baseline, sentiment share
     and alerts) and the top stories, sources, sites and terms, as JSON-ready values."""
-    series = await volume(engine, watch, since, until, bucket=bucket, settings=settings, now=now)
+    series = await volume(engine, watch, since, until, bucket=bucket, settings=settings, baseline=baseline, now=now)
     out = series.as_json()
     out["top"] = {
         dimension: [

@@ -139,6 +139,12 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
             Param("until", _TIME, "Up to this long ago or this time (default: now)."),
             Param("bucket", {"type": "string", "examples": ["1h"]}, "Bucket width (default: about 120 buckets)."),
             Param("top", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "Length of each top list."),
+            Param(
+                "baseline",
+                {"type": "string", "enum": ["true", "false"], "default": "true"},
+                "Replay the spike detector for its expected counts (about 1 s per 90 days of 5-minute buckets); "
+                "false: counts only, in milliseconds.",
+            ),
         ],
         "response": "Aggregations",
     },
@@ -526,6 +532,7 @@ class ArchiveApi:
             bucket=bucket,
             settings=self.detector_settings(watch),
             top_limit=query.integer("top", 10, 1, 100),
+            baseline=query.one("baseline") != "false",
             now=now,
         )
         return web.json_response(body)

@@ -96,6 +96,9 @@ async def test_aggregations_and_alerts(api: httpx.AsyncClient) -> None:
         {"key": "bluesky", "count": 2, "example": body["top"]["sources"][1]["example"]},
     ]
     assert [e["key"] for e in body["top"]["stories"]] == ["s1", "s2"]
+    plain = (await api.get("/api/v1/aggregations", params={**params, "baseline": "false"})).json()
+    assert [b["expected"] for b in plain["buckets"]] == [None] * 5
+    assert [b["total"] for b in plain["buckets"]] == [0, 6, 0, 2, 0]
     alerts = (await api.get("/api/v1/alerts", params={"status": "firing"})).json()["alerts"]
     assert [(a["id"], a["watch"]) for a in alerts] == [("dupre-volume-1", "dupre"), ("acme-neg-1", "acme")]
     only = (await api.get("/api/v1/alerts", params={"watch": "acme"})).json()["alerts"]
