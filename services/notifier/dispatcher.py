@@ -55,6 +55,8 @@ log = structlog.get_logger("notifier")
 Sleep = Callable[[float], Awaitable[None]]
 _CAS_TRIES = 20
 _DIGEST_CHARS = 16
+MAX_CACHED_GROUPS = 1000
+"""Group states a replica keeps parsed in memory (up to ~100 KB each), least recently used dropped first."""
 MAX_SEEN_KEPT = 200_000
 """Digests a replica keeps in memory per group (the last hour's; past this, the oldest are dropped)."""
 
@@ -235,10 +237,13 @@ class Dispatcher:
         return await self._get(key)
 
     def _remember_state(self, key: str, state: GroupState, revision: int) -> None:
-        cached = self._cache.get(key)
+        cached = self._cache.pop(key, None)
         if cached is not None and cached[1] > revision:
+            self._cache[key] = cached
             return  # a newer write of ours already landed
-        self._cache[key] = (state, revision)
+        self._cache[key] = (state, revision)  # last used at the end: the first ones are the least recent
+        while len(self._cache) > MAX_CACHED_GROUPS:
+            del self._cache[next(iter(self._cache))]  # read again from KV when next needed
         self._due[key] = next_look(state, self.clock())
 
     def _invalidate(self, key: str) -> None:

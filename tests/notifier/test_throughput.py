@@ -9,11 +9,13 @@ bucket's stream sequence; a plain subscriber on the JetStream API subjects, whic
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from services.notifier import dispatcher
 from services.notifier.app import NotifierSettings, create_app
 from services.notifier.grouping import MAX_GROUP_ALERTS, seen_count
 from services.notifier.model import GroupState
@@ -129,5 +131,28 @@ async def test_an_idle_notifier_reads_no_group_per_tick_and_reads_directly(
         assert len(direct) >= 30 and indirect == []
         await sub_direct.unsubscribe()
         await sub_indirect.unsubscribe()
+    finally:
+        await app.stop()
+
+
+async def test_a_replica_keeps_a_bounded_number_of_groups_in_memory_and_still_sends_them_all(
+    js: JetStreamContext, receiver: ScriptedReceiver, nats_server: NatsServerProcess, monkeypatch: Any
+) -> None:
+    """40 groups with room for 10 parsed states: every group is still told once; memory holds at most 10."""
+    monkeypatch.setattr(dispatcher, "MAX_CACHED_GROUPS", 10)
+    clock = ManualClock()
+    settings = NotifierSettings(nats_url=nats_server.url, instance="replica-a", notifier_tick=0.02)
+    app = create_app(settings, config=webhook_config(receiver.url(), route=PER_ALERT), clock=clock)
+    await app.start()
+    try:
+        for i in range(40):
+            await publish_alert(js, make_alert(f"alert-many-{i:02d}"))
+        await settled(js)
+        assert len(app.dispatcher._cache) <= 10
+        clock.advance(hours=1, seconds=1)
+        hits = await receiver.wait_for(40, timeout=60)
+        assert sorted(h.json()["data"]["alerts"][0]["id"] for h in hits) == [f"alert-many-{i:02d}" for i in range(40)]
+        await app.dispatcher.drain()
+        assert len(app.dispatcher._cache) <= 10
     finally:
         await app.stop()
