@@ -188,3 +188,13 @@ async def test_the_archive_service_serves_the_api(
             assert answers[-1].json() == {"alerts": []}
     finally:
         await app.stop()
+
+
+def test_token_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """VEILLE_ARCHIVE_API_TOKEN_FILE (a Docker or Kubernetes secret) gives the token, stripped."""
+    secret = tmp_path / "token"
+    secret.write_text(f"{TOKEN}\n")
+    monkeypatch.delenv("VEILLE_ARCHIVE_API_TOKEN", raising=False)
+    monkeypatch.setenv("VEILLE_ARCHIVE_API_TOKEN_FILE", str(secret))
+    token = ApiSettings().archive_api_token
+    assert token is not None and token.get_secret_value() == TOKEN
