@@ -3,7 +3,8 @@
 #   promtool + prometheus (check the Prometheus config and rules, unit-test the rules, scrape the
 #   services in a test), docker-compose 1.29 (validate docker-compose.yml without a Docker engine) and
 #   prometheus-alertmanager 0.25 (the notifier's alertmanager receiver and format, tested against it),
-#   postgresql + postgresql-contrib (tests/archive start their own server with initdb and pg_ctl).
+#   postgresql + postgresql-contrib (tests/archive start their own server with initdb and pg_ctl),
+#   chromium (the console's browser tests drive it with Playwright: tests/console/test_browser.py).
 # Idempotent and quiet: does nothing when the tools are already there. Needs root (as CI runs) or sudo.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missin
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 # PostgreSQL (initdb + pg_ctl, unaccent in contrib): the archive's tests run a real server on loopback
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql postgresql-contrib)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
