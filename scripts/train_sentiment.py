@@ -9,14 +9,14 @@ English tweets, SemEval 2013-2016) and ``fr_tweets_dev.csv`` (2,163 French tweet
 ``en_tweets_dev.csv`` is NOT read here: it is the English development check (bench/sentiment_eval.py).
 
 Protocol. Features are :func:`veille.sentiment.linear.sparse_features`; each language gets its own
-model. For each fold of a stratified k-fold split, the vocabulary (n-grams seen in at least
-``min_df`` training texts of the fold) and the model are fitted on the other folds only, and the
-fold is predicted. English: the inverse regularisation ``C`` with the best 5-fold CV macro recall on
-the English training file. French: 5-fold CV on the French file, each fold's model trained on the
-other French folds alone or together with all the English tweets (French weighted 1 or 4); the
-best by CV macro recall is the shipped setting. Each language's model is then fitted on all its
-data with the chosen settings. Deterministic: sorted vocabulary, single-threaded lbfgs, weights
-rounded to 4 decimals.
+class-balanced model, its vocabulary (n-grams seen in at least ``MIN_DF`` training texts) fitted with
+it. ``C`` and the French data ("French only") come from an earlier cross-validation (model/README.md).
+``--cv`` runs the nested cross-validation of the decision rule (a bias on the negative class's
+log-odds, maximising min(macro recall, negative recall, negative precision at equal class shares)):
+see :func:`nested_cv`; set ``DEFAULTS``' ``negative_bias`` to the ``chosen_bias`` it writes to
+model/cv.json. Each language's model is then fitted on all its data with its settings, the bias
+added to its intercept. Deterministic: sorted vocabulary, single-threaded lbfgs, weights rounded to
+3 decimals.
 
 Needs scikit-learn (``pip install -e '.[train]'``); the runtime does not.
 """
@@ -47,8 +47,8 @@ from sklearn.model_selection import StratifiedKFold  # noqa: E402
 
 from veille.sentiment.base import LABELS  # noqa: E402
 from veille.sentiment.evaluation import evaluate  # noqa: E402
-from veille.sentiment.lexicon import LexiconBackend  # noqa: E402
-from veille.sentiment.linear import sparse_features  # noqa: E402
+from veille.sentiment.lexicon import load_profile  # noqa: E402
+from veille.sentiment.linear import FORMAT, lexicon_feature_names, sparse_features  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "sentiment"
 MODEL_DIR = REPO / "shared" / "veille" / "sentiment" / "model"
@@ -58,11 +58,16 @@ SEED = 20260601
 FOLDS = 5
 MIN_DF = 5
 DECIMALS = 3
-# The settings chosen by the last cross-validation (``--cv``; its figures are in model/cv.json).
-DEFAULTS: dict[str, Any] = {"en": {"C": 1.0}, "fr": {"C": 1.0, "data": "French only"}}
-FR_C = 1.0
-C_GRID = (0.5, 1.0, 2.0)
-FR_WEIGHT_GRID = (1.0, 4.0)
+# The settings: C and the French data by an earlier cross-validation (model/README.md); the
+# negative bias (the decision rule) by the last ``--cv`` (its figures are in model/cv.json).
+DEFAULTS: dict[str, Any] = {
+    "en": {"C": 1.0, "negative_bias": 0.35},
+    "fr": {"C": 1.0, "data": "French only", "negative_bias": 0.2},
+}
+BIAS_GRID = tuple(round(-1.0 + 0.05 * i, 2) for i in range(51))
+"""Candidate biases added to the negative class's logit (log-odds): -1.0 to 1.5."""
+ALERT_THRESHOLD = -0.3
+"""The watches' default ``negative_threshold``: a mention alerts when its score is at or below it."""
 
 
 def load(name: str) -> tuple[list[str], np.ndarray]:
@@ -125,41 +130,134 @@ def fit(features: Features, rows: np.ndarray, y: np.ndarray, weights: np.ndarray
     return model, columns
 
 
-def predict(model: Any, features: Features, columns: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Most probable class of ``rows``."""
-    return np.asarray(model.predict(features.matrix[rows][:, columns]))
+def probabilities(model: Any, features: Features, columns: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """P(negative), P(neutral), P(positive) of ``rows``."""
+    return np.asarray(model.predict_proba(features.matrix[rows][:, columns]))
+
+
+def decide(probs: np.ndarray, bias: float) -> np.ndarray:
+    """The decision rule: the most probable class after adding ``bias`` to the negative log-odds."""
+    logits = np.log(np.clip(probs, 1e-300, None))
+    logits[:, 0] += bias
+    return np.asarray(np.argmax(logits, axis=1))
+
+
+def alert(probs: np.ndarray, bias: float) -> np.ndarray:
+    """Whether a watch with the default threshold alerts: score P(pos) - P(neg) <= ALERT_THRESHOLD,
+    the probabilities taken after the bias (the shipped model holds it in its intercept)."""
+    odds = probs * np.array([np.exp(bias), 1.0, 1.0])
+    odds /= odds.sum(axis=1, keepdims=True)
+    return np.asarray(odds[:, 2] - odds[:, 0] <= ALERT_THRESHOLD)
 
 
 def scores_of(gold: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """Macro recall, negative precision and recall (percent)."""
+    """Macro recall, negative precision (at the file's class shares and at equal shares) and recall."""
+    recall = [float(np.mean(predicted[gold == c] == c)) if np.any(gold == c) else 0.0 for c in range(3)]
+    said_negative = [float(np.mean(predicted[gold == c] == 0)) if np.any(gold == c) else 0.0 for c in range(3)]
     s = evaluate([LABELS[int(g)] for g in gold], [LABELS[int(p)] for p in predicted])
     return {
         "macro_recall": round(s.macro_recall, 2),
         "negative_precision": round(s.negative_precision, 2),
+        "negative_precision_equal_shares": round(100.0 * recall[0] / sum(said_negative), 2)
+        if any(said_negative)
+        else 0.0,
         "negative_recall": round(s.negative_recall, 2),
         "accuracy": round(s.accuracy, 2),
     }
 
 
-def cross_validate(
+def alert_scores(gold: np.ndarray, alerts: np.ndarray) -> dict[str, float]:
+    """Precision and recall of the default alert rule for negative tweets (file shares, equal shares)."""
+    negative = gold == 0
+    recall = float(np.mean(alerts[negative])) if negative.any() else 0.0
+    precision = float(np.mean(negative[alerts])) if alerts.any() else 0.0
+    rates = [float(np.mean(alerts[gold == c])) if np.any(gold == c) else 0.0 for c in range(3)]
+    equal = recall / sum(rates) if any(rates) else 0.0
+    return {
+        "precision": round(100 * precision, 2),
+        "precision_equal_shares": round(100 * equal, 2),
+        "recall": round(100 * recall, 2),
+    }
+
+
+def objective(gold: np.ndarray, predicted: np.ndarray) -> float:
+    """What the decision rule maximises: the least of macro recall, negative recall and negative
+    precision at equal class shares (the deployment's class shares are unknown: model/README.md)."""
+    s = scores_of(gold, predicted)
+    return min(s["macro_recall"], s["negative_recall"], s["negative_precision_equal_shares"])
+
+
+def choose_bias(gold: np.ndarray, probs: np.ndarray) -> float:
+    """The bias of BIAS_GRID with the best objective (ties: the smallest in size, then the lower)."""
+    return max(BIAS_GRID, key=lambda b: (objective(gold, decide(probs, b)), -abs(b), -b))
+
+
+def nested_cv(
     features: Features, y: np.ndarray, weights: np.ndarray, target: np.ndarray, always: np.ndarray, c: float
-) -> dict[str, float]:
-    """k-fold CV over the ``target`` rows (each fold trained on the other folds plus ``always`` rows)."""
-    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=SEED)
-    predicted = np.empty(len(target), dtype=np.int64)
-    for train_at, test_at in folds.split(target, y[target]):
-        rows = np.concatenate([always, target[train_at]])
+) -> dict[str, Any]:
+    """k-fold CV of the model and of its decision rule over the ``target`` rows (each model trained on
+    other folds plus the ``always`` rows).
+
+    For each outer fold k, the bias is chosen on inner out-of-fold probabilities of the other folds:
+    fold j (j != k) scored by a model trained on the folds other than j and k. So no tweet's label
+    touches the model or the rule that score it. (The model trained without folds j and k scores j
+    for outer fold k and k for outer fold j: one fit per pair.) Also returns the plain out-of-fold
+    probabilities (each fold by a model trained on the others), on which the shipped bias is chosen.
+    """
+    splitter = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=SEED)
+    folds = [target[test_at] for _, test_at in splitter.split(target, y[target])]
+    position = {int(row): at for at, row in enumerate(target)}
+    oof = np.empty((len(target), 3))
+    pair_probs: dict[tuple[int, int], np.ndarray] = {}  # (outer k, scored j) -> probabilities of fold j
+    for k, held in enumerate(folds):
+        rows = np.concatenate([always, *[f for i, f in enumerate(folds) if i != k]])
         model, columns = fit(features, rows, y, weights, c)
-        predicted[test_at] = predict(model, features, columns, target[test_at])
-    return scores_of(y[target], predicted)
+        oof[[position[int(r)] for r in held]] = probabilities(model, features, columns, held)
+        print(f"  outer fold {k + 1}/{FOLDS} fitted", flush=True)
+    for k in range(FOLDS):
+        for j in range(k + 1, FOLDS):
+            rows = np.concatenate([always, *[f for i, f in enumerate(folds) if i not in (j, k)]])
+            model, columns = fit(features, rows, y, weights, c)
+            pair_probs[(k, j)] = probabilities(model, features, columns, folds[j])
+            pair_probs[(j, k)] = probabilities(model, features, columns, folds[k])
+            print(f"  inner pair ({k + 1}, {j + 1}) fitted", flush=True)
+    gold = y[target]
+    nested_pred = np.empty(len(target), dtype=np.int64)
+    nested_alert = np.empty(len(target), dtype=bool)
+    inner_biases = []
+    for k, held in enumerate(folds):
+        others = [j for j in range(FOLDS) if j != k]
+        inner_gold = np.concatenate([y[folds[j]] for j in others])
+        inner_probs = np.concatenate([pair_probs[(k, j)] for j in others])
+        bias = choose_bias(inner_gold, inner_probs)
+        inner_biases.append(bias)
+        at = [position[int(r)] for r in held]
+        nested_pred[at] = decide(oof[at], bias)
+        nested_alert[at] = alert(oof[at], bias)
+    chosen = choose_bias(gold, oof)
+    return {
+        "rows": len(target),
+        "folds": FOLDS,
+        "seed": SEED,
+        "C": c,
+        "no_bias": scores_of(gold, decide(oof, 0.0)) | {"alert": alert_scores(gold, alert(oof, 0.0))},
+        "nested": scores_of(gold, nested_pred) | {"alert": alert_scores(gold, nested_alert)},
+        "nested_biases": inner_biases,
+        "chosen_bias": chosen,
+        "chosen_bias_in_sample": scores_of(gold, decide(oof, chosen))
+        | {"alert": alert_scores(gold, alert(oof, chosen))},
+        "class_shares": [round(float(np.mean(gold == c)), 4) for c in range(3)],
+    }
 
 
-def _weights_json(model: Any, names: list[str], lexicon_size: int) -> str:
-    """One language's weights: intercept, lexicon size, then one rounded weight triple per line."""
+def _weights_json(model: Any, names: list[str], lexicon_size: int, bias: float) -> str:
+    """One language's weights: intercept (plus the decision rule's bias on the negative class),
+    lexicon size, then one rounded weight pair per line."""
     # Softmax is unchanged when a feature's three weights move together: store each relative to the
     # neutral class (negative - neutral, positive - neutral), two numbers instead of three.
     coef = np.round(model.coef_[[0, 2]] - model.coef_[1], DECIMALS)
-    intercept = ", ".join(_num(float(v)) for v in model.intercept_[[0, 2]] - model.intercept_[1])
+    relative = model.intercept_[[0, 2]] - model.intercept_[1] + np.array([bias, 0.0])
+    intercept = ", ".join(_num(float(v)) for v in relative)
     lines = []
     for j, name in enumerate(names):
         pair = [float(v) for v in coef[:, j]]
@@ -172,7 +270,7 @@ def _weights_json(model: Any, names: list[str], lexicon_size: int) -> str:
 def model_json(models: dict[str, str], meta: dict[str, Any]) -> str:
     """The model file: sorted keys, weights rounded, one weight triple per line (diffs stay readable)."""
     head = json.dumps(
-        {"format": "veille-sentiment-linear-2", "labels": list(LABELS), "meta": meta},
+        {"format": FORMAT, "labels": list(LABELS), "meta": meta},
         sort_keys=True,
         ensure_ascii=False,
         indent=1,
@@ -192,6 +290,7 @@ def main() -> int:
     parser.add_argument("--cv", choices=("en", "fr", "all"), help="cross-validate the settings (writes model/cv.json)")
     parser.add_argument("--check", type=Path, help="exit 1 unless the trained model equals this file byte for byte")
     parser.add_argument("--output", type=Path, default=MODEL_FILE, help="where to write the model")
+    parser.add_argument("--cv-output", type=Path, default=CV_FILE, help="where --cv writes its figures")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N texts of each file (tests)")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -207,8 +306,7 @@ def main() -> int:
             fr_texts[: args.limit],
             fr_y[: args.limit],
         )
-    lexicon = LexiconBackend()
-    rows = [sparse_features(t, "en", lexicon) for t in en_texts] + [sparse_features(t, "fr", lexicon) for t in fr_texts]
+    rows = [sparse_features(t, "en") for t in en_texts] + [sparse_features(t, "fr") for t in fr_texts]
     features = Features(rows)
     y = np.concatenate([en_y, fr_y])
     en_rows = np.arange(len(en_texts))
@@ -219,39 +317,25 @@ def main() -> int:
     if args.cv:
         ones = np.ones(len(y))
         report: dict[str, Any] = {}
-        if args.cv in ("en", "all"):
-            en_cv = {}
-            for c in C_GRID:
-                en_cv[f"C={c}"] = cross_validate(features, y, ones, en_rows, none, c)
-                print(f"en  C={c}: {en_cv[f'C={c}']}  ({time.perf_counter() - started:.0f} s)", flush=True)
-            best_c = max(C_GRID, key=lambda c: en_cv[f"C={c}"]["macro_recall"])
-            report["en"] = {"rows": len(en_rows), "folds": FOLDS, "seed": SEED, "by_setting": en_cv, "chosen_C": best_c}
-        if args.cv in ("fr", "all"):
-            c = FR_C
-            fr_cv: dict[str, Any] = {"French only": cross_validate(features, y, ones, fr_rows, none, c)}
-            print(f"fr  French only: {fr_cv['French only']}", flush=True)
-            for weight in FR_WEIGHT_GRID:
-                weights = np.where(np.arange(len(y)) >= len(en_texts), weight, 1.0)
-                name = f"English + French, French weight {weight:g}"
-                fr_cv[name] = cross_validate(features, y, weights, fr_rows, en_rows, c)
-                print(f"fr  {name}: {fr_cv[name]}  ({time.perf_counter() - started:.0f} s)", flush=True)
-            best = max(fr_cv, key=lambda name: fr_cv[name]["macro_recall"])
-            report["fr"] = {
-                "rows": len(fr_rows),
-                "folds": FOLDS,
-                "seed": SEED,
-                "C": c,
-                "by_setting": fr_cv,
-                "chosen": best,
-            }
+        for lang, own in (("en", en_rows), ("fr", fr_rows)):
+            if args.cv not in (lang, "all"):
+                continue
+            chosen = DEFAULTS[lang]
+            if chosen.get("data") == "English + French":
+                weights = np.where(np.arange(len(y)) >= len(en_texts), chosen["fr_weight"], 1.0)
+                report[lang] = nested_cv(features, y, weights, own, en_rows, chosen["C"])
+            else:
+                report[lang] = nested_cv(features, y, ones, own, none, chosen["C"])
+            report[lang]["settings"] = {k: v for k, v in chosen.items() if k != "negative_bias"}
+            print(f"{lang}: {json.dumps(report[lang])}  ({time.perf_counter() - started:.0f} s)", flush=True)
         # Read just before writing: the English and French parts may run at the same time.
-        merged = json.loads(CV_FILE.read_text(encoding="utf-8")) if CV_FILE.exists() else {}
-        CV_FILE.write_text(json.dumps(merged | report, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        print(f"wrote {CV_FILE}: set DEFAULTS in this script to the chosen settings, then run it without --cv")
+        merged = json.loads(args.cv_output.read_text(encoding="utf-8")) if args.cv_output.exists() else {}
+        args.cv_output.write_text(json.dumps(merged | report, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        print(f"wrote {args.cv_output}: set each negative_bias in DEFAULTS to its chosen_bias, then run without --cv")
         return 0
 
     settings = DEFAULTS
-    lexicon_sizes = {"en": len(lexicon.features("", "en")), "fr": len(lexicon.features("", "fr"))}
+    lexicon_sizes = {lang: len(lexicon_feature_names(load_profile(lang))) for lang in ("en", "fr")}
     models = {}
     for lang, own in (("en", en_rows), ("fr", fr_rows)):
         chosen = settings[lang]
@@ -261,7 +345,8 @@ def main() -> int:
         else:
             weights, rows_used = np.ones(len(y)), own
         model, columns = fit(features, rows_used, y, weights, chosen["C"])
-        models[lang] = _weights_json(model, [features.names[j] for j in columns], lexicon_sizes[lang])
+        names = [features.names[j] for j in columns]
+        models[lang] = _weights_json(model, names, lexicon_sizes[lang], float(chosen["negative_bias"]))
         print(f"fitted {lang} on {len(rows_used)} texts ({time.perf_counter() - started:.0f} s)", flush=True)
     meta = {
         "trained_on": {

@@ -11,9 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from veille.sentiment import SentimentBackend, make_backend
+from veille.sentiment import LABELS, SentimentBackend, make_backend
 from veille.sentiment.evaluation import evaluate, load_labelled
-from veille.sentiment.linear import LinearBackend, LinearModels, load_model, sparse_features
+from veille.sentiment.lexicon import load_profile
+from veille.sentiment.linear import (
+    FORMAT,
+    LinearBackend,
+    LinearModels,
+    lexicon_feature_names,
+    load_model,
+    sparse_features,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "sentiment"
@@ -117,30 +125,47 @@ def test_a_file_that_is_not_a_model_is_refused() -> None:
     """Loading weights of another format or label order fails with a clear message."""
     with pytest.raises(ValueError, match="not a veille linear sentiment model"):
         LinearModels.from_json({"format": "something-else"})
+    with pytest.raises(ValueError, match="make train"):  # the format before the word-list features changed
+        LinearModels.from_json({"format": "veille-sentiment-linear-2"})
     with pytest.raises(ValueError, match="labels"):
-        LinearModels.from_json({"format": "veille-sentiment-linear-2", "labels": ["positive", "negative"]})
+        LinearModels.from_json({"format": FORMAT, "labels": ["positive", "negative"]})
     with pytest.raises(ValueError, match="no weights for fr"):
         LinearModels.from_json(
             {
-                "format": "veille-sentiment-linear-2",
+                "format": FORMAT,
                 "labels": ["negative", "neutral", "positive"],
                 "models": {"en": {"intercept": [0, 0], "lexicon_features": 0, "weights": {}}},
             }
         )
+    with pytest.raises(ValueError, match="word-list features"):
+        part = {"intercept": [0, 0], "lexicon_features": 3, "weights": {}}
+        LinearModels.from_json({"format": FORMAT, "labels": list(LABELS), "models": {"en": part, "fr": part}})
 
 
 def test_training_settings_are_the_cross_validated_ones() -> None:
-    """The settings the model was fitted with are the best by cross-validated macro recall (model/cv.json)."""
+    """The model was fitted with the settings cross-validated in model/cv.json, and its decision rule
+    (the bias on the negative class) is the one the cross-validation chose."""
     cv = json.loads((MODEL_DIR / "cv.json").read_text(encoding="utf-8"))
     settings = load_model().meta["settings"]
-    en = cv["en"]["by_setting"]
-    assert f"C={settings['en']['C']}" == max(en, key=lambda name: en[name]["macro_recall"])
-    fr = cv["fr"]["by_setting"]
-    best_fr = max(fr, key=lambda name: fr[name]["macro_recall"])
-    if settings["fr"]["data"] == "French only":
-        assert best_fr == "French only"
-    else:
-        assert best_fr == f"English + French, French weight {settings['fr']['fr_weight']:g}"
+    for lang in ("en", "fr"):
+        assert settings[lang]["negative_bias"] == cv[lang]["chosen_bias"]
+        assert {k: v for k, v in settings[lang].items() if k != "negative_bias"} == cv[lang]["settings"]
+        assert len(cv[lang]["nested_biases"]) == cv[lang]["folds"]
+
+
+def test_word_list_evidence_sees_negation_until_the_clause_ends() -> None:
+    """'good' counts as positive, after 'not' as negated positive, and a full stop ends the negation."""
+    names = lexicon_feature_names(load_profile("en"))
+    positive, negated_positive = names.index("vader_positive"), names.index("vader_negated_positive")
+
+    def evidence(text: str) -> dict[int, float]:
+        return {int(k[4:]): v for k, v in sparse_features(text, "en").items() if k.startswith("xen:")}
+
+    assert positive in evidence("the food was good") and negated_positive not in evidence("the food was good")
+    assert negated_positive in evidence("the food was not good") and positive not in evidence("the food was not good")
+    assert positive in evidence("not again. the food was good")
+    assert names[-3:] == ("has_link", "handles", "hashtags")
+    assert evidence("@user @other see http://x.example #a")[len(names) - 2] == 2.0
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="evaluation data (../shared/data/sentiment) not present")
@@ -155,8 +180,9 @@ def test_english_dev_quality_floor(linear: LinearBackend) -> None:
     assert scores.negative_recall >= FLOOR["negative_recall"], scores
 
 
-FLOOR = {"macro_recall": 72.0, "negative_precision": 51.0, "negative_recall": 76.0}
-"""Measured 73.6 / 53.4 / 79.2 on the shipped model (docs/benchmarks.md), less a margin."""
+FLOOR = {"macro_recall": 71.5, "negative_precision": 44.5, "negative_recall": 81.0}
+"""Measured 72.9 / 46.5 / 84.0 on the shipped model (look 3, docs/benchmarks.md), less a margin. Negative
+precision at the dev file's class shares; 70.4 at equal shares (model/README.md on class shares)."""
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="training data (../shared/data/sentiment) not present")
