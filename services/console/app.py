@@ -188,6 +188,9 @@ class ConsoleApp:
             undefined=jinja2.StrictUndefined,
         )
         self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listen_problem: str | None = None
+        self.health.add("http", lambda: self._listen_problem)
         self.health.add("nats", lambda: None if self.nc and self.nc.is_connected else "not connected to NATS")
 
     # ---------------------------------------------------------------- lifecycle
@@ -206,24 +209,47 @@ class ConsoleApp:
                 effect="listening on 127.0.0.1 only; everyone there acts as the responder 'local'",
                 fix="veille users add NAME --role responder, then restart the console",
             )
-        self.nc = await connect(self.settings, name="veille-console")
+        self.nc = await connect(self.settings, name="veille-console", max_reconnect_attempts=-1)
         js = self.nc.jetstream()
         self.silences = await SilenceStore.open(js)
         await self.nc.subscribe(
             f"{bus.PREFIX}.mentions.classified.>", cb=self._on_classified, pending_msgs_limit=10_000
         )
-        app = self.web_app()
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        self.runner = web.AppRunner(self.web_app(), access_log=None, shutdown_timeout=1.0)
         await self.runner.setup()
+        if not await self._listen():
+            self._tasks.append(asyncio.create_task(self._listen_later(), name="console-listen"))
+
+    async def _listen(self) -> bool:
+        """Listen on the console's address; False (readiness says why) when it is taken."""
+        assert self.runner is not None
         site = web.TCPSite(self.runner, self.host, self.console.console_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            if self._listen_problem is None:
+                log.error("console.cannot_listen", host=self.host, port=self.console.console_port, error=str(exc))
+            self._listen_problem = f"cannot listen on {self.host}:{self.console.console_port}: {exc.strerror or exc}"
+            return False
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.console.console_port
-        log.info("console.started", url=f"http://{self.host}:{self.port}/", accounts=users)
+        self._listen_problem = None
+        log.info("console.started", url=f"http://{self.host}:{self.port}/", local_only=self.local_only)
+        return True
+
+    async def _listen_later(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 5)
+            if not self._stopping.is_set() and await self._listen():
+                return
 
     async def stop(self) -> None:
         """Close the live streams, the server, NATS and the database."""
         self._stopping.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if self.runner is not None:
             await self.runner.cleanup()
         if self.nc is not None:

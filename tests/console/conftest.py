@@ -112,13 +112,13 @@ async def start_console(
     """Start a console on the test NATS and database (call after seeding); stopped at the end."""
     apps: list[ConsoleApp] = []
 
-    async def start() -> ConsoleApp:
+    async def start(port: int = 0) -> ConsoleApp:
         settings = ConsoleSettings(
             nats_url=nats_server.url,
             data_dir=tmp_path,
             config=tmp_path / "veille.yaml",
             console_host="127.0.0.1",
-            console_port=0,
+            console_port=port,
         )
         watches = [Watch(name="acme", query="acme"), Watch(name="globex", query="globex")]
         app = ConsoleApp(settings, VeilleConfig(archive=ArchiveConfig(database_url=db_url), watches=watches))

@@ -10,6 +10,7 @@ import asyncio
 import csv
 import io
 import json
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
@@ -223,3 +224,24 @@ async def test_without_accounts_the_console_is_loopback_only(db_url: str, start_
     status, body = await local.post("/alerts/alert-1/comment", {"comment": "on it"})
     assert status == 200 and "local</strong> commented" in body
     assert [a[1:] for a in await actions_in_db(db_url)] == [("local", "comment", "on it")]
+
+
+async def test_a_taken_port_is_said_in_readiness_and_taken_when_free(
+    db_url: str, start_console: Any, browser: Any
+) -> None:
+    await seed(db_url, alerts=[alert(1)])
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    app = await start_console(port=port)
+    await app.health.refresh()
+    assert "cannot listen on 127.0.0.1:" in app.health.problems()["http"]
+    holder.close()
+    for _ in range(200):
+        if app.port:
+            break
+        await asyncio.sleep(0.05)
+    assert app.port == port and "http" not in app.health.problems()
+    status, _ = await browser(app).get("/alerts")
+    assert status == 200
