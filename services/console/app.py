@@ -234,7 +234,7 @@ class ConsoleApp:
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.console.console_port
         self._listen_problem = None
-        log.info("console.started", url=f"http://{self.host}:{self.port}/", local_only=self.local_only)
+        log.info("console.listening", url=f"http://{self.host}:{self.port}/", local_only=self.local_only)
         return True
 
     async def _listen_later(self) -> None:
