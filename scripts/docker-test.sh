@@ -52,7 +52,7 @@ run_tests() {
   step_start=$(date +%s)
   local status=0
   VEILLE_DOCKER_TESTS=1 APP_IMAGE=$APP_IMAGE TESTBED_IMAGE=$TESTBED_IMAGE \
-    "$PYTHON" -m pytest -q -p no:cacheprovider -o addopts="" tests/docker "$@" || status=$?
+    "$PYTHON" -m pytest -q -p no:cacheprovider -o addopts="" --timeout=1500 tests/docker "$@" || status=$?
   step_done "tests"
   return $status
 }

@@ -40,6 +40,14 @@ if not os.environ.get("VEILLE_DOCKER_TESTS"):
     collect_ignore_glob = ["test_*.py"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Bringing the stack up (vfs copies the whole image for each of its containers) and the restart
+    tests take minutes on a busy machine: far more than the suite's default 300-second timeout."""
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.timeout(1500))
+
+
 def compose_command() -> list[str]:
     """``docker compose`` (v2) when the CLI has it, else ``docker-compose`` (v1), as the Makefile picks."""
     if os.environ.get("VEILLE_COMPOSE"):
@@ -132,8 +140,10 @@ class Stack:
         return [name for name in config if name not in LEFT_OUT]
 
     def container(self, service: str) -> str:
-        """The id of ``service``'s (single) container."""
-        ids = self.run("ps", "-q", service).stdout.split()
+        """The id of ``service``'s (single) container (by compose's labels: the docker CLI is much
+        faster than docker-compose v1 on a busy machine)."""
+        labels = [f"label=com.docker.compose.project={self.project}", f"label=com.docker.compose.service={service}"]
+        ids = docker("ps", "-a", "-q", *(arg for label in labels for arg in ("--filter", label))).stdout.split()
         assert len(ids) == 1, f"{service}: expected one container, found {ids}"
         return ids[0]
 
@@ -150,8 +160,10 @@ class Stack:
     def wait_healthy(self, timeout: float = 300) -> None:
         """Wait until every long-running service is healthy and nats-topology exited 0."""
 
+        services = self.services()
+
         def all_healthy() -> bool:
-            for service in self.services():
+            for service in services:
                 if service in ONE_SHOT:
                     state = self.inspect(service)["State"]
                     if state["Status"] != "exited":
@@ -164,7 +176,7 @@ class Stack:
         try:
             wait_for(all_healthy, timeout, "every service healthy", interval=2)
         except AssertionError as exc:
-            states = {s: self.health(s) for s in self.services()}
+            states = {s: self.health(s) for s in services}
             raise AssertionError(f"{exc}: {states}") from None
 
     def exec(self, service: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
