@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from services.archive.db import make_engine
-from services.console.cli import corrections
+from services.console.cli import corrections, users
 from services.console.store import alert_actions
 from services.notifier.silences import SilenceStore, silenced_by
 from tests.console.conftest import PASSWORD, alert, classified, seed
@@ -245,3 +245,24 @@ async def test_a_taken_port_is_said_in_readiness_and_taken_when_free(
     assert app.port == port and "http" not in app.health.problems()
     status, _ = await browser(app).get("/alerts")
     assert status == 200
+
+
+async def test_users_added_on_the_command_line_log_in_with_their_role(
+    db_url: str, start_console: Any, browser: Any
+) -> None:
+    runner = CliRunner()
+    short = await asyncio.to_thread(
+        runner.invoke, users, ["add", "rita", "--role", "responder", "--password", "short", "--database-url", db_url]
+    )
+    assert short.exit_code != 0 and "at least 8 characters" in short.output
+    added = await asyncio.to_thread(
+        runner.invoke, users, ["add", "rita", "--role", "viewer", "--password", PASSWORD, "--database-url", db_url]
+    )
+    assert added.exit_code == 0, added.output
+    app = await start_console()
+    assert not app.local_only
+    rita = browser(app)
+    status, body = await rita.login("rita")
+    assert status == 200 and "Alerts" in body
+    status, _ = await rita.post("/mentions/rss:1/correct", {"label": "positive", "predicted": "negative", "text": "x"})
+    assert status == 403, "a viewer"
