@@ -234,45 +234,38 @@ async def volume(
     first, last = _floor(start, width), _floor(end - timedelta(microseconds=1), width)
     if (last - first) / width + 1 > MAX_BUCKETS:
         raise AggregationError(f"that is more than {MAX_BUCKETS} buckets: ask for a wider bucket or a shorter range")
-    read_from = first - settings.warmup if baseline else first
-    seconds = int(step.total_seconds())
-    key = epoch_bucket(mention_watches.c.ts, seconds).label("b")
-    statement = (
-        select(key, mention_watches.c.sentiment, func.count().label("n"))
-        .where(
-            mention_watches.c.watch == watch,
-            mention_watches.c.ts >= read_from,
-            mention_watches.c.ts < end,
-        )
-        .group_by(key, mention_watches.c.sentiment)
-    )
-    counts: dict[int, Counter[str]] = {}
-    async with engine.connect() as conn:
-        for b, sentiment, n in (await conn.execute(statement)).all():
-            counts.setdefault(int(b), Counter())[sentiment] += int(n)
-        alert_rows = await _alerts(conn, watch=watch, since=start, until=end)
+    read_from = first - settings.warmup
+    ts = mention_watches.c.ts
+    scope = (mention_watches.c.watch == watch, ts < end)
+    # the display buckets by sentiment: a few hundred groups at most, counted by the database
+    key = epoch_bucket(ts, int(width.total_seconds())).label("b")
+    display = select(key, mention_watches.c.sentiment, func.count()).where(*scope, ts >= first)
     buckets = [Bucket(first + i * width) for i in range(int((last - first) / width) + 1)]
     by_start = {b.start: b for b in buckets}
-    for b, counter in counts.items():
-        moment = _EPOCH + b * step
-        if moment < first:
-            continue
-        target = by_start.get(_floor(moment, width))
-        if target is None:
-            continue
-        for sentiment, n in counter.items():
-            target.total += n
+    totals: dict[int, int] = {}
+    async with engine.connect() as conn:
+        for b, sentiment, n in (await conn.execute(display.group_by(key, mention_watches.c.sentiment))).all():
+            target = by_start.get(_EPOCH + int(b) * width)
+            if target is None:
+                continue
+            target.total += int(n)
             if sentiment in SENTIMENTS:
-                setattr(target, sentiment, getattr(target, sentiment) + n)
+                setattr(target, sentiment, getattr(target, sentiment) + int(n))
+        if baseline:
+            # the detector's own buckets, totals only, from one warm-up earlier
+            fine = epoch_bucket(ts, int(step.total_seconds())).label("b")
+            statement = select(fine, func.count()).where(*scope, ts >= read_from).group_by(fine)
+            totals = {int(b): int(n) for b, n in (await conn.execute(statement)).all()}
+        alert_rows = await _alerts(conn, watch=watch, since=start, until=end)
     if baseline:
-        _baseline(buckets, by_start, counts, settings, read_from, end, width)
+        _baseline(buckets, by_start, totals, settings, read_from, end, width)
     return VolumeSeries(watch, start, end, width, step, buckets, alert_rows)
 
 
 def _baseline(
     buckets: list[Bucket],
     by_start: dict[datetime, Bucket],
-    counts: dict[int, Counter[str]],
+    counts: dict[int, int],
     settings: DetectorSettings,
     read_from: datetime,
     end: datetime,
@@ -290,7 +283,7 @@ def _baseline(
         each.expected = 0.0
     while index <= stop:
         moment = _EPOCH + index * step
-        observed = sum(counts[index].values()) if index in counts else 0
+        observed = counts.get(index, 0)
         expected = detector.expected(moment)
         target = by_start.get(_floor(moment, width))
         if target is not None and target.expected is not None:
