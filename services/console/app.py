@@ -33,7 +33,7 @@ from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import jinja2
 import structlog
@@ -45,8 +45,10 @@ from prometheus_client import Counter, Gauge
 from pydantic import Field, SecretStr, ValidationError
 
 from services.archive.db import database_url, make_engine, migrate
+from services.archive.search import MentionHit, SearchError, SearchFilters, search
 from services.console.auth import LoginThrottle, Signer, User, load_secret, verify_password
 from services.console.i18n import LANGS, pick_lang, translate
+from services.console.searching import EXPORT_LIMIT, csv_rows, filters_from, highlight, query_words
 from services.console.store import LABELS, ConsoleStore
 from services.notifier.silences import Silence, SilenceStore
 from veille import bus
@@ -173,7 +175,8 @@ class ConsoleApp:
         self.hub = LiveHub(dropped)
         self.url = database_url(settings, config.archive)
         self.engine = make_engine(self.url)
-        self.store = ConsoleStore(self.engine)
+        self.reader = make_engine(self.url, write=False)  # pages read without SQLite's write lock
+        self.store = ConsoleStore(self.engine, self.reader)
         self.throttle = LoginThrottle()
         self.signer = Signer(b"")
         self.local_only = False
@@ -256,6 +259,7 @@ class ConsoleApp:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
         await self.engine.dispose()
+        await self.reader.dispose()
 
     async def _on_classified(self, msg: Msg) -> None:
         try:
@@ -280,6 +284,7 @@ class ConsoleApp:
         app.router.add_get("/silences", self.silences_page)
         app.router.add_post("/silences", self.create_silence)
         app.router.add_post("/silences/{id}/expire", self.expire_silence)
+        app.router.add_get("/search", self.search_page)
         app.router.add_get("/live", self.live_index)
         app.router.add_get("/live/{watch}", self.live_page)
         app.router.add_get("/live/{watch}/events", self.live_events)
@@ -505,6 +510,69 @@ class ConsoleApp:
         log.info("console.silence_expired", silence=request.match_info["id"], user=user.name)
         raise web.HTTPSeeOther("/silences")
 
+    # ---------------------------------------------------------------- search
+
+    async def search_page(self, request: web.Request) -> web.StreamResponse:
+        query = request.query.get("q", "").strip()[:2000]
+        error = None
+        try:
+            filters = filters_from(request.query)
+        except ValueError as exc:
+            filters, error = SearchFilters(), str(exc)
+        if request.query.get("format") == "csv" and error is None:
+            hits: list[MentionHit] = []
+            cursor = None
+            try:
+                while len(hits) < EXPORT_LIMIT:
+                    page = await search(self.reader, query or None, filters, limit=1000, cursor=cursor)
+                    hits.extend(page.hits)
+                    cursor = page.next_cursor
+                    if cursor is None:
+                        break
+            except SearchError as exc:
+                self.refused.labels("bad_input").inc()
+                return self._error(request, 400, "error.bad_input", str(exc))
+            self.actions.labels("export").inc()
+            return web.Response(
+                text=csv_rows(hits[:EXPORT_LIMIT]),
+                content_type="text/csv",
+                headers={"Content-Disposition": 'attachment; filename="veille-mentions.csv"'},
+            )
+        results: list[Any] = []
+        next_url = None
+        if error is None:
+            try:
+                page = await search(self.reader, query or None, filters, limit=50, cursor=request.query.get("cursor"))
+            except SearchError as exc:
+                error = str(exc)
+            else:
+                words = query_words(query)
+                results = [
+                    (hit, highlight(hit.title or "", words, 300), highlight(hit.text, words)) for hit in page.hits
+                ]
+                if page.next_cursor:
+                    next_url = "/search?" + urlencode(
+                        [*((k, v) for k, v in request.query.items() if k != "cursor"), ("cursor", page.next_cursor)]
+                    )
+        export = "/search?" + urlencode(
+            [*((k, v) for k, v in request.query.items() if k not in ("cursor", "format")), ("format", "csv")]
+        )
+        if error:
+            self.refused.labels("bad_input").inc()
+        return self._render(
+            request,
+            "search.html",
+            status=400 if error else 200,
+            q=query,
+            form=request.query,
+            error=error,
+            results=results,
+            next_url=next_url,
+            export_url=export,
+            watches=[w.name for w in self.config.watches],
+            labels=LABELS,
+        )
+
     # ---------------------------------------------------------------- live
 
     async def live_index(self, request: web.Request) -> web.Response:
@@ -566,6 +634,12 @@ class ConsoleApp:
         if request.headers.get("X-Requested-With") == "fetch":
             return web.json_response({"ok": True})
         raise web.HTTPSeeOther(back if back.startswith("/") and not back.startswith("//") else "/alerts")
+
+
+def _search_url(request: web.Request, **replace: str) -> str:
+    """This search's URL with ``replace``'s parameters set (and no cursor unless given)."""
+    kept = [(k, v) for k, v in request.query.items() if k not in ("cursor", "format", *replace)]
+    return "/search?" + urlencode([*kept, *replace.items()])
 
 
 def _quote(value: str) -> str:

@@ -126,18 +126,20 @@ class AlertView:
 class ConsoleStore:
     """Reads the archive's alerts and mentions; writes the console's own tables."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, reader: AsyncEngine | None = None) -> None:
+        """``engine`` writes; ``reader`` (default: the same) reads, without SQLite's write lock."""
         self.engine = engine
+        self.reader = reader or engine
 
     # ---------------------------------------------------------------- users
 
     async def user_count(self) -> int:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(console_users))).scalar() or 0)
 
     async def user(self, name: str) -> tuple[str, str] | None:
         """(role, password hash) of ``name``, or None."""
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (
                 await conn.execute(
                     select(console_users.c.role, console_users.c.password_hash).where(console_users.c.name == name)
@@ -165,7 +167,7 @@ class ConsoleStore:
         if watch:
             query = query.where(alerts.c.watch == watch)
         query = query.order_by(alerts.c.raised_at.desc()).limit(limit)
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
             ids = [r["id"] for r in rows]
             resolved: dict[str, datetime] = {}
@@ -206,7 +208,7 @@ class ConsoleStore:
 
     async def alert(self, alert_id: str) -> AlertView | None:
         """One alert with its history, or None."""
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (
                 (await conn.execute(select(alerts).where(alerts.c.id == alert_id, alerts.c.status == "firing")))
                 .mappings()
@@ -267,7 +269,7 @@ class ConsoleStore:
 
     async def mention(self, mention_id: str) -> dict[str, Any] | None:
         """The archived mention ``mention_id`` (id, text, title, sentiment, lang), or None."""
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (
                 (
                     await conn.execute(
@@ -302,7 +304,7 @@ class ConsoleStore:
 
     async def corrections(self) -> list[dict[str, Any]]:
         """Every mention's latest correction, oldest first."""
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (
                 (await conn.execute(select(corrections).order_by(corrections.c.at, corrections.c.id))).mappings().all()
             )

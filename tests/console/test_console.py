@@ -266,3 +266,40 @@ async def test_users_added_on_the_command_line_log_in_with_their_role(
     assert status == 200 and "Alerts" in body
     status, _ = await rita.post("/mentions/rss:1/correct", {"label": "positive", "predicted": "negative", "text": "x"})
     assert status == 403, "a viewer"
+
+
+async def test_search_highlights_escapes_pages_and_exports_csv(db_url: str, start_console: Any, browser: Any) -> None:
+    await seed(
+        db_url,
+        mentions=[
+            classified(1, watches=["acme"], text="Acme announces a recall of its kettles <script>alert(1)</script>"),
+            classified(2, watches=["acme"], text="Acme opens a new shop"),
+            classified(3, watches=["acme"], text='=HYPERLINK("http://evil.example","recall details")'),
+        ],
+        users={"victor": "viewer"},
+    )
+    app = await start_console()
+    victor = browser(app)
+    await victor.login("victor")
+    status, body = await victor.get("/search?q=recall&watch=acme&since=7d")
+    assert status == 200
+    results = body.split('id="results"')[1]
+    assert results.count('class="mention"') == 2 and "new shop" not in results
+    assert "<mark>recall</mark> of its kettles &lt;script&gt;alert(1)&lt;/script&gt;" in results
+    assert "<script>alert(1)" not in body
+
+    status, body = await victor.get('/search?q="unclosed')
+    assert status == 400 and "That did not work" in body
+    status, body = await victor.get("/search?q=recall&since=soon")
+    assert status == 400 and "neither a duration" in body
+
+    async with victor.session.get(f"{victor.base}/search?q=recall&format=csv") as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/csv")
+        rows = list(csv.reader(io.StringIO(await response.text())))
+    assert rows[0][:3] == ["id", "ts", "watches"] and len(rows) == 3
+    texts = {row[0]: row[rows[0].index("text")] for row in rows[1:]}
+    assert texts["rss:3"].startswith("'=HYPERLINK("), "a formula is exported as text, not run by a spreadsheet"
+    assert texts["rss:1"].startswith("Acme announces a recall")
+
+    status, body = await browser(app).get("/search?q=recall", allow_redirects=False)
+    assert status == 302, "no search without a login"
