@@ -207,11 +207,10 @@ class LinearModel:
     unigrams: dict[str, Pair]
     bigrams: dict[str, Pair]
     chars: dict[str, Pair]
-    word_cache: dict[str, _Entry] = field(default_factory=dict, repr=False)
-    """Per word token: what :meth:`LinearBackend._entry` found (shared by every backend using this
-    model, like the lexicon's memo: a stream repeats its words)."""
-    other_cache: dict[str, _Entry] = field(default_factory=dict, repr=False)
-    """The same for emoji, emoticons and punctuation (no character n-grams)."""
+    token_cache: dict[Token, _Entry] = field(default_factory=dict, repr=False)
+    """Per token (a word, emoji, emoticon or punctuation: the tokeniser's memoised, immutable
+    :class:`~veille.sentiment.text.Token`): what :meth:`LinearBackend._entry` found. Shared by every
+    backend using this model, like the lexicon's memo: a stream repeats its words."""
 
 
 @dataclass(slots=True)
@@ -321,10 +320,10 @@ class LinearBackend:
                         a += w[0]
                         b += w[1]
         found = (uni[0], uni[1], a, b, count, _role(token, profile), _valences(token, profile))
-        cache = model.word_cache if is_word else model.other_cache
+        cache = model.token_cache
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
-        cache[key] = found
+        cache[token] = found
         return found
 
     def probabilities(self, text: str, lang: str | None = None) -> tuple[float, float, float]:
@@ -352,7 +351,7 @@ class LinearBackend:
             z2 += w[1] * x
         if not tokens:
             return _softmax(z0, z2)
-        word_cache, other_cache, bigrams = model.word_cache, model.other_cache, model.bigrams
+        cache, bigrams = model.token_cache, model.bigrams
         entry = self._entry
         ua = ub = ca = cb = 0.0
         count = 0
@@ -360,31 +359,27 @@ class LinearBackend:
         negated_until = -1
         previous = ""
         for i, token in enumerate(tokens):
+            u0, u2, c0, c2, n, role, values = cache.get(token) or entry(model, profile, token)
             key = token.key
-            if token.kind == "word":
-                found = word_cache.get(key) or entry(model, profile, token)
-                ca += found[2]
-                cb += found[3]
-                count += found[4]
-            else:
-                found = other_cache.get(key) or entry(model, profile, token)
-            ua += found[0]
-            ub += found[1]
             if i:
                 pair = bigrams.get(f"{previous} {key}")
                 if pair is not None:
-                    ua += pair[0]
-                    ub += pair[1]
+                    u0 += pair[0]
+                    u2 += pair[1]
             previous = key
-            role = found[5]
+            ua += u0
+            ub += u2
+            if n:
+                ca += c0
+                cb += c2
+                count += n
             if role:
                 negated_until = i + NEGATION_SCOPE if role == _NEGATOR else -1
-            elif found[6]:
+            elif values:
                 if sums is None:
                     sums = [0.0] * (len(lexicon) - len(SURFACE_FEATURES))
-                shift = 2 if i <= negated_until else 0
-                at = shift
-                for value in found[6]:
+                at = 2 if i <= negated_until else 0
+                for value in values:
                     if value > 0:
                         sums[at] += value
                     elif value < 0:
