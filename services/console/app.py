@@ -48,7 +48,7 @@ from services.archive.db import database_url, make_engine, migrate
 from services.archive.search import MentionHit, SearchError, SearchFilters, search
 from services.console.auth import LoginThrottle, Signer, User, load_secret, verify_password
 from services.console.i18n import LANGS, pick_lang, translate
-from services.console.searching import EXPORT_LIMIT, csv_rows, filters_from, highlight, query_words
+from services.console.searching import EXPORT_LIMIT, csv_rows, filters_from, highlight, moment, query_words
 from services.console.store import LABELS, ConsoleStore
 from services.notifier.silences import Silence, SilenceStore
 from veille import bus
@@ -69,6 +69,7 @@ CSRF_COOKIE = "veille_csrf"
 LANG_COOKIE = "veille_lang"
 ACK_SILENCE = timedelta(days=7)
 LIVE_QUEUE = 500
+RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 STORY_MEMORY = 50_000
 log = structlog.get_logger("console")
 LANG = web.RequestKey("lang", str)
@@ -285,6 +286,8 @@ class ConsoleApp:
         app.router.add_post("/silences", self.create_silence)
         app.router.add_post("/silences/{id}/expire", self.expire_silence)
         app.router.add_get("/search", self.search_page)
+        app.router.add_get("/watches", self.live_index)
+        app.router.add_get("/watches/{watch}", self.overview_page)
         app.router.add_get("/live", self.live_index)
         app.router.add_get("/live/{watch}", self.live_page)
         app.router.add_get("/live/{watch}/events", self.live_events)
@@ -571,6 +574,43 @@ class ConsoleApp:
             export_url=export,
             watches=[w.name for w in self.config.watches],
             labels=LABELS,
+        )
+
+    # ---------------------------------------------------------------- watch overview
+
+    async def overview_page(self, request: web.Request) -> web.Response:
+        from services.archive.aggregate import AggregationError, aggregations
+        from services.classifier.surges import detector_settings
+
+        name = request.match_info["watch"]
+        watch = next((w for w in self.config.watches if w.name == name), None)
+        if watch is None:
+            return self._error(request, 404, "overview.no_watch")
+        span = request.query.get("range", "24h")
+        error = None
+        data: dict[str, Any] | None = None
+        try:
+            if span == "custom":
+                since = moment(request.query.get("since", "")) or _now() - timedelta(days=1)
+                until = moment(request.query.get("until", ""))
+            elif span in RANGES:
+                since, until = _now() - RANGES[span], None
+            else:
+                raise ValueError(f"range {span!r} is not one of 24h, 7d, 30d, custom")
+            data = await aggregations(self.reader, name, since, until, settings=detector_settings(watch))
+        except (ValueError, AggregationError) as exc:
+            self.refused.labels("bad_input").inc()
+            error = str(exc)
+        return self._render(
+            request,
+            "overview.html",
+            status=400 if error else 200,
+            watch=name,
+            span=span,
+            form=request.query,
+            error=error,
+            data=data,
+            ranges=[*RANGES, "custom"],
         )
 
     # ---------------------------------------------------------------- live

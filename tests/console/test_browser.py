@@ -128,3 +128,32 @@ async def test_live_page_shows_a_new_mention_and_its_script_title_as_text(
         raise
     finally:
         await context.close()
+
+
+async def test_watch_overview_draws_its_charts_on_a_phone(
+    db_url: str, start_console: Any, chromium: Any, tmp_path: Path
+) -> None:
+    mentions = [classified(i, watches=["acme"]) for i in range(4)]
+    await seed(db_url, mentions=mentions, alerts=[alert(1)], users={"victor": "viewer"})
+    app = await start_console()
+    context = await chromium.new_context(locale="fr-FR", **PHONE)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    base = f"http://127.0.0.1:{app.port}"
+    try:
+        await page.goto(f"{base}/login?next=/watches/acme")
+        await page.get_by_label("Nom").fill("victor")
+        await page.get_by_label("Mot de passe").fill(PASSWORD)
+        await page.get_by_role("button", name="Se connecter").click()
+        await page.wait_for_url(f"{base}/watches/acme")
+        await page.locator("#volume canvas").wait_for()
+        assert await page.locator(".chart canvas").count() == 2, "volume and sentiment share drawn"
+        assert "Mentions" in await page.inner_text("#volume"), "the legend, in French"
+        assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scroll"
+        assert errors == []
+    except BaseException:
+        await _shot(page, tmp_path, "overview")
+        raise
+    finally:
+        await context.close()

@@ -303,3 +303,26 @@ async def test_search_highlights_escapes_pages_and_exports_csv(db_url: str, star
 
     status, body = await browser(app).get("/search?q=recall", allow_redirects=False)
     assert status == 302, "no search without a login"
+
+
+async def test_watch_overview_counts_tops_and_alerts(db_url: str, start_console: Any, browser: Any) -> None:
+    mentions = [classified(i, watches=["acme"], text=f"Acme kettle recall number {i}") for i in range(5)]
+    mentions.append(classified(9, watches=["globex"], text="Globex news"))
+    await seed(db_url, mentions=mentions, alerts=[alert(1)], users={"victor": "viewer"})
+    app = await start_console()
+    victor = browser(app)
+    await victor.login("victor")
+    status, body = await victor.get("/watches/acme?range=24h")
+    assert status == 200
+    assert 'id="total">5<' in body, "five acme mentions in the last 24 h (globex's not counted)"
+    series = json.loads(body.split('<script id="series" type="application/json">')[1].split("</script>")[0])
+    assert sum(b["total"] for b in series["buckets"]) == 5
+    assert [a["id"] for a in series["alerts"]] == ["alert-1"]
+    assert '>news.example</a> <span class="meta">(5)</span>' in body and "kettle" in body.split("Terms")[1]
+    assert "/static/uPlot.iife.min.js" in body
+    status, body = await victor.get("/watches/acme?range=custom&since=2d&until=1d")
+    assert status == 200 and 'id="total">0<' in body
+    status, body = await victor.get("/watches/acme?range=1y")
+    assert status == 400 and "24h, 7d, 30d, custom" in body
+    status, _ = await victor.get("/watches/nope")
+    assert status == 404
