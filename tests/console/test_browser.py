@@ -157,3 +157,54 @@ async def test_watch_overview_draws_its_charts_on_a_phone(
         raise
     finally:
         await context.close()
+
+
+AXE = Path(__file__).resolve().parent / "assets" / "axe.min.js"  # axe-core 4.10.3 from the npm registry (MPL-2.0)
+
+
+async def test_no_critical_accessibility_violation_on_any_page(
+    db_url: str, start_console: Any, chromium: Any, js: JetStreamContext, tmp_path: Path
+) -> None:
+    await bus.ensure_topology(js)
+    await seed(
+        db_url,
+        mentions=[classified(i, watches=["acme"]) for i in range(3)],
+        alerts=[alert(1)],
+        users={"rita": "responder"},
+    )
+    app = await start_console()
+    context = await chromium.new_context(locale="fr-FR", **PHONE)
+    page = await context.new_page()
+    base = f"http://127.0.0.1:{app.port}"
+    found: dict[str, list[str]] = {}
+    try:
+        for path in (
+            "/login",
+            "/alerts",
+            "/alerts/alert-1",
+            "/silences?alert=alert-1",
+            "/search?q=acme",
+            "/watches",
+            "/watches/acme",
+            "/live/acme",
+        ):
+            await page.goto(base + path)
+            if path == "/login":
+                await page.get_by_label("Nom").fill("rita")
+                await page.get_by_label("Mot de passe").fill(PASSWORD)
+                await page.get_by_role("button", name="Se connecter").click()
+                await page.wait_for_url(f"{base}/alerts")
+                await page.goto(base + path)
+            await page.add_script_tag(path=str(AXE))
+            violations = await page.evaluate(
+                "async () => (await axe.run(document)).violations"
+                ".filter(v => v.impact === 'critical').map(v => v.id + ': ' + v.help)"
+            )
+            if violations:
+                found[path] = violations
+        assert found == {}
+    except BaseException:
+        await _shot(page, tmp_path, "accessibility")
+        raise
+    finally:
+        await context.close()
