@@ -239,6 +239,12 @@ def test_cluster_override_is_valid_and_replicates_the_streams() -> None:
         assert environment["VEILLE_STREAM_REPLICAS"] == "3"
         assert environment["VEILLE_NATS_URL"].count("nats://") == 3
     assert data["services"]["nats"]["command"][-1] == "/etc/nats/cluster.conf"
+    conf = (CLUSTER_FILE.parent / "nats" / "cluster.conf").read_text()
+    text = "\n".join(line.split("#", 1)[0] for line in conf.splitlines())
+    read = set(NATS_CONF_VARIABLE.findall(re.sub(r'"[^"\n]*"', '""', text)))
+    for node in ("nats", "nats-2", "nats-3"):
+        missing = read - set(data["services"][node]["environment"])
+        assert not missing, f"{node} would not start: cluster.conf reads {sorted(missing)}, which it is not given"
 
 
 @pytest.mark.parametrize("has_v2", [True, False], ids=["docker-compose-v2", "docker-compose-v1-only"])
