@@ -33,17 +33,18 @@ FRENCH_NEUTRAL = {
     "link": LINK.format(slug="acme-rapport-trimestriel"),
 }
 
-# A burst of angry mentions, each its own story (different words, so no two are near duplicates).
+# A burst of angry mentions, each its own story (different words, so no two are near duplicates), each
+# scored about -0.85 or below by the learned model (threshold -0.6 in deploy/test/veille.yaml).
 COMPLAINTS = [
     ("panne", "Encore une panne chez Acme Corp : service nul, clients scandalisés, c'est une honte."),
     ("factures", "Acme Corp facture deux fois ses clients : arnaque honteuse, colère et plaintes en série."),
     ("support", "Le support d'Acme Corp est lamentable : des heures d'attente, aucune réponse, quel mépris."),
-    ("livraison", "Livraisons en retard chez Acme Corp, colis perdus, clients furieux et écœurés."),
+    ("excedes", "Acme Corp : support inexistant, clients excédés, c'est nul, vraiment la honte, terrible."),
     ("fuite", "Fuite de données chez Acme Corp : scandale, négligence grave, les clients sont indignés."),
     ("outage", "Acme Corp outage again: terrible service, furious customers, a disgrace."),
     ("refund", "Acme Corp refuses refunds: awful, dishonest, customers are angry and disgusted."),
     ("app", "The new Acme Corp app is a disaster: crashes, lost data, horrible experience, hate it."),
-    ("prix", "Acme Corp augmente ses prix sans prévenir : honteux, inacceptable, les clients sont révoltés."),
+    ("horreur", "Acme Corp : quelle horreur, arnaque scandaleuse, je déteste, service pourri et lamentable."),
     ("securite", "Acme Corp ignore les failles de sécurité : irresponsable, dangereux, une catastrophe."),
     ("billing", "Acme Corp billing mess: charged twice, rude agents, worst company ever, terrible."),
     ("rappel", "Rappel de produits défectueux chez Acme Corp : clients blessés, colère, un désastre absolu."),
@@ -167,7 +168,11 @@ def test_killing_classifier_and_notifier_mid_burst_loses_and_repeats_nothing(sta
     stack.run("up", "-d", "--no-build")
     stack.wait_healthy(180)
     links = [entry["link"] for entry in burst]
-    wait_for(lambda: set(links) <= set(alerted_links(stack)), 180, "every alert of the burst")
+    try:
+        wait_for(lambda: set(links) <= set(alerted_links(stack)), 180, "every alert of the burst")
+    except AssertionError as exc:
+        missing = sorted(set(links) - set(alerted_links(stack)))
+        raise AssertionError(f"{exc}: missing {missing}; streams {stream_counts(stack)}") from None
     let_it_settle(stack)
 
     alerted = alerted_links(stack)

@@ -10,7 +10,7 @@ from veille import bus
 
 
 async def _state(js: Any) -> dict[str, Any]:
-    consumer = await js.consumer_info(bus.CLASSIFIER_CONSUMER.stream, bus.CLASSIFIER_CONSUMER.name)
+    consumer = await js.consumer_info(bus.CLASSIFIER_CONSUMER.stream, bus.CLASSIFIER_CONSUMER.durable)
     cursors = await js.key_value(bus.CURSORS.name)
     return {
         "mentions": (await js.stream_info(bus.MENTIONS.name)).state.messages,
