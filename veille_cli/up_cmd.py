@@ -274,6 +274,7 @@ async def _up(
                 click.echo(f"veille {command}: the {what} cannot listen on 127.0.0.1:{port} ({flag}): {exc}", err=True)
                 sys.exit(1)
         children = []
+        pages: dict[str, str] = {}
         for offset, name in enumerate(_enabled_services(config), start=1):
             port = _port_or_free(metrics_port + offset)
             env = {
@@ -284,6 +285,7 @@ async def _up(
                 "VEILLE_DATA_DIR": str(data_dir),
                 "VEILLE_LOG_FORMAT": os.environ.get("VEILLE_LOG_FORMAT", "console" if echo else "json"),
             }
+            env.update(_web_ports(name, command, pages))
             children.append(ChildService(name, env, port))
         up_metrics = ServiceMetrics("up")
         supervisor = Supervisor(
@@ -292,7 +294,7 @@ async def _up(
         health_server = HealthServer("up", up_metrics, Health())
         own_port = await health_server.start("127.0.0.1", _port_or_free(metrics_port))
         await supervisor.start()
-        _print_summary(settings.nats_url, monitor_port, data_dir, smtp_port, webhook_port, own_port, children)
+        _print_summary(settings.nats_url, monitor_port, data_dir, smtp_port, webhook_port, own_port, children, pages)
         await stop.wait()
         click.echo(f"veille {command}: stopping…")
     finally:
@@ -307,6 +309,30 @@ async def _up(
         if server is not None:
             server.stop()
         click.echo(f"veille {command}: stopped.")
+
+
+# The services with a page for people: where each listens under veille up (on loopback; the default
+# port, or its VEILLE_*_PORT, if free, else a free one, said), and the line the summary prints.
+_WEB = {
+    "console": ("VEILLE_CONSOLE_HOST", "VEILLE_CONSOLE_PORT", 8090, "console", "http://127.0.0.1:{port}/"),
+    "archive": (
+        "VEILLE_ARCHIVE_API_HOST",
+        "VEILLE_ARCHIVE_API_PORT",
+        8081,
+        "archive API",
+        "http://127.0.0.1:{port}/api/v1/mentions",
+    ),
+}
+
+
+def _web_ports(name: str, command: str, pages: dict[str, str]) -> dict[str, str]:
+    if name not in _WEB:
+        return {}
+    host_var, port_var, default, what, url = _WEB[name]
+    wanted = int(os.environ.get(port_var) or default)
+    port = _choose_port(wanted, f"the {what}", port_var, command)
+    pages[what] = url.format(port=port)
+    return {host_var: "127.0.0.1", port_var: str(port)}
 
 
 def _sync_start(start: Callable[[], None]) -> Callable[[], Awaitable[None]]:
@@ -324,6 +350,7 @@ def _print_summary(
     webhook_port: int,
     own_port: int,
     children: Sequence[object],
+    pages: dict[str, str] | None = None,
 ) -> None:
     lines = [
         "",
@@ -335,6 +362,7 @@ def _print_summary(
         f"  webhook sink      http://127.0.0.1:{webhook_port}/hooks/NAME → {data_dir / 'webhooks'}/NAME.jsonl",
         f"  supervisor        http://127.0.0.1:{own_port}/metrics",
     ]
+    lines += [f"  {what:<17} {url}" for what, url in sorted((pages or {}).items())]
     for child in children:
         name = getattr(child, "name", "?")
         port = getattr(child, "http_port", 0)

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,9 +94,26 @@ def test_up_with_taken_ports_picks_free_ones_and_the_example_webhook_follows(
             time.sleep(0.5)
         record = json.loads(received.read_text().splitlines()[0])
         assert record["body"]["data"]["alerts"][0]["id"] == "alert-up-cli-1"
+
+        # the crisis team's pages: the summary says where they are, and they answer there
+        console = stack.wait_for_line(r"^\s*console\s+(http://127\.0\.0\.1:\d+/)$").group(1)
+        api = stack.wait_for_line(r"^\s*archive API\s+(http://127\.0\.0\.1:\d+/api/v1/mentions)$").group(1)
+        assert "<html" in _get_when_ready(stack, console).lower()
+        assert "mentions" in json.loads(_get_when_ready(stack, api))
     finally:
         code = stack.stop()
     assert code == 0, "\n".join(stack.stderr)
+
+
+def _get_when_ready(stack: StackProcess, url: str) -> str:
+    """The body of ``url`` once it answers 200 (the service may still be starting)."""
+    while True:
+        assert stack.process.poll() is None, "\n".join(stack.stderr)
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return str(response.read().decode())
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.5)
 
 
 @pytest.mark.parametrize("args", [["dlq", "list"], ["silence", "list"], ["silence", "expire", "some-id"]])
