@@ -221,7 +221,7 @@ class NotifierApp:
         """Record a batch of alerts in their groups (acked by the consumer once recorded), then flush due groups."""
         keys = await self.dispatcher.record_batch(alerts)
         if keys:
-            await self.dispatcher.flush_due(keys)
+            self.dispatcher.flush_soon(keys)  # not awaited: the batch is acked, the next one fetched meanwhile
 
     async def replay_notification(self, notification: Notification, msg: NatsMessage) -> None:
         """Deliver a replayed notification once (the log's claim makes a redelivery a no-op)."""

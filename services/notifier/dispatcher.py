@@ -55,6 +55,8 @@ log = structlog.get_logger("notifier")
 Sleep = Callable[[float], Awaitable[None]]
 _CAS_TRIES = 20
 _DIGEST_CHARS = 16
+SPILL_AT = 1000
+"""Digests (16 bytes each) a group's value carries before they move to the seen bucket."""
 MAX_CACHED_GROUPS = 1000
 """Group states a replica keeps parsed in memory (up to ~100 KB each), least recently used dropped first."""
 MAX_SEEN_KEPT = 200_000
@@ -119,6 +121,7 @@ class Dispatcher:
         self.seen_kv = seen
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._record_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
         self._cache: dict[str, tuple[GroupState, int]] = {}
         """Each group as this replica last wrote or read it, with its revision (a stale one fails its CAS)."""
         self._seen: dict[str, dict[str, int]] = {}
@@ -259,11 +262,14 @@ class Dispatcher:
         """Compare-and-set ``new`` over ``revision``; return the state as written.
 
         The digests ``old`` kept in ``recent`` (alerts that left the group or were only counted)
-        move to the ``veille_notify_seen`` bucket first, one key written once, so the group's
-        value carries at most the digests of its last write. Written before the state that drops
+        move to the ``veille_notify_seen`` bucket first, one key written once, once there are
+        :data:`SPILL_AT` of them or the oldest is :data:`SEEN_SLICE` old, so the group's value carries
+        at most about :data:`SPILL_AT` plus one batch of digests. Written before the state that drops
         them: a crash between the two leaves them in both places, never in neither.
         """
         moved = digests_of(old) if old is not None and self.seen_kv is not None else []
+        if moved and len(moved) < SPILL_AT and moved[0][0] > (self.clock() - SEEN_SLICE).timestamp():
+            moved = []  # few and recent: they ride along in the value (one round trip fewer per write)
         if moved:
             await self._spill(key, moved)
             new = without_digests(new, {d for _, d in moved})
@@ -367,6 +373,18 @@ class Dispatcher:
         if wait and started:
             await asyncio.gather(*started, return_exceptions=True)
 
+    def flush_soon(self, keys: list[str]) -> None:
+        """:meth:`flush_due` for ``keys`` in the background (waited for by :meth:`drain`)."""
+        task = asyncio.create_task(self.flush_due(keys), name="flush-soon")
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.warning("notifier.scan_failed", error=f"{type(exc).__name__}: {exc}")
+
     def _forget(self, key: str, task: asyncio.Task[None]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
@@ -376,6 +394,8 @@ class Dispatcher:
 
     async def drain(self) -> None:
         """Wait for the flushes in flight (used when stopping)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         tasks = [t for t in self._inflight.values() if not t.done()]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
