@@ -17,6 +17,7 @@ LAZY: dict[str, tuple[str, str]] = {
     "test-send": ("services.notifier.test_send:test_send", "Send one sample notification through a receiver."),
     "db": ("services.archive.cli:db", "The archive's database schema: upgrade, current."),
     "mentions": ("services.archive.cli:mentions", "Search the archived mentions."),
+    "alerts": ("services.archive.cli:alerts", "List the archived alerts."),
     "corrections": ("services.console.cli:corrections", "Export the sentiment corrections made in the console."),
     "users": ("services.console.cli:users", "Manage the console's accounts."),
 }
