@@ -46,6 +46,7 @@ RESULT_FILE = {
     "e2e_bench": "e2e.json",
     "memory_bench": "memory.json",
     "notifier_bench": "notifier.json",
+    "archive_bench": "archive_bench.json",
 }
 
 
@@ -184,6 +185,10 @@ def markdown(all_results: dict[str, Any]) -> str:
         from notifier_bench import markdown_section  # bench/ is on sys.path when run as a script
 
         out += markdown_section(r["notifier_bench"])
+    if r.get("archive_bench"):
+        from archive_bench import markdown_section as archive_section
+
+        out += archive_section(r["archive_bench"])
     out += _quality_sections(r)
     others = [
         ("classifier_bench", "classifier bench"),
