@@ -34,9 +34,9 @@ NATS refuses a value over its 1 MB ``max_payload``):
   notification lists examples too. If every kept single-mention alert of a group is silenced, the
   counted ones are taken as silenced too (they are of the same group; their labels are not kept);
 - ``recent`` holds at most :data:`MAX_SEEN` digests, the oldest dropped first; the notifier moves
-  them out of the value at the group's next write (``veille_notify_seen`` bucket, one key per group
-  per write, never rewritten, TTL :data:`DEDUP_WINDOW`), so a value carries at most the digests of
-  one batch and a crisis does not rewrite ten thousand digests with every alert. ``add_alert``
+  them out of the value by the thousand (``veille_notify_seen`` bucket, one key each time, never
+  rewritten, TTL :data:`DEDUP_WINDOW`), so a value carries about a thousand digests and one batch at
+  most, and a crisis does not rewrite ten thousand digests with every alert. ``add_alert``
   checks those too (its ``seen`` argument).
 
 Why :data:`DEDUP_WINDOW` is one hour: a re-publication of an alert is already dropped by the alerts
