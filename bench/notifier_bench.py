@@ -258,30 +258,35 @@ def veille_config(path: Path, sink: Sink, groups: int) -> Path:
     return path
 
 
-async def run_veille(sink: Sink, n: int, groups: int, tmp: Path) -> dict[str, Any]:
-    """One veille run: a fresh nats-server and ``veille run notifier``; publish every alert, wait for all told."""
+async def run_veille(sink: Sink, n: int, groups: int, tmp: Path, replicas: int = 1) -> dict[str, Any]:
+    """One veille run: a fresh nats-server and ``replicas`` x ``veille run notifier`` (on the one durable consumer);
+    publish every alert, wait for all told."""
     server = NatsServerProcess(store_dir=tmp / "store", log_file=tmp / "nats.log")
     server.start()
     nc = await nats.connect(server.url)
-    process: subprocess.Popen[bytes] | None = None
+    processes: list[subprocess.Popen[bytes]] = []
     try:
         js = nc.jetstream()
         await bus.ensure_topology(js)
-        port = free_port()
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)]),
-            "VEILLE_NATS_URL": server.url,
-            "VEILLE_CONFIG": str(veille_config(tmp / "veille.yaml", sink, groups)),
-            "VEILLE_HTTP_PORT": str(port),
-            "VEILLE_LOG_LEVEL": "warning",
-            "VEILLE_LOG_FORMAT": "json",
-        }
-        log = (tmp / "notifier.log").open("wb")
-        process = subprocess.Popen(  # noqa: ASYNC220 - started once per run, before anything is timed
-            [sys.executable, "-m", "veille_cli", "run", "notifier"], cwd=ROOT, env=env, stdout=log, stderr=log
-        )
-        await wait_ready(f"http://127.0.0.1:{port}/readyz", process, "veille notifier")
+        config = veille_config(tmp / "veille.yaml", sink, groups)
+        for replica in range(replicas):
+            port = free_port()
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)]),
+                "VEILLE_NATS_URL": server.url,
+                "VEILLE_CONFIG": str(config),
+                "VEILLE_HTTP_PORT": str(port),
+                "VEILLE_INSTANCE": f"bench-{replica}",
+                "VEILLE_LOG_LEVEL": "warning",
+                "VEILLE_LOG_FORMAT": "json",
+            }
+            log = (tmp / f"notifier-{replica}.log").open("wb")
+            process = subprocess.Popen(  # noqa: ASYNC220 - started once per run, before anything is timed
+                [sys.executable, "-m", "veille_cli", "run", "notifier"], cwd=ROOT, env=env, stdout=log, stderr=log
+            )
+            processes.append(process)
+            await wait_ready(f"http://127.0.0.1:{port}/readyz", process, "veille notifier")
         now = datetime.now(UTC)
         payloads = [
             (
@@ -303,7 +308,8 @@ async def run_veille(sink: Sink, n: int, groups: int, tmp: Path) -> dict[str, An
         publisher = StreamPublisher()
         await publisher.start(nc)
         sink.reset(n)
-        cpu0_notifier, cpu0_nats = cpu_seconds(process.pid), cpu_seconds(server_pid(server))
+        cpu0_notifier = sum(cpu_seconds(p.pid) for p in processes)
+        cpu0_nats = cpu_seconds(server_pid(server))
         started = time.perf_counter()
         futures: list[asyncio.Future[bytes]] = []
         for subject, body, msg_id in payloads:
@@ -320,7 +326,7 @@ async def run_veille(sink: Sink, n: int, groups: int, tmp: Path) -> dict[str, An
             await asyncio.sleep(0.01)
         accepted = time.perf_counter()
         await asyncio.wait_for(sink.all_told.wait(), 900)
-        cpu_notifier = cpu_seconds(process.pid) - cpu0_notifier
+        cpu_notifier = sum(cpu_seconds(p.pid) for p in processes) - cpu0_notifier
         cpu_nats = cpu_seconds(server_pid(server)) - cpu0_nats
         await publisher.stop()
         assert sink.done_at is not None
@@ -333,7 +339,7 @@ async def run_veille(sink: Sink, n: int, groups: int, tmp: Path) -> dict[str, An
             "webhooks": sink.requests,
         }
     finally:
-        if process is not None:
+        for process in processes:
             stop(process)
         await nc.close()
         server.stop()
@@ -357,6 +363,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     await sink.start()
     am_runs: list[dict[str, Any]] = []
     veille_runs: list[dict[str, Any]] = []
+    replica_runs: list[dict[str, Any]] = []
     try:
         for run in range(args.runs):
             order = ("am", "veille") if run % 2 == 0 else ("veille", "am")
@@ -368,6 +375,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     else:
                         result = await run_veille(sink, args.alerts, args.groups, Path(tmp))
                         veille_runs.append(result)
+                if which == "veille" and args.replicas > 1:
+                    with tempfile.TemporaryDirectory(prefix="veille-notifier-bench-") as tmp:
+                        more = await run_veille(sink, args.alerts, args.groups, Path(tmp), args.replicas)
+                    replica_runs.append(more)
+                    figures = json.dumps({k: round(v, 3) for k, v in more.items()})
+                    print(f"run {run + 1} veille x{args.replicas}: {figures}", flush=True)
                 print(f"run {run + 1} {which}: {json.dumps({k: round(v, 3) for k, v in result.items()})}", flush=True)
     finally:
         await sink.stop()
@@ -376,16 +389,24 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         am, ve = median(am_runs, key), median(veille_runs, key)
         summary[key] = {"alertmanager": am, "veille": ve, "veille_vs_am": ve / am}
     summary["cpu_us_per_alert_notifier_only"] = {"veille": median(veille_runs, "cpu_us_per_alert_notifier_only")}
+    if replica_runs:
+        summary["replicas"] = {
+            "replicas": args.replicas,
+            "accepted_per_s": median(replica_runs, "accepted_per_s"),
+            "vs_one": median(replica_runs, "accepted_per_s") / median(veille_runs, "accepted_per_s"),
+            "all_notified_s": median(replica_runs, "all_notified_s"),
+        }
     return {
         "alerts": args.alerts,
         "groups": args.groups,
         "runs": args.runs,
         "alertmanager_version": (version.stdout or version.stderr).splitlines()[0] if version else "",
         "command": f"PYTHONPATH=shared:. python bench/notifier_bench.py --alerts {args.alerts} "
-        f"--groups {args.groups} --runs {args.runs}",
+        f"--groups {args.groups} --runs {args.runs} --replicas {args.replicas}",
         "median": summary,
         "alertmanager_runs": am_runs,
         "veille_runs": veille_runs,
+        "veille_replica_runs": replica_runs,
     }
 
 
@@ -402,6 +423,12 @@ def report(result: dict[str, Any]) -> str:
         f"{m['cpu_us_per_alert']['veille']:,.0f} | {m['cpu_us_per_alert']['veille_vs_am']:.2f} |",
         f"| CPU per alert, notifier process alone (µs) | | {m['cpu_us_per_alert_notifier_only']['veille']:,.0f} | |",
     ]
+    if "replicas" in m:
+        r = m["replicas"]
+        rows.append(
+            f"| alerts accepted per second, {r['replicas']} notifier replicas on one consumer | | "
+            f"{r['accepted_per_s']:,.0f} ({r['vs_one']:.2f} x one) | |"
+        )
     return "\n".join(rows)
 
 
@@ -410,6 +437,9 @@ if __name__ == "__main__":
     parser.add_argument("--alerts", type=int, default=20_000)
     parser.add_argument("--groups", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3, help="runs of each, interleaved")
+    parser.add_argument(
+        "--replicas", type=int, default=2, help="also run this many notifier replicas on the one consumer (1: not)"
+    )
     options = parser.parse_args()
     outcome = asyncio.run(main(options))
     OUT.parent.mkdir(parents=True, exist_ok=True)
