@@ -216,7 +216,7 @@ async def test_veille_up_runs_its_embedded_nats_with_the_credentials(tmp_path: P
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "veille",
+        "veille_cli",
         "up",
         "--config",
         str(config),
