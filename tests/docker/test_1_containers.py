@@ -67,8 +67,9 @@ def test_read_only_root_tmpfs_and_no_capabilities(stack: Stack) -> None:
         assert host_config["CapDrop"] == ["ALL"] and not host_config["CapAdd"]
 
 
-def test_only_nats_and_prometheus_are_published_and_on_loopback(stack: Stack) -> None:
-    """No veille service publishes a port (they scale); what is published listens on 127.0.0.1 only."""
+def test_only_nats_prometheus_and_the_console_are_published_and_on_loopback(stack: Stack) -> None:
+    """Of veille's services only the console (the crisis team's page) publishes a port, the others scale;
+    what is published listens on 127.0.0.1 only."""
     published: dict[str, list[str]] = {}
     for service in stack.services():
         if service in ONE_SHOT:
@@ -77,7 +78,7 @@ def test_only_nats_and_prometheus_are_published_and_on_loopback(stack: Stack) ->
         bindings = [f"{b['HostIp']}:{b['HostPort']}" for binds in ports.values() if binds for b in binds]
         if bindings:
             published[service] = bindings
-    assert set(published) == {"nats", "prometheus"}, published
+    assert set(published) == {"nats", "prometheus", "console"}, published
     for service, bindings in published.items():
         assert all(b.startswith("127.0.0.1:") for b in bindings), (service, bindings)
 
