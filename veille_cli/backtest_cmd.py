@@ -182,6 +182,7 @@ async def _replay(
     origin: str = "stream",
     config_path: Path | None = None,
 ) -> BacktestResult:
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from services.classifier.backtest import replay_stream
@@ -193,6 +194,8 @@ async def _replay(
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         transient=False,
+        console=Console(stderr=True),  # stdout is the table (or the JSON) of the alerts
+        disable=not sys.stderr.isatty(),
     ) as bar:
         task = bar.add_task("replay", total=None)
 
