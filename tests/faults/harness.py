@@ -382,6 +382,9 @@ class Audit:
     firing_alert_ids: set[str]
     delivered: dict[str, set[str]]
     duplicate_deliveries: int
+    most_repeats_in_one_group: int = 0
+    """The most repeated webhook-ids of any one group: each group sends one notification at a time, so a
+    sender killed mid-flight may repeat at most one per group (groups are told concurrently)."""
 
     def summary(self) -> str:
         """One line for assertion messages."""
@@ -389,6 +392,7 @@ class Audit:
             f"classified {self.classified_total} ({self.classified_distinct} distinct); alerts in stream "
             f"{self.alerts_total} ({self.alerts_distinct} distinct, {len(self.expected_alerts)} expected); "
             f"delivered {len(self.delivered)}; repeated webhook-ids {self.duplicate_deliveries}"
+            f" (at most {self.most_repeats_in_one_group} in one group)"
         )
 
 
@@ -410,6 +414,11 @@ async def audit_output(js: JetStreamContext, receiver: Receiver, thresholds: dic
     alert_ids = [AlertRaised.model_validate_json(m.data) for m in alerts]
     firing = {a.id for a in alert_ids if a.status == "firing"}
     repeats = sum(count - 1 for count in receiver.ids().values())
+    per_group: Counter[str] = Counter()
+    for webhook_id, count in receiver.ids().items():
+        if count > 1:
+            first = next(d for d in receiver.deliveries if d.webhook_id == webhook_id)
+            per_group[str(first.body.get("data", {}).get("group_key"))] += count - 1
     return Audit(
         classified_total=len(ids),
         classified_distinct=len(set(ids)),
@@ -420,6 +429,7 @@ async def audit_output(js: JetStreamContext, receiver: Receiver, thresholds: dic
         firing_alert_ids=firing,
         delivered=receiver.firing_alerts(),
         duplicate_deliveries=repeats,
+        most_repeats_in_one_group=max(per_group.values(), default=0),
     )
 
 
