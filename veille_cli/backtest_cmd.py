@@ -188,14 +188,15 @@ async def _replay(
     from services.classifier.backtest import replay_stream
     from veille.natsauth import connect_cli
 
+    console = Console(stderr=True)  # stdout is the table (or the JSON) of the alerts
     with Progress(
         TextColumn("replaying mentions"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         transient=False,
-        console=Console(stderr=True),  # stdout is the table (or the JSON) of the alerts
-        disable=not sys.stderr.isatty(),
+        console=console,
+        disable=not console.is_terminal,  # a terminal (or TTY_COMPATIBLE=1), not a pipe or a log
     ) as bar:
         task = bar.add_task("replay", total=None)
 

@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
+import click
 import nats
 from click.testing import CliRunner
 
@@ -36,14 +37,19 @@ def test_backtest_of_a_watch_shows_progress_a_table_and_writes_a_png(
     config.write_text(CONFIG, encoding="utf-8")
     png = tmp_path / "acme.png"
     args = ["--config", str(config), "--watch", "acme", "--since", "30d", "--nats-url", nats_server.url]
-    result = CliRunner().invoke(backtest, [*args, "--plot", str(png)])
+    result = CliRunner().invoke(backtest, [*args, "--plot", str(png)], env={"TTY_COMPATIBLE": "1", "COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "replaying mentions" in result.output
-    assert "volume_spike" in result.output and "firing" in result.output and "resolved" in result.output
-    assert "alert(s) fired" in result.output
+    shown = click.unstyle(result.output)  # a terminal: colours
+    assert "replaying mentions" in shown
+    assert "volume_spike" in shown and "firing" in shown and "resolved" in shown
+    assert "alert(s) fired" in shown
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 10_000
     assert T0  # the series shape is the one the service tests use
+
+    piped = CliRunner().invoke(backtest, args)  # not a terminal: the table alone, no progress bar
+    assert piped.exit_code == 0, piped.output
+    assert "replaying mentions" not in piped.output and "volume_spike" in piped.stdout
 
 
 def test_unknown_watch_is_a_clear_error(nats_server: NatsServerProcess, tmp_path: Path) -> None:
