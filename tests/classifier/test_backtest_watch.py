@@ -47,7 +47,7 @@ def test_backtest_of_a_watch_shows_progress_a_table_and_writes_a_png(
     assert png.stat().st_size > 10_000
     assert T0  # the series shape is the one the service tests use
 
-    piped = CliRunner().invoke(backtest, args)  # not a terminal: the table alone, no progress bar
+    piped = CliRunner().invoke(backtest, [*args, "--plot", str(tmp_path / "again.png")])  # not a terminal
     assert piped.exit_code == 0, piped.output
     assert "replaying mentions" not in piped.output and "volume_spike" in piped.stdout
 
