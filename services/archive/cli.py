@@ -11,6 +11,7 @@ import asyncio
 import csv
 import io
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,19 @@ _config = click.option(
 )
 
 
+async def _on_schema(
+    database: str | None, config_path: Path | None, step: Callable[[Any], Awaitable[str | None]], *, write: bool
+) -> str | None:
+    """``step`` (migrate or revision) on the archive's engine; a failure is one line naming the database."""
+    engine = _engine(database, config_path, write=write)
+    try:
+        return await step(engine)
+    except Exception as exc:
+        raise click.ClickException(f"{describe_url(engine.url)}: {type(exc).__name__}: {exc}") from None
+    finally:
+        await engine.dispose()
+
+
 @click.group()
 def db() -> None:
     """The archive's database: schema migrations."""
@@ -68,16 +82,7 @@ def db() -> None:
 def upgrade(database: str | None, config_path: Path | None) -> None:
     """Migrate the archive's schema to the newest revision (the service does it at start too)."""
 
-    async def run() -> str | None:
-        engine = _engine(database, config_path, write=True)
-        try:
-            return await migrate(engine)
-        except Exception as exc:
-            raise click.ClickException(f"{describe_url(engine.url)}: {type(exc).__name__}: {exc}") from None
-        finally:
-            await engine.dispose()
-
-    click.echo(f"archive schema at revision {asyncio.run(run())}")
+    click.echo(f"archive schema at revision {asyncio.run(_on_schema(database, config_path, migrate, write=True))}")
 
 
 @db.command("current")
@@ -86,16 +91,9 @@ def upgrade(database: str | None, config_path: Path | None) -> None:
 def current(database: str | None, config_path: Path | None) -> None:
     """Print the schema revision the archive's database is at."""
 
-    async def run() -> str | None:
-        engine = _engine(database, config_path, write=False)
-        try:
-            return await revision(engine)
-        except Exception as exc:
-            raise click.ClickException(f"{describe_url(engine.url)}: {type(exc).__name__}: {exc}") from None
-        finally:
-            await engine.dispose()
-
-    click.echo(asyncio.run(run()) or "not migrated yet (veille db upgrade)")
+    click.echo(
+        asyncio.run(_on_schema(database, config_path, revision, write=False)) or "not migrated yet (veille db upgrade)"
+    )
 
 
 def _moment(value: str | None) -> datetime | None:
