@@ -157,9 +157,24 @@ def make_engine(url: URL, *, write: bool = True, **options: Any) -> AsyncEngine:
     )
 
 
-def _upgrade(connection: Connection, target: str) -> None:
+def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision the migrations shipped in the package lead to (the chain is linear)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migration in {MIGRATIONS}")
+    return head
+
+
+def _upgrade(connection: Connection, target: str) -> None:
+    config = _alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, target)
     connection.commit()

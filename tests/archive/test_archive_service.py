@@ -15,7 +15,7 @@ from pathlib import Path
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.archive.db import revision
+from services.archive.db import head_revision, revision
 from tests.archive.conftest import classified, encode, make_archive, publish_mentions, scalar, wait_for
 from veille import bus
 from veille.models import MAX_TEXT, TRUNCATION_MARKER, AlertRaised
@@ -152,17 +152,3 @@ async def test_mentions_older_than_the_retention_are_not_stored(
         assert app.written.labels("mentions", "expired")._value.get() == 1
     finally:
         await app.stop()
-
-
-def head_revision() -> str:
-    """The newest revision the migrations shipped in the package lead to."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    from services.archive.db import MIGRATIONS
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
-    assert head is not None
-    return head

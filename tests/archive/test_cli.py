@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
 from services.archive.cli import alerts, db, mentions
-from services.archive.db import make_engine
+from services.archive.db import head_revision, make_engine
 from services.archive.store import ArchiveStore
 from veille.models import MentionClassified, MentionIngested
 
@@ -45,26 +45,12 @@ def fill(url: str) -> None:
     asyncio.run(run())
 
 
-def _head() -> str:
-    """The newest migration's revision (the chain is linear: one head)."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    from services.archive.db import MIGRATIONS
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
-    assert head is not None
-    return head
-
-
 def test_upgrade_then_search_in_every_format(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'archive.sqlite3'}"
     runner = CliRunner()
     result = runner.invoke(db, ["upgrade", "--database-url", url], env={"VEILLE_CONFIG": str(tmp_path / "none.yaml")})
     assert result.exit_code == 0, result.output
-    assert f"revision {_head()}" in result.output
+    assert f"revision {head_revision()}" in result.output
     fill(f"sqlite+aiosqlite:///{tmp_path / 'archive.sqlite3'}")
     common = ["--database-url", url, "--since", "2d"]
     result = runner.invoke(mentions, ["search", "rappel", *common, "--format", "json"])
