@@ -30,6 +30,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -769,11 +770,27 @@ class ArchiveConfig(_Strict):
         return value
 
 
+_HTTP_URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
+
+
+def _url_as_written(value: str) -> str:
+    """Check ``value`` is an http(s) URL and keep it as the user wrote it.
+
+    pydantic's ``AnyHttpUrl`` normalises ``https://veille.example.org`` to ``https://veille.example.org/``,
+    and a link built from it (``…/alerts``) then reads ``…org//alerts``; people's URLs go out unchanged.
+    """
+    _HTTP_URL.validate_python(value)
+    return value
+
+
+HttpUrlAsWritten = Annotated[str, AfterValidator(_url_as_written)]
+
+
 class VeilleConfig(_Strict):
     """The whole configuration file."""
 
     version: Literal[1] = 1
-    external_url: AnyHttpUrl | None = Field(
+    external_url: HttpUrlAsWritten | None = Field(
         default=None,
         description="The http(s) URL at which people reach veille (its console or a dashboard): linked from "
         "email, Slack and Teams notifications ('…and N more' included), sent as external_url in veille "

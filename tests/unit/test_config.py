@@ -139,3 +139,16 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     """A missing file is reported, not a traceback."""
     result = CliRunner().invoke(main, ["check-config", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 1 and "cannot read the file" in result.output
+
+
+@pytest.mark.parametrize(
+    "url", ["https://veille.example.org", "https://veille.example.org/console", "http://[::1]:8090/"]
+)
+def test_external_url_is_sent_as_the_user_wrote_it(url: str) -> None:
+    """The URL goes into webhooks and e-mails unchanged: no slash added to a URL without a path."""
+    assert parse_config(f"external_url: '{url}'\n").external_url == url
+
+
+def test_external_url_that_is_not_http_is_a_config_mistake() -> None:
+    with pytest.raises(ConfigError, match="external_url"):
+        parse_config("external_url: 'mailto:ops@example.org'\n")
