@@ -147,7 +147,7 @@ def create_app(
     targets = feed_targets(rss, config, terms_of) if rss.enabled else []
     restarts = Counter(
         f"{PREFIX}_ingest_parser_restarts_total",
-        "Feed parser processes killed and replaced, by reason (over_budget, crashed, cancelled).",
+        "Feed parser processes killed and replaced, by reason (over_budget, crashed, cancelled, recycled).",
         ["source", "reason"],
         registry=metrics.registry,
     )
