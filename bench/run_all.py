@@ -189,6 +189,10 @@ def markdown(all_results: dict[str, Any]) -> str:
         from archive_bench import markdown_section as archive_section
 
         out += archive_section(r["archive_bench"])
+    if r.get("console_bench"):
+        from console_bench import markdown_section as console_section
+
+        out += console_section(r["console_bench"])
     out += _quality_sections(r)
     others = [
         ("classifier_bench", "classifier bench"),
