@@ -33,16 +33,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, DateTime, bindparam, cast, delete, func, insert, select, text
-from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
+from sqlalchemy import DateTime, bindparam, delete, insert, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql.schema import Column, MetaData, Table
 
 from services.archive.clean import Cleaner
-from services.archive.schema import alerts, mention_keys, mention_watches, mentions
+from services.archive.schema import alerts, mention_watches, mentions
 from veille.models import MAX_NAME, MAX_SOURCE, MAX_TEXT, MAX_TITLE, MAX_URL, AlertRaised, MentionClassified
 
 __all__ = [
@@ -65,14 +63,61 @@ _UPDATABLE = [
     c.name for c in mentions.columns if c.name not in ("id", "ts", "archived_at")
 ]  # a new classification of a mention rewrites these
 
-# PostgreSQL's view of ``mentions``: the same columns plus the full-text vector.
-_pg_metadata = MetaData()
-_pg_mentions = Table(
-    "mentions",
-    _pg_metadata,
-    *(Column(c.name, c.type, primary_key=c.primary_key) for c in mentions.columns),
-    Column("tsv", TSVECTOR),
+# PostgreSQL's write path: each statement takes the batch as one array per column (``unnest``), so a
+# batch is one round trip per statement whatever its size, and the statements are prepared once per
+# connection (asyncpg's statement cache). Rows come sorted by id (one lock order for all writers).
+_PG_TYPES = {"ts": "timestamptz", "published_at": "timestamptz", "ingested_at": "timestamptz",
+             "classified_at": "timestamptz", "archived_at": "timestamptz", "sentiment_score": "float8",
+             "watches": "text", "engagement": "text"}  # fmt: skip
+_PG_COLUMNS = [c.name for c in mentions.columns] + ["cfg", "doc"]
+_PG_JSON = [_PG_COLUMNS.index("watches"), _PG_COLUMNS.index("engagement")]  # sent as JSON text, cast to jsonb
+_PG_INPUT = ", ".join(f"${i}::{_PG_TYPES.get(name, 'text')}[]" for i, name in enumerate(_PG_COLUMNS, start=1))
+
+_PG_KEYS = """
+WITH input AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS t(id, ts)),
+added AS (INSERT INTO mention_keys (id, ts) SELECT id, ts FROM input ON CONFLICT (id) DO NOTHING RETURNING id, ts)
+SELECT id, ts, true FROM added
+UNION ALL
+SELECT k.id, k.ts, false FROM mention_keys k WHERE k.id = ANY($1::text[])
+"""
+"""Each id's ``ts``: the one it was first stored with, or the batch's for a new id (flagged true). An id
+another writer inserted but had not committed when this statement started is in neither half (the
+insert waited for it and did nothing, the select's snapshot predates it): :data:`_PG_KEYS_AGAIN` reads it."""
+
+_PG_KEYS_AGAIN = "SELECT id, ts FROM mention_keys WHERE id = ANY($1::text[])"
+
+_PG_UPSERT = f"""
+WITH input AS (SELECT * FROM unnest({_PG_INPUT}) AS t({", ".join(_PG_COLUMNS)})),
+up AS (
+    INSERT INTO mentions AS m ({", ".join(c.name for c in mentions.columns)}, tsv)
+    SELECT {", ".join(f"{c.name}::jsonb" if c.name in ("watches", "engagement") else c.name for c in mentions.columns)},
+           to_tsvector(cfg::regconfig, DOCUMENT)
+    FROM input
+    ON CONFLICT (id, ts) DO UPDATE SET {", ".join(f"{name} = EXCLUDED.{name}" for name in [*_UPDATABLE, "tsv"])}
+    WHERE m.classified_at IS DISTINCT FROM EXCLUDED.classified_at
+    RETURNING m.id, m.ts, m.sentiment, m.watches
+),
+gone AS (
+    DELETE FROM mention_watches w USING up
+    WHERE w.mention_id = ANY(${len(_PG_COLUMNS) + 1}::text[]) AND w.mention_id = up.id
+      AND NOT (w.ts = up.ts AND up.watches ? w.watch)
+),
+watched AS (
+    INSERT INTO mention_watches (watch, ts, mention_id, sentiment)
+    SELECT w.watch, up.ts, up.id, up.sentiment
+    FROM up CROSS JOIN LATERAL jsonb_array_elements_text(up.watches) AS w(watch)
+    ON CONFLICT (watch, ts, mention_id) DO UPDATE SET sentiment = EXCLUDED.sentiment
+    WHERE mention_watches.sentiment IS DISTINCT FROM EXCLUDED.sentiment
 )
+SELECT id FROM up
+"""  # noqa: S608 - built from the schema's column names, no input
+"""A batch's mentions upserted (a row rewritten only when ``classified_at`` differs) and, for the rows
+written, their ``mention_watches`` brought in line (watches no longer matched deleted, new ones added, the
+sentiment updated); returns the ids written. The last parameter lists the ids already archived before
+this batch (the others have no watches to delete), so the delete probes the index for those alone."""
+
+_PG_UPSERT_UNACCENT = _PG_UPSERT.replace("DOCUMENT", "unaccent(doc)")
+_PG_UPSERT = _PG_UPSERT.replace("DOCUMENT", "doc")
 
 _CONFIGS = {"fr": "french", "en": "english"}
 
@@ -264,12 +309,6 @@ class ArchiveStore:
             row["doc"] = f"{title or ''}\n{body}"
         return row
 
-    def _tsv(self) -> ColumnElement[Any]:
-        document: ColumnElement[Any] = bindparam("doc")
-        if self.unaccent:
-            document = func.unaccent(document)
-        return func.to_tsvector(cast(bindparam("cfg"), REGCONFIG), document)
-
     async def write_mentions(self, batch: Sequence[MentionClassified]) -> WriteResult:
         """Upsert classified mentions and their watches in one transaction (see the module's notes)."""
         now = self.clock()
@@ -286,33 +325,51 @@ class ArchiveStore:
             return result
         if self.postgres:
             await self.ensure_partitions(month_of(r["ts"]) for r in rows.values())
+            changed = await self._write_postgres(rows)
+        else:
+            changed = await self._write_sqlite(rows)
+        result.written = len(changed)
+        result.unchanged = len(rows) - len(changed)
+        return result
+
+    async def _write_postgres(self, rows: dict[str, dict[str, Any]]) -> set[str]:
+        """Keys, mentions and watches of a batch in one transaction, three round trips (see ``_PG_*``)."""
+        ordered = sorted(rows)  # one lock order for every writer: two replicas on one batch cannot deadlock
         async with self.engine.begin() as conn:
-            if self.postgres:
-                await conn.execute(
-                    pg_insert(mention_keys).on_conflict_do_nothing(),
-                    [{"id": r["id"], "ts": r["ts"]} for r in rows.values()],
-                )
-                stored = await conn.execute(
-                    select(mention_keys.c.id, mention_keys.c.ts).where(mention_keys.c.id.in_(list(rows)))
-                )
-                for key, ts in stored:
+            stored: Sequence[Any] = (
+                await conn.exec_driver_sql(_PG_KEYS, (ordered, [rows[key]["ts"] for key in ordered]))
+            ).all()
+            fresh: set[str] = set()
+            found: set[str] = set()
+            for key, ts, inserted in stored:
+                rows[key]["ts"] = ts
+                found.add(key)
+                if inserted:
+                    fresh.add(key)
+            missing = [key for key in ordered if key not in found]
+            if missing:  # an id another writer committed after this statement's snapshot: read it again
+                again: Sequence[Any] = (await conn.exec_driver_sql(_PG_KEYS_AGAIN, (missing,))).all()
+                for key, ts in again:
                     rows[key]["ts"] = ts
-                months = {month_of(r["ts"]) for r in rows.values()} - self._partitions
-                if months:  # an id first stored in a month whose partition this process has not seen
-                    self._partitions.update(await self.partitions())
-                pg = pg_insert(_pg_mentions).values(tsv=self._tsv())
-                statement: Any = pg.on_conflict_do_update(
-                    index_elements=["id", "ts"],
-                    set_={name: pg.excluded[name] for name in [*_UPDATABLE, "tsv"]},
-                    where=_pg_mentions.c.classified_at.is_distinct_from(pg.excluded.classified_at),
-                ).returning(_pg_mentions.c.id, _pg_mentions.c.ts)
-            else:
-                lite = sqlite_insert(mentions)
-                statement = lite.on_conflict_do_update(
-                    index_elements=["id"],
-                    set_={name: lite.excluded[name] for name in _UPDATABLE},
-                    where=mentions.c.classified_at.is_not(lite.excluded.classified_at),
-                ).returning(mentions.c.id, mentions.c.ts)
+            months = {month_of(r["ts"]) for r in rows.values()} - self._partitions
+            if months:  # an id first stored in a month whose partition this process has not seen
+                self._partitions.update(await self.partitions())
+            columns: list[list[Any]] = [[rows[key][name] for key in ordered] for name in _PG_COLUMNS]
+            for index in _PG_JSON:
+                columns[index] = [None if v is None else json.dumps(v) for v in columns[index]]
+            parameters = (*columns, [key for key in ordered if key not in fresh])
+            statement = _PG_UPSERT_UNACCENT if self.unaccent else _PG_UPSERT
+            changed = await conn.exec_driver_sql(statement, parameters)
+            return {key for (key,) in changed}
+
+    async def _write_sqlite(self, rows: dict[str, dict[str, Any]]) -> set[str]:
+        async with self.engine.begin() as conn:
+            lite = sqlite_insert(mentions)
+            statement = lite.on_conflict_do_update(
+                index_elements=["id"],
+                set_={name: lite.excluded[name] for name in _UPDATABLE},
+                where=mentions.c.classified_at.is_not(lite.excluded.classified_at),
+            ).returning(mentions.c.id, mentions.c.ts)
             changed = {key: ts for key, ts in await conn.execute(statement, list(rows.values()))}
             if changed:
                 await conn.execute(delete(mention_watches).where(mention_watches.c.mention_id.in_(list(changed))))
@@ -323,9 +380,7 @@ class ArchiveStore:
                 ]
                 if watches:
                     await conn.execute(insert(mention_watches), watches)
-        result.written = len(changed)
-        result.unchanged = len(rows) - len(changed)
-        return result
+        return set(changed)
 
     async def write_alerts(self, batch: Sequence[AlertRaised]) -> WriteResult:
         """Insert alerts (one row per id and status; a repeat is ignored) in one transaction."""

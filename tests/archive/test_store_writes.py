@@ -1,0 +1,116 @@
+"""The archive's batch write path on a real database: what the one-statement-per-batch upsert must keep."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from services.archive.db import make_engine, migrate
+from services.archive.store import ArchiveStore, month_of
+from tests.archive.conftest import scalar
+from tests.archive.postgres import PostgresServer
+from veille.models import MentionClassified, MentionIngested
+
+
+def _mention(index: int, ingested: datetime, watches: list[str]) -> MentionClassified:
+    """A mention without a published time: its archive time is its ingested time (which a re-ingest moves)."""
+    return MentionClassified(
+        mention=MentionIngested(id=f"rss:{index}", source="rss", text=f"Acme recall {index}", ingested_at=ingested),
+        sentiment="negative",
+        sentiment_score=-0.5,
+        watches=watches,
+    )
+
+
+async def test_an_id_another_writer_is_committing_keeps_that_writers_time(postgres: PostgresServer) -> None:
+    """Two replicas archive the same mention with different ingested times, the second while the first's
+    transaction is still open: the second waits, then stores nothing new and uses the first one's time
+    (one row, one key, both at the first time), and its other mentions are stored as usual."""
+    url = postgres.create_database()
+    engine = make_engine(make_url(url))
+    now = datetime.now(UTC).replace(microsecond=0)
+    first_time, second_time = now - timedelta(hours=2), now - timedelta(hours=1)
+    parsed = make_url(url)
+    other = await asyncpg.connect(host=parsed.host, port=parsed.port, user=parsed.username, database=parsed.database)
+    try:
+        await migrate(engine)
+        store = ArchiveStore(engine, retention=timedelta(days=400))
+        await store.prepare()
+        await store.ensure_partitions({month_of(first_time), month_of(second_time)})
+        # the first replica, mid-transaction: its key for rss:1 is written, not committed
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute("INSERT INTO mention_keys (id, ts) VALUES ('rss:1', $1)", first_time)
+        write = asyncio.create_task(
+            store.write_mentions([_mention(1, second_time, ["acme"]), _mention(2, second_time, ["acme"])])
+        )
+        await asyncio.sleep(1.0)
+        assert not write.done(), "the second writer did not wait for the first one's key"
+        await other.execute(
+            "INSERT INTO mentions (id, ts, source, text, sentiment, sentiment_score, watches, ingested_at, "
+            "classified_at, archived_at) VALUES ('rss:1', $1, 'rss', 'Acme recall 1', 'negative', -0.5, "
+            "'[\"acme\"]', $1, $1, $1)",
+            first_time,
+        )
+        await transaction.commit()
+        result = await asyncio.wait_for(write, 30)
+        assert (result.written, result.unchanged) == (2, 0)  # rss:1 reclassified (classified_at differs), rss:2 new
+        reader = make_engine(make_url(url), write=False)
+        try:
+            assert await scalar(reader, "SELECT count(*) FROM mentions WHERE id = 'rss:1'") == 1
+            stored = await scalar(reader, "SELECT ts FROM mentions WHERE id = 'rss:1'")
+            assert stored == first_time
+            assert await scalar(reader, "SELECT ts FROM mention_keys WHERE id = 'rss:1'") == first_time
+            assert await scalar(reader, "SELECT ts FROM mention_watches WHERE mention_id = 'rss:1'") == first_time
+            assert await scalar(reader, "SELECT ts FROM mentions WHERE id = 'rss:2'") == second_time
+        finally:
+            await reader.dispose()
+    finally:
+        await other.close()
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("size", [1, 1200])
+async def test_a_replayed_batch_writes_nothing_and_a_reclassified_one_moves_only_its_watches(
+    db_url: str, size: int
+) -> None:
+    """A batch written twice: the second time nothing is written; the same mentions reclassified (new
+    classified_at, one watch swapped, one dropped, sentiment changed): every row rewritten in place,
+    the watches table holds exactly the new watches with the new sentiment, nothing twice."""
+    engine = make_engine(make_url(db_url))
+    now = datetime.now(UTC).replace(microsecond=0)
+    try:
+        await migrate(engine)
+        store = ArchiveStore(engine, retention=timedelta(days=400))
+        await store.prepare()
+        batch = [_mention(i, now - timedelta(minutes=i), ["acme", "globex"]) for i in range(size)]
+        assert (await store.write_mentions(batch)).written == size
+        assert (await store.write_mentions(batch)).unchanged == size
+        again = [
+            m.model_copy(
+                update={
+                    "watches": ["acme", "initech"] if i % 2 else ["acme"],
+                    "sentiment": "positive",
+                    "classified_at": now + timedelta(seconds=1),
+                }
+            )
+            for i, m in enumerate(batch)
+        ]
+        assert (await store.write_mentions(again)).written == size
+        reader = make_engine(make_url(db_url), write=False)
+        try:
+            assert await scalar(reader, "SELECT count(*) FROM mentions") == size
+            expected = size + size // 2
+            assert await scalar(reader, "SELECT count(*) FROM mention_watches") == expected
+            assert await scalar(reader, "SELECT count(*) FROM mention_watches WHERE watch = 'globex'") == 0
+            assert await scalar(reader, "SELECT count(*) FROM mention_watches WHERE watch = 'initech'") == size // 2
+            assert await scalar(reader, "SELECT count(*) FROM mention_watches WHERE sentiment = 'positive'") == expected
+            assert await scalar(reader, "SELECT count(*) FROM mentions WHERE sentiment = 'positive'") == size
+        finally:
+            await reader.dispose()
+    finally:
+        await engine.dispose()
