@@ -9,7 +9,14 @@ text is looked at in two steps:
 2. Everything else goes to the `lingua <https://pypi.org/project/lingua-language-detector/>`_
    detector (PyPI package ``lingua-language-detector``; its models ship inside the wheel, nothing is
    downloaded at run time), restricted to :data:`DETECTABLE_LANGUAGES` for speed and accuracy, built
-   once, lazily, on first use.
+   once, lazily, on first use. Lingua first runs in its low-accuracy mode (trigrams only, about a
+   third of the cost); only when that answer is not clear-cut (best below
+   :data:`_QUICK_CONFIDENCE`, or closer than :data:`_QUICK_MARGIN` to the second) does the full model
+   decide. On the 4,163 English and French dev tweets of ``../shared/data/sentiment`` (language not
+   given), the function words decide 3,784; of the 379 left, the quick model takes 358 and the full
+   model 21; 99.88 % are right, against 99.81 % with the full model on all 379 (issue 17: lingua was
+   ~15 % of the classifier's CPU; 45 against 68-97 µs a tweet on average here). The quick model's
+   trigram tables cost about 34 MiB more memory.
 
 Text with too few letters to judge, or that the detector cannot tell apart, gives ``None``.
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -47,6 +55,10 @@ _MIN_MARGIN = 0.05
 """... and when the two best languages are closer than this."""
 _MARKER_WEIGHT = 0.15
 """Confidence added per distinctive function word found, on top of lingua's own confidence."""
+_QUICK_CONFIDENCE = 0.95
+"""The low-accuracy model's answer is taken when its best language scores at least this ..."""
+_QUICK_MARGIN = 0.8
+"""... and leads the second by at least this much (marker words included); otherwise the full model decides."""
 _NOISE = re.compile(r"https?://\S+|\bwww\.\S+|@\w+|\bhttps?\b|#")
 """URLs, handles and the ``#`` of hashtags say nothing about the language."""
 
@@ -108,7 +120,12 @@ as many as all the others together (``l'écologie c'est pas son truc`` with one 
 ``non``); with two, it needs the others to have none."""
 
 _detector: LanguageDetector | None = None
+_quick_detector: LanguageDetector | None = None
 _detector_lock = threading.Lock()
+
+PATHS: Counter[str] = Counter()
+"""How many texts each step decided since start: ``declared``, ``too_short``, ``fast`` (function words),
+``quick`` (lingua, low accuracy) and ``full`` (lingua, full model). Read by tests and benchmarks."""
 
 
 def normalise_language_tag(tag: str | None) -> str | None:
@@ -126,25 +143,44 @@ def normalise_language_tag(tag: str | None) -> str | None:
 
 
 def _get_detector() -> LanguageDetector:
-    global _detector
+    """The full lingua model (every n-gram length)."""
     if _detector is None:
-        with _detector_lock:
-            if _detector is None:
-                from lingua import IsoCode639_1, LanguageDetectorBuilder
-
-                codes = [getattr(IsoCode639_1, code.upper()) for code in DETECTABLE_LANGUAGES]
-                _detector = (
-                    LanguageDetectorBuilder.from_iso_codes_639_1(*codes).with_preloaded_language_models().build()
-                )
+        _build_detectors()
+    assert _detector is not None
     return _detector
 
 
+def _get_quick_detector() -> LanguageDetector:
+    """Lingua in low-accuracy mode (trigrams only): tried first on what the fast path leaves."""
+    if _quick_detector is None:
+        _build_detectors()
+    assert _quick_detector is not None
+    return _quick_detector
+
+
+def _build_detectors() -> None:
+    global _detector, _quick_detector
+    with _detector_lock:
+        if _detector is None or _quick_detector is None:
+            from lingua import IsoCode639_1, LanguageDetectorBuilder
+
+            codes = [getattr(IsoCode639_1, code.upper()) for code in DETECTABLE_LANGUAGES]
+            builder = LanguageDetectorBuilder.from_iso_codes_639_1(*codes).with_preloaded_language_models()
+            _detector = builder.build()
+            _quick_detector = (
+                LanguageDetectorBuilder.from_iso_codes_639_1(*codes)
+                .with_preloaded_language_models()
+                .with_low_accuracy_mode()
+                .build()
+            )
+
+
 def preload() -> None:
-    """Build the detector now (about a second), instead of on the first text that needs it.
+    """Build the detectors now (about a second), instead of on the first text that needs them.
 
     A service calls this at start-up so that its first mention is not slow.
     """
-    _get_detector()
+    _build_detectors()
 
 
 def _marker_hits(words: list[str]) -> dict[str, int]:
@@ -189,26 +225,40 @@ def detect_language(text: str, declared: str | None = None) -> str | None:
     """
     tag = normalise_language_tag(declared)
     if tag is not None:
+        PATHS["declared"] += 1
         return tag
     cleaned = _NOISE.sub(" ", text)
     if not _has_letters(cleaned, MIN_LETTERS):
+        PATHS["too_short"] += 1
         return None
     hits = _marker_hits(_WORD.findall(cleaned.lower().replace("’", "'")))
     fast = _fast_path(hits)
     if fast is not None:
+        PATHS["fast"] += 1
         return fast
+    best_lang, best, second = _ranked(_get_quick_detector(), cleaned, hits)
+    if best >= _QUICK_CONFIDENCE and best - second >= _QUICK_MARGIN:
+        PATHS["quick"] += 1
+        return best_lang
+    PATHS["full"] += 1
+    best_lang, best, second = _ranked(_get_detector(), cleaned, hits)
+    if best < _MIN_CONFIDENCE or best - second < _MIN_MARGIN:
+        return None
+    return best_lang
+
+
+def _ranked(detector: LanguageDetector, cleaned: str, hits: dict[str, int]) -> tuple[str, float, float]:
+    """The best language by ``detector``'s confidence plus the marker words, its score and the runner-up's."""
     scores = {
         value.language.iso_code_639_1.name.lower(): value.value
-        for value in _get_detector().compute_language_confidence_values(cleaned)
+        for value in detector.compute_language_confidence_values(cleaned)
     }
     for lang, count in hits.items():
         scores[lang] = scores.get(lang, 0.0) + _MARKER_WEIGHT * count
     ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
     best_lang, best = ranked[0]
     second = ranked[1][1] if len(ranked) > 1 else 0.0
-    if best < _MIN_CONFIDENCE or best - second < _MIN_MARGIN:
-        return None
-    return best_lang
+    return best_lang, best, second
 
 
 def detect_languages(texts: Iterable[str], declared: Iterable[str | None] | None = None) -> list[str | None]:
