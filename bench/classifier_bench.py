@@ -3,10 +3,11 @@
 In one run, on one fresh ``nats-server`` (temporary store, loopback):
 
 1. ``--mentions`` raw mentions are published to the mentions stream: real English and French tweets
-   from ``../shared/data/sentiment`` (synthetic text when absent), most of them naming one of the
-   watched brands, a share syndicated (same text on several sites), a share with a declared
-   language (``--declared-lang``, as RSS, Bluesky and Mastodon give one) and the rest left to the
-   language detector;
+   from ``../shared/data/sentiment`` (the benchmark stops, saying so, when they are absent: no
+   synthetic fallback), most of them naming one of the watched brands, a share syndicated (same text
+   on several sites); by default no language is given (``--declared-lang 0``: every mention goes
+   through language detection, issue 17); ``--declared-lang 0.5`` declares it on half, as RSS,
+   Bluesky and Mastodon often do;
 2. ``raw``: a plain nats-py pull consumer fetches every mention in batches and acks each one: the
    ceiling for any consumer of that stream on this machine;
 3. ``classifier``: the real classifier service (its composition root, batch consumer with its
@@ -22,7 +23,7 @@ profile of the classifier run.
 
 Usage::
 
-    .venv/bin/python bench/classifier_bench.py [--mentions 20000] [--declared-lang 0.5] [--batch-size 500] [--profile]
+    .venv/bin/python bench/classifier_bench.py [--mentions 20000] [--declared-lang 0] [--batch-size 500] [--profile]
 
 ``classifier_per_s`` is the sustained rate, from the service started (connected, topology and KV
 declared, models loaded) to the backlog drained and acked; ``classifier_per_s_with_start`` also
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import os
 import platform
@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from corpus import tweets_with_language  # bench/ is on sys.path when run as a script
 from nats.js import JetStreamContext
 
 from services.classifier.app import create_app
@@ -74,30 +75,8 @@ CONFIG = "version: 1\nwatches:\n" + "".join(
 
 
 def texts() -> list[tuple[str, str]]:
-    """(text, language) of real tweets, or synthetic sentences when the data is absent."""
-    out: list[tuple[str, str]] = []
-    for name, lang in (("en_tweets_dev.csv", "en"), ("fr_tweets_dev.csv", "fr")):
-        path = DATA / name
-        if path.is_file():
-            with path.open(encoding="utf-8", newline="") as fh:
-                out.extend((row["text"], lang) for row in csv.DictReader(fh) if row.get("text"))
-    if not out:
-        rng = random.Random(3)
-        words = [
-            "service",
-            "great",
-            "awful",
-            "launch",
-            "price",
-            "support",
-            "outage",
-            "customers",
-            "today",
-            "new",
-            "product",
-        ]
-        out = [(" ".join(rng.choices(words, k=15)), "en") for _ in range(2000)]
-    return out
+    """(text, language) of the real English and French dev tweets; stops with a message when absent."""
+    return tweets_with_language(DATA)
 
 
 def make_mentions(n: int, declared: float, seed: int = 1) -> list[MentionIngested]:
@@ -275,7 +254,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mentions", type=int, default=20_000)
-    parser.add_argument("--declared-lang", type=float, default=0.5, help="Share of mentions with a declared language.")
+    parser.add_argument("--declared-lang", type=float, default=0.0, help="Share of mentions with a declared language.")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("-o", "--output", type=Path, default=OUT)

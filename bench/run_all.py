@@ -85,7 +85,7 @@ def machine() -> dict[str, Any]:
 
 def scripts() -> list[str]:
     """Every benchmark script, by name."""
-    return sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in {"run_all", "__init__"})
+    return sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in {"run_all", "__init__", "corpus"})
 
 
 def run(name: str, full: bool) -> dict[str, Any]:
