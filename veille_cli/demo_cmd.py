@@ -36,7 +36,7 @@ def demo(
     DATA_DIR/webhooks/brasserie-lumen.jsonl and the mails in DATA_DIR/mail. Ctrl-C stops it.
     """
     from veille.demo import WATCH, DemoFeedServer, demo_config
-    from veille_cli.up_cmd import run_stack
+    from veille_cli.up_cmd import Stack, run_stack
 
     data_dir = data_dir.resolve()
     feed = DemoFeedServer(port=feed_port)
@@ -67,13 +67,7 @@ def demo(
     )
     try:
         run_stack(
-            config_path,
-            data_dir,
-            nats_port,
-            nats_url,
-            smtp_port,
-            webhook_port,
-            metrics_port,
+            Stack(config_path, data_dir, nats_port, nats_url, smtp_port, webhook_port, metrics_port),
             quiet=quiet,
             prepare=forget_last_run,
             command="demo",

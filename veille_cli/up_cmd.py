@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,9 +18,26 @@ if TYPE_CHECKING:
 
     from veille.config import VeilleConfig
 
-__all__ = ["run_stack", "up"]
+__all__ = ["Stack", "run_stack", "up"]
 
 Prepare = Callable[["JetStreamContext"], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Where a local stack (``veille up``, ``veille demo``) reads its watches and what it listens on.
+
+    The ports are the ones asked for (:func:`stack_options`); a taken one is swapped for a free one,
+    and said, when the stack starts. ``nats_url`` set: use that server, start none.
+    """
+
+    config_path: Path
+    data_dir: Path
+    nats_port: int
+    nats_url: str | None
+    smtp_port: int
+    webhook_port: int
+    metrics_port: int
 
 
 def _port_or_free(port: int) -> int:
@@ -135,23 +153,17 @@ def up(
     nats-server requires them and every service uses them; with --nats-url, veille up starts no
     nats-server and uses that one with those credentials.
     """
-    run_stack(config_path, data_dir, nats_port, nats_url, smtp_port, webhook_port, metrics_port, quiet=quiet)
+    run_stack(Stack(config_path, data_dir, nats_port, nats_url, smtp_port, webhook_port, metrics_port), quiet=quiet)
 
 
 def run_stack(
-    config_path: Path,
-    data_dir: Path,
-    nats_port: int,
-    nats_url: str | None,
-    smtp_port: int,
-    webhook_port: int,
-    metrics_port: int,
+    stack: Stack,
     *,
     quiet: bool,
     prepare: Prepare | None = None,
     command: str = "up",
 ) -> None:
-    """What ``veille up`` (and ``veille demo``) run: the stack of ``config_path`` until a signal.
+    """What ``veille up`` (and ``veille demo``) run: ``stack`` until a signal.
 
     The mail catcher's and webhook sink's ports are taken if free, else free ones are picked and
     said; ``VEILLE_SMTP_PORT`` and ``VEILLE_WEBHOOK_PORT`` are set to the ports really used (the
@@ -170,42 +182,26 @@ def run_stack(
         fmt=os.environ.get("VEILLE_LOG_FORMAT", "auto" if quiet else "console"),
         prefix=None if quiet else line_prefix(command),
     )
-    smtp_port = _choose_port(smtp_port, "the mail catcher", "--smtp-port", command)
-    webhook_port = _choose_port(webhook_port, "the webhook sink", "--webhook-port", command)
-    os.environ["VEILLE_SMTP_PORT"] = str(smtp_port)
-    os.environ["VEILLE_WEBHOOK_PORT"] = str(webhook_port)
-    os.environ["VEILLE_WEBHOOK_SECRET"] = _webhook_secret(data_dir)
-    try:  # after the above: the example config takes the sink's secret and ports from the environment
-        config = load_config(config_path)
-    except ConfigError as exc:
-        click.echo(f"veille {command}: {config_path} has mistakes:\n{exc}", err=True)
-        sys.exit(2)
-    asyncio.run(
-        _up(
-            config,
-            config_path,
-            data_dir,
-            nats_port,
-            nats_url,
-            smtp_port,
-            webhook_port,
-            metrics_port,
-            echo=not quiet,
-            prepare=prepare,
-            command=command,
-        )
+    stack = replace(
+        stack,
+        data_dir=stack.data_dir.resolve(),
+        smtp_port=_choose_port(stack.smtp_port, "the mail catcher", "--smtp-port", command),
+        webhook_port=_choose_port(stack.webhook_port, "the webhook sink", "--webhook-port", command),
     )
+    os.environ["VEILLE_SMTP_PORT"] = str(stack.smtp_port)
+    os.environ["VEILLE_WEBHOOK_PORT"] = str(stack.webhook_port)
+    os.environ["VEILLE_WEBHOOK_SECRET"] = _webhook_secret(stack.data_dir)
+    try:  # after the above: the example config takes the sink's secret and ports from the environment
+        config = load_config(stack.config_path)
+    except ConfigError as exc:
+        click.echo(f"veille {command}: {stack.config_path} has mistakes:\n{exc}", err=True)
+        sys.exit(2)
+    asyncio.run(_up(config, stack, echo=not quiet, prepare=prepare, command=command))
 
 
 async def _up(
     config: VeilleConfig,
-    config_path: Path,
-    data_dir: Path,
-    nats_port: int,
-    nats_url: str | None,
-    smtp_port: int,
-    webhook_port: int,
-    metrics_port: int,
+    stack: Stack,
     *,
     echo: bool,
     prepare: Prepare | None = None,
@@ -219,7 +215,7 @@ async def _up(
     from veille.metrics import ServiceMetrics
     from veille.natsserver import NatsServerProcess
 
-    data_dir = data_dir.resolve()
+    data_dir, nats_url, smtp_port, webhook_port = stack.data_dir, stack.nats_url, stack.smtp_port, stack.webhook_port
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -236,7 +232,7 @@ async def _up(
     server: NatsServerProcess | None = None
     monitor_port: int | None = None
     if nats_url is None:
-        nats_port = _choose_port(nats_port, "NATS", "--nats-port", command)
+        nats_port = _choose_port(stack.nats_port, "NATS", "--nats-port", command)
         monitor_port = _port_or_free(8222)
         server = NatsServerProcess(
             store_dir=data_dir / "nats",
@@ -276,10 +272,10 @@ async def _up(
         children = []
         pages: dict[str, str] = {}
         for offset, name in enumerate(_enabled_services(config), start=1):
-            port = _port_or_free(metrics_port + offset)
+            port = _port_or_free(stack.metrics_port + offset)
             env = {
                 "VEILLE_NATS_URL": settings.nats_url,  # credentials: the VEILLE_NATS_* variables inherited
-                "VEILLE_CONFIG": str(config_path.resolve()),
+                "VEILLE_CONFIG": str(stack.config_path.resolve()),
                 "VEILLE_HTTP_HOST": "127.0.0.1",
                 "VEILLE_HTTP_PORT": str(port),
                 "VEILLE_DATA_DIR": str(data_dir),
@@ -292,7 +288,7 @@ async def _up(
             children, data_dir / "logs", registry=up_metrics.registry, echo=click.echo if echo else None
         )
         health_server = HealthServer("up", up_metrics, Health())
-        own_port = await health_server.start("127.0.0.1", _port_or_free(metrics_port))
+        own_port = await health_server.start("127.0.0.1", _port_or_free(stack.metrics_port))
         await supervisor.start()
         _print_summary(settings.nats_url, monitor_port, data_dir, smtp_port, webhook_port, own_port, children, pages)
         await stop.wait()
