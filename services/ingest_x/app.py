@@ -21,11 +21,26 @@ from veille.metrics import ServiceMetrics
 from veille.models import MentionIngested
 from veille.settings import ServiceSettings
 
-__all__ = ["NAME", "XRecentSearch", "create_app", "enabled"]
+__all__ = ["NAME", "XRecentSearch", "create_app", "enabled", "since_id_refused"]
 
 NAME = "ingest-x"
 MAX_PAGES = 3
 log = structlog.get_logger("ingest_x")
+
+
+def since_id_refused(exc: FetchError) -> bool:
+    """Whether X answered 400 naming ``since_id`` among the invalid parameters (a since_id older than 7 days).
+
+    X's error object (docs.x.com/x-api/fundamentals/response-codes-and-errors, "Invalid Request"):
+    ``{"errors": [{"parameters": {"since_id": ["…"]}, "message": "…"}], "title": "Invalid Request", …}``.
+    """
+    if exc.status != 400:
+        return False
+    body, _ = load_json(exc.body)
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return isinstance(errors, list) and any(
+        isinstance(e, dict) and isinstance(e.get("parameters"), dict) and "since_id" in e["parameters"] for e in errors
+    )
 
 
 class XRecentSearch:
@@ -83,8 +98,21 @@ class XRecentSearch:
         mentions: list[MentionIngested] = []
         pages = 0
         left: str | None = None
-        for _ in range(MAX_PAGES):
-            response = await self.fetcher.get(url, params=params, headers=headers)
+        expired_since: str | None = None
+        while pages < MAX_PAGES:
+            try:
+                response = await self.fetcher.get(url, params=params, headers=headers)
+            except FetchError as exc:
+                if since is None or expired_since is not None or not since_id_refused(exc):
+                    raise
+                # X's recent search reaches back 7 days, and refuses an older since_id with a 400 naming
+                # it: after a week without a poll the cursor can never work again. Start from what X
+                # still has (newest first, as on a watch's first poll); what was said in between is out
+                # of the recent search's reach, and said so.
+                expired_since, since, newest_id, resumed = since, None, None, False
+                params.pop("since_id", None)
+                params.pop("next_token", None)
+                continue
             pages += 1
             body, _ = load_json(response.body)
             if not isinstance(body, dict) or not isinstance(body.get("meta"), dict):
@@ -109,6 +137,16 @@ class XRecentSearch:
                 break
             params["next_token"] = left
         new_cursor = dict(cursor)
+        if expired_since is not None:
+            log.warning(
+                "ingest.cursor_expired",
+                source=SOURCE,
+                target=target.name,
+                since_id=expired_since,
+                detail="X's recent search keeps 7 days: posts between that since_id and 7 days ago are out of reach",
+            )
+            if self.metrics is not None:
+                self.metrics.cursor_expired.labels(SOURCE, target.name).inc()
         if left is not None:
             new_cursor["pending"] = {"next_token": left, "since_id": since, "newest_id": newest_id}
             log.warning(
@@ -135,7 +173,13 @@ class XRecentSearch:
             rejected=Counter({k: v for k, v in problems.items() if k != "no_date"}),
             repaired=Counter({k: v for k, v in problems.items() if k == "no_date"}),
             malformed=items.malformed,
-            details={"pages": pages, "query": query, "resumed": resumed or None, "more": left is not None or None},
+            details={
+                "pages": pages,
+                "query": query,
+                "resumed": resumed or None,
+                "more": left is not None or None,
+                "cursor_expired": expired_since,
+            },
         )
 
 

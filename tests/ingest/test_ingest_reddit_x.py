@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from ingest_helpers import FIXED_NOW, LoopbackServer, config_from, metric, payload, read_mentions, settings_for
+from structlog.testing import capture_logs
 
 from services.ingest_reddit.app import create_app as create_reddit
 from services.ingest_x.app import create_app as create_x
@@ -376,3 +377,73 @@ async def test_x_a_busy_watch_is_read_to_since_id_across_polls_without_a_gap(
     last = http_server.requests_to("/2/tweets/search/recent")[-1]
     assert last.query["since_id"] == "1933200000000000000" and "next_token" not in last.query
     assert third.published == 0
+
+
+# X's answer to a since_id older than its recent search's 7 days: a 400 Invalid Request naming the
+# parameter (the error object of docs.x.com/x-api/fundamentals/response-codes-and-errors; the case and
+# its "must be a tweet id created after" message as reported in github.com/rooteco/tweetscape/issues/421).
+EXPIRED_SINCE_ID = {
+    "errors": [
+        {
+            "parameters": {"since_id": ["1933199999999999990"]},
+            "message": "Invalid 'since_id':'1933199999999999990'. 'since_id' must be a tweet id created after "
+            "2025-06-13T10:00:00.000Z.",
+        }
+    ],
+    "title": "Invalid Request",
+    "detail": "One or more parameters to your request was invalid.",
+    "type": "https://api.twitter.com/2/problems/invalid-request",
+}
+OLD_NEWEST = "1933199999999999990"  # the newest id of x_page(10, 2, None), the cursor a week ago
+
+
+async def test_x_a_since_id_older_than_a_week_restarts_from_what_x_still_has(
+    make_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """After a week without a poll X refuses the cursor's since_id; the poll starts again from the last 7
+    days instead of failing for ever, says so (log and metric), and the next poll uses the new since_id."""
+    week_later = False
+
+    async def search(request: web.Request) -> web.StreamResponse:
+        if not week_later:
+            body = payload("x_recent_empty.json") if "since_id" in request.query else x_page(10, 2, None)
+            return web.Response(body=body, content_type="application/json")
+        if request.query.get("since_id") == OLD_NEWEST:
+            return web.json_response(EXPIRED_SINCE_ID, status=400)
+        if "since_id" in request.query:
+            return web.Response(body=payload("x_recent_empty.json"), content_type="application/json")
+        return web.Response(body=x_page(0, 2, None), content_type="application/json")
+
+    http_server.route("/2/tweets/search/recent", search)
+    app = await make_app(create_x, x_yaml(http_server))
+    [first] = await app.poll_all()
+    assert first.published == 2
+    week_later = True
+    with capture_logs() as logs:
+        [second] = await app.poll_all()
+    assert second.error is None and second.published == 2
+    assert len(await read_mentions(nats_server.url)) == 4
+    assert metric(app.metrics, "veille_source_cursor_expired_total", source="x", target="acme") == 1
+    assert any(e["event"] == "ingest.cursor_expired" and e["since_id"] == OLD_NEWEST for e in logs)
+    [third] = await app.poll_all()
+    assert http_server.requests_to("/2/tweets/search/recent")[-1].query["since_id"] == "1933200000000000000"
+    assert third.error is None and third.published == 0
+
+
+async def test_x_a_400_that_does_not_name_since_id_still_fails_the_poll(
+    make_app: Callable[..., Any], http_server: LoopbackServer, nats_server: NatsServerProcess
+) -> None:
+    """Only the expired cursor is recovered from: another invalid request stays an http_4xx failure."""
+    other = dict(EXPIRED_SINCE_ID, errors=[{"parameters": {"query": ["("]}, "message": "bad query"}])
+
+    async def search(request: web.Request) -> web.StreamResponse:
+        if "since_id" in request.query:
+            return web.json_response(other, status=400)
+        return web.Response(body=x_page(10, 2, None), content_type="application/json")
+
+    http_server.route("/2/tweets/search/recent", search)
+    app = await make_app(create_x, x_yaml(http_server))
+    await app.poll_all()
+    [outcome] = await app.poll_all()
+    assert outcome.error is not None and outcome.error.kind == "http_4xx"
+    assert metric(app.metrics, "veille_source_cursor_expired_total", source="x", target="acme") == 0

@@ -104,6 +104,13 @@ class IngestMetrics:
             ["source", "target"],
             registry=registry,
         )
+        self.cursor_expired = Counter(
+            f"{PREFIX}_source_cursor_expired_total",
+            "Polls whose cursor the source no longer accepts (X: a since_id older than the recent search's 7 "
+            "days): the poll started again from what the source still has; mentions in between are lost.",
+            ["source", "target"],
+            registry=registry,
+        )
         self.watch_untargeted = Gauge(
             f"{PREFIX}_source_watch_untargeted",
             "1 for a watch this source cannot search (no hashtag, no term it can send): it gets nothing from it.",
