@@ -14,7 +14,9 @@ from services.ingest_gdelt.logic import (
     ArticleList,
     article_mention,
     gdelt_query,
+    gdelt_time,
     parse_artlist,
+    parse_seendate,
     remember,
     request_params,
 )
@@ -61,7 +63,17 @@ class GdeltArticles:
         return list(self._targets)
 
     async def poll(self, target: Target, cursor: Cursor) -> PollResult:
-        """One article-list request (the rate limiter spaces requests at least 5 s apart)."""
+        """The window since the last poll, then what a full answer left older in it (at most 3 requests).
+
+        DOC 2.0 answers at most ``maxrecords`` (250) articles, newest first. When a window holds more,
+        the answer stops at some ``seendate``: the part of the window older than that is a *gap*, kept
+        in the cursor and asked for with the same query and an ``enddatetime`` at that date, until an
+        answer is not full. A poll makes at most ``MAX_REQUESTS`` requests (the rate limiter spaces them
+        ``min_interval`` apart); a gap left is read on the next polls, after each poll's newest window,
+        and ``veille_source_backlog_pending`` is 1 meanwhile. ``seendate`` has GDELT's 15-minute
+        resolution: more than ``maxrecords`` articles with one date cannot be split further, and the
+        rest of that quarter hour is skipped, said and counted.
+        """
         terms = [t for t in positive_terms(str(target.params["query"])) if len(t) >= 3]
         if not terms:
             raise FetchError("untranslatable", "the watch query has no term of 3 letters or more", retryable=False)
@@ -73,6 +85,78 @@ class GdeltArticles:
             timespan=self.section.timespan,
             max_records=self.section.max_records,
         )
+        answers = [await self._article_list(params)]
+        gap = _gap_of(cursor.get("gap"))
+        full_pages = 0
+        skipped_slots = 0
+        if self._full(answers[0]):
+            full_pages += 1
+            oldest = _oldest(answers[0])
+            start = params["startdatetime"]
+            if oldest is not None and oldest > start:
+                gap = (min(gap[0], start) if gap else start, oldest)
+        while gap is not None and len(answers) < MAX_REQUESTS:
+            answer = await self._article_list(dict(params, startdatetime=gap[0], enddatetime=gap[1]))
+            answers.append(answer)
+            oldest = _oldest(answer)
+            if not self._full(answer) or oldest is None:
+                gap = None
+                continue
+            full_pages += 1
+            if oldest >= gap[1]:  # a full quarter hour: its older articles cannot be asked for apart
+                skipped_slots += 1
+                log.warning("ingest.backlog_slot_skipped", source=SOURCE, target=target.name, seendate=oldest)
+                oldest = _second_before(oldest)
+            gap = (gap[0], oldest) if oldest > gap[0] else None
+        problems: Counter[str] = Counter()
+        items = ItemMapper()
+        articles = [a for answer in answers for a in answer.articles]
+        for answer in answers:
+            for record in answer.broken:
+                items.reject(
+                    record, "an article record is not JSON, even after repairing its escapes", kind="invalid_json"
+                )
+        candidates = [m for a in articles if (m := items.map(article_mention, a, target.watch, problems)) is not None]
+        fresh, new_cursor = remember(cursor, candidates, latest=self.clock() + timedelta(days=1))
+        malformed = items.unseen(SOURCE, cursor.get("seen"))
+        new_cursor["seen"] = ([r.item_id(SOURCE) for r in malformed] + new_cursor["seen"])[:SEEN_MAX]
+        if gap is None:
+            new_cursor.pop("gap", None)
+        else:
+            new_cursor["gap"] = list(gap)
+            log.warning(
+                "ingest.backlog_truncated", source=SOURCE, target=target.name, gap=list(gap), resumes_next_poll=True
+            )
+        if self.metrics is not None:
+            if full_pages:
+                self.metrics.backlog_truncated.labels(SOURCE, target.name).inc()
+            self.metrics.backlog_pending.labels(SOURCE, target.name).set(0 if gap is None else 1)
+        repaired = Counter({k: v for k, v in problems.items() if k == "no_date"})
+        repaired["invalid_utf8"] += sum(answer.bad_utf8 for answer in answers)
+        for answer in answers:
+            repaired.update(answer.repairs)
+        newest = max((m.published_at for m in candidates if m.published_at), default=None)
+        return PollResult(
+            fresh,
+            new_cursor,
+            newest=newest,
+            rejected=Counter({k: v for k, v in problems.items() if k != "no_date"}),
+            repaired=+repaired,
+            malformed=malformed,
+            details={
+                "articles": len(articles),
+                "query": query,
+                "requests": len(answers),
+                "gap": list(gap) if gap else None,
+                "slots_skipped": skipped_slots or None,
+            },
+        )
+
+    def _full(self, answer: ArticleList) -> bool:
+        return len(answer.articles) >= self.section.max_records
+
+    async def _article_list(self, params: dict[str, str]) -> ArticleList:
+        """One DOC 2.0 request: the article list, leniently read (``bad_utf8`` set when bytes were replaced)."""
         response = await self.fetcher.get(str(self.section.base_url), params=params)
         head = response.body.lstrip()[:1]
         if head and head not in (b"{", b"["):
@@ -86,37 +170,35 @@ class GdeltArticles:
             raise FetchError(
                 "invalid_payload", f"GDELT answer is not an article list ({exc}); starts with {preview!r}"
             ) from exc
-        articles = answer.articles
-        problems: Counter[str] = Counter()
-        items = ItemMapper()
-        for record in answer.broken:
-            items.reject(record, "an article record is not JSON, even after repairing its escapes", kind="invalid_json")
-        candidates = [m for a in articles if (m := items.map(article_mention, a, target.watch, problems)) is not None]
-        fresh, new_cursor = remember(cursor, candidates, latest=self.clock() + timedelta(days=1))
-        malformed = items.unseen(SOURCE, cursor.get("seen"))
-        new_cursor["seen"] = ([r.item_id(SOURCE) for r in malformed] + new_cursor["seen"])[:SEEN_MAX]
-        truncated = len(articles) >= self.section.max_records
-        if truncated:
-            # DOC 2.0 returns at most maxrecords (250) articles, newest first: older ones of the window are lost.
-            log.warning("ingest.backlog_truncated", source=SOURCE, target=target.name, records=len(articles))
-        if self.metrics is not None:
-            if truncated:
-                self.metrics.backlog_truncated.labels(SOURCE, target.name).inc()
-            self.metrics.backlog_pending.labels(SOURCE, target.name).set(1 if truncated else 0)
-        repaired = Counter({k: v for k, v in problems.items() if k == "no_date"})
-        if bad_utf8:
-            repaired["invalid_utf8"] += 1
-        repaired.update(answer.repairs)
-        newest = max((m.published_at for m in candidates if m.published_at), default=None)
-        return PollResult(
-            fresh,
-            new_cursor,
-            newest=newest,
-            rejected=Counter({k: v for k, v in problems.items() if k != "no_date"}),
-            repaired=repaired,
-            malformed=malformed,
-            details={"articles": len(articles), "query": query},
-        )
+        answer.bad_utf8 = bad_utf8
+        return answer
+
+
+MAX_REQUESTS = 3
+"""Requests one poll makes: its newest window, then up to two for a gap a full answer left."""
+
+
+def _oldest(answer: ArticleList) -> str | None:
+    """The oldest ``seendate`` of an answer, as GDELT's ``YYYYMMDDHHMMSS`` (None when no article has one)."""
+    dates = [d for a in answer.articles if isinstance(a, dict) and (d := parse_seendate(a.get("seendate")))]
+    return gdelt_time(min(dates)) if dates else None
+
+
+def _second_before(moment: str) -> str:
+    """GDELT's ``YYYYMMDDHHMMSS`` one second earlier."""
+    return gdelt_time(datetime.strptime(moment, "%Y%m%d%H%M%S").replace(tzinfo=UTC) - timedelta(seconds=1))
+
+
+def _gap_of(value: object) -> tuple[str, str] | None:
+    """A gap kept in the cursor (two ``YYYYMMDDHHMMSS`` strings, start before end), else None."""
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, str) and len(v) == 14 and v.isdigit() for v in value)
+        and value[0] < value[1]
+    ):
+        return (value[0], value[1])
+    return None
 
 
 def enabled(config: VeilleConfig) -> bool:

@@ -62,6 +62,8 @@ class ArticleList:
     broken: list[str] = field(default_factory=list)
     """The text of each article record no repair could make JSON (dead-lettered, the others go on)."""
     repairs: Counter[str] = field(default_factory=Counter)
+    bad_utf8: bool = False
+    """Whether bytes of the answer were not UTF-8 (replaced, counted as an ``invalid_utf8`` repair)."""
 
 
 def _fix_escape(match: re.Match[str]) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from ingest_helpers import FIXED_NOW, LoopbackServer, config_from, metric, payload, read_mentions, settings_for
+from structlog.testing import capture_logs
 
 from services.ingest_gdelt.app import create_app
 from tests.helpers.deadletters import dead_letters
@@ -190,3 +191,75 @@ async def test_a_malformed_answer_is_read_leniently_and_only_the_broken_record_i
     assert (again.outcome, again.published, again.duplicates, again.rejected) == ("ok", 0, 0, 0)
     assert metric(m, "veille_dead_letters_total", service="ingest-gdelt", kind="malformed_item") == 1
     assert http_server.requests_to(PATH)[-1].query["startdatetime"] == "20250612090000"  # 09:15 less the overlap
+
+
+def article(n: int, seen: str) -> dict[str, str]:
+    """One artlist record in DOC 2.0's format (keys as in payloads/gdelt_artlist.json)."""
+    return {
+        "url": f"https://news.example/acme-corp-{n}",
+        "url_mobile": "",
+        "title": f"Acme Corp outage, report {n}",
+        "seendate": seen,
+        "socialimage": "",
+        "domain": "news.example",
+        "language": "English",
+        "sourcecountry": "United States",
+    }
+
+
+def doc_api(articles: list[dict[str, str]]) -> Any:
+    """A DOC 2.0 artlist endpoint over ``articles``: those seen within [startdatetime, enddatetime], newest
+    first, at most maxrecords — what api.gdeltproject.org answers with sort=datedesc."""
+
+    def gdelt(seen: str) -> str:
+        return seen.replace("T", "").replace("Z", "")
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        start, end = request.query["startdatetime"], request.query["enddatetime"]
+        hits = sorted((a for a in articles if start <= gdelt(a["seendate"]) <= end), key=lambda a: a["seendate"])
+        return web.json_response({"articles": hits[::-1][: int(request.query["maxrecords"])]})
+
+    return handler
+
+
+async def test_a_window_fuller_than_one_answer_is_read_back_through_its_gap_over_polls(
+    nats_server: NatsServerProcess, http_server: LoopbackServer
+) -> None:
+    """GDELT answers at most maxrecords articles, newest first: the older part of a busy window is asked for
+    with an earlier enddatetime (three requests a poll, the rest on the next poll), and a quarter hour holding
+    more than one answer is skipped, said and counted, instead of looping."""
+    slots = ["20250612T114500Z", "20250612T113000Z", "20250612T113000Z"] + ["20250612T111500Z"] * 4
+    articles = [article(n, seen) for n, seen in enumerate([*slots, "20250612T110000Z"])]
+    http_server.route(PATH, doc_api(articles))
+    yaml_text = f"""
+watches:
+  - name: acme
+    query: '"Acme Corp"'
+sources:
+  gdelt:
+    base_url: '{http_server.url}{PATH}'
+    max_records: 3
+"""
+    app = create_app(settings_for(nats_server.url), config=config_from(yaml_text), clock=lambda: FIXED_NOW)
+    app.source.fetcher.limiter.min_interval = 0.0  # type: ignore[attr-defined]  # GDELT's 5 s, not tested here
+    await app.connect()
+    try:
+        with capture_logs() as logs:
+            [first] = await app.poll_all()
+        windows = [(r.query["startdatetime"], r.query["enddatetime"]) for r in http_server.requests_to(PATH)]
+        assert windows == [
+            ("20250612110000", "20250612120000"),
+            ("20250612110000", "20250612113000"),
+            ("20250612110000", "20250612111500"),
+        ]
+        assert first.published == 6  # the 11:45, both 11:30 and three of the four 11:15 articles
+        assert any(e["event"] == "ingest.backlog_slot_skipped" for e in logs)
+        assert metric(app.metrics, "veille_source_backlog_pending", source="gdelt", target="acme") == 1
+        [second] = await app.poll_all()
+        assert http_server.requests_to(PATH)[-1].query["enddatetime"] == "20250612111459"
+        assert second.published == 1  # the 11:00 article, from the gap left by the first poll
+        assert metric(app.metrics, "veille_source_backlog_pending", source="gdelt", target="acme") == 0
+        stored = {m.url for _, m in await read_mentions(nats_server.url)}
+        assert len(stored) == 7 and "https://news.example/acme-corp-7" in {str(u) for u in stored}
+    finally:
+        await app.stop()
