@@ -241,7 +241,7 @@ sources:
     max_records: 3
 """
     app = create_app(settings_for(nats_server.url), config=config_from(yaml_text), clock=lambda: FIXED_NOW)
-    app.source.fetcher.limiter.min_interval = 0.0  # type: ignore[attr-defined]  # GDELT's 5 s, not tested here
+    app.source.fetcher.limiter.min_interval = 0.0  # type: ignore[union-attr]  # GDELT's 5 s, not tested here
     await app.connect()
     try:
         with capture_logs() as logs:
