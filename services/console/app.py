@@ -19,8 +19,14 @@ server-sent events; a phone-sized screen gets the same pages in one column.
   (``veille corrections export``).
 
 Who may do what: nothing but ``/login`` and ``/static`` without a session; viewers read, responders
-act. With no account in ``console_users`` the console listens on 127.0.0.1 only and everyone there
-is the responder ``local`` (it says so at start and on every page).
+act, admins also manage accounts (``/users``: role, disable, enable; each change recorded in
+``user_actions``). Every request reads its user's account: a changed role applies at once and a
+disabled account's session ends at its next request. With single sign-on configured
+(``VEILLE_CONSOLE_SSO_*``), a request from a trusted proxy address carrying the user header is that
+user (account created or updated, marked ``sso``, role from its groups); the header from any other
+address is ignored and counted. With no account in ``console_users`` and no single sign-on the
+console listens on 127.0.0.1 only and everyone there is the responder ``local`` (it says so at start
+and on every page).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,13 +50,23 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from prometheus_client import Counter, Gauge
 from pydantic import Field, SecretStr, ValidationError
+from sqlalchemy.exc import IntegrityError
 
 from services.archive.db import database_url, make_engine, migrate
 from services.archive.search import MentionHit, SearchError, SearchFilters, search
-from services.console.auth import LoginThrottle, Signer, User, load_secret, verify_password
+from services.console.auth import (
+    RANK,
+    LoginThrottle,
+    Signer,
+    TrustedProxy,
+    User,
+    load_secret,
+    parse_role_map,
+    verify_password,
+)
 from services.console.i18n import LANGS, pick_lang, translate
 from services.console.searching import EXPORT_LIMIT, csv_rows, filters_from, highlight, moment, query_words
-from services.console.store import LABELS, ConsoleStore
+from services.console.store import LABELS, ROLES, ConsoleStore
 from services.notifier.silences import Silence, SilenceStore
 from veille import bus
 from veille.config import Matcher, VeilleConfig, load_config
@@ -76,6 +93,9 @@ LANG = web.RequestKey("lang", str)
 CSRF_TOKEN = web.RequestKey("csrf", str)
 USER: web.RequestKey[User | None] = web.RequestKey("user", User)
 FORM: web.RequestKey[MultiDictProxy[Any]] = web.RequestKey("form", MultiDictProxy)
+SSO: web.RequestKey[bool] = web.RequestKey("sso", bool)
+SSO_TOUCH = 300.0  # a single-sign-on account's e-mail, role and last login are written at most this often
+SSO_MEMORY = 10_000
 
 
 class ConsoleSettings(ServiceSettings):
@@ -87,6 +107,42 @@ class ConsoleSettings(ServiceSettings):
         default=None, description="Secret signing sessions and CSRF tokens (else made once in the data directory)."
     )
     console_secure_cookies: bool = Field(default=False, description="Mark cookies Secure (serve over https).")
+    console_sso_user_header: str | None = Field(
+        default=None,
+        description="Single sign-on: the header a trusted reverse proxy names the user in (e.g. X-Forwarded-User); "
+        "unset: no single sign-on.",
+    )
+    console_sso_email_header: str = Field(default="X-Forwarded-Email", description="Single sign-on: e-mail header.")
+    console_sso_groups_header: str = Field(
+        default="X-Forwarded-Groups", description="Single sign-on: groups header (one per line or comma-separated)."
+    )
+    console_sso_role_map: str = Field(
+        default="", description="Single sign-on: group=role pairs, comma-separated (or a JSON object)."
+    )
+    console_sso_default_role: str = Field(
+        default="viewer", description="Single sign-on: the role of a user in no mapped group ('none': refused)."
+    )
+    console_sso_trusted_ips: str = Field(
+        default="", description="Single sign-on: the proxy's addresses or CIDR ranges, comma-separated (required)."
+    )
+    console_sso_logout_url: str = Field(
+        default="/oauth2/sign_out", description="Single sign-on: where 'log out' goes (the proxy's sign-out)."
+    )
+
+    def trusted_proxy(self) -> TrustedProxy | None:
+        """The single-sign-on settings, or None when not configured; ValueError in words."""
+        if not self.console_sso_user_header:
+            return None
+        default = self.console_sso_default_role.strip().lower()
+        return TrustedProxy(
+            user_header=self.console_sso_user_header,
+            email_header=self.console_sso_email_header,
+            groups_header=self.console_sso_groups_header,
+            role_map=parse_role_map(self.console_sso_role_map),
+            default_role=None if default in ("", "none") else default,
+            trusted=[ip for ip in self.console_sso_trusted_ips.split(",") if ip.strip()],
+            logout_url=self.console_sso_logout_url,
+        )
 
 
 def _now() -> datetime:
@@ -167,6 +223,14 @@ class ConsoleApp:
             ["reason"],
             registry=registry,
         )
+        self.sso_ignored = Counter(
+            f"{PREFIX}_console_sso_header_ignored_total",
+            "Requests carrying the single-sign-on user header from an address that is not a trusted proxy (ignored).",
+            registry=registry,
+        )
+        self.logins = Counter(
+            f"{PREFIX}_console_logins_total", "Logins, by source (local, sso).", ["source"], registry=registry
+        )
         self.live_clients = Gauge(f"{PREFIX}_console_live_clients", "Open live event streams.", registry=registry)
         dropped = Counter(
             f"{PREFIX}_console_live_dropped_total",
@@ -179,6 +243,9 @@ class ConsoleApp:
         self.reader = make_engine(self.url, write=False)  # pages read without SQLite's write lock
         self.store = ConsoleStore(self.engine, self.reader)
         self.throttle = LoginThrottle()
+        self.sso = self.console.trusted_proxy()
+        self._sso_seen: OrderedDict[str, tuple[float, str, str | None]] = OrderedDict()
+        self._sso_warned = -1e9
         self.signer = Signer(b"")
         self.local_only = False
         self.nc: NatsClient | None = None
@@ -205,7 +272,7 @@ class ConsoleApp:
         self.signer = Signer(load_secret(secret.get_secret_value() if secret else None, self.settings.data_dir))
         await migrate(self.engine)
         users = await self.store.user_count()
-        if users == 0:
+        if users == 0 and self.sso is None:
             self.local_only = True
             self.host = "127.0.0.1"
             log.warning(
@@ -292,6 +359,8 @@ class ConsoleApp:
         app.router.add_get("/live/{watch}", self.live_page)
         app.router.add_get("/live/{watch}/events", self.live_events)
         app.router.add_post("/mentions/{id}/correct", self.correct)
+        app.router.add_get("/users", self.users_page)
+        app.router.add_post("/users/{name}/{action}", self.user_action)
         app.router.add_static("/static", HERE / "static")
         return app
 
@@ -304,7 +373,31 @@ class ConsoleApp:
             browser = new_browser = secrets.token_urlsafe(18)
         request[CSRF_TOKEN] = self.signer.csrf(browser)
         public = request.path in ("/login",) or request.path.startswith(("/static/", "/lang/"))
-        user = User("local", "responder") if self.local_only else self.signer.user(request.cookies.get(SESSION_COOKIE))
+        request[SSO] = False
+        request[USER] = None
+        drop_session = False
+        user: User | None = None
+        if self.local_only:
+            user = User("local", "responder")
+        else:
+            claimed = request.headers.get(self.sso.user_header, "").strip() if self.sso else ""
+            if claimed and self.sso is not None:
+                if self.sso.trusts(request.remote):
+                    user, problem = await self._sso_user(request, claimed)
+                    if problem:
+                        return self._error(request, 403, problem)
+                    request[SSO] = True
+                else:
+                    self._sso_header_ignored(request)
+            if user is None:
+                session = self.signer.user(request.cookies.get(SESSION_COOKIE))
+                if session is not None:
+                    account = await self.store.account(session.name)
+                    if account is None or account.disabled or account.source != "local":
+                        drop_session = True
+                        self.refused.labels("disabled").inc()
+                    else:
+                        user = User(account.name, account.role)  # the role held now, not at login
         request[USER] = user
         if request.method == "POST":
             form = await request.post()
@@ -315,15 +408,74 @@ class ConsoleApp:
                 return self._error(request, 403, "error.csrf")
         if user is None and not public:
             self.refused.labels("login").inc()
+            refusal: web.Response
             if request.method == "GET" and not request.path.endswith("/events"):
-                raise web.HTTPFound(f"/login?next={quote(request.path_qs, safe='')}")
-            return web.Response(status=401, text="log in first")
+                refusal = web.HTTPFound(f"/login?next={quote(request.path_qs, safe='')}")
+            else:
+                refusal = web.Response(status=401, text="log in first")
+            if drop_session:
+                refusal.del_cookie(SESSION_COOKIE)
+            if isinstance(refusal, web.HTTPException):
+                raise refusal
+            return refusal
         response: web.StreamResponse = await handler(request)
+        if drop_session and not response.prepared:
+            response.del_cookie(SESSION_COOKIE)
         if new_browser and not response.prepared:
             response.set_cookie(
                 CSRF_COOKIE, new_browser, httponly=True, samesite="Lax", secure=self.console.console_secure_cookies
             )
         return response
+
+    def _sso_header_ignored(self, request: web.Request) -> None:
+        """Count (and now and then log) a single-sign-on header from an address that is not the proxy."""
+        assert self.sso is not None
+        self.sso_ignored.inc()
+        now = time.monotonic()
+        if now - self._sso_warned > 60:
+            self._sso_warned = now
+            log.warning(
+                "console.sso_header_ignored",
+                client=request.remote,
+                header=self.sso.user_header,
+                effect="not believed: the address is not in VEILLE_CONSOLE_SSO_TRUSTED_IPS",
+            )
+
+    async def _sso_user(self, request: web.Request, claimed: str) -> tuple[User | None, str | None]:
+        """The user a trusted proxy names (account created or updated), or the reason it is refused."""
+        assert self.sso is not None
+        ident = self.sso.identity(
+            claimed, request.headers.get(self.sso.email_header), request.headers.getall(self.sso.groups_header, [])
+        )
+        if ident.role is None:
+            self.refused.labels("sso_no_role").inc()
+            return None, "sso.no_role"
+        account = await self.store.account(ident.name)
+        if account is not None and account.source != "sso":
+            self.refused.labels("sso_local_name").inc()
+            log.warning("console.sso_name_is_local", user=ident.name, effect="refused: a local account has this name")
+            return None, "sso.local_account"
+        if account is not None and account.disabled:
+            self.refused.labels("disabled").inc()
+            return None, "login.disabled"
+        now = time.monotonic()
+        seen = self._sso_seen.get(ident.name)
+        if (
+            account is None
+            or seen is None
+            or now - seen[0] > SSO_TOUCH
+            or (account.role, account.email) != (ident.role, ident.email)
+        ):
+            with contextlib.suppress(IntegrityError):  # a concurrent first request of the same person made it
+                await self.store.put_sso_user(ident.name, ident.role, ident.email)
+            if account is None or seen is None:
+                self.logins.labels("sso").inc()
+                log.info("console.login", user=ident.name, role=ident.role, source="sso", groups=list(ident.groups))
+            self._sso_seen.pop(ident.name, None)
+            self._sso_seen[ident.name] = (now, ident.role, ident.email)
+            if len(self._sso_seen) > SSO_MEMORY:
+                self._sso_seen.popitem(last=False)
+        return User(ident.name, ident.role), None
 
     def _render(self, request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
         lang = request[LANG]
@@ -334,6 +486,7 @@ class ConsoleApp:
             other_lang=other,
             user=request.get(USER),
             local_only=self.local_only,
+            sso_logout=self.sso.logout_url if request.get(SSO) and self.sso else "",
             csrf=request[CSRF_TOKEN],
             path=request.path_qs,
             **context,
@@ -348,7 +501,7 @@ class ConsoleApp:
         user: User | None = request.get(USER)
         if user is None or not user.may(role):
             self.refused.labels("role").inc()
-            page = self._error(request, 403, "error.forbidden")
+            page = self._error(request, 403, "error.admin_only" if role == "admin" else "error.forbidden")
             raise web.HTTPForbidden(text=page.text, content_type="text/html")
         return user
 
@@ -373,22 +526,28 @@ class ConsoleApp:
         if self.throttle.blocked(client):
             self.refused.labels("throttled").inc()
             return self._render(request, "login.html", status=429, error="login.throttled", next=target)
-        found = await self.store.user(name)
-        if not verify_password(found[1] if found else None, password) or found is None:
+        found = await self.store.account(name)
+        if not verify_password(found.password_hash if found else None, password) or found is None:
             self.throttle.failed(client)
             self.refused.labels("login").inc()
             log.info("console.login_failed", user=name, client=client)
             return self._render(request, "login.html", status=401, error="login.failed", next=target)
+        if found.disabled:
+            self.refused.labels("disabled").inc()
+            log.info("console.login_disabled", user=name, client=client)
+            return self._render(request, "login.html", status=403, error="login.disabled", next=target)
+        await self.store.logged_in(name)
+        self.logins.labels("local").inc()
         response = web.HTTPFound(target)
         response.set_cookie(
             SESSION_COOKIE,
-            self.signer.session(User(name, found[0])),
+            self.signer.session(User(name, found.role)),
             httponly=True,
             samesite="Lax",
             secure=self.console.console_secure_cookies,
             max_age=int(self.signer.session_seconds),
         )
-        log.info("console.login", user=name, role=found[0])
+        log.info("console.login", user=name, role=found.role, source="local")
         raise response
 
     async def logout(self, request: web.Request) -> web.Response:
@@ -674,6 +833,39 @@ class ConsoleApp:
         if request.headers.get("X-Requested-With") == "fetch":
             return web.json_response({"ok": True})
         raise web.HTTPSeeOther(back if back.startswith("/") and not back.startswith("//") else "/alerts")
+
+    # ---------------------------------------------------------------- users
+
+    async def users_page(self, request: web.Request) -> web.Response:
+        self._require(request, "admin")
+        accounts = await self.store.accounts()
+        history = await self.store.user_history(50)
+        return self._render(request, "users.html", accounts=accounts, history=history, roles=ROLES)
+
+    async def user_action(self, request: web.Request) -> web.Response:
+        admin = self._require(request, "admin")
+        name, action = request.match_info["name"], request.match_info["action"]
+        if action not in ("role", "disable", "enable"):
+            raise web.HTTPNotFound()
+        if name == admin.name:
+            self.refused.labels("bad_input").inc()
+            return self._error(request, 400, "users.not_yourself")
+        try:
+            if action == "role":
+                role = self._form(request, "role", 20)
+                if role not in RANK:
+                    raise ValueError(f"role must be one of {', '.join(ROLES)}")
+                await self.store.set_role(name, role, admin.name)
+            else:
+                await self.store.set_disabled(name, action == "disable", admin.name)
+        except LookupError:
+            return self._error(request, 404, "users.not_found")
+        except ValueError as exc:
+            self.refused.labels("bad_input").inc()
+            return self._error(request, 400, "error.bad_input", str(exc))
+        self.actions.labels(f"user_{action}").inc()
+        log.info("console.user_action", target=name, action=action, user=admin.name)
+        raise web.HTTPSeeOther("/users")
 
 
 def _search_url(request: web.Request, **replace: str) -> str:

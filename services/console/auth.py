@@ -5,7 +5,11 @@
   console's secret (HMAC-SHA256); HttpOnly, SameSite=Lax, Secure when the console is served over https.
 - CSRF: every POST carries ``csrf``, the HMAC of a random per-browser value kept in the cookie
   ``veille_csrf``; a form from another site cannot know it.
-- Roles: viewer < responder < admin; every action is checked on the server.
+- Roles: viewer < responder < admin; every action is checked on the server, with the role the
+  database holds now (a role change or a disabled account takes effect at the session's next request).
+- Single sign-on (:class:`TrustedProxy`): a reverse proxy such as oauth2-proxy authenticates people and
+  passes who they are in headers (``X-Forwarded-User``, ``-Email``, ``-Groups``). Those headers are
+  believed only on connections from the configured proxy addresses; anyone can type them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
 import time
@@ -23,7 +28,17 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-__all__ = ["LoginThrottle", "Signer", "User", "hash_password", "load_secret", "verify_password"]
+__all__ = [
+    "LoginThrottle",
+    "Signer",
+    "SsoIdentity",
+    "TrustedProxy",
+    "User",
+    "hash_password",
+    "load_secret",
+    "parse_role_map",
+    "verify_password",
+]
 
 _hasher = PasswordHasher()
 RANK = {"viewer": 0, "responder": 1, "admin": 2}
@@ -48,9 +63,12 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(stored: str | None, password: str) -> bool:
-    """Whether ``password`` matches ``stored`` (a dummy check when there is no user, same cost)."""
+    """Whether ``password`` matches ``stored`` (a dummy check when there is no user or no password, same cost).
+
+    An empty ``stored`` (a single-sign-on account has no password) never matches.
+    """
     try:
-        return _hasher.verify(stored or _DUMMY, password) and stored is not None
+        return _hasher.verify(stored or _DUMMY, password) and bool(stored)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -147,3 +165,89 @@ class LoginThrottle:
         times = self._recent(client, now)
         times.append(now)
         self.failures[client] = times
+
+
+@dataclass(frozen=True)
+class SsoIdentity:
+    """Who a trusted proxy says is asking: name, e-mail, groups, and the role they map to (None: no role)."""
+
+    name: str
+    email: str | None
+    groups: tuple[str, ...]
+    role: str | None
+
+
+class TrustedProxy:
+    """Single sign-on by a reverse proxy's headers, believed from ``trusted`` addresses only.
+
+    ``role_map`` maps a group to a role; a person in several groups gets the highest of their roles,
+    one in none of them ``default_role`` (``None``: refused).
+    """
+
+    def __init__(
+        self,
+        *,
+        user_header: str,
+        email_header: str = "X-Forwarded-Email",
+        groups_header: str = "X-Forwarded-Groups",
+        role_map: dict[str, str] | None = None,
+        default_role: str | None = "viewer",
+        trusted: list[str] | tuple[str, ...] = (),
+        logout_url: str = "/oauth2/sign_out",
+    ) -> None:
+        for role in [*(role_map or {}).values(), *([default_role] if default_role else [])]:
+            if role not in RANK:
+                raise ValueError(f"single sign-on: role {role!r} is not one of {', '.join(RANK)}")
+        if not trusted:
+            raise ValueError(
+                "single sign-on needs the proxy's addresses (VEILLE_CONSOLE_SSO_TRUSTED_IPS, e.g. 127.0.0.1/32): "
+                "without them anyone could send the header"
+            )
+        self.user_header = user_header
+        self.email_header = email_header
+        self.groups_header = groups_header
+        self.role_map = dict(role_map or {})
+        self.default_role = default_role
+        self.logout_url = logout_url
+        try:
+            self.trusted = [ipaddress.ip_network(cidr.strip(), strict=False) for cidr in trusted]
+        except ValueError as exc:
+            raise ValueError(f"single sign-on: trusted address {exc}") from None
+
+    def trusts(self, remote: str | None) -> bool:
+        """Whether a connection from ``remote`` comes from the proxy."""
+        if not remote:
+            return False
+        try:
+            address = ipaddress.ip_address(remote.split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.trusted)
+
+    def identity(self, name: str, email: str | None, group_values: list[str]) -> SsoIdentity:
+        """The identity in the headers' values (groups: one per header line or comma-separated)."""
+        groups = tuple(dict.fromkeys(g.strip() for value in group_values for g in value.split(",") if g.strip()))
+        roles = [self.role_map[g] for g in groups if g in self.role_map]
+        role = max(roles, key=RANK.__getitem__) if roles else self.default_role
+        return SsoIdentity(name.strip()[:200], (email or "").strip()[:320] or None, groups[:100], role)
+
+
+def parse_role_map(text: str) -> dict[str, str]:
+    """``group=role,group=role`` (or a JSON object) as a dict; ValueError in words."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("the role map must be an object of group: role")
+        return {str(k): str(v) for k, v in data.items()}
+    result: dict[str, str] = {}
+    for part in text.split(","):
+        group, sep, role = part.strip().rpartition("=")
+        if not sep or not group.strip():
+            raise ValueError(f"role map entry {part.strip()!r} is not group=role")
+        result[group.strip()] = role.strip()
+    return result

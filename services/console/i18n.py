@@ -145,6 +145,66 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "error.bad_input": ("That did not work:", "Cela n'a pas marché :"),
     "role": ("Role", "Rôle"),
+    "role.viewer": ("viewer", "lecteur"),
+    "role.responder": ("responder", "intervenant"),
+    "role.admin": ("admin", "administrateur"),
+    "nav.users": ("Users", "Utilisateurs"),
+    "error.admin_only": (
+        "Only an administrator may do this.",
+        "Seul un administrateur peut le faire.",
+    ),
+    "login.disabled": (
+        "This account is disabled; ask an administrator.",
+        "Ce compte est désactivé ; adressez-vous à un administrateur.",
+    ),
+    "sso.no_role": (
+        "Your single sign-on groups give you no role in this console; ask an administrator.",
+        "Vos groupes d'authentification unique ne vous donnent aucun rôle dans cette console ; "
+        "adressez-vous à un administrateur.",
+    ),
+    "sso.local_account": (
+        "A local account already has this name, so single sign-on cannot use it; ask an administrator.",
+        "Un compte local porte déjà ce nom : l'authentification unique ne peut pas l'utiliser ; "
+        "adressez-vous à un administrateur.",
+    ),
+    "users.title": ("Users", "Utilisateurs"),
+    "users.help": (
+        "Who may use the console. Viewers read; responders also act on alerts, silences and corrections; "
+        "administrators also manage accounts. A change applies at the person's next page.",
+        "Qui peut utiliser la console. Les lecteurs consultent ; les intervenants agissent aussi sur les alertes, "
+        "les silences et les corrections ; les administrateurs gèrent aussi les comptes. "
+        "Un changement s'applique à la page suivante de la personne.",
+    ),
+    "users.source.local": ("local account", "compte local"),
+    "users.source.sso": ("single sign-on", "authentification unique"),
+    "users.active": ("active", "actif"),
+    "users.disabled": ("disabled", "désactivé"),
+    "users.created": ("Created", "Créé le"),
+    "users.last_login": ("last login", "dernière connexion"),
+    "users.never": ("never", "jamais"),
+    "users.change_role": ("Change role", "Changer le rôle"),
+    "users.disable": ("Disable", "Désactiver"),
+    "users.enable": ("Enable", "Réactiver"),
+    "users.sso_role": (
+        "Role set by the identity provider's groups.",
+        "Rôle fixé par les groupes du fournisseur d'identité.",
+    ),
+    "users.yourself": (
+        "Your own account: another administrator may change it.",
+        "Votre propre compte : un autre administrateur peut le modifier.",
+    ),
+    "users.not_yourself": (
+        "You cannot change your own role or disable yourself; ask another administrator.",
+        "Vous ne pouvez pas changer votre propre rôle ni vous désactiver ; demandez à un autre administrateur.",
+    ),
+    "users.not_found": ("No such account.", "Compte introuvable."),
+    "users.history": ("Changes to accounts", "Modifications des comptes"),
+    "users.action.add": ("added", "a ajouté"),
+    "users.action.update": ("updated", "a mis à jour"),
+    "users.action.role": ("changed the role of", "a changé le rôle de"),
+    "users.action.disable": ("disabled", "a désactivé"),
+    "users.action.enable": ("enabled", "a réactivé"),
+    "users.action.password": ("reset the password of", "a réinitialisé le mot de passe de"),
 }
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, Table, Text, func, insert, select
+from sqlalchemy import Boolean, Column, DateTime, Integer, MetaData, Table, Text, false, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.archive.schema import alerts, mentions
@@ -14,11 +14,13 @@ from services.archive.schema import alerts, mentions
 __all__ = [
     "ACTIONS",
     "ROLES",
+    "Account",
     "AlertView",
     "ConsoleStore",
     "alert_actions",
     "console_users",
     "corrections",
+    "user_actions",
 ]
 
 ROLES = ("viewer", "responder", "admin")
@@ -34,6 +36,20 @@ console_users = Table(
     Column("role", Text, nullable=False),
     Column("password_hash", Text, nullable=False),
     Column("created_at", _TIME, nullable=False),
+    Column("source", Text, nullable=False, server_default="local"),
+    Column("email", Text),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("last_login", _TIME),
+)
+user_actions = Table(
+    "user_actions",
+    _meta,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", _TIME, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("detail", Text, nullable=False),
 )
 alert_actions = Table(
     "alert_actions",
@@ -64,6 +80,49 @@ def _utc(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+
+
+@dataclass(frozen=True)
+class Account:
+    """A console account as stored."""
+
+    name: str
+    role: str
+    source: str
+    email: str | None
+    disabled: bool
+    created_at: datetime
+    last_login: datetime | None
+    password_hash: str
+
+
+def _account(row: Any) -> Account:
+    return Account(
+        name=row["name"],
+        role=row["role"],
+        source=row["source"],
+        email=row["email"],
+        disabled=bool(row["disabled"]),
+        created_at=_utc(row["created_at"]),  # type: ignore[arg-type]
+        last_login=_utc(row["last_login"]),
+        password_hash=row["password_hash"],
+    )
+
+
+@dataclass(frozen=True)
+class UserAction:
+    """One recorded change to an account."""
+
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: str
 
 
 @dataclass
@@ -139,25 +198,147 @@ class ConsoleStore:
 
     async def user(self, name: str) -> tuple[str, str] | None:
         """(role, password hash) of ``name``, or None."""
+        account = await self.account(name)
+        return (account.role, account.password_hash) if account else None
+
+    async def account(self, name: str) -> Account | None:
+        """The account ``name``, or None."""
         async with self.reader.connect() as conn:
-            row = (
+            row = (await conn.execute(select(console_users).where(console_users.c.name == name))).mappings().first()
+        return _account(row) if row else None
+
+    async def accounts(self) -> list[Account]:
+        """Every account, by name."""
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(select(console_users).order_by(console_users.c.name))).mappings().all()
+        return [_account(row) for row in rows]
+
+    async def put_user(self, name: str, role: str, password_hash: str, *, actor: str | None = None) -> None:
+        """Add the local account ``name``, or change its role and password (its creation date and state kept)."""
+        _check_role(role)
+        now = datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            found = (
                 await conn.execute(
-                    select(console_users.c.role, console_users.c.password_hash).where(console_users.c.name == name)
+                    select(console_users.c.role, console_users.c.source).where(console_users.c.name == name)
                 )
             ).first()
-        return (row.role, row.password_hash) if row else None
-
-    async def put_user(self, name: str, role: str, password_hash: str) -> None:
-        """Add ``name``, or change its role and password."""
-        if role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}")
-        async with self.engine.begin() as conn:
-            await conn.execute(console_users.delete().where(console_users.c.name == name))
-            await conn.execute(
-                insert(console_users).values(
-                    name=name, role=role, password_hash=password_hash, created_at=datetime.now(UTC)
+            if found is not None and found.source != "local":
+                raise ValueError(f"{name} signs in through single sign-on; a local account needs another name")
+            if found is None:
+                await conn.execute(
+                    insert(console_users).values(
+                        name=name, role=role, password_hash=password_hash, created_at=now, source="local"
+                    )
                 )
+                detail = role
+            else:
+                await conn.execute(
+                    update(console_users)
+                    .where(console_users.c.name == name)
+                    .values(role=role, password_hash=password_hash)
+                )
+                detail = role if found.role == role else f"{found.role} -> {role}"
+            if actor:
+                await conn.execute(
+                    insert(user_actions).values(
+                        at=now, actor=actor, action="add" if found is None else "update", target=name, detail=detail
+                    )
+                )
+
+    async def put_sso_user(self, name: str, role: str, email: str | None) -> None:
+        """Create or update the single-sign-on account ``name`` (no password) and note it logged in now."""
+        _check_role(role)
+        now = datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            found = (await conn.execute(select(console_users.c.role).where(console_users.c.name == name))).first()
+            if found is None:
+                await conn.execute(
+                    insert(console_users).values(
+                        name=name,
+                        role=role,
+                        password_hash="",
+                        created_at=now,
+                        source="sso",
+                        email=email,
+                        last_login=now,
+                    )
+                )
+                await conn.execute(
+                    insert(user_actions).values(at=now, actor="sso", action="add", target=name, detail=role)
+                )
+                return
+            await conn.execute(
+                update(console_users)
+                .where(console_users.c.name == name, console_users.c.source == "sso")
+                .values(role=role, email=email, last_login=now)
             )
+            if found.role != role:
+                await conn.execute(
+                    insert(user_actions).values(
+                        at=now, actor="sso", action="role", target=name, detail=f"{found.role} -> {role}"
+                    )
+                )
+
+    async def logged_in(self, name: str) -> None:
+        """Note that ``name`` logged in now."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(console_users).where(console_users.c.name == name).values(last_login=datetime.now(UTC))
+            )
+
+    async def set_role(self, name: str, role: str, actor: str) -> Account:
+        """Give ``name`` the role ``role`` (recorded); ValueError when it cannot be done."""
+        _check_role(role)
+        account = await self.account(name)
+        if account is None:
+            raise LookupError(f"no account named {name}")
+        if account.source == "sso":
+            raise ValueError(
+                f"{name} signs in through single sign-on: its role follows its groups (VEILLE_CONSOLE_SSO_ROLE_MAP)"
+            )
+        if account.role != role:
+            await self._change(name, actor, "role", f"{account.role} -> {role}", role=role)
+        return account
+
+    async def set_disabled(self, name: str, disabled: bool, actor: str) -> Account:
+        """Disable (or enable again) ``name``, recorded; its sessions stop at their next request."""
+        account = await self.account(name)
+        if account is None:
+            raise LookupError(f"no account named {name}")
+        if account.disabled != disabled:
+            await self._change(name, actor, "disable" if disabled else "enable", "", disabled=disabled)
+        return account
+
+    async def set_password(self, name: str, password_hash: str, actor: str) -> None:
+        """Set the password of the local account ``name``, recorded."""
+        account = await self.account(name)
+        if account is None:
+            raise LookupError(f"no account named {name}")
+        if account.source == "sso":
+            raise ValueError(f"{name} signs in through single sign-on and has no password here")
+        await self._change(name, actor, "password", "", password_hash=password_hash)
+
+    async def _change(self, name: str, actor: str, action: str, detail: str, **values: Any) -> None:
+        now = datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            await conn.execute(update(console_users).where(console_users.c.name == name).values(**values))
+            await conn.execute(
+                insert(user_actions).values(at=now, actor=actor, action=action, target=name, detail=detail)
+            )
+
+    async def user_history(self, limit: int = 100) -> list[UserAction]:
+        """The latest changes to accounts, newest first."""
+        async with self.reader.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(user_actions).order_by(user_actions.c.at.desc(), user_actions.c.id.desc()).limit(limit)
+                )
+            ).mappings()
+            return [
+                UserAction(_utc(r["at"]), r["actor"], r["action"], r["target"], r["detail"])  # type: ignore[arg-type]
+                for r in rows
+            ]
 
     # ---------------------------------------------------------------- alerts
 

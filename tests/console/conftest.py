@@ -112,13 +112,15 @@ async def start_console(
     """Start a console on the test NATS and database (call after seeding); stopped at the end."""
     apps: list[ConsoleApp] = []
 
-    async def start(port: int = 0) -> ConsoleApp:
+    async def start(port: int = 0, **console: Any) -> ConsoleApp:
+        """``console``: more ``ConsoleSettings`` fields (single sign-on, for instance)."""
         settings = ConsoleSettings(
             nats_url=nats_server.url,
             data_dir=tmp_path,
             config=tmp_path / "veille.yaml",
             console_host="127.0.0.1",
             console_port=port,
+            **console,
         )
         watches = [Watch(name="acme", query="acme"), Watch(name="globex", query="globex")]
         app = ConsoleApp(settings, VeilleConfig(archive=ArchiveConfig(database_url=db_url), watches=watches))
@@ -133,11 +135,15 @@ async def start_console(
 
 
 class Browser:
-    """An HTTP client that keeps cookies and reads the CSRF token from the last page."""
+    """An HTTP client that keeps cookies and reads the CSRF token from the last page.
 
-    def __init__(self, base: str) -> None:
+    ``source``: the loopback address it connects from (e.g. 127.0.0.2, to be another machine than a
+    proxy on 127.0.0.1)."""
+
+    def __init__(self, base: str, source: str | None = None) -> None:
         self.base = base
-        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        connector = aiohttp.TCPConnector(local_addr=(source, 0)) if source else None
+        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), connector=connector)
         self.csrf = ""
 
     async def get(self, path: str, **kw: Any) -> tuple[int, str]:
@@ -168,11 +174,11 @@ class Browser:
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Callable[[ConsoleApp], Browser]]:
+async def browser() -> AsyncIterator[Callable[..., Browser]]:
     made: list[Browser] = []
 
-    def make(app: ConsoleApp) -> Browser:
-        b = Browser(f"http://127.0.0.1:{app.port}")
+    def make(app: ConsoleApp, *, base: str | None = None, source: str | None = None) -> Browser:
+        b = Browser(base or f"http://127.0.0.1:{app.port}", source)
         made.append(b)
         return b
 

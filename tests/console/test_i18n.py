@@ -9,7 +9,7 @@ from services.console.i18n import MESSAGES, pick_lang, translate
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "services" / "console" / "templates"
 KEY = re.compile(r"""_\(\s*["']([a-z_.]+)["']\s*\)""")
-PREFIXED = re.compile(r"""_\(\s*["']([a-z_]+\.)["']\s*~""")
+PREFIXED = re.compile(r"""_\(\s*["']([a-z_.]+\.)["']\s*~""")
 
 
 def test_every_key_a_template_uses_is_translated_both_ways() -> None:
@@ -18,13 +18,25 @@ def test_every_key_a_template_uses_is_translated_both_ways() -> None:
     missing = sorted(key for key in used if key not in MESSAGES)
     assert missing == []
     prefixes = {p for path in TEMPLATES.glob("*.html") for p in PREFIXED.findall(path.read_text())}
-    assert prefixes >= {"state.", "kind.", "action.", "sentiment.", "silence."}
+    assert prefixes >= {
+        "state.",
+        "kind.",
+        "action.",
+        "sentiment.",
+        "silence.",
+        "role.",
+        "users.source.",
+        "users.action.",
+    }
     for prefix, values in {
         "state.": ("open", "acknowledged", "resolved"),
         "kind.": ("negative_mention", "volume_spike", "negative_spike"),
         "action.": ("acknowledge", "assign", "comment", "resolve", "silence"),
         "sentiment.": ("negative", "neutral", "positive"),
         "silence.": ("active", "pending", "expired"),
+        "role.": ("viewer", "responder", "admin"),
+        "users.source.": ("local", "sso"),
+        "users.action.": ("add", "update", "role", "disable", "enable", "password"),
     }.items():
         for value in values:
             assert prefix + value in MESSAGES, prefix + value
