@@ -535,5 +535,20 @@ def create_app(
     )
     search = BlueskySearch(section, targets, parts.fetcher(), clock=clock, metrics=parts.ingest_metrics)
     service = parts.service(settings, search, clock=clock, streams=streams)
-    service.health.add("bluesky_session", lambda: search.session_problem)
+    firehose = streams[0] if streams else None
+
+    def session_problem() -> str | None:
+        """The search's session problem, unless Jetstream delivers: the service still ingests then.
+
+        A refused login stops only the search backfill; ``veille_source_auth_failing`` and the
+        ``ingest.session_renewal_failed`` lines say so while readiness stays green.
+        """
+        problem = search.session_problem
+        if problem is None or firehose is None:
+            return problem
+        state = service.states.get(firehose.target.key)
+        streaming = firehose.connections > 0 and state is not None and state.failures < service.failing_after
+        return None if streaming else problem
+
+    service.health.add("bluesky_session", session_problem)
     return service

@@ -497,3 +497,24 @@ async def test_a_post_dated_in_the_future_does_not_blank_the_backfill(
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_a_refused_login_leaves_readiness_green_while_jetstream_delivers(
+    make_app: Callable[..., Any], http_server: LoopbackServer, bluesky: FakeBluesky, nats_server: NatsServerProcess
+) -> None:
+    """Only the search backfill needs a session: with Jetstream streaming, a refused login is a metric and a
+    log line, not an unready service; once the stream is gone too, /readyz names the login's reason."""
+    server = FakeJetstream()
+    await server.start()
+    try:
+        app = await make_app(server.url, login(http_server, password="revoked-app-password"))
+        await app.start()
+        await wait_for(lambda: stored_count(nats_server.url, 2))
+        outcome = (await app.poll_all())[0]
+        assert outcome.error is not None and outcome.error.kind == "unauthorized"
+        assert metric(app.metrics, "veille_source_auth_failing", source="bluesky") == 1
+        assert "bluesky_session" not in app.health.problems()
+    finally:
+        await server.stop()
+    await wait_for(lambda: _async("bluesky_session" in app.health.problems()))
+    assert "Invalid identifier or password" in app.health.problems()["bluesky_session"]
