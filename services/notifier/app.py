@@ -26,6 +26,7 @@ from services.notifier.integrations.webhook import WebhookIntegration
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.model import Clock, Notification
 from services.notifier.nflog import NotificationLog
+from services.notifier.partitions import LEGACY, PartitionLeases
 from services.notifier.signing import decode_secret
 from services.notifier.silences import SilenceStore
 from veille import bus
@@ -57,6 +58,12 @@ class NotifierSettings(ServiceSettings):
     )
     notifier_batch: int = Field(default=500, ge=1, le=2000, description="Alerts fetched and recorded together.")
     notifier_lease: float = Field(default=60.0, gt=0, description="Seconds a claim on a notification is held.")
+    notifier_partition_lease: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a replica holds a partition of the alerts stream without renewing it (renewed every "
+        "third): how long the partitions of a replica killed -9 wait before the others take them.",
+    )
     notifier_max_attempts: int = Field(default=6, ge=1, le=50)
     notifier_retry_base: float = Field(default=1.0, gt=0)
     notifier_retry_cap: float = Field(default=60.0, gt=0)
@@ -158,20 +165,15 @@ class NotifierApp:
         self._ticker: asyncio.Task[None] | None = None
         middleware = dead_letter_middleware(NAME, bus.ALERTS.name, self.metrics, self.sink)
         self.broker: NatsBroker = make_broker(settings, NAME, self.metrics, middlewares=(middleware,))
-        # Alerts come in batches (whatever is available, up to notifier_batch), handled one batch at a
-        # time in stream order: each group touched is written once per batch, then the batch is acked.
-        # A bad payload is dead-lettered as the middleware does; a batch that fails is retried alert by
-        # alert, still in order (Dispatcher.record_batch holds a lock).
-        self.consumer: BatchConsumer[AlertRaised] = BatchConsumer(
-            service=NAME,
-            consumer=bus.NOTIFIER_CONSUMER,
-            model=AlertRaised,
-            handler=self.route_alerts,
-            metrics=self.metrics,
-            sink=self.sink,
-            batch_size=settings.notifier_batch,
-            concurrency=1,
-        )
+        # One consumer per partition of the alerts stream this replica holds (services/notifier/
+        # partitions.py), started and stopped as leases come and go. Alerts come in batches (whatever
+        # is available, up to notifier_batch), handled one batch at a time in stream order: each group
+        # touched is written once per batch, then the batch is acked. A bad payload is dead-lettered as
+        # the middleware does; a batch that fails is retried alert by alert, still in order
+        # (Dispatcher.record_batch holds a lock).
+        self.consumers: dict[int, BatchConsumer[AlertRaised]] = {}
+        self.leases: PartitionLeases | None = None
+        self._next_rescan = 0.0
         replays = bus.NOTIFIER_REPLAY_CONSUMER
         self.broker.subscriber(
             replays.filter_subject,
@@ -184,7 +186,7 @@ class NotifierApp:
         )(self.replay_notification)
         self.health.add("nats", self._nats_problem)
         self.lag = ConsumerLagMonitor(
-            NAME, self.metrics.registry, [bus.NOTIFIER_CONSUMER, bus.NOTIFIER_REPLAY_CONSUMER]
+            NAME, self.metrics.registry, [*bus.NOTIFIER_ALERT_CONSUMERS, bus.NOTIFIER_REPLAY_CONSUMER]
         )
 
     def _report_python(self) -> None:
@@ -255,21 +257,59 @@ class NotifierApp:
             policy=self.policy,
             lease=timedelta(seconds=self.settings.notifier_lease),
             seen=await js.key_value(bus.NOTIFY_SEEN.name),
+            owns=self._owns,
         )
         await self.broker.start()
-        await self.consumer.start(self.broker.connection)
+        self.leases = PartitionLeases(
+            await js.key_value(bus.NOTIFY_LEASES.name),
+            js,
+            self.settings.instance,
+            lease=self.settings.notifier_partition_lease,
+            on_gain=self._gained,
+            on_loss=self._lost,
+        )
+        await self.leases.start()
         self.lag.start(js)
         if self.settings.notifier_tick > 0:
             self._ticker = asyncio.create_task(self._tick(), name="notifier-ticker")
 
+    def _owns(self, partition: int | None) -> bool:
+        return self.leases is not None and self.leases.owns(partition)
+
+    async def _gained(self, partition: int) -> None:
+        """Consume the partition's alerts; plan its groups now (read from KV: another replica may have written them)."""
+        consumer: BatchConsumer[AlertRaised] = BatchConsumer(
+            service=NAME,
+            consumer=bus.NOTIFIER_ALERT_CONSUMERS[partition],
+            model=AlertRaised,
+            handler=self.route_alerts,
+            metrics=self.metrics,
+            sink=self.sink,
+            batch_size=self.settings.notifier_batch,
+            concurrency=1,
+        )
+        await consumer.start(self.broker.connection)
+        self.consumers[partition] = consumer
+        self.notifier_metrics.partitions.set(len(self.consumers))
+        self._next_rescan = 0.0  # the ticker plans every group of the bucket at its next tick
+
+    async def _lost(self, partition: int) -> None:
+        """Stop consuming the partition (the batch in hand recorded and acked) and forget its groups."""
+        consumer = self.consumers.pop(partition, None)
+        if consumer is not None:
+            await consumer.stop()
+        self.notifier_metrics.partitions.set(len(self.consumers))
+        if self._dispatcher is not None:
+            self._dispatcher.forget_partition(None if partition == LEGACY else partition)
+
     async def _tick(self) -> None:
-        """Plan the groups whose time has come (from memory); every ``notifier_rescan`` s, read every group."""
+        """Plan the groups whose time has come (from memory); every ``notifier_rescan`` s (and once a partition
+        was gained), read every group of the partitions held."""
         loop = asyncio.get_running_loop()
-        next_rescan = 0.0
         while True:
             try:
-                if loop.time() >= next_rescan:
-                    next_rescan = loop.time() + self.settings.notifier_rescan
+                if loop.time() >= self._next_rescan:
+                    self._next_rescan = loop.time() + self.settings.notifier_rescan
                     await self.dispatcher.flush_due()
                 else:
                     await self.dispatcher.flush_due(self.dispatcher.due_keys())
@@ -280,7 +320,8 @@ class NotifierApp:
     async def stop(self) -> None:
         """Stop ticking and consuming, let deliveries in flight finish, disconnect."""
         await self.lag.stop()
-        await self.consumer.stop()
+        if self.leases is not None:
+            await self.leases.stop()  # every consumer stopped, every partition given up
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -71,6 +71,7 @@ class _GroupWork:
     route: Any
     group_key: str
     group_labels: dict[str, str]
+    partition: int
     alerts: list[AlertRaised] = dataclasses.field(default_factory=list)
 
 
@@ -104,8 +105,11 @@ class Dispatcher:
         policy: RetryPolicy,
         lease: timedelta,
         seen: Any = None,
+        owns: Callable[[int | None], bool] | None = None,
     ) -> None:
         self.config = config
+        self.owns: Callable[[int | None], bool] = owns or (lambda _partition: True)
+        """Whether this replica holds a partition (services/notifier/partitions.py): it flushes only its groups."""
         self.receivers = {r.name: r for r in config.receivers}
         self.integrations = integrations
         self.js = js
@@ -131,6 +135,8 @@ class Dispatcher:
         self._stale: dict[str, int] = {}
         self._due: dict[str, datetime] = {}
         """Per group this replica knows of, when it next needs planning (:func:`grouping.next_look`)."""
+        self._partition_of: dict[str, int | None] = {}
+        """Per group this replica read or wrote, its partition (a rescan skips the groups of partitions not held)."""
 
     # ------------------------------------------------------------------ recording
 
@@ -167,7 +173,9 @@ class Dispatcher:
                         key = f"{target.id}.{group_key_hash(group_key)}"
                         item = work.get(key)
                         if item is None:
-                            item = work[key] = _GroupWork(target, effective, group_key, group_labels)
+                            item = work[key] = _GroupWork(
+                                target, effective, group_key, group_labels, bus.alert_partition(alert.watch)
+                            )
                         item.alerts.append(alert)
             if not work:
                 return []
@@ -182,6 +190,8 @@ class Dispatcher:
             base = state or new_group(work.target, work.route, work.group_key, work.group_labels)
             new: GroupState | None
             new, outcomes = add_alerts(base, work.alerts, now, seen)
+            if new.partition is None:
+                new.partition = work.partition
             if state is None and not new.alerts and not new.truncated and not new.recent:
                 new = None  # nothing to keep (a resolution of an alert never told, say)
             if new is not None and new != state:
@@ -245,6 +255,7 @@ class Dispatcher:
             self._cache[key] = cached
             return  # a newer write of ours already landed
         self._cache[key] = (state, revision)  # last used at the end: the first ones are the least recent
+        self._partition_of[key] = state.partition
         while len(self._cache) > MAX_CACHED_GROUPS:
             del self._cache[next(iter(self._cache))]  # read again from KV when next needed
         self._due[key] = next_look(state, self.clock())
@@ -356,6 +367,10 @@ class Dispatcher:
                 self._cache.pop(gone, None)
                 self._written.pop(gone, None)
                 self._stale.pop(gone, None)
+            present = set(keys)
+            for gone in [k for k in self._partition_of if k not in present]:
+                del self._partition_of[gone]
+            keys = [k for k in keys if k not in self._partition_of or self.owns(self._partition_of[k])]
         if not keys:
             return
         silences = await self.silences.all()
@@ -373,7 +388,7 @@ class Dispatcher:
         if wait and started:
             await asyncio.gather(*started, return_exceptions=True)
 
-    def flush_soon(self, keys: list[str]) -> None:
+    def flush_soon(self, keys: list[str] | None) -> None:
         """:meth:`flush_due` for ``keys`` in the background (waited for by :meth:`drain`)."""
         task = asyncio.create_task(self.flush_due(keys), name="flush-soon")
         self._background.add(task)
@@ -400,10 +415,29 @@ class Dispatcher:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def forget_partition(self, partition: int | None) -> None:
+        """Drop what this replica keeps of the groups of ``partition`` (no longer held): read again if regained.
+
+        None: the groups recorded before partitions (the legacy partition's).
+        """
+        for key, part in self._partition_of.items():
+            if part == partition:
+                self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        self._due.pop(key, None)
+        self._cache.pop(key, None)
+        self._written.pop(key, None)
+        self._stale.pop(key, None)
+        self._seen.pop(key, None)
+
     async def _flush_group(self, key: str, silences: list[Silence]) -> None:
         state, revision = await self._get(key)
         if state is None or revision is None:
             self._due.pop(key, None)
+            return
+        if not self.owns(state.partition):
+            self._drop(key)  # another replica holds its partition and flushes it
             return
         receiver = self.receivers.get(state.receiver)
         integration = self.integrations.get(state.target)

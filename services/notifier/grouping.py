@@ -99,7 +99,7 @@ __all__ = [
 ]
 
 MAX_FIRING_AGE = timedelta(hours=24)
-REDELIVERY_HORIZON = timedelta(seconds=bus.NOTIFIER_CONSUMER.ack_wait * bus.NOTIFIER_CONSUMER.max_deliver)
+REDELIVERY_HORIZON = timedelta(seconds=max(c.ack_wait * c.max_deliver for c in bus.NOTIFIER_ALERT_CONSUMERS))
 DEDUP_WINDOW = 3 * REDELIVERY_HORIZON
 MAX_SEEN = 10_000
 SEEN_SLICE = timedelta(minutes=5)

@@ -60,6 +60,11 @@ class NotifierMetrics:
             "Notification groups held in KV at the last scan.",
             registry=registry,
         )
+        self.partitions = Gauge(
+            f"{PREFIX}_notifier_partitions_held",
+            "Partitions of the alerts stream (and the legacy consumer) this replica holds and consumes.",
+            registry=registry,
+        )
         self.python_vulnerable = Gauge(
             f"{PREFIX}_notifier_python_vulnerable",
             "1 when the Python running the notifier lacks the fix of an email-header CVE (by CVE id); "

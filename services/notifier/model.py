@@ -199,6 +199,11 @@ class GroupState(_Model):
     last_notified_at: datetime | None = None
     seq: int = 0
     quiet_until: datetime | None = Field(default=None, description="Set while quiet hours hold the group back.")
+    partition: int | None = Field(
+        default=None,
+        description="Partition of the alerts stream the group belongs to (its first alert's watch); the replica "
+        "holding it flushes the group. None: recorded before partitions (the legacy partition's holder).",
+    )
     truncated: int = Field(
         default=0,
         ge=0,

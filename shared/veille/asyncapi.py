@@ -70,8 +70,9 @@ def build_spec() -> AsyncAPI:
     broker.subscriber(
         alerts,
         title="route_alert",
-        description=f"The notifier consumes {bus.ALERTS.name} with the durable consumer "
-        f"'{bus.NOTIFIER_CONSUMER.durable}', routes, groups and delivers.",
+        description=f"The notifier consumes {bus.ALERTS.name}, stored as <subject>.<partition> (FNV-1a of the "
+        f"watch mod {bus.NOTIFIER_PARTITIONS}), with one durable consumer per partition "
+        f"('{bus.notifier_partition_consumer(0).durable}' ...), each held by one replica; routes, groups and delivers.",
     )(route_alert)
     broker.publisher(
         dead,

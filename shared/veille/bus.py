@@ -19,6 +19,7 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    SubjectTransform,
 )
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
@@ -32,9 +33,12 @@ __all__ = [
     "DEADLETTER",
     "MENTIONS",
     "NOTIFICATION_DLQ_SUBJECT",
+    "NOTIFIER_ALERT_CONSUMERS",
     "NOTIFIER_CONSUMER",
+    "NOTIFIER_PARTITIONS",
     "NOTIFIER_REPLAY_CONSUMER",
     "NOTIFY_GROUPS",
+    "NOTIFY_LEASES",
     "NOTIFY_LOG",
     "NOTIFY_REPLAY",
     "NOTIFY_SEEN",
@@ -43,11 +47,13 @@ __all__ = [
     "Bucket",
     "Consumer",
     "Stream",
+    "alert_partition",
     "alert_subject",
     "classified_subject",
     "deadletter_subject",
     "ensure_topology",
     "mention_subject",
+    "notifier_partition_consumer",
     "notify_replay_subject",
     "safe_token",
 ]
@@ -93,6 +99,23 @@ def alert_subject(watch: str) -> str:
     return f"{PREFIX}.alerts.{safe_token(watch)}"
 
 
+NOTIFIER_PARTITIONS = 16
+"""Partitions of the alerts stream (by watch) that notifier replicas share (services/notifier/partitions.py).
+
+The stream maps ``veille.alerts.<watch>`` to ``veille.alerts.<watch>.<partition>`` as it stores it
+(a JetStream subject transform, ``{{partition(16,1)}}``: FNV-1a of the watch token modulo 16), so
+publishers need not know it. Up to 16 replicas share the work; changing the number moves watches to
+other partitions (a migration: drain the notifier consumers first)."""
+
+
+def alert_partition(watch: str) -> int:
+    """The partition ``{{partition(N,1)}}`` gives ``alert_subject(watch)`` in nats-server: FNV-1a 32 of it mod N."""
+    value = 0x811C9DC5
+    for byte in safe_token(watch).encode():
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value % NOTIFIER_PARTITIONS
+
+
 def deadletter_subject(service: str, kind: str = "message") -> str:
     """Subject a dead letter from ``service`` is published on."""
     return f"{PREFIX}.dlq.{safe_token(service)}.{safe_token(kind)}"
@@ -118,9 +141,12 @@ class Stream:
     max_bytes: int = -1
     """Size budget on disk: a full stream drops its oldest messages (``discard`` OLD) or refuses new ones (NEW)."""
     discard: DiscardPolicy = DiscardPolicy.OLD
+    transform: tuple[str, str] | None = None
+    """A subject transform (source, destination) applied to each message as the stream stores it."""
 
     def config(self, replicas: int = 1) -> StreamConfig:
         """Return the nats-py stream configuration."""
+        transform = SubjectTransform(src=self.transform[0], dest=self.transform[1]) if self.transform else None
         return StreamConfig(
             name=self.name,
             description=self.description,
@@ -132,6 +158,7 @@ class Stream:
             discard=self.discard,
             max_bytes=self.max_bytes,
             num_replicas=replicas,
+            subject_transform=transform,
         )
 
 
@@ -204,6 +231,9 @@ ALERTS = Stream(
     duplicate_window=DAY,
     description="Alerts raised by the classifier; Nats-Msg-Id is the deterministic alert id.",
     max_bytes=512 * MiB,
+    # Stored as veille.alerts.<watch>.<partition> (NOTIFIER_PARTITIONS); a two-token subject (a
+    # dead-letter replay of a stored alert) is kept as is.
+    transform=(f"{PREFIX}.alerts.*", f"{PREFIX}.alerts.{{{{wildcard(1)}}}}.{{{{partition({NOTIFIER_PARTITIONS},1)}}}}"),
 )
 DEADLETTER = Stream(
     "VEILLE_DEADLETTER",
@@ -224,7 +254,26 @@ NOTIFY_REPLAY = Stream(
 STREAMS: tuple[Stream, ...] = (MENTIONS, CLASSIFIED, ALERTS, DEADLETTER, NOTIFY_REPLAY)
 
 CLASSIFIER_CONSUMER = Consumer(MENTIONS.name, "classifier", f"{PREFIX}.mentions.ingested.>")
-NOTIFIER_CONSUMER = Consumer(ALERTS.name, "notifier", f"{PREFIX}.alerts.>", ack_wait=120.0)
+# Alerts stored before the stream partitioned them (veille.alerts.<watch>, one token): drained by
+# whichever replica holds the extra "legacy" partition lease. Every newer alert is on one of the
+# NOTIFIER_PARTITIONS consumers below, owned by one replica at a time.
+NOTIFIER_CONSUMER = Consumer(ALERTS.name, "notifier", f"{PREFIX}.alerts.*", ack_wait=120.0)
+
+
+def notifier_partition_consumer(partition: int) -> Consumer:
+    """The durable consumer of one partition of the alerts stream (``notifier-p05``: ``veille.alerts.*.5``).
+
+    ``ack_wait`` 30 s: a batch is recorded in well under a second, and what a replica killed -9 held
+    unacked comes back to the replica that takes its partition over that much later.
+    """
+    return Consumer(ALERTS.name, f"notifier-p{partition:02d}", f"{PREFIX}.alerts.*.{partition}", ack_wait=30.0)
+
+
+NOTIFIER_ALERT_CONSUMERS: tuple[Consumer, ...] = (
+    *(notifier_partition_consumer(p) for p in range(NOTIFIER_PARTITIONS)),
+    NOTIFIER_CONSUMER,
+)
+"""Every notifier consumer of the alerts stream: partition p at index p, the legacy consumer last."""
 NOTIFIER_REPLAY_CONSUMER = Consumer(
     NOTIFY_REPLAY.name, "notifier-replay", f"{PREFIX}.notify.replay.>", ack_wait=300.0, max_deliver=5
 )
@@ -237,7 +286,7 @@ ARCHIVE_CONSUMER = Consumer(
 ARCHIVE_ALERTS_CONSUMER = Consumer(ALERTS.name, "archive-alerts", f"{PREFIX}.alerts.>", ack_wait=30.0, max_deliver=-1)
 CONSUMERS: tuple[Consumer, ...] = (
     CLASSIFIER_CONSUMER,
-    NOTIFIER_CONSUMER,
+    *NOTIFIER_ALERT_CONSUMERS,
     NOTIFIER_REPLAY_CONSUMER,
     ARCHIVE_CONSUMER,
     ARCHIVE_ALERTS_CONSUMER,
@@ -256,10 +305,16 @@ NOTIFY_GROUPS = Bucket(
 NOTIFY_SEEN = Bucket(
     "veille_notify_seen",
     "Digests of the alerts each notification group recorded, kept for redeliveries (TTL).",
-    ttl=3 * NOTIFIER_CONSUMER.ack_wait * NOTIFIER_CONSUMER.max_deliver,
+    ttl=3 * max(c.ack_wait * c.max_deliver for c in NOTIFIER_ALERT_CONSUMERS),
     direct=True,
 )
-BUCKETS: tuple[Bucket, ...] = (CURSORS, DETECTOR, NOTIFY_LOG, SILENCES, NOTIFY_GROUPS, NOTIFY_SEEN)
+# Which notifier replica holds which partition of the alerts stream (``partition.<n>``), and the
+# replicas alive (``member.<instance>``): values carry their own expiry, renewed every third of it;
+# the TTL only clears what replicas long gone left behind.
+NOTIFY_LEASES = Bucket(
+    "veille_notify_leases", "Notifier replicas alive and the alert partitions each holds.", ttl=DAY, direct=True
+)
+BUCKETS: tuple[Bucket, ...] = (CURSORS, DETECTOR, NOTIFY_LOG, SILENCES, NOTIFY_GROUPS, NOTIFY_SEEN, NOTIFY_LEASES)
 
 
 def _differs(current: object, wanted: object) -> bool:

@@ -179,8 +179,9 @@ def service_permissions(service: str) -> Permissions:
     elif role == "console":  # the silences bucket (as `veille silence`); classified mentions live, below
         publish += _bucket(bus.SILENCES)
     else:
-        publish += _pull(bus.NOTIFIER_CONSUMER) + _pull(bus.NOTIFIER_REPLAY_CONSUMER)
-        for bucket in (bus.NOTIFY_LOG, bus.SILENCES, bus.NOTIFY_GROUPS, bus.NOTIFY_SEEN):
+        for consumer in (*bus.NOTIFIER_ALERT_CONSUMERS, bus.NOTIFIER_REPLAY_CONSUMER):  # a partition's, by lease
+            publish += _pull(consumer)
+        for bucket in (bus.NOTIFY_LOG, bus.SILENCES, bus.NOTIFY_GROUPS, bus.NOTIFY_SEEN, bus.NOTIFY_LEASES):
             publish += _bucket(bucket)
     subscribe: tuple[str, ...] = (f"{nats_inbox_prefix(service)}.>",)
     if role == "console":  # the live page: a core subscription on the classified subjects, no consumer

@@ -442,6 +442,14 @@ async def consumer_drained(js: JetStreamContext, consumer: bus.Consumer) -> bool
     return (info.num_pending or 0) == 0 and (info.num_ack_pending or 0) == 0
 
 
+async def notifier_drained(js: JetStreamContext) -> bool:
+    """Whether every notifier consumer of the alerts stream (one per partition, the legacy one) is drained."""
+    for consumer in bus.NOTIFIER_ALERT_CONSUMERS:
+        if not await consumer_drained(js, consumer):
+            return False
+    return True
+
+
 async def stream_count(js: JetStreamContext, stream: str) -> int:
     """Messages in ``stream`` now (0 while the server cannot answer)."""
     try:
@@ -492,7 +500,7 @@ async def drive(
 
     await eventually(all_classified, timeout=timeout, what="every mention classified")
     await eventually(lambda: consumer_drained(js, bus.CLASSIFIER_CONSUMER), timeout=timeout, what="classifier drained")
-    await eventually(lambda: consumer_drained(js, bus.NOTIFIER_CONSUMER), timeout=timeout, what="notifier drained")
+    await eventually(lambda: notifier_drained(js), timeout=timeout, what="notifier drained")
     audit = await audit_output(js, receiver, {})
     await eventually(
         lambda: audit.firing_alert_ids <= set(receiver.firing_alerts()), timeout=timeout, what="every alert delivered"

@@ -243,6 +243,7 @@ async def notifier_factory(nats_server: NatsServerProcess) -> AsyncIterator[AppF
             instance=instance,
             notifier_tick=tick,
             notifier_lease=parts.pop("lease", 60.0),
+            notifier_partition_lease=parts.pop("partition_lease", 10.0),
             notifier_max_attempts=parts.pop("max_attempts", 4),
             notifier_retry_base=0.01,
             notifier_retry_cap=0.05,
@@ -273,15 +274,14 @@ async def publish_alert(js: Any, alert: AlertRaised) -> None:
 
 
 async def settled(js: Any, timeout: float = 10.0) -> None:
-    """Wait until the notifier's consumer has acked every alert on the stream (all recorded in KV)."""
+    """Wait until the notifier's consumers (one per partition) have acked every alert on the stream (all in KV)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        info = await js.consumer_info(bus.ALERTS.name, bus.NOTIFIER_CONSUMER.durable)
-        stream = await js.stream_info(bus.ALERTS.name)
-        if info.num_ack_pending == 0 and info.delivered.stream_seq >= stream.state.last_seq:
+        infos = [await js.consumer_info(c.stream, c.durable) for c in bus.NOTIFIER_ALERT_CONSUMERS]
+        if all(info.num_ack_pending == 0 and info.num_pending == 0 for info in infos):
             return
         if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"alerts not all acked: {info}")
+            raise TimeoutError(f"alerts not all acked: {[i for i in infos if i.num_pending or i.num_ack_pending]}")
         await asyncio.sleep(0.02)
 
 
