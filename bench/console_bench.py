@@ -407,8 +407,9 @@ async def http_loads(base: str, targets: dict[str, str], requests: int, cap_s: f
     }
 
 
-async def browser_loads(chromium: Any, base: str, targets: dict[str, str], loads: int) -> dict[str, Any]:
-    """Each page ``loads`` times in chromium, interleaved: ms from navigation start to the load event's end."""
+async def browser_loads(chromium: Any, base: str, targets: dict[str, str], loads: int, cap_s: float) -> dict[str, Any]:
+    """Each page ``loads`` times in chromium, interleaved: ms from navigation start to the load event's end
+    (a page stops being loaded once its loads have taken ``cap_s`` seconds in all)."""
     context = await chromium.new_context(locale="en-GB")
     page = await context.new_page()
     times: dict[str, list[float]] = {name: [] for name in targets}
@@ -421,6 +422,8 @@ async def browser_loads(chromium: Any, base: str, targets: dict[str, str], loads
         await page.wait_for_url(f"{base}/alerts")
         for _ in range(loads):
             for name, path in targets.items():
+                if sum(times[name]) > cap_s * 1000:
+                    continue
                 await page.goto(base + path, wait_until="load")
                 if page.url.split("?")[0].endswith("/login"):
                     raise SystemExit(f"console_bench: the browser was sent to the login page from {path}")
@@ -576,6 +579,17 @@ async def live(
 # ------------------------------------------------------------------------------------------ main
 
 
+def code_state() -> dict[str, Any]:
+    """The commit measured, and the files of services/ and shared/ changed in the working tree beside it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout
+
+    dirty = [line[3:] for line in git("status", "--short", "--", "services", "shared").splitlines() if line]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted": dirty}
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     check_data()
     if not Path(CHROMIUM).exists():
@@ -608,6 +622,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "watch_mentions_30d": dict(archive["watches"]).get(watch),
         "alerts": args.alerts,
         "load_start": load_start,
+        "code": code_state(),
     }
     work = Path(tempfile.mkdtemp(prefix="veille-console-bench-"))
     nats_server = NatsServerProcess(store_dir=work / "nats", log_file=work / "nats.log")
@@ -628,7 +643,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 shown = {k: v for k, v in pages(watch, "console-bench-0", anchor).items() if "CSV" not in k}
                 print(f"console_bench: browser, {args.browser_loads} rounds of {len(shown)} pages", flush=True)
-                result["browser"] = await browser_loads(chromium, console.base, shown, args.browser_loads)
+                result["browser"] = await browser_loads(chromium, console.base, shown, args.browser_loads, args.cap)
                 print(f"console_bench: live, {args.rate:.0f}/s for {args.duration:.0f} s", flush=True)
                 labels = {nats_server.process.pid: "nats-server"} if nats_server.process else {}
                 result["live"] = await live(chromium, console, nats_server.url, watch, args.rate, args.duration, labels)
@@ -662,7 +677,14 @@ def markdown_section(result: dict[str, Any]) -> list[str]:
         "carries a viewer's session cookie (made with `veille users add`). Server: aiohttp, time to the whole "
         "body, pages interleaved round by round. Browser: Debian's chromium under Playwright, Navigation "
         "Timing `loadEventEnd`. Search: `" + QUERY + "`, no filter; the CSV export is that search's first "
-        "10,000 hits at most.",
+        "10,000 hits at most. Code: commit "
+        f"{result.get('code', {}).get('commit', '?')}"
+        + (
+            f" with uncommitted changes in {', '.join(result['code']['uncommitted'])}"
+            if result.get("code", {}).get("uncommitted")
+            else ""
+        )
+        + ".",
         "",
         "| page | server p50 ms | server p95 ms | n | bytes | browser load p50 ms | browser load p95 ms | n |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -722,7 +744,9 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=500, help="alerts added to the archive")
     parser.add_argument("--watch", help="the watch shown (default: the archive's busiest over 30 days)")
     parser.add_argument("--requests", type=int, default=50, help="HTTP requests per page")
-    parser.add_argument("--cap", type=float, default=90.0, help="seconds of requests per page at most")
+    parser.add_argument(
+        "--cap", type=float, default=90.0, help="seconds of requests (and of browser loads) per page at most"
+    )
     parser.add_argument("--browser-loads", type=int, default=20, help="browser loads per page")
     parser.add_argument("--rate", type=float, default=200.0, help="mentions per second on the live page")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of live publication")
