@@ -33,14 +33,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import DateTime, bindparam, delete, insert, text
+from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.archive.clean import Cleaner
-from services.archive.schema import alerts, mention_watches, mentions
+from services.archive.schema import alerts, mentions
 from veille.models import MAX_NAME, MAX_SOURCE, MAX_TEXT, MAX_TITLE, MAX_URL, AlertRaised, MentionClassified
 
 __all__ = [
@@ -118,6 +118,35 @@ this batch (the others have no watches to delete), so the delete probes the inde
 
 _PG_UPSERT_UNACCENT = _PG_UPSERT.replace("DOCUMENT", "unaccent(doc)")
 _PG_UPSERT = _PG_UPSERT.replace("DOCUMENT", "doc")
+
+# SQLite's write path: plain ``executemany`` of prepared tuples through the driver (sqlite3 in aiosqlite's
+# thread), no per-row statement compilation or type processing; the values are stored exactly as
+# SQLAlchemy's types store them (datetimes as UTC text with microseconds, JSON as ``json.dumps``), so the
+# readers (search, aggregations, backtest) see no difference. The writer holds the database (BEGIN
+# IMMEDIATE) from the first select to the commit, so what the select found is still true at the insert.
+_LITE_COLUMNS = [c.name for c in mentions.columns]
+_LITE_TS = _LITE_COLUMNS.index("ts")
+_LITE_CLASSIFIED = _LITE_COLUMNS.index("classified_at")
+_LITE_UPDATED = [_LITE_COLUMNS.index(name) for name in _UPDATABLE]
+_LITE_CHUNK = 500  # ids per ``IN (...)``: under SQLite's 32,766 host parameters whatever the batch size
+_LITE_SELECT = "SELECT id, ts, classified_at FROM mentions WHERE id IN (%s)"
+_LITE_INSERT = f"INSERT INTO mentions ({', '.join(_LITE_COLUMNS)}) VALUES ({', '.join('?' * len(_LITE_COLUMNS))})"  # noqa: S608
+_LITE_UPDATE = f"UPDATE mentions SET {', '.join(f'{name} = ?' for name in _UPDATABLE)} WHERE id = ?"  # noqa: S608
+_LITE_UNWATCH = "DELETE FROM mention_watches WHERE mention_id IN (%s)"
+_LITE_WATCH = (
+    "INSERT INTO mention_watches (watch, ts, mention_id, sentiment) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (watch, ts, mention_id) DO UPDATE SET sentiment = excluded.sentiment"
+)
+
+
+def _lite(value: Any) -> Any:
+    """A value as SQLAlchemy's SQLite types store it: datetimes as UTC text, lists and dicts as JSON."""
+    if isinstance(value, datetime):
+        return value.isoformat(" ", "microseconds")[:26]  # SQLAlchemy's DATETIME format (already UTC)
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return value
+
 
 _CONFIGS = {"fr": "french", "en": "english"}
 
@@ -363,23 +392,44 @@ class ArchiveStore:
             return {key for (key,) in changed}
 
     async def _write_sqlite(self, rows: dict[str, dict[str, Any]]) -> set[str]:
+        """A batch in one ``BEGIN IMMEDIATE`` transaction: which ids are archived (and as classified when),
+        then ``executemany`` of the new rows, of the reclassified ones, and of their watches (see ``_LITE_*``)."""
+        ordered = sorted(rows)
         async with self.engine.begin() as conn:
-            lite = sqlite_insert(mentions)
-            statement = lite.on_conflict_do_update(
-                index_elements=["id"],
-                set_={name: lite.excluded[name] for name in _UPDATABLE},
-                where=mentions.c.classified_at.is_not(lite.excluded.classified_at),
-            ).returning(mentions.c.id, mentions.c.ts)
-            changed = {key: ts for key, ts in await conn.execute(statement, list(rows.values()))}
-            if changed:
-                await conn.execute(delete(mention_watches).where(mention_watches.c.mention_id.in_(list(changed))))
-                watches = [
-                    {"watch": watch, "ts": changed[key], "mention_id": key, "sentiment": rows[key]["sentiment"]}
-                    for key in changed
-                    for watch in rows[key]["watches"]
-                ]
-                if watches:
-                    await conn.execute(insert(mention_watches), watches)
+            known: dict[str, tuple[str, str]] = {}
+            for start in range(0, len(ordered), _LITE_CHUNK):
+                chunk = ordered[start : start + _LITE_CHUNK]
+                found: Sequence[Any] = (
+                    await conn.exec_driver_sql(_LITE_SELECT % ", ".join("?" * len(chunk)), tuple(chunk))
+                ).all()
+                known.update((key, (ts, classified)) for key, ts, classified in found)
+            added: list[tuple[Any, ...]] = []
+            updated: list[tuple[Any, ...]] = []
+            changed: dict[str, str] = {}
+            for key in ordered:
+                values = [_lite(rows[key][name]) for name in _LITE_COLUMNS]
+                stored = known.get(key)
+                if stored is None:
+                    added.append(tuple(values))
+                    changed[key] = values[_LITE_TS]
+                elif stored[1] != values[_LITE_CLASSIFIED]:  # another classification: rewritten, ts kept
+                    updated.append((*(values[i] for i in _LITE_UPDATED), key))
+                    changed[key] = stored[0]
+            if added:
+                await conn.exec_driver_sql(_LITE_INSERT, added)
+            if updated:
+                await conn.exec_driver_sql(_LITE_UPDATE, updated)
+                gone = [key for key in changed if key in known]
+                for start in range(0, len(gone), _LITE_CHUNK):
+                    chunk = gone[start : start + _LITE_CHUNK]
+                    await conn.exec_driver_sql(_LITE_UNWATCH % ", ".join("?" * len(chunk)), tuple(chunk))
+            watches = [
+                (watch, ts, key, rows[key]["sentiment"])
+                for key, ts in changed.items()
+                for watch in rows[key]["watches"]
+            ]
+            if watches:
+                await conn.exec_driver_sql(_LITE_WATCH, watches)
         return set(changed)
 
     async def write_alerts(self, batch: Sequence[AlertRaised]) -> WriteResult:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 
 from services.archive.db import make_engine, migrate
+from services.archive.schema import mentions
 from services.archive.store import ArchiveStore, month_of
 from tests.archive.conftest import scalar
 from tests.archive.postgres import PostgresServer
@@ -112,5 +115,42 @@ async def test_a_replayed_batch_writes_nothing_and_a_reclassified_one_moves_only
             assert await scalar(reader, "SELECT count(*) FROM mentions WHERE sentiment = 'positive'") == size
         finally:
             await reader.dispose()
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_rows_are_stored_as_sqlalchemys_types_store_them(tmp_path: Path) -> None:
+    """The writer's SQLite values are byte for byte what SQLAlchemy's column types write (the readers parse them
+    with those types, and rows archived before by the Core upsert must compare equal): a mention first stored
+    through SQLAlchemy Core, then replayed through the writer, is unchanged; a new one reads back the same."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'archive.sqlite3'}"
+    engine = make_engine(make_url(url))
+    moment = datetime(2026, 3, 1, 8, 30, 5, 120, tzinfo=timezone(timedelta(hours=2)))
+    try:
+        await migrate(engine)
+        store = ArchiveStore(engine, retention=timedelta(days=4000))
+        old = _mention(1, moment, ["acme"]).model_copy(update={"classified_at": moment})
+        row = store._mention_row(old, moment)
+        async with engine.begin() as conn:  # what the Core upsert wrote for it before
+            await conn.execute(insert(mentions), {k: v for k, v in row.items() if k in mentions.c})
+        assert (await store.write_mentions([old])).unchanged == 1
+        new = _mention(2, moment, ["acme", "globex"]).model_copy(update={"classified_at": moment})
+        assert (await store.write_mentions([new])).written == 1
+        async with engine.connect() as conn:
+            raw = (
+                await conn.exec_driver_sql(
+                    "SELECT ts, ingested_at, classified_at, watches, engagement FROM mentions WHERE id = 'rss:2'"
+                )
+            ).one()
+            typed = (
+                await conn.execute(
+                    select(mentions.c.ts, mentions.c.classified_at, mentions.c.watches).where(mentions.c.id == "rss:2")
+                )
+            ).one()
+        assert raw.ts == raw.ingested_at == "2026-03-01 06:30:05.000120"  # UTC, microseconds, as DATETIME stores
+        assert typed.ts == datetime(2026, 3, 1, 6, 30, 5, 120)
+        assert typed.classified_at == typed.ts
+        assert typed.watches == ["acme", "globex"]
+        assert raw.engagement is None
     finally:
         await engine.dispose()
