@@ -15,13 +15,26 @@ like the tests do, ``tests/archive/postgres.py``, skipped with a note when it is
 3. **Volume aggregation p95**: one watch over 90 days (``aggregate.volume``, 1-day buckets), with
    the detector's baseline replayed and without it. Goal: < 300 ms.
 
+4. **Service drain** (``--service N``, not in the default run): ``N`` classified mentions published
+   to a real nats-server first, then the archive service started as a child process (as ``veille up``
+   runs it); the rate is mentions committed *and acked* per second, from the first commit to the last
+   ack (JSON decode, validation, cleaning, the write, the acks). Same goal as the write rate.
+5. **Memory** (``--memory SECONDS``, a run of its own): classified mentions published at a steady
+   ``--memory-rate`` to a real nats-server (with an alert every 10 s), the archive service a child
+   process on ``--memory-db`` (sqlite or postgresql), its resident set size sampled every
+   ``--sample`` seconds; reported like ``bench/memory_bench.py`` reports services (start, after the
+   first 20 %, end, max, least-squares slope over the second half in MiB/h), with the consumer's lag
+   and the rows stored at the end. Goal: flat (the slope over the second half near 0).
+
 Texts are real tweets (``/work/shared/data/sentiment/*.csv``, English and French), cycled with a
 serial number so every mention is distinct; the bench stops with an error when the data is missing.
-Results go to ``bench/results/archive_bench.json``.
+Results go to ``bench/results/archive_bench.json`` (memory: ``bench/results/archive_memory_<database>.json``).
 
 Usage::
 
     PYTHONPATH=shared:. python bench/archive_bench.py [--n 200000] [--write 50000] [--repeat 30]
+    PYTHONPATH=shared:. python bench/archive_bench.py --write-only [--service 50000]
+    PYTHONPATH=shared:. python bench/archive_bench.py --memory 1200 [--memory-rate 300] [--memory-db sqlite]
 """
 
 from __future__ import annotations
@@ -41,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "shared"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "shared"), str(ROOT), str(ROOT / "bench")]
 
 from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine  # noqa: E402
@@ -54,6 +67,7 @@ from veille.models import MentionClassified, MentionIngested  # noqa: E402
 
 DATA = Path("/work/shared/data/sentiment")
 OUT = ROOT / "bench" / "results" / "archive_bench.json"
+MEMORY_OUT = ROOT / "bench" / "results" / "archive_memory_{db}.json"
 BATCH = 500
 WATCHES = ["acme", "globex", "initech", "umbrella"]
 SOURCES = ["rss", "bluesky", "mastodon", "hackernews", "reddit"]
@@ -75,13 +89,13 @@ def load_texts() -> list[tuple[str, str, str]]:
 
 
 def make_mentions(
-    texts: list[tuple[str, str, str]], n: int, *, now: datetime, seed: int = 7
+    texts: list[tuple[str, str, str]], n: int, *, now: datetime, seed: int = 7, first: int = 0
 ) -> list[MentionClassified]:
-    """``n`` distinct classified mentions over the last 90 days (newest ``now``), watches at random."""
+    """``n`` distinct classified mentions (serials from ``first``) over the last 90 days (newest ``now``)."""
     rng = random.Random(seed)
     span = 90 * 86400
     out = []
-    for i in range(n):
+    for i in range(first, first + n):
         body, lang, sentiment = texts[i % len(texts)]
         moment = now - timedelta(seconds=rng.random() * span)
         source = SOURCES[i % len(SOURCES)]
@@ -274,6 +288,16 @@ async def bench_database(name: str, url_for: Any, args: argparse.Namespace, text
     result["raw_executemany_per_s"] = round(statistics.median(raws))
     result["ratio"] = round(result["archive_per_s"] / result["raw_executemany_per_s"], 2)
     print(f"{name}: write {result['archive_per_s']:,}/s, raw {result['raw_executemany_per_s']:,}/s", flush=True)
+    if args.service:
+        rates = []
+        for _ in range(args.rounds):
+            rates.append(await service_drain(url_for("s"), texts, args.service, now))
+        result["service_mentions"] = args.service
+        result["service_per_s"] = round(statistics.median(rates))
+        result["service_ratio"] = round(result["service_per_s"] / result["raw_executemany_per_s"], 2)
+        print(f"{name}: service drain {result['service_per_s']:,}/s ({rates})", flush=True)
+    if args.write_only:
+        return result
     n = args.n if name == "sqlite" else args.n_postgres
     query_url = url_for("q")
     started = time.perf_counter()
@@ -330,6 +354,228 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------- the service as a child process
+
+
+def _child_env(tmp: Path) -> dict[str, str]:
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = f"{ROOT / 'shared'}:{ROOT}"
+    env["VEILLE_ARCHIVE_API_PORT"] = "0"  # a free port: the bench never collides with a running archive
+    env["VEILLE_ARCHIVE_API_HOST"] = "127.0.0.1"
+    env.pop("VEILLE_ARCHIVE_DATABASE_URL", None)
+    return env
+
+
+def start_archive(db_url: str, nats_url: str, tmp: Path, batch_size: int = 500) -> Any:
+    """The archive service in its own process (``tests/archive/child.py``: the app as ``veille up`` runs it)."""
+    import subprocess
+
+    log = (tmp / "archive.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.archive.child", db_url, nats_url, str(tmp), str(batch_size)],
+        cwd=ROOT,
+        env=_child_env(tmp),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop_archive(child: Any) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
+    import subprocess
+
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def classified_payloads(texts: list[tuple[str, str, str]], n: int, *, now: datetime, offset: int = 0) -> list[bytes]:
+    """``n`` classified mentions as the classifier publishes them (``MentionClassified`` JSON)."""
+    return [m.model_dump_json().encode() for m in make_mentions(texts, n, now=now, seed=offset or 1, first=offset)]
+
+
+async def _consumer_state(js: Any) -> tuple[int, int, int]:
+    from veille import bus
+
+    info = await js.consumer_info(bus.ARCHIVE_CONSUMER.stream, bus.ARCHIVE_CONSUMER.durable)
+    return info.num_pending or 0, info.num_ack_pending or 0, info.ack_floor.stream_seq or 0
+
+
+async def service_drain(db_url: str, texts: list[Any], n: int, now: datetime) -> float:
+    """Mentions/s the archive service commits and acks from a backlog of ``n`` in JetStream."""
+    import nats
+
+    from veille import bus
+    from veille.natsserver import NatsServerProcess
+
+    tmp = Path(tempfile.mkdtemp(prefix="archive-drain-"))
+    server = NatsServerProcess(store_dir=tmp / "store", log_file=tmp / "nats.log")
+    server.start()
+    child = None
+    try:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await bus.ensure_topology(js)
+        payloads = classified_payloads(texts, n, now=now)
+        for start in range(0, n, 1000):
+            acks = [await js.publish_async(bus.classified_subject("rss"), p) for p in payloads[start : start + 1000]]
+            await asyncio.gather(*acks)
+        engine = await fresh(db_url)  # migrated before: the drain times writes, not the schema
+        await engine.dispose()
+        child = start_archive(db_url, server.url, tmp)
+        first = last = None
+        while True:
+            pending, unacked, floor = await _consumer_state(js)
+            moment = time.perf_counter()
+            if first is None and floor > 0:
+                first, first_floor = moment, floor
+            if pending == 0 and unacked == 0 and floor >= n:
+                last = moment
+                break
+            if child.poll() is not None:
+                raise SystemExit(f"archive_bench: the archive exited ({child.returncode}), see {tmp}/archive.log")
+            await asyncio.sleep(0.05)
+        await nc.close()
+        assert first is not None and last is not None
+        return (n - first_floor) / max(last - first, 1e-3)
+    finally:
+        if child is not None:
+            stop_archive(child)
+        server.stop()
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of ``pid`` in MiB (None once it is gone); as bench/memory_bench.py reads it."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def slope_mb_per_hour(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, MiB) points, in MiB per hour (bench/memory_bench.py's)."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    var = sum((x - mx) ** 2 for x, _ in points)
+    return None if var == 0 else sum((x - mx) * (y - my) for x, y in points) / var * 3600
+
+
+async def memory_run(args: argparse.Namespace) -> dict[str, Any]:
+    """The archive service under a steady publish rate for ``args.memory`` seconds; its RSS over time."""
+    import nats
+
+    from veille import bus
+    from veille.models import AlertRaised
+    from veille.natsserver import NatsServerProcess
+
+    texts = load_texts()
+    tmp = Path(tempfile.mkdtemp(prefix="archive-memory-"))
+    postgres = None
+    if args.memory_db == "postgresql":
+        from tests.archive.postgres import PostgresServer, postgres_unavailable
+
+        reason = postgres_unavailable()
+        if reason:
+            raise SystemExit(f"archive_bench --memory-db postgresql: {reason}")
+        postgres = PostgresServer()
+        postgres.start()
+        db_url = postgres.create_database()
+    else:
+        db_url = f"sqlite+aiosqlite:///{tmp}/archive.sqlite3"
+    server = NatsServerProcess(store_dir=tmp / "store", log_file=tmp / "nats.log")
+    server.start()
+    child = None
+    samples: list[tuple[float, float]] = []
+    published = 0
+    try:
+        nc = await nats.connect(server.url, max_reconnect_attempts=-1)
+        js = nc.jetstream()
+        await bus.ensure_topology(js)
+        child = start_archive(db_url, server.url, tmp)
+        started = time.perf_counter()
+        next_sample = started
+        pending: set[asyncio.Task[Any]] = set()
+        alerts = 0
+        block = 2_000  # payloads built ahead, a block at a time (serial ids, times near now)
+        queued: list[bytes] = []
+        while (elapsed := time.perf_counter() - started) < args.memory:
+            due = int(elapsed * args.memory_rate)
+            while published < due:
+                if not queued:
+                    queued = classified_payloads(texts, block, now=datetime.now(UTC), offset=published)[::-1]
+                task = asyncio.create_task(js.publish(bus.classified_subject("rss"), queued.pop()))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                published += 1
+            if elapsed >= alerts * 10:
+                alert = AlertRaised(
+                    id=f"mem-alert-{alerts}",
+                    watch="acme",
+                    kind="volume_spike",
+                    summary=f"volume spike {alerts}",
+                    raised_at=datetime.now(UTC),
+                )
+                await js.publish(bus.alert_subject("acme"), alert.model_dump_json().encode())
+                alerts += 1
+            if time.perf_counter() >= next_sample:
+                if child.poll() is not None:
+                    raise SystemExit(f"archive_bench: the archive exited ({child.returncode}), see {tmp}/archive.log")
+                if (mb := rss_mb(child.pid)) is not None:
+                    samples.append((elapsed, mb))
+                next_sample += args.sample
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*pending)
+        lag, unacked, _ = await _consumer_state(js)
+        await nc.close()
+    finally:
+        if child is not None:
+            stop_archive(child)
+        server.stop()
+    stored = None
+    try:
+        from sqlalchemy import text
+
+        engine = make_engine(make_url(db_url), write=False)
+        async with engine.connect() as conn:
+            stored = (await conn.execute(text("SELECT count(*) FROM mentions"))).scalar()
+        await engine.dispose()
+    finally:
+        if postgres is not None:
+            postgres.cleanup()
+    warm = [p for p in samples if p[0] >= args.memory * 0.2]
+    second_half = [p for p in samples if p[0] >= args.memory / 2]
+    slope = slope_mb_per_hour(second_half)
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "database": args.memory_db,
+        "duration_s": args.memory,
+        "rate_per_s": args.memory_rate,
+        "published": published,
+        "stored": stored,
+        "lag_at_end": lag,
+        "unacked_at_end": unacked,
+        "rss_mb_start": round(samples[0][1], 1) if samples else None,
+        "rss_mb_after_warmup": round(warm[0][1], 1) if warm else None,
+        "rss_mb_end": round(samples[-1][1], 1) if samples else None,
+        "rss_mb_max": round(max(v for _, v in samples), 1) if samples else None,
+        "growth_after_warmup_mb": round(samples[-1][1] - warm[0][1], 1) if warm else None,
+        "slope_second_half_mb_per_hour": round(slope, 1) if slope is not None else None,
+        "samples": [(round(t, 1), round(v, 1)) for t, v in samples],
+    }
+
+
 def markdown_section(result: dict[str, Any]) -> list[str]:
     """The archive section of docs/benchmarks.md."""
     rows = result.get("results") or []
@@ -367,8 +613,22 @@ def main() -> None:
     parser.add_argument("--write", type=int, default=20_000, help="mentions per write-rate run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved write rounds (median)")
     parser.add_argument("--repeat", type=int, default=30, help="searches timed")
+    parser.add_argument("--write-only", action="store_true", help="the write rates alone (no search load)")
+    parser.add_argument("--service", type=int, default=0, help="also drain N mentions through the service")
+    parser.add_argument("--memory", type=float, default=0, help="a memory run of SECONDS instead of the rest")
+    parser.add_argument("--memory-rate", type=float, default=300, help="mentions/s published in the memory run")
+    parser.add_argument("--memory-db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--sample", type=float, default=5.0, help="seconds between RSS samples (memory run)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so a stopped bench still stops its PostgreSQL
+    if args.memory:
+        memory = asyncio.run(memory_run(args))
+        memory["command"] = "PYTHONPATH=shared:. python bench/archive_bench.py " + " ".join(sys.argv[1:])
+        out = Path(str(MEMORY_OUT).format(db=args.memory_db))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(memory, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in memory.items() if k != "samples"}, indent=2))
+        return
     result = asyncio.run(main_async(args))
     result["command"] = "PYTHONPATH=shared:. python bench/archive_bench.py " + " ".join(sys.argv[1:])
     OUT.parent.mkdir(parents=True, exist_ok=True)
