@@ -576,8 +576,17 @@ async def memory_run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _memory_results() -> list[dict[str, Any]]:
+    out = []
+    for db in ("sqlite", "postgresql"):
+        path = Path(str(MEMORY_OUT).format(db=db))
+        if path.is_file():
+            out.append(json.loads(path.read_text()))
+    return out
+
+
 def markdown_section(result: dict[str, Any]) -> list[str]:
-    """The archive section of docs/benchmarks.md."""
+    """The archive section of docs/benchmarks.md (with the last memory runs, when there are any)."""
     rows = result.get("results") or []
     if not rows:
         return []
@@ -587,22 +596,55 @@ def markdown_section(result: dict[str, Any]) -> list[str]:
         f"Command: `{result.get('command', 'PYTHONPATH=shared:. python bench/archive_bench.py')}` ({result['when']}). "
         "Write: the archive's writer (batches of 500, one transaction each: upsert, watches, full-text index) "
         "against a raw `executemany` of the same driver into the same `mentions` table, medians of interleaved "
-        "rounds. Search: `" + QUERY + "`, sentiment negative, since 30 days, a page of 50, newest first. "
-        "Volume: one watch (a third of the mentions) over 90 days in 1-day buckets, with the spike detector's "
-        "baseline replayed over 5-minute buckets, and without it. Texts: the sentiment tweets, cycled.",
+        "rounds. Service drain (`--service N`): a backlog of N classified mentions in JetStream drained by the "
+        "archive service as a child process (decode, validation, cleaning, write, acks), committed and acked "
+        "per second. Texts: the sentiment tweets, cycled.",
         "",
-        "| database | archive write /s | raw executemany /s | ratio | mentions queried | search p95 ms "
-        "| volume 90 d p95 ms (baseline) | (no baseline) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| database | archive write /s | raw executemany /s | ratio | service drain /s | drain / raw |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        drain = f"{r['service_per_s']:,} | {r['service_ratio']}" if "service_per_s" in r else "- | -"
         out.append(
-            f"| {r['database']} | {r['archive_per_s']:,} | {r['raw_executemany_per_s']:,} | {r['ratio']} "
-            f"| {r['query_mentions']:,} | {r['search_p95_ms']} | {r['volume_p95_ms']} "
-            f"| {r['volume_without_baseline_p95_ms']} |"
+            f"| {r['database']} | {r['archive_per_s']:,} | {r['raw_executemany_per_s']:,} | {r['ratio']} | {drain} |"
         )
+    queried = [r for r in rows if "search_p95_ms" in r]
+    if queried:
+        out += [
+            "",
+            "Search: `" + QUERY + "`, sentiment negative, since 30 days, a page of 50, newest first. Volume: one "
+            "watch (a third of the mentions) over 90 days in 1-day buckets, with the spike detector's baseline "
+            "replayed over 5-minute buckets, and without it.",
+            "",
+            "| database | mentions queried | search p95 ms | volume 90 d p95 ms (baseline) | (no baseline) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for r in queried:
+            out.append(
+                f"| {r['database']} | {r['query_mentions']:,} | {r['search_p95_ms']} | {r['volume_p95_ms']} "
+                f"| {r['volume_without_baseline_p95_ms']} |"
+            )
     if result.get("postgresql_skipped"):
         out.append(f"\nPostgreSQL skipped: {result['postgresql_skipped']}")
+    memory = _memory_results()
+    if memory:
+        out += [
+            "",
+            "Memory (`--memory SECONDS`): the archive service as a child process, classified mentions published at "
+            "a steady rate (and an alert every 10 s), resident set size sampled every 5 s; slope: least squares "
+            "over the second half.",
+            "",
+            "| database | run | rate /s | published | stored | lag at end | RSS start → after 20 % → end MiB "
+            "| max MiB | slope 2nd half MiB/h |",
+            "|---|---|---:|---:|---:|---:|---|---:|---:|",
+        ]
+        for m in memory:
+            out.append(
+                f"| {m['database']} | {m['duration_s'] / 60:.0f} min ({m['when']}) | {m['rate_per_s']:.0f} "
+                f"| {m['published']:,} | {m['stored']:,} | {m['lag_at_end']} "
+                f"| {m['rss_mb_start']} → {m['rss_mb_after_warmup']} → {m['rss_mb_end']} | {m['rss_mb_max']} "
+                f"| {m['slope_second_half_mb_per_hour']} |"
+            )
     return [*out, ""]
 
 
