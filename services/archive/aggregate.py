@@ -50,7 +50,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from services.archive.schema import alerts, mention_watches, mentions
+from services.archive.schema import alerts, mention_counts, mention_watches, mentions
 from veille.spikes import DetectorSettings, SpikeDetector
 
 __all__ = [
@@ -70,6 +70,8 @@ __all__ = [
 Dimension = Literal["stories", "sources", "sites", "terms"]
 DIMENSIONS: tuple[Dimension, ...] = ("stories", "sources", "sites", "terms")
 SENTIMENTS = ("negative", "neutral", "positive")
+COUNTS_GRAIN = 300
+"""Seconds per bucket of the pre-aggregated ``mention_counts`` (migration 0006)."""
 REPLAY_GRID = timedelta(days=7)
 """The baseline's replay starts on this grid (from the epoch, UTC), at least one warm-up before the range."""
 SNAPSHOT_EVERY = 288
@@ -253,38 +255,84 @@ async def volume(
     if (last - first) / width + 1 > MAX_BUCKETS:
         raise AggregationError(f"that is more than {MAX_BUCKETS} buckets: ask for a wider bucket or a shorter range")
     read_from = replay_start(first, settings)
-    ts = mention_watches.c.ts
-    scope = (mention_watches.c.watch == watch, ts < end)
     buckets = [Bucket(first + i * width) for i in range(int((last - first) / width) + 1)]
     by_start = {b.start: b for b in buckets}
-    # counted by the database, grouped by bucket and sentiment: with the baseline, one query at the
-    # detector's width from the replay's start, the display buckets summed from it (a display bucket
-    # is a whole number of detector buckets, both aligned on the epoch); without it, at the display width
-    grain = step if baseline else width
-    key = epoch_bucket(ts, int(grain.total_seconds())).label("b")
-    statement = (
-        select(key, mention_watches.c.sentiment, func.count())
-        .where(*scope, ts >= (read_from if baseline else first))
-        .group_by(key, mention_watches.c.sentiment)
-    )
+    # counted by the database: the display buckets by sentiment, and for the baseline the detector's
+    # buckets from the replay's start (totals only)
+    width_s = int(width.total_seconds())
     totals: dict[int, int] = {}
     async with engine.connect() as conn:
-        for b, sentiment, n in (await conn.execute(statement)).all():
-            index, n = int(b), int(n)
-            if baseline:
-                totals[index] = totals.get(index, 0) + n
-            target = by_start.get(_floor(_EPOCH + index * grain, width))
+        for index, sentiment, n in await _counts(conn, watch, first, end, width_s):
+            target = by_start.get(_EPOCH + timedelta(seconds=index * width_s))
             if target is None:
                 continue
             target.total += n
             if sentiment in SENTIMENTS:
                 setattr(target, sentiment, getattr(target, sentiment) + n)
+        if baseline:
+            step_s = int(step.total_seconds())
+            for index, _, n in await _counts(conn, watch, read_from, end, step_s, by_sentiment=False):
+                totals[index] = totals.get(index, 0) + n
         alert_rows = await _alerts(conn, watch=watch, since=start, until=end)
     if baseline:
         key_ = (engine.url.render_as_string(hide_password=True), watch, settings)
         expected = await asyncio.to_thread(_replay, key_, totals, settings, read_from, end)
         _sum_expected(buckets, by_start, expected, settings.bucket, width)
     return VolumeSeries(watch, start, end, width, step, buckets, alert_rows)
+
+
+async def _counts(
+    conn: Any, watch: str, since: datetime, end: datetime, grain: int, *, by_sentiment: bool = True
+) -> list[tuple[int, str | None, int]]:
+    """``watch``'s mentions in ``[since, end)`` per bucket of ``grain`` seconds (its index on the epoch grid)
+    and, ``by_sentiment``, sentiment (else None), counted by the database.
+
+    From the pre-aggregated ``mention_counts`` (5-minute buckets, kept by triggers: migration 0006)
+    when ``grain`` and ``since`` are on its 5-minute grid, only from the watch's oldest remaining
+    ``mention_watches`` row on (a month dropped by retention leaves its counts behind), plus the rows
+    of ``end``'s own, unfinished 5-minute bucket; otherwise from the ``mention_watches`` rows.
+    """
+    ts = mention_watches.c.ts
+    scope = (mention_watches.c.watch == watch, ts < end)
+    sentiment: list[Any] = [mention_watches.c.sentiment] if by_sentiment else []
+    low = int((since - _EPOCH).total_seconds())
+    out: list[tuple[int, str | None, int]] = []
+
+    def add(rows: Any) -> None:
+        for row in rows:
+            out.append((int(row[0]), row[1] if by_sentiment else None, int(row[-1])))
+
+    if grain % COUNTS_GRAIN or low % COUNTS_GRAIN:
+        key = epoch_bucket(ts, grain).label("b")
+        add(
+            await conn.execute(
+                select(key, *sentiment, func.count()).where(*scope, ts >= since).group_by(key, *sentiment)
+            )
+        )
+        return out
+    oldest = (await conn.execute(select(func.min(ts)).where(mention_watches.c.watch == watch))).scalar()
+    if oldest is None:
+        return out
+    first_row = _utc(oldest)
+    assert first_row is not None
+    low = max(low // COUNTS_GRAIN, int((first_row - _EPOCH).total_seconds()) // COUNTS_GRAIN)
+    high = int((end - _EPOCH).total_seconds()) // COUNTS_GRAIN  # end's bucket: counted from its rows
+    c = mention_counts.c
+    group = (c.bucket // (grain // COUNTS_GRAIN)).label("g")
+    split: list[Any] = [c.sentiment] if by_sentiment else []
+    add(
+        await conn.execute(
+            select(group, *split, func.sum(c.n))
+            .where(c.watch == watch, c.bucket >= low, c.bucket < high, c.n != 0)
+            .group_by(group, *split)
+        )
+    )
+    tail = _EPOCH + timedelta(seconds=max(high, low) * COUNTS_GRAIN)
+    if tail < end:
+        index = int((tail - _EPOCH).total_seconds()) // grain
+        rows = await conn.execute(select(*sentiment, func.count()).where(*scope, ts >= tail).group_by(*sentiment))
+        out.extend((index, row[0] if by_sentiment else None, int(row[-1])) for row in rows)
+    return out
 
 
 def replay_start(first: datetime, settings: DetectorSettings) -> datetime:
@@ -374,8 +422,10 @@ def _sum_expected(
         return
     for each in buckets:
         each.expected = 0.0
+    per = int(width / step)  # detector buckets per display bucket (both on the epoch grid)
+    by_index = {int((b.start - _EPOCH) / width): b for b in buckets}
     for index, value in expected.items():
-        target = by_start.get(_floor(_EPOCH + index * step, width))
+        target = by_index.get(index // per)
         if target is not None and target.expected is not None:
             target.expected += value
 
