@@ -250,14 +250,39 @@ def _check(filters: SearchFilters, limit: int, now: datetime) -> None:
         raise SearchError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
 
 
+_CONFIGS = ("french", "english", "simple")
+_ANY_CONFIG = "(" + " || ".join(f"to_tsquery('{c}', :tsq)" for c in _CONFIGS) + ")"
+
+
+async def _probe(conn: Any, words: Words | None) -> tuple[bool, bool]:
+    """PostgreSQL: whether ``unaccent`` is there, and whether the words are all stop words of some configuration."""
+    numnodes = ", ".join(f"numnode(to_tsquery('{c}', :tsq))" for c in _CONFIGS)
+    row = (
+        await conn.execute(
+            text(f"SELECT (SELECT count(*) FROM pg_extension WHERE extname = 'unaccent'), {numnodes}"),  # noqa: S608 - constants
+            {"tsq": _tsquery(words) if words is not None else "x"},
+        )
+    ).one()
+    return bool(row[0]), any(n == 0 for n in row[1:])
+
+
 _FTS = table("mentions_fts", column("rowid"), column("rank", Float))
 """SQLite's FTS5 index (its hidden ``rank`` column is ``bm25``: lower is more relevant)."""
 
 
 def _statement(
-    engine: AsyncEngine, query: Query | None, filters: SearchFilters, *, rank: bool = False
+    engine: AsyncEngine,
+    query: Query | None,
+    filters: SearchFilters,
+    *,
+    rank: bool = False,
+    stop_words_only: bool = False,
 ) -> tuple[Select[Any], ColumnElement[Any] | None]:
-    """The candidates' statement, and (``rank``) a relevance expression, higher is better (None: no words)."""
+    """The candidates' statement, and (``rank``) a relevance expression, higher is better (None: no words).
+
+    ``stop_words_only`` (PostgreSQL): some configuration makes an empty query of the necessary words
+    (:func:`_probe`), so the full-text condition is left out.
+    """
     columns = [c for c in mentions.columns if c.name not in ("engagement", "classified_at", "archived_at")]
     statement = select(*columns)
     relevance: ColumnElement[Any] | None = None
@@ -287,20 +312,12 @@ def _statement(
     words = prefilter(query, alternatives=not postgres) if query is not None else None
     if words is not None:
         if postgres:
-            # a word that is a stop word of a configuration is not in the vectors made with it: such a
-            # configuration then constrains nothing (numnode = 0), so the condition stays necessary
-            tsq = _tsquery(words)
-            conditions.append(
-                or_(
-                    *(
-                        text(
-                            f"(numnode(to_tsquery('{config}', :tsq)) = 0"
-                            f" OR mentions.tsv @@ to_tsquery('{config}', :tsq))"
-                        ).bindparams(tsq=tsq)
-                        for config in ("french", "english", "simple")
-                    )
-                )
-            )
+            # one tsquery OR-ing the three configurations' (a mention is indexed with its own language's):
+            # one GIN index scan. A word that is a stop word of a configuration is not in the vectors made
+            # with it, so such a configuration constrains nothing (numnode = 0): then neither does the
+            # condition (``stop_words_only``, asked of the server by the caller), so it stays necessary
+            if not stop_words_only:
+                conditions.append(text(f"mentions.tsv @@ {_ANY_CONFIG}").bindparams(tsq=_tsquery(words)))
         elif rank:
             # a join, so that FTS5 computes rank (bm25) for the matching rows only
             statement = statement.join_from(mentions, _FTS, _FTS.c.rowid == literal_column("mentions.seq"))
@@ -378,13 +395,12 @@ async def search(
     chunk = min(max(limit * 2, 100), 2_000)
     last: tuple[datetime, str] | None = after
     async with engine.connect() as conn:
-        fulltext = True
+        fulltext, stop_words_only = True, False
         if engine.dialect.name == "postgresql" and parsed is not None:
             # the documents' words lost their accents only through unaccent: without it the query's
             # folded words would miss them, so the query is checked in Python alone
-            extension = "SELECT count(*) FROM pg_extension WHERE extname = 'unaccent'"
-            fulltext = bool((await conn.execute(text(extension))).scalar())
-        base, _ = _statement(engine, parsed if fulltext else None, filters)
+            fulltext, stop_words_only = await _probe(conn, prefilter(parsed, alternatives=False))
+        base, _ = _statement(engine, parsed if fulltext else None, filters, stop_words_only=stop_words_only)
         while page.examined < max_scan:
             statement = base
             if last is not None:
@@ -422,11 +438,12 @@ async def _search_ranked(
     page = SearchPage()
     chunk = min(max(limit * 2, 100), 2_000)
     async with engine.connect() as conn:
+        stop_words_only = False
         if postgres:
-            extension = "SELECT count(*) FROM pg_extension WHERE extname = 'unaccent'"
-            if not (await conn.execute(text(extension))).scalar():
+            unaccent, stop_words_only = await _probe(conn, prefilter(parsed, alternatives=False))
+            if not unaccent:
                 return None  # no folded vectors to rank (see search)
-        base, relevance = _statement(engine, parsed, filters, rank=True)
+        base, relevance = _statement(engine, parsed, filters, rank=True, stop_words_only=stop_words_only)
         if relevance is None:
             return None
         ordered = base.order_by(relevance.desc(), mentions.c.ts.desc(), mentions.c.id.desc())
