@@ -51,10 +51,10 @@ from services.archive.search import SearchFilters, Sort, search  # noqa: E402
 OUT = ROOT / "bench" / "results" / "archive_scale.json"
 QUERIES = [
     "tomorrow AND going AND night",
-    "love AND new AND video",
-    "game AND watch AND tonight",
+    "going AND see AND tomorrow",
+    "tomorrow AND day AND work",
 ]
-"""Three-term queries over the tweets (each word in about 1 to 5 % of them), timed in turn."""
+"""Three-term queries, timed in turn: 92, 164 and 49 of the 52,000 tweets match them (0.1-0.3 %)."""
 WATCH = "watch00"
 
 
