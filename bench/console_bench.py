@@ -374,6 +374,7 @@ async def http_loads(base: str, targets: dict[str, str], requests: int, cap_s: f
     A page that has used ``cap_s`` seconds in all stops being fetched (its ``n`` says how many were)."""
     times: dict[str, list[float]] = {name: [] for name in targets}
     sizes: dict[str, int] = {}
+    first: dict[str, float] = {}
     spent = dict.fromkeys(targets, 0.0)
     load_before = loadavg()
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
@@ -382,11 +383,13 @@ async def http_loads(base: str, targets: dict[str, str], requests: int, cap_s: f
         try:
             for name, path in targets.items():  # one warm-up each; also checks every page answers 200
                 client = anonymous if name.startswith("floor") else session
+                started = time.perf_counter()
                 async with client.get(base + path, allow_redirects=False) as r:
                     body = await r.read()
                     if r.status != 200:
                         raise SystemExit(f"console_bench: {path} answered {r.status}: {body[:300]!r}")
                     sizes[name] = len(body)
+                first[name] = round((time.perf_counter() - started) * 1000, 1)
             for _ in range(requests):
                 for name, path in targets.items():
                     if spent[name] > cap_s:
@@ -401,7 +404,10 @@ async def http_loads(base: str, targets: dict[str, str], requests: int, cap_s: f
         finally:
             await anonymous.close()
     return {
-        "pages": {name: {**summary(v), "path": targets[name], "bytes": sizes[name]} for name, v in times.items()},
+        "pages": {
+            name: {**summary(v), "first": first[name], "path": targets[name], "bytes": sizes[name]}
+            for name, v in times.items()
+        },
         "load_before": load_before,
         "load_after": loadavg(),
     }
@@ -436,6 +442,33 @@ async def browser_loads(chromium: Any, base: str, targets: dict[str, str], loads
         "load_before": load_before,
         "load_after": loadavg(),
     }
+
+
+async def overview_breakdown(url: str, watch: str, end: datetime, days: int, repeat: int = 3) -> dict[str, Any]:
+    """Where the overview's time goes: the archive's calls it makes (services/archive/aggregate.py), timed
+    alone in this process over the same span (median of ``repeat``, ms)."""
+    from services.archive.aggregate import DIMENSIONS, top, volume
+    from services.classifier.surges import detector_settings
+    from veille.config import Watch
+
+    engine = make_engine(make_url(url), write=False)
+    settings = detector_settings(Watch(name=watch, query=watch))
+    since = end - timedelta(days=days)
+    parts: dict[str, list[float]] = {}
+    try:
+        for _ in range(repeat):
+            calls: list[tuple[str, Any]] = [
+                ("volume with the detector's baseline", volume(engine, watch, since, end, settings=settings)),
+                ("volume alone", volume(engine, watch, since, end, settings=settings, baseline=False)),
+            ]
+            calls += [(f"top {d}", top(engine, d, since, end, watch=watch, limit=10)) for d in DIMENSIONS]
+            for name, call in calls:
+                started = time.perf_counter()
+                await call
+                parts.setdefault(name, []).append((time.perf_counter() - started) * 1000)
+    finally:
+        await engine.dispose()
+    return {"days": days, "ms": {name: round(statistics.median(v), 1) for name, v in parts.items()}}
 
 
 # ------------------------------------------------------------------------------------------ live
@@ -513,6 +546,15 @@ async def live(
         cpu_before, load_before, wall = cpu_by_group(labels), loadavg(), time.perf_counter()
         started = time.time()
         behind = 0.0
+        inflight = asyncio.Semaphore(256)  # acks awaited concurrently: the publisher keeps the rate
+
+        async def send(subject: str, data: bytes) -> None:
+            try:
+                await js.publish(subject, data)
+            finally:
+                inflight.release()
+
+        sends = []
         for i, (mid, subject, data) in enumerate(batch):
             due = started + i / rate
             delay = due - time.time()
@@ -520,9 +562,11 @@ async def live(
                 await asyncio.sleep(delay)
             else:
                 behind = max(behind, -delay)
+            await inflight.acquire()
             published[mid] = time.time() * 1000
-            await js.publish(subject, data)
+            sends.append(asyncio.create_task(send(subject, data)))
         publish_s = time.time() - started
+        await asyncio.gather(*sends)
         for _ in range(100):  # stragglers: up to 10 s after the last publication
             seen = await page.evaluate("Object.keys(window.__seen).length")
             if seen >= total:
@@ -638,6 +682,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         targets = {**pages(watch, "console-bench-0", anchor), **FLOORS}
         print(f"console_bench: HTTP, {args.requests} rounds of {len(targets)} pages", flush=True)
         result["http"] = await http_loads(console.base, targets, args.requests, args.cap)
+        print("console_bench: the overview's parts, 30 days", flush=True)
+        result["overview_30d_parts"] = await overview_breakdown(url, watch, anchor or datetime.now(UTC), 30)
         async with async_playwright() as p:
             chromium = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             try:
@@ -647,6 +693,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"console_bench: live, {args.rate:.0f}/s for {args.duration:.0f} s", flush=True)
                 labels = {nats_server.process.pid: "nats-server"} if nats_server.process else {}
                 result["live"] = await live(chromium, console, nats_server.url, watch, args.rate, args.duration, labels)
+                result["live_probes"] = []
+                for rate in args.probe:
+                    print(f"console_bench: live probe, {rate:.0f}/s for 10 s", flush=True)
+                    result["live_probes"].append(
+                        await live(chromium, console, nats_server.url, watch, rate, 10.0, labels)
+                    )
             finally:
                 await chromium.close()
     finally:
@@ -686,15 +738,38 @@ def markdown_section(result: dict[str, Any]) -> list[str]:
         )
         + ".",
         "",
-        "| page | server p50 ms | server p95 ms | n | bytes | browser load p50 ms | browser load p95 ms | n |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| page | server first ms | server p50 ms | server p95 ms | n | bytes | browser load p50 ms "
+        "| browser load p95 ms | n |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in http["pages"].items():
         b = browser["pages"].get(name, {})
         out.append(
-            f"| {name} | {f(s['p50'])} | {f(s['p95'])} | {s['n']} | {s['bytes']:,} | {f(b.get('p50'))} | "
-            f"{f(b.get('p95'))} | {b.get('n', '')} |"
+            f"| {name} | {f(s.get('first'))} | {f(s['p50'])} | {f(s['p95'])} | {s['n']} | {s['bytes']:,} | "
+            f"{f(b.get('p50'))} | {f(b.get('p95'))} | {b.get('n', '')} |"
         )
+    pages_only = {k: v for k, v in http["pages"].items() if not k.startswith("floor")}
+    slow = [k for k, v in pages_only.items() if (v["p95"] or 0) >= 300]
+    slow_browser = [k for k, v in browser["pages"].items() if (v["p95"] or 0) >= 300]
+    out += [
+        "",
+        "Goal, page loads p95 < 300 ms: server side "
+        + (f"**missed** by {', '.join(slow)}" if slow else "**met** by every page")
+        + "; in the browser (load event) "
+        + (f"**missed** by {', '.join(slow_browser)}" if slow_browser else "**met** by every page")
+        + ". Goal, the live page keeping up with "
+        + f"{lv['target_per_s']:,.0f} mentions/s and a mention shown within 2 s: "
+        + ("**met**" if lv["kept_up"] else "**not met**")
+        + f" ({lv['appeared']:,} of {lv['published']:,} shown, p99 {f(lv['lag_ms']['p99'])} ms).",
+    ]
+    parts = result.get("overview_30d_parts")
+    if parts:
+        out += [
+            "",
+            "Where the 30-day overview's time goes (the archive calls it makes, timed alone, median of 3, ms): "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in parts["ms"].items())
+            + ".",
+        ]
     lag = lv["lag_ms"]
     out += [
         "",
@@ -720,6 +795,17 @@ def markdown_section(result: dict[str, Any]) -> list[str]:
         + f". Load average {la(lv['load_before'])} before, {la(lv['load_after'])} after.",
         "",
     ]
+    for probe in result.get("live_probes", []):
+        plag = probe["lag_ms"]
+        out += [
+            f"Ceiling probe: {probe['target_per_s']:,.0f}/s offered for 10 s ({probe['achieved_per_s']:,.0f}/s "
+            f"achieved): {probe['appeared']:,} of {probe['published']:,} shown, {probe['console_dropped']:,} "
+            f"dropped by the console's bounded queue, lag p50 {f(plag['p50'])} / p95 {f(plag['p95'])} / "
+            f"p99 {f(plag['p99'])} ms; CPU "
+            + ", ".join(f"{g} {v:.2f}" for g, v in sorted(probe["cpu_share_of_one_core"].items()))
+            + f"; load {la(probe['load_before'])}.",
+            "",
+        ]
     return out
 
 
@@ -750,6 +836,13 @@ def main() -> None:
     parser.add_argument("--browser-loads", type=int, default=20, help="browser loads per page")
     parser.add_argument("--rate", type=float, default=200.0, help="mentions per second on the live page")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of live publication")
+    parser.add_argument(
+        "--probe",
+        type=float,
+        nargs="*",
+        default=[600.0],
+        help="higher rates (mentions/s) tried for 10 s each after the live run, to find the live page's ceiling",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--doc", action="store_true", help="also write the section of docs/benchmarks.md")
     args = parser.parse_args()
