@@ -246,6 +246,7 @@ class ConsoleApp:
         self.sso = self.console.trusted_proxy()
         self._sso_seen: OrderedDict[str, tuple[float, str, str | None]] = OrderedDict()
         self._sso_warned = -1e9
+        self.keepalive = 15.0  # seconds between a live stream's keep-alives (and account checks)
         self.signer = Signer(b"")
         self.local_only = False
         self.nc: NatsClient | None = None
@@ -792,8 +793,10 @@ class ConsoleApp:
             await response.write(b": connected\n\n")
             while not self._stopping.is_set():
                 try:
-                    event = await asyncio.wait_for(queue.get(), 15)
+                    event = await asyncio.wait_for(queue.get(), self.keepalive)
                 except TimeoutError:
+                    if not await self._still_allowed(request.get(USER)):
+                        break  # disabled while watching: the browser's reconnection meets the login
                     await response.write(b": keep-alive\n\n")
                     continue
                 await response.write(f"event: mention\ndata: {json.dumps(event)}\n\n".encode())
@@ -803,6 +806,13 @@ class ConsoleApp:
             self.hub.unsubscribe(watch, queue)
             self.live_clients.dec()
         return response
+
+    async def _still_allowed(self, user: User | None) -> bool:
+        """Whether ``user``'s account may still use the console (a long stream checks now and then)."""
+        if user is None or self.local_only:
+            return True
+        account = await self.store.account(user.name)
+        return account is not None and not account.disabled
 
     # ---------------------------------------------------------------- corrections
 

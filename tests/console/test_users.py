@@ -134,3 +134,18 @@ async def test_users_command_line_list_role_disable_passwd(db_url: str, start_co
     for words in ("reset the password of <strong>rita", "enabled <strong>rita", "disabled <strong>rita"):
         assert words in history, words
     assert "<strong>cli:" in history, "command-line changes say who made them"
+
+
+async def test_a_disabled_account_s_live_stream_ends(db_url: str, start_console: Any, browser: Any) -> None:
+    await seed(db_url, users={"victor": "viewer"})
+    app = await start_console()
+    app.keepalive = 0.2
+    victor = browser(app)
+    await victor.login("victor")
+    async with victor.session.get(f"{victor.base}/live/acme/events") as stream:
+        assert (await stream.content.readline()).startswith(b": connected")
+        assert (await run("disable", "victor", "--database-url", db_url)).exit_code == 0
+        # read() returns only when the console closes the stream (before the fix it never did)
+        await asyncio.wait_for(stream.content.read(), 60)
+    status, _ = await victor.get("/live/acme/events")
+    assert status == 401
