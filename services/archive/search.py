@@ -317,7 +317,8 @@ def _statement(
             # with it, so such a configuration constrains nothing (numnode = 0): then neither does the
             # condition (``stop_words_only``, asked of the server by the caller), so it stays necessary
             if not stop_words_only:
-                conditions.append(text(f"mentions.tsv @@ {_ANY_CONFIG}").bindparams(tsq=_tsquery(words)))
+                matches = text(f"mentions.tsv @@ {_ANY_CONFIG}").bindparams(tsq=_tsquery(words))
+                conditions.append(and_(matches))
         elif rank:
             # a join, so that FTS5 computes rank (bm25) for the matching rows only
             statement = statement.join_from(mentions, _FTS, _FTS.c.rowid == literal_column("mentions.seq"))
