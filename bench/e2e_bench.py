@@ -37,8 +37,10 @@ import contextlib
 import cProfile
 import io
 import json
+import math
 import os
 import pstats
+import signal
 import statistics
 import sys
 import tempfile
@@ -58,6 +60,7 @@ from nats.js.api import StreamConfig  # noqa: E402
 from tests.faults.harness import BRANDS, SECRET, Stack, publish_all  # noqa: E402
 from tests.helpers.servers import FeedServer  # noqa: E402
 from veille import bus  # noqa: E402
+from veille.jetstream import StreamPublisher, pub_ack  # noqa: E402
 from veille.models import AlertRaised, MentionIngested  # noqa: E402
 from veille.natsserver import NatsServerProcess, free_port  # noqa: E402
 
@@ -366,17 +369,29 @@ def _cpu(pids: dict[str, int]) -> dict[str, float | None]:
 
 
 async def latency_run(
-    rate: float, seconds: float, seed: int, *, profile_dir: Path | None = None, drain_timeout: float = 300.0
+    rate: float,
+    seconds: float,
+    seed: int,
+    *,
+    profile_dir: Path | None = None,
+    drain_timeout: float = 60.0,
+    classifiers: int = 1,
 ) -> dict[str, Any]:
     """One run: real tweets published at ``rate`` for ``seconds`` to a fresh stack; latency to the webhook.
 
     Kept up (sustained) means the achieved rate is the target and, the moment publishing ends, each
     stage's backlog is under one second of traffic; the backlog is also sampled every half second.
+    Alerts not at the webhook ``drain_timeout`` seconds after publishing ended count as infinitely
+    late (a percentile they reach is None).
     """
     sink = Sink()
     await sink.start()
     load_start = os.getloadavg()
-    async with Server() as (server, _nc, js, tmp):
+    async with Server() as (server, nc, js, tmp):
+        # The load generator's publishes: the lean publisher the classifier uses (stream acks
+        # gathered at the end), so that it takes little of the CPU the stack needs.
+        publisher = StreamPublisher()
+        await publisher.start(nc)
         config = write_config(tmp / "veille.yaml", sink.url, group_by='["..."]')
         extra_env: dict[str, str] = {}
         if profile_dir is not None:
@@ -386,7 +401,7 @@ async def latency_run(
                 "PYTHONPATH": os.pathsep.join([str(CHILD_PROFILE), str(ROOT / "shared"), str(ROOT)]),
             }
         stack = Stack([server.url], config, tmp, extra_env=extra_env)
-        await stack.start(["classifier", "notifier"])
+        await stack.start(["classifier", *(f"classifier#{k}" for k in range(2, classifiers + 1)), "notifier"])
         n = int(rate * seconds)
         mentions = tweet_mentions(n, BRANDS, seed=seed, match_share=0.3, prefix=f"lat{int(rate)}")
         payloads = [(m.id, m.model_dump_json().encode()) for m in mentions]
@@ -405,7 +420,7 @@ async def latency_run(
             cpu_before = _cpu(pids)
             started = time.perf_counter()
             sampler = asyncio.create_task(sample(started))
-            pending: set[asyncio.Task[Any]] = set()
+            acks: list[asyncio.Future[bytes]] = []
             subject = bus.mention_subject("rss")
             for i, (mid, data) in enumerate(payloads):
                 due = started + i / rate
@@ -413,9 +428,7 @@ async def latency_run(
                 if delay > 0:
                     await asyncio.sleep(delay)
                 sent[mid] = time.perf_counter()
-                task = asyncio.create_task(js.publish(subject, data, headers={"Nats-Msg-Id": mid}))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
+                acks.append(await publisher.publish(subject, data, headers={"Nats-Msg-Id": mid}))
             published = time.perf_counter()
             achieved = n / (published - started)
             lag_end = await stage_lags(js)
@@ -423,41 +436,62 @@ async def latency_run(
             alerts_at_end = await count(js, bus.ALERTS.name)
             arrived_at_end = len(sink.arrived)
             load_end = os.getloadavg()
-            await asyncio.gather(*pending)
-            await until(lambda n=n: _ge(js, bus.CLASSIFIED.name, n), drain_timeout, 0.05)
-            await until(lambda: _stage_drained(js, bus.ALERTS.name, "notifier"), drain_timeout, 0.05)
+            if profile_dir is not None:  # the children's profiles of the publishing window
+                for name, pid in pids.items():
+                    if name.startswith(("classifier", "notifier")):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGUSR2)
+            for ack in acks:
+                pub_ack(await asyncio.wait_for(ack, drain_timeout))
+            complete = True
+            deadline = time.perf_counter() + drain_timeout
+
+            def left() -> float:
+                return max(0.0, deadline - time.perf_counter())
+
+            try:
+                await until(lambda n=n: _ge(js, bus.CLASSIFIED.name, n), left(), 0.05)
+                await until(lambda: _stage_drained(js, bus.ALERTS.name, "notifier"), left(), 0.05)
+                alerts = await count(js, bus.ALERTS.name)
+                await until(lambda a=alerts, s=sink: _true(len(s.arrived) >= a), left(), 0.05)
+            except TimeoutError:
+                complete = False  # not drained in time: what never arrived counts as infinitely late
             alerts = await count(js, bus.ALERTS.name)
-            await until(lambda a=alerts, s=sink: _true(len(s.arrived) >= a), drain_timeout, 0.05)
             drained_at = time.perf_counter()
             stop_sampling.set()
             await sampler
         finally:
             stop_sampling.set()
+            await publisher.stop()
             await stack.stop()
     await sink.stop()
     lat = [(sink.arrived[i] - sent[i]) * 1000 for i in sink.arrived if i in sent]
+    webhooked = len(lat)
+    lat += [math.inf] * max(0, alerts - webhooked)
     wall = published - started
     cpu_share = {
         name: (round((cpu_end[name] or 0) - b, 2) if b is not None and cpu_end.get(name) is not None else None)
         for name, b in cpu_before.items()
     }
     total_lag = sum(v or 0 for v in lag_end.values())
-    kept_up = achieved >= 0.98 * rate and total_lag <= rate * 1.0
+    kept_up = complete and achieved >= 0.98 * rate and total_lag <= rate * 1.0
     return {
         "target_per_s": rate,
+        "classifier_processes": classifiers,
         "achieved_per_s": round(achieved, 1),
         "seconds": seconds,
         "mentions": n,
         "alerts": alerts,
-        "webhooked": len(lat),
-        "p50_ms": pct(lat, 50),
-        "p95_ms": pct(lat, 95),
-        "p99_ms": pct(lat, 99),
-        "max_ms": max(lat) if lat else None,
+        "webhooked": webhooked,
+        "complete": complete,
+        "p50_ms": _finite(pct(lat, 50)),
+        "p95_ms": _finite(pct(lat, 95)),
+        "p99_ms": _finite(pct(lat, 99)),
+        "max_ms": _finite(max(lat)) if lat else None,
         "lag_at_end": lag_end,
         "lag_max": {stage: max((s[stage] or 0 for s in samples), default=None) for stage in ("classifier", "notifier")},
         "alerts_raised_webhooked_at_end": [alerts_at_end, arrived_at_end],
-        "drain_s_after_publishing": round(drained_at - published, 2),
+        "drain_s_after_publishing": round(drained_at - published, 2) if complete else None,
         "kept_up": kept_up,
         "cpu_s_while_publishing": cpu_share,
         "cpu_share_of_a_core": {k: (round(v / wall, 2) if v is not None else None) for k, v in cpu_share.items()},
@@ -465,6 +499,11 @@ async def latency_run(
         "loadavg_end": [round(x, 2) for x in load_end],
         "lag_samples": samples,
     }
+
+
+def _finite(value: float | None) -> float | None:
+    """A latency, or None when it is past the drain time-out (an alert that never arrived)."""
+    return None if value is None or math.isinf(value) else value
 
 
 async def _stage_drained(js: Any, stream: str, prefix: str) -> bool:
@@ -486,14 +525,22 @@ def _ms(value: float | None) -> str:
 
 
 async def bench_latency(
-    rates: list[float], seconds: float, seed: int, runs: int = 1, profile_dir: Path | None = None
+    rates: list[float],
+    seconds: float,
+    seed: int,
+    runs: int = 1,
+    profile_dir: Path | None = None,
+    classifiers: int = 1,
 ) -> list[dict[str, Any]]:
     """``runs`` rounds, each one run per rate (interleaved, so the rates share the machine's conditions)."""
     out = []
     for k in range(runs):
         for rate in rates:
             where = profile_dir / f"run{k + 1}-{int(rate)}" if profile_dir is not None else None
-            row = {"run": k + 1, **(await latency_run(rate, seconds, seed + k, profile_dir=where))}
+            row = {
+                "run": k + 1,
+                **(await latency_run(rate, seconds, seed + k, profile_dir=where, classifiers=classifiers)),
+            }
             out.append(row)
             print(f"  run {k + 1} {_brief(row)}", flush=True)
     return out
@@ -634,7 +681,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sustainable = max(100.0, round(0.8 * min(classifier["per_s"], e2e["e2e_per_s"]), -1))
     rates = args.rates or sorted({100.0, 1000.0, sustainable})
     print(f"latency at {rates} mentions/s ...", flush=True)
-    latency = await bench_latency(rates, args.rate_seconds, args.seed + 2, args.runs, args.profile_children)
+    latency = await bench_latency(
+        rates, args.rate_seconds, args.seed + 2, args.runs, args.profile_children, args.classifiers
+    )
     print("profile ...", flush=True)
     profile = profile_classifier(mentions[: args.profile_mentions])
     print("profile of a running classifier ...", flush=True)
@@ -674,7 +723,9 @@ async def latency_only(args: argparse.Namespace) -> dict[str, Any]:
     """Only the latency runs (``--latency-only``): ``--runs`` rounds at each of ``--rates``."""
     rates = args.rates or [1000.0, 2000.0]
     print(f"latency at {rates} mentions/s, {args.runs} run(s) of {args.rate_seconds:g} s each ...", flush=True)
-    latency = await bench_latency(rates, args.rate_seconds, args.seed + 2, args.runs, args.profile_children)
+    latency = await bench_latency(
+        rates, args.rate_seconds, args.seed + 2, args.runs, args.profile_children, args.classifiers
+    )
     return {
         "command": " ".join(["python", *sys.argv]),
         "corpus": "real tweets, ../shared/data/sentiment/{en,fr}_tweets_dev.csv, language not given",
@@ -702,6 +753,9 @@ def main() -> None:
     parser.add_argument("--latency-only", action="store_true", help="only the latency runs (writes e2e_latency.json)")
     parser.add_argument(
         "--profile-children", type=Path, default=None, help="cProfile the classifier and notifier into this folder"
+    )
+    parser.add_argument(
+        "--classifiers", type=int, default=1, help="classifier processes in the latency runs (replicas, one consumer)"
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
