@@ -46,6 +46,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     column,
+    exists,
     func,
     literal_column,
     or_,
@@ -301,15 +302,27 @@ def _statement(
         conditions.append(mentions.c.site.in_(list(filters.site)))
     if filters.story:
         conditions.append(mentions.c.story_id == filters.story)
-    if filters.watch:
+    postgres = engine.dialect.name == "postgresql"
+    words = prefilter(query, alternatives=not postgres) if query is not None else None
+    if filters.watch and words is not None:
+        # the full-text index yields the candidates: each is checked by its own (watch, ts, id) key,
+        # rather than against every id the watch has in the range (tens of thousands for a big watch)
+        conditions.append(
+            exists()
+            .where(
+                mention_watches.c.watch == filters.watch,
+                mention_watches.c.ts == mentions.c.ts,
+                mention_watches.c.mention_id == mentions.c.id,
+            )
+            .correlate(mentions)
+        )
+    elif filters.watch:
         watched = select(mention_watches.c.mention_id).where(mention_watches.c.watch == filters.watch)
         if filters.since is not None:
             watched = watched.where(mention_watches.c.ts >= _utc(filters.since))
         if filters.until is not None:
             watched = watched.where(mention_watches.c.ts < _utc(filters.until))
         conditions.append(mentions.c.id.in_(watched))
-    postgres = engine.dialect.name == "postgresql"
-    words = prefilter(query, alternatives=not postgres) if query is not None else None
     if words is not None:
         if postgres:
             # one tsquery OR-ing the three configurations' (a mention is indexed with its own language's):
