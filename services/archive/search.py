@@ -252,12 +252,29 @@ def _check(filters: SearchFilters, limit: int, now: datetime) -> None:
 
 
 _CONFIGS = ("french", "english", "simple")
-_ANY_CONFIG = "(" + " || ".join(f"to_tsquery('{c}', :tsq)" for c in _CONFIGS) + ")"
 
 
-async def _probe(conn: Any, words: Words | None) -> tuple[bool, bool]:
-    """PostgreSQL: whether ``unaccent`` is there, and whether the words are all stop words of some configuration."""
-    numnodes = ", ".join(f"numnode(to_tsquery('{c}', :tsq))" for c in _CONFIGS)
+def _configs(filters: SearchFilters) -> tuple[str, ...]:
+    """The text-search configurations the candidates' vectors can have been made with (PostgreSQL).
+
+    Every one, unless a language filter says which: a mention is indexed with its language's
+    configuration (``store.text_search_config``, from its first two letters), so a filter ``en``
+    (``lang LIKE 'en%'``) only meets ``english`` vectors. A filter shorter than two letters says nothing.
+    """
+    if not filters.lang or any(len(lang) < 2 for lang in filters.lang):
+        return _CONFIGS
+    from services.archive.store import text_search_config
+
+    return tuple(sorted({text_search_config(lang) for lang in filters.lang}))
+
+
+def _any_config(configs: tuple[str, ...]) -> str:
+    return "(" + " || ".join(f"to_tsquery('{c}', :tsq)" for c in configs) + ")"
+
+
+async def _probe(conn: Any, words: Words | None, configs: tuple[str, ...] = _CONFIGS) -> tuple[bool, bool]:
+    """PostgreSQL: whether ``unaccent`` is there, and whether the words are all stop words of one of ``configs``."""
+    numnodes = ", ".join(f"numnode(to_tsquery('{c}', :tsq))" for c in configs)
     row = (
         await conn.execute(
             text(f"SELECT (SELECT count(*) FROM pg_extension WHERE extname = 'unaccent'), {numnodes}"),  # noqa: S608 - constants
@@ -330,7 +347,7 @@ def _statement(
             # with it, so such a configuration constrains nothing (numnode = 0): then neither does the
             # condition (``stop_words_only``, asked of the server by the caller), so it stays necessary
             if not stop_words_only:
-                matches = text(f"mentions.tsv @@ {_ANY_CONFIG}").bindparams(tsq=_tsquery(words))
+                matches = text(f"mentions.tsv @@ {_any_config(_configs(filters))}").bindparams(tsq=_tsquery(words))
                 conditions.append(and_(matches))
         elif rank:
             # a join, so that FTS5 computes rank (bm25) for the matching rows only
@@ -406,14 +423,14 @@ async def search(
             return ranked
     after = decode_cursor(cursor) if cursor else None
     page = SearchPage()
-    chunk = min(max(limit * 2, 100), 2_000)
+    chunk = min(max(limit * 4, 200), 2_000)  # the Python check may drop half of them: mostly one round
     last: tuple[datetime, str] | None = after
     async with engine.connect() as conn:
         fulltext, stop_words_only = True, False
         if engine.dialect.name == "postgresql" and parsed is not None:
             # the documents' words lost their accents only through unaccent: without it the query's
             # folded words would miss them, so the query is checked in Python alone
-            fulltext, stop_words_only = await _probe(conn, prefilter(parsed, alternatives=False))
+            fulltext, stop_words_only = await _probe(conn, prefilter(parsed, alternatives=False), _configs(filters))
         base, _ = _statement(engine, parsed if fulltext else None, filters, stop_words_only=stop_words_only)
         while page.examined < max_scan:
             statement = base
@@ -450,11 +467,11 @@ async def _search_ranked(
         return None
     offset = decode_position(cursor) if cursor else 0
     page = SearchPage()
-    chunk = min(max(limit * 2, 100), 2_000)
+    chunk = min(max(limit * 4, 200), 2_000)  # the Python check may drop half of them: mostly one round
     async with engine.connect() as conn:
         stop_words_only = False
         if postgres:
-            unaccent, stop_words_only = await _probe(conn, prefilter(parsed, alternatives=False))
+            unaccent, stop_words_only = await _probe(conn, prefilter(parsed, alternatives=False), _configs(filters))
             if not unaccent:
                 return None  # no folded vectors to rank (see search)
         base, relevance = _statement(engine, parsed, filters, rank=True, stop_words_only=stop_words_only)

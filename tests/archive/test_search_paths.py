@@ -73,3 +73,11 @@ async def test_stop_words_still_find_their_mentions(archive: AsyncEngine) -> Non
     # "la" is a French stop word (not in the french vectors), "the" an English one
     assert len(await ids(archive, "la AND brasserie")) == 50
     assert await ids(archive, "the AND lager", watch="dupre") == [f"rss:{i}" for i in range(2, 100, 4)]
+
+
+async def test_a_language_filter_narrows_the_full_text_condition_not_the_hits(archive: AsyncEngine) -> None:
+    # PostgreSQL then asks only the language's configuration (a French stop word among the words included)
+    assert len(await ids(archive, "la AND brasserie", lang=["fr"])) == 50
+    assert len(await ids(archive, "la AND brasserie", lang=["en"])) == 0
+    assert len(await ids(archive, "the AND lager", lang=["en", "fr"])) == 25
+    assert len(await ids(archive, "dupre", lang=["e"])) == 25  # one letter: every configuration
