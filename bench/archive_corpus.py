@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import csv
 import json
@@ -285,7 +286,7 @@ def _build_sqlite(n: int, path: Path, end: datetime) -> None:
         await migrate(engine)
         await engine.dispose()
 
-    asyncio.run(schema())
+    _run(schema())
     corpus = Corpus(n, end)
     log(f"sqlite: {n:,} mentions generated, loading")
     conn = sqlite3.connect(path, isolation_level=None)
@@ -525,6 +526,16 @@ class _Bytes:
 # ------------------------------------------------------------------------ the entry point
 
 
+def _run(coroutine: Any) -> Any:
+    """Run ``coroutine`` to its end, also when called from a running event loop (in a thread of its own)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 async def _upgrade(url: str) -> None:
     engine = make_engine(make_url(url))
     try:
@@ -538,7 +549,8 @@ def ensure_archive(kind: Kind, n: int, *, rebuild: bool = False) -> str:
 
         STABLE INTERFACE: other benchmarks import this (``bench/console_bench`` among them); keep the
         signature ``ensure_archive(kind: 'sqlite' | 'postgresql', n: int, ...) -> url`` and add only
-        keyword arguments with defaults. The corpus's "now" is ``manifest(kind, n)["end"]``: pass it
+        keyword arguments with defaults. It may be called from a running event loop (it then works
+    in a thread of its own). The corpus's "now" is ``manifest(kind, n)["end"]``: pass it
         as ``now`` to searches and aggregations. For PostgreSQL the cached cluster is started if needed
         and left running: call :func:`stop_postgres` when done. A cached archive is migrated to the newest
     revision first (what the service does at start), so it follows the schema. Raises SystemExit when the tweet texts
@@ -554,7 +566,7 @@ def ensure_archive(kind: Kind, n: int, *, rebuild: bool = False) -> str:
         path = CACHE / f"archive-sqlite-{n}-v{VERSION}.sqlite3"
         url = f"sqlite+aiosqlite:///{path}"
         if known and path.is_file() and not rebuild:
-            asyncio.run(_upgrade(url))  # a newer migration since the build: as the service would at start
+            _run(_upgrade(url))  # a newer migration since the build: as the service would at start
             return url
         _manifest_path(kind, n).unlink(missing_ok=True)
         end = _end_of_corpus()
@@ -567,12 +579,12 @@ def ensure_archive(kind: Kind, n: int, *, rebuild: bool = False) -> str:
         if known and not rebuild:
             present = server.psql("postgres", f"SELECT count(*) FROM pg_database WHERE datname = '{database}'")
             if present == "1":
-                asyncio.run(_upgrade(str(url)))
+                _run(_upgrade(str(url)))
                 return str(url)
         _manifest_path(kind, n).unlink(missing_ok=True)
         end = _end_of_corpus()
         started = time.monotonic()
-        asyncio.run(_build_postgres(n, server, database, end))
+        _run(_build_postgres(n, server, database, end))
     seconds = round(time.monotonic() - started, 1)
     _manifest_path(kind, n).write_text(
         json.dumps(
@@ -586,11 +598,14 @@ def ensure_archive(kind: Kind, n: int, *, rebuild: bool = False) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["sqlite", "postgresql"])
-    parser.add_argument("n", type=int)
+    parser.add_argument("kind", nargs="?", choices=["sqlite", "postgresql"])
+    parser.add_argument("n", nargs="?", type=int)
     parser.add_argument("--rebuild", action="store_true", help="build again even when cached")
     parser.add_argument("--stop", action="store_true", help="stop the PostgreSQL cluster afterwards")
     args = parser.parse_args()
+    if args.kind is None or args.n is None:
+        print("archive_corpus: nothing to build (give a kind and a size; bench/archive_scale_bench.py builds its own)")
+        return
     try:
         print(ensure_archive(args.kind, args.n, rebuild=args.rebuild))
     finally:
