@@ -191,6 +191,17 @@ def main() -> None:
         if args.postgresql:
             stop_postgres()
     OUT.parent.mkdir(parents=True, exist_ok=True)
+    if OUT.exists():  # a database skipped (0) this time keeps its last figures, marked by their own run
+        ran = {r["database"] for r in result["results"]}
+        before = json.loads(OUT.read_text())
+        for earlier in before.get("results", []):
+            if earlier["database"] not in ran:
+                earlier.setdefault("when", before.get("when"))
+                earlier.setdefault("command", before.get("command"))
+                result["results"].append(earlier)
+    for r in result["results"]:
+        r.setdefault("when", result["when"])
+        r.setdefault("command", result["command"])
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print("\n".join(markdown(result)))
 
