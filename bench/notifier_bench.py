@@ -8,8 +8,8 @@ veille, ...), each on fresh processes and a fresh store. For each run:
 - **alerts accepted per second**: N over the time from the first alert handed over to the moment
   the last one is taken in. Alertmanager: POSTs to ``/api/v2/alerts`` (500 alerts per request,
   4 connections), done when the last POST is answered. veille: publishes to ``VEILLE_ALERTS`` (as
-  the classifier does, ``Nats-Msg-Id`` = alert id), done when the notifier's durable consumer has
-  acked the last one (recorded in its group in KV);
+  the classifier does, ``Nats-Msg-Id`` = alert id), done when the notifier's durable consumers (one
+  per partition of the stream) have acked the last one (recorded in its group in KV);
 - **time until every alert was notified**: from the first alert handed over until the webhook sink
   has been told of all N. Alertmanager lists every alert of the group in each notification; veille
   lists up to 100 per group and counts the rest (``truncated_alerts``), so an alert is "told" when
@@ -259,8 +259,8 @@ def veille_config(path: Path, sink: Sink, groups: int) -> Path:
 
 
 async def run_veille(sink: Sink, n: int, groups: int, tmp: Path, replicas: int = 1) -> dict[str, Any]:
-    """One veille run: a fresh nats-server and ``replicas`` x ``veille run notifier`` (on the one durable consumer);
-    publish every alert, wait for all told."""
+    """One veille run: a fresh nats-server and ``replicas`` x ``veille run notifier`` (sharing the alerts stream's
+    partitions, each held by one replica); publish every alert, wait for all told."""
     server = NatsServerProcess(store_dir=tmp / "store", log_file=tmp / "nats.log")
     server.start()
     nc = await nats.connect(server.url)
@@ -287,6 +287,8 @@ async def run_veille(sink: Sink, n: int, groups: int, tmp: Path, replicas: int =
             )
             processes.append(process)
             await wait_ready(f"http://127.0.0.1:{port}/readyz", process, "veille notifier")
+        if replicas > 1:  # the replicas have split the partitions between them before anything is timed
+            await wait_shared(js, replicas)
         now = datetime.now(UTC)
         payloads = [
             (
@@ -319,11 +321,11 @@ async def run_veille(sink: Sink, n: int, groups: int, tmp: Path, replicas: int =
                 futures = []
         await gather_publishes(futures, timeout=60)
         published = time.perf_counter()
-        while True:
-            info = await js.consumer_info(bus.NOTIFIER_CONSUMER.stream, bus.NOTIFIER_CONSUMER.durable)
-            if info.ack_floor.stream_seq >= n and not info.num_ack_pending:
+        while True:  # every alert is stored (publishes acked): done when every notifier consumer is drained
+            infos = await asyncio.gather(*(js.consumer_info(c.stream, c.durable) for c in bus.NOTIFIER_ALERT_CONSUMERS))
+            if all(not i.num_pending and not i.num_ack_pending for i in infos):
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.02)
         accepted = time.perf_counter()
         await asyncio.wait_for(sink.all_told.wait(), 900)
         cpu_notifier = sum(cpu_seconds(p.pid) for p in processes) - cpu0_notifier
@@ -343,6 +345,26 @@ async def run_veille(sink: Sink, n: int, groups: int, tmp: Path, replicas: int =
             stop(process)
         await nc.close()
         server.stop()
+
+
+async def wait_shared(js: Any, replicas: int, timeout: float = 60) -> None:
+    """Wait until ``replicas`` live replicas each hold their share of the partitions (KV ``veille_notify_leases``)."""
+    kv = await js.key_value(bus.NOTIFY_LEASES.name)
+    deadline = time.monotonic() + timeout
+    want = -(-(bus.NOTIFIER_PARTITIONS + 1) // replicas)
+    while time.monotonic() < deadline:
+        owners: dict[str, int] = {}
+        for partition in range(bus.NOTIFIER_PARTITIONS + 1):
+            try:
+                record = json.loads((await kv.get(f"partition.{partition}")).value or b"{}")
+            except Exception:
+                continue
+            if record.get("owner") and record.get("until", 0) > time.time():
+                owners[record["owner"]] = owners.get(record["owner"], 0) + 1
+        if len(owners) == replicas and max(owners.values()) <= want:
+            return
+        await asyncio.sleep(0.1)
+    raise SystemExit(f"the {replicas} notifier replicas did not share the partitions within {timeout:.0f} s")
 
 
 def server_pid(server: NatsServerProcess) -> int:
@@ -426,7 +448,7 @@ def report(result: dict[str, Any]) -> str:
     if "replicas" in m:
         r = m["replicas"]
         rows.append(
-            f"| alerts accepted per second, {r['replicas']} notifier replicas on one consumer | | "
+            f"| alerts accepted per second, {r['replicas']} notifier replicas sharing the partitions | | "
             f"{r['accepted_per_s']:,.0f} ({r['vs_one']:.2f} x one) | |"
         )
     return "\n".join(rows)
@@ -438,7 +460,7 @@ if __name__ == "__main__":
     parser.add_argument("--groups", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3, help="runs of each, interleaved")
     parser.add_argument(
-        "--replicas", type=int, default=2, help="also run this many notifier replicas on the one consumer (1: not)"
+        "--replicas", type=int, default=2, help="also run this many notifier replicas sharing the partitions (1: not)"
     )
     options = parser.parse_args()
     outcome = asyncio.run(main(options))
@@ -457,9 +479,10 @@ def markdown_section(result: dict[str, Any]) -> list[str]:
         "",
         f"{result.get('alertmanager_version', 'prometheus-alertmanager')} against `veille run notifier`: "
         "group_by [watch, kind], group_wait 0 s, group_interval 1 s, one loopback webhook. Accepted: "
-        "Alertmanager's POSTs to /api/v2/alerts answered, veille's durable consumer acked (alerts "
-        "recorded in KV). Notified: every alert listed (Alertmanager) or listed or counted (veille lists "
-        "100 per group and counts the rest). veille's CPU includes the nats-server it needs. "
+        "Alertmanager's POSTs to /api/v2/alerts answered, veille's durable consumers (one per partition of "
+        "the alerts stream) acked (alerts recorded in KV). Notified: every alert listed (Alertmanager) or "
+        "listed or counted (veille lists 100 per group and counts the rest). veille's CPU includes the "
+        "nats-server it needs. "
         f"Command: `{result.get('command', '')}`.",
         "",
         report(result),
