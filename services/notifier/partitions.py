@@ -98,6 +98,7 @@ class PartitionLeases:
         """Partitions whose consumer is stopping (given up, or lost), not taken again until it has."""
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._member_key = f"member.{bus.safe_token(instance)}"  # a KV key allows no '#' (``notifier#2``)
 
     def owns(self, partition: int | None) -> bool:
         """Whether this replica holds ``partition`` (None: a group recorded before partitions, the legacy one)."""
@@ -124,7 +125,7 @@ class PartitionLeases:
             for partition in held:
                 await self._free(partition)
             with contextlib.suppress(Exception):
-                await self.kv.delete(f"member.{self.instance}")
+                await self.kv.delete(self._member_key)
 
     async def _loop(self) -> None:
         while True:
@@ -165,7 +166,7 @@ class PartitionLeases:
         async with self._lock:
             now = self.now()
             try:
-                await self.kv.put(f"member.{self.instance}", self._value(now + self.lease))
+                await self.kv.put(self._member_key, self._value(now + self.lease))
                 for partition in list(self.owned):
                     await self._renew(partition)  # a renewal that lands proves nobody took it, even late
             except Exception:
