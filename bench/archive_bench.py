@@ -286,6 +286,7 @@ async def bench_database(name: str, url_for: Any, args: argparse.Namespace, text
         raws.append(await raw(url_for("r"), writes, now))
     result["archive_per_s"] = round(statistics.median(rates))
     result["raw_executemany_per_s"] = round(statistics.median(raws))
+    result["rounds"] = {"archive_per_s": [round(r) for r in rates], "raw_executemany_per_s": [round(r) for r in raws]}
     result["ratio"] = round(result["archive_per_s"] / result["raw_executemany_per_s"], 2)
     print(f"{name}: write {result['archive_per_s']:,}/s, raw {result['raw_executemany_per_s']:,}/s", flush=True)
     if args.service:
@@ -295,6 +296,7 @@ async def bench_database(name: str, url_for: Any, args: argparse.Namespace, text
         result["service_mentions"] = args.service
         result["service_per_s"] = round(statistics.median(rates))
         result["service_ratio"] = round(result["service_per_s"] / result["raw_executemany_per_s"], 2)
+        result["rounds"]["service_per_s"] = [round(r) for r in rates]
         print(f"{name}: service drain {result['service_per_s']:,}/s ({rates})", flush=True)
     if args.write_only:
         return result
