@@ -563,12 +563,21 @@ async def top(
         if dimension == "terms":
             from services.classifier.surges import mention_terms
 
-            statement = (
-                select(mentions.c.title, mentions.c.text)
-                .where(*conditions)
-                .order_by(mentions.c.ts.desc())
-                .limit(TERMS_SAMPLE)
-            )
+            statement = select(mentions.c.title, mentions.c.text)
+            if watch:
+                # the watch's newest rows by its (watch, ts) index, then each mention by its key: a few
+                # thousand lookups instead of every id of the watch in the range against every mention
+                w = mention_watches.c
+                statement = (
+                    statement.select_from(
+                        mention_watches.join(mentions, and_(mentions.c.id == w.mention_id, mentions.c.ts == w.ts))
+                    )
+                    .where(w.watch == watch, w.ts >= start, w.ts < end)
+                    .order_by(w.ts.desc())
+                    .limit(TERMS_SAMPLE)
+                )
+            else:
+                statement = statement.where(*conditions).order_by(mentions.c.ts.desc()).limit(TERMS_SAMPLE)
             counter: Counter[str] = Counter()
             for title, body in (await conn.execute(statement)).all():
                 counter.update(mention_terms(f"{title or ''} {body}"))
@@ -576,13 +585,15 @@ async def top(
         column = _COLUMNS[dimension]
         example = func.max(mentions.c.title) if dimension == "stories" else func.max(mentions.c.url)
         n = func.count().label("n")
-        statement = (
-            select(column, n, example)
-            .where(*conditions, column.is_not(None))
-            .group_by(column)
-            .order_by(n.desc(), column)
-            .limit(limit)
-        )
+        statement = select(column, n, example)
+        if watch:  # the watch's rows in the range, each joined to its mention by its key
+            w = mention_watches.c
+            statement = statement.select_from(
+                mention_watches.join(mentions, and_(mentions.c.id == w.mention_id, mentions.c.ts == w.ts))
+            ).where(w.watch == watch, w.ts >= start, w.ts < end, column.is_not(None))
+        else:
+            statement = statement.where(*conditions, column.is_not(None))
+        statement = statement.group_by(column).order_by(n.desc(), column).limit(limit)
         rows: list[Any] = list((await conn.execute(statement)).all())
         return [TopEntry(str(key), int(count), ex) for key, count, ex in rows]
 
