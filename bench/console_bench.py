@@ -39,6 +39,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -704,6 +705,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         console.stop()
         nats_server.stop()
+        shutil.rmtree(work, ignore_errors=True)
     result["load_end"] = loadavg()
     return result
 
