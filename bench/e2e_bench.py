@@ -93,15 +93,6 @@ async def count(js: Any, stream: str) -> int:
     return int((await js.stream_info(stream)).state.messages)
 
 
-async def drained(js: Any, consumer: bus.Consumer) -> bool:
-    """Whether a durable consumer has nothing pending or unacked."""
-    try:
-        info = await js.consumer_info(consumer.stream, consumer.durable)
-    except Exception:
-        return False
-    return (info.num_pending or 0) == 0 and (info.num_ack_pending or 0) == 0 and info.delivered.stream_seq > 0
-
-
 class Server:
     """A fresh nats-server in a temporary directory."""
 
@@ -251,7 +242,7 @@ async def bench_notifier(n: int) -> dict[str, Any]:
         await stack.start(["notifier"])
         try:
             started = await until(lambda: _delivered_any(js), 120, 0.01)
-            done = await until(lambda: drained(js, bus.NOTIFIER_CONSUMER), 600)
+            done = await until(lambda: _stage_drained(js, bus.ALERTS.name, "notifier"), 600)
         finally:
             await stack.stop()
     await sink.stop()
@@ -259,11 +250,12 @@ async def bench_notifier(n: int) -> dict[str, Any]:
 
 
 async def _delivered_any(js: Any) -> bool:
+    """Whether any notifier consumer (one per partition) has acked an alert."""
     try:
-        info = await js.consumer_info(bus.NOTIFIER_CONSUMER.stream, bus.NOTIFIER_CONSUMER.durable)
+        infos = await js.consumers_info(bus.ALERTS.name)
     except Exception:
         return False
-    return info.ack_floor.stream_seq > 0
+    return any(i.name.startswith("notifier") and i.ack_floor.stream_seq > 0 for i in infos)
 
 
 def atom(base: str, entries: list[MentionIngested]) -> bytes:
@@ -296,7 +288,7 @@ async def bench_feed_e2e(entries: list[MentionIngested]) -> dict[str, Any]:
             first = await until(lambda: _gt(js, bus.MENTIONS.name, 0), 120, 0.01)
             ingested = await until(lambda: _ge(js, bus.MENTIONS.name, len(entries)), 600, 0.02)
             await until(lambda: _ge(js, bus.CLASSIFIED.name, len(entries)), 600, 0.05)
-            decided = await until(lambda: drained(js, bus.NOTIFIER_CONSUMER), 600, 0.05)
+            decided = await until(lambda: _stage_drained(js, bus.ALERTS.name, "notifier"), 600, 0.05)
             alerts = await count(js, bus.ALERTS.name)
         finally:
             await stack.stop()
