@@ -549,9 +549,12 @@ async def top(
 ) -> list[TopEntry]:
     """The ``limit`` most frequent stories, sources, sites or terms of the range, most first.
 
-    Stories, sources and sites are counted in SQL over every mention of the range (a story's example
-    is one of its titles). Terms are the mentions' content words (folded, stop words and numbers out,
-    as the alerts' explanations count them), counted over the newest :data:`TERMS_SAMPLE` mentions.
+    Stories, sources and sites are counted over every mention of the range: for one watch, its whole
+    days from the pre-aggregated ``mention_tops`` and the partial days at the edges from the rows
+    (:mod:`services.archive.tops`; the example is the newest mention's title, or URL, that has one);
+    for all watches, in SQL over the rows (the example is the greatest title, or URL). Terms are the
+    mentions' content words (folded, stop words and numbers out, as the alerts' explanations count
+    them), counted over the newest :data:`TERMS_SAMPLE` mentions.
     """
     if dimension not in DIMENSIONS:
         raise AggregationError(f"{dimension!r} is not one of {', '.join(DIMENSIONS)}")
@@ -582,17 +585,14 @@ async def top(
             for title, body in (await conn.execute(statement)).all():
                 counter.update(mention_terms(f"{title or ''} {body}"))
             return [TopEntry(term, n) for term, n in counter.most_common(limit)]
+        if watch:  # whole days from the pre-aggregated counts (migration 0007), the edges from the rows
+            from services.archive.tops import keyed_top
+
+            return [TopEntry(*entry) for entry in await keyed_top(conn, dimension, watch, start, end, limit)]
         column = _COLUMNS[dimension]
         example = func.max(mentions.c.title) if dimension == "stories" else func.max(mentions.c.url)
         n = func.count().label("n")
-        statement = select(column, n, example)
-        if watch:  # the watch's rows in the range, each joined to its mention by its key
-            w = mention_watches.c
-            statement = statement.select_from(
-                mention_watches.join(mentions, and_(mentions.c.id == w.mention_id, mentions.c.ts == w.ts))
-            ).where(w.watch == watch, w.ts >= start, w.ts < end, column.is_not(None))
-        else:
-            statement = statement.where(*conditions, column.is_not(None))
+        statement = select(column, n, example).where(*conditions, column.is_not(None))
         statement = statement.group_by(column).order_by(n.desc(), column).limit(limit)
         rows: list[Any] = list((await conn.execute(statement)).all())
         return [TopEntry(str(key), int(count), ex) for key, count, ex in rows]
@@ -612,13 +612,18 @@ async def aggregations(
 ) -> dict[str, Any]:
     """Everything the API's ``/aggregations`` answers for one watch: volume (with baseline, sentiment share
     and alerts) and the top stories, sources, sites and terms, as JSON-ready values."""
-    series = await volume(engine, watch, since, until, bucket=bucket, settings=settings, baseline=baseline, now=now)
-    out = series.as_json()
+    start, end = _range(since, until, now)
+    # the five queries are independent: each on its own connection, run at once (SQLite readers in WAL
+    # mode run in parallel, each in its driver thread; PostgreSQL has a pool)
+    series, tops = await asyncio.gather(
+        volume(engine, watch, start, end, bucket=bucket, settings=settings, baseline=baseline, now=now),
+        asyncio.gather(
+            *(top(engine, dimension, start, end, watch=watch, limit=top_limit, now=now) for dimension in DIMENSIONS)
+        ),
+    )
+    out: dict[str, Any] = series.as_json()
     out["top"] = {
-        dimension: [
-            e.as_json() for e in await top(engine, dimension, series.since, series.until, watch=watch, limit=top_limit)
-        ]
-        for dimension in DIMENSIONS
+        dimension: [e.as_json() for e in entries] for dimension, entries in zip(DIMENSIONS, tops, strict=True)
     }
     return out
 
