@@ -502,6 +502,11 @@ class ArchiveStore:
                     await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PARTITION_LOCK})
                     for parent in ("mention_watches", "mentions"):
                         await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {parent}_p{month:%Y_%m}")
+                    # dropping a partition fires no trigger: its days' top counts (migration 0007) go too
+                    await conn.execute(
+                        text("DELETE FROM mention_tops WHERE day < :day"),
+                        {"day": (boundary.date() - date(1970, 1, 1)).days},
+                    )
                 self._partitions.discard(month)
                 gone["partitions"] += 1
                 log.info("archive.partition_dropped", month=f"{month:%Y-%m}", cutoff=cutoff.isoformat())
