@@ -424,6 +424,10 @@ async def search(
     after = decode_cursor(cursor) if cursor else None
     page = SearchPage()
     chunk = min(max(limit * 4, 200), 2_000)  # the Python check may drop half of them: mostly one round
+    if engine.dialect.name == "postgresql" and parsed is not None:
+        # each round runs the GIN bitmap scan again, whose cost (frequent words' posting lists) does
+        # not depend on LIMIT: take as many candidates as one round may
+        chunk = 2_000
     last: tuple[datetime, str] | None = after
     async with engine.connect() as conn:
         fulltext, stop_words_only = True, False
@@ -468,6 +472,10 @@ async def _search_ranked(
     offset = decode_position(cursor) if cursor else 0
     page = SearchPage()
     chunk = min(max(limit * 4, 200), 2_000)  # the Python check may drop half of them: mostly one round
+    if engine.dialect.name == "postgresql" and parsed is not None:
+        # each round runs the GIN bitmap scan again, whose cost (frequent words' posting lists) does
+        # not depend on LIMIT: take as many candidates as one round may
+        chunk = 2_000
     async with engine.connect() as conn:
         stop_words_only = False
         if postgres:
