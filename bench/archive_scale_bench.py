@@ -76,7 +76,7 @@ async def timed(repeat: int, call: Callable[[int], Awaitable[Any]]) -> tuple[dic
     return {"p50_ms": pct(times, 0.5), "p95_ms": pct(times, 0.95), "n": repeat, "load": load()}, last
 
 
-async def bench_one(kind: str, n: int, repeat: int) -> dict[str, Any]:
+async def bench_one(kind: str, n: int, repeat: int, tops: bool = True) -> dict[str, Any]:
     built = time.monotonic()
     url = ensure_archive(kind, n)  # type: ignore[arg-type]
     info = manifest(kind, n)  # type: ignore[arg-type]
@@ -134,14 +134,15 @@ async def bench_one(kind: str, n: int, repeat: int) -> dict[str, Any]:
             f"{rows['volume_no_baseline']}",
             flush=True,
         )
-        for dimension in aggregate.DIMENSIONS:
+        for dimension in aggregate.DIMENSIONS if tops else ():
 
             async def top(_i: int, d: aggregate.Dimension = dimension) -> Any:
                 return await aggregate.top(engine, d, since, now, watch=WATCH, now=now)
 
             stats, _ = await timed(3, top)
             rows[f"top_{dimension}"] = stats
-        print(f"{kind} {n:,}: top {[rows[f'top_{d}'] for d in aggregate.DIMENSIONS]}", flush=True)
+        if tops:
+            print(f"{kind} {n:,}: top {[rows[f'top_{d}'] for d in aggregate.DIMENSIONS]}", flush=True)
     finally:
         await engine.dispose()
     out.update(rows)
@@ -161,13 +162,13 @@ def markdown(result: dict[str, Any]) -> list[str]:
         def s(key: str, r: dict[str, Any] = r) -> str:
             return f"{r[key]['p50_ms']}/{r[key]['p95_ms']}"
 
-        tops = "/".join(str(r[f"top_{d}"]["p95_ms"]) for d in aggregate.DIMENSIONS)
+        tops = "/".join(str(r.get(f"top_{d}", {}).get("p95_ms", "–")) for d in aggregate.DIMENSIONS)
         lines.append(
             f"| {r['database']} | {r['mentions']:,} | {s('search_time_page1')}; {s('search_time_page2')} "
             f"| {s('search_relevance_page1')}; {s('search_relevance_page2')} "
             f"| {s('volume_baseline')} ({r['volume_baseline_first']['p95_ms']}) "
             f"| {s('volume_no_baseline')} | {tops} "
-            f"| {r['search_time_page1']['load']} … {r['top_terms']['load']} | {r.get('when', '')[:16]} |"
+            f"| {r['search_time_page1']['load']} … {r['volume_no_baseline']['load']} | {r.get('when', '')[:16]} |"
         )
     return lines
 
@@ -196,6 +197,7 @@ def main() -> None:
     parser.add_argument("--sqlite", type=int, default=1_000_000, help="mentions on SQLite (0: skip)")
     parser.add_argument("--postgresql", type=int, default=10_000_000, help="mentions on PostgreSQL (0: skip)")
     parser.add_argument("--repeat", type=int, default=30, help="calls timed per search figure")
+    parser.add_argument("--no-top", action="store_true", help="skip the top lists (slow, not a goal)")
     args = parser.parse_args()
     result: dict[str, Any] = {
         "when": datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -204,9 +206,9 @@ def main() -> None:
     }
     try:
         if args.sqlite:
-            result["results"].append(asyncio.run(bench_one("sqlite", args.sqlite, args.repeat)))
+            result["results"].append(asyncio.run(bench_one("sqlite", args.sqlite, args.repeat, not args.no_top)))
         if args.postgresql:
-            result["results"].append(asyncio.run(bench_one("postgresql", args.postgresql, args.repeat)))
+            result["results"].append(asyncio.run(bench_one("postgresql", args.postgresql, args.repeat, not args.no_top)))
     finally:
         if args.postgresql:
             stop_postgres()
