@@ -208,7 +208,9 @@ def main() -> None:
         if args.sqlite:
             result["results"].append(asyncio.run(bench_one("sqlite", args.sqlite, args.repeat, not args.no_top)))
         if args.postgresql:
-            result["results"].append(asyncio.run(bench_one("postgresql", args.postgresql, args.repeat, not args.no_top)))
+            result["results"].append(
+                asyncio.run(bench_one("postgresql", args.postgresql, args.repeat, not args.no_top))
+            )
     finally:
         if args.postgresql:
             stop_postgres()
