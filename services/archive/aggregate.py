@@ -38,7 +38,7 @@ import asyncio
 import copy
 import json
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -564,9 +564,9 @@ async def top(
     conditions = _scope(watch, start, end)
     async with engine.connect() as conn:
         if dimension == "terms":
-            from services.classifier.surges import mention_terms
+            from services.archive.tops import count_terms
 
-            statement = select(mentions.c.title, mentions.c.text)
+            statement = select(mentions.c.id, mentions.c.classified_at, mentions.c.title, mentions.c.text)
             if watch:
                 # the watch's newest rows by its (watch, ts) index, then each mention by its key: a few
                 # thousand lookups instead of every id of the watch in the range against every mention
@@ -581,9 +581,10 @@ async def top(
                 )
             else:
                 statement = statement.where(*conditions).order_by(mentions.c.ts.desc()).limit(TERMS_SAMPLE)
-            counter: Counter[str] = Counter()
-            for title, body in (await conn.execute(statement)).all():
-                counter.update(mention_terms(f"{title or ''} {body}"))
+            sample = (await conn.execute(statement)).all()
+            # tokenised in a worker thread (the event loop serves the page's other queries meanwhile),
+            # each mention's words kept for the next call
+            counter = await asyncio.to_thread(count_terms, sample)
             return [TopEntry(term, n) for term, n in counter.most_common(limit)]
         if watch:  # whole days from the pre-aggregated counts (migration 0007), the edges from the rows
             from services.archive.tops import keyed_top
