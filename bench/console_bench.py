@@ -342,10 +342,18 @@ def pages(watch: str, alert_id: str, end: datetime | None) -> dict[str, str]:
         since = (end - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M")
         return f"/watches/{w}?range=custom&since={since}&until={end.strftime('%Y-%m-%dT%H:%M')}"
 
+    # the console keeps an overview's result 15 s for the same (watch, range): this one moves the range's
+    # end back a minute at every load ({k}: the load's number), so each load is computed afresh
+    anchor = end or datetime.now(UTC).replace(second=0, microsecond=0)
+    uncached = (
+        f"/watches/{w}?range=custom&since={{since{anchor.strftime('%Y-%m-%dT%H:%M')}-30d-{{k}}m}}"
+        f"&until={{until{anchor.strftime('%Y-%m-%dT%H:%M')}-{{k}}m}}"
+    )
     return {
         "overview 24 h": span(1, "24h"),
         "overview 7 d": span(7, "7d"),
         "overview 30 d": span(30, "30d"),
+        "overview 30 d, not cached": uncached,
         "alerts": "/alerts",
         "alert detail": f"/alerts/{alert_id}",
         "search (3 terms)": f"/search?q={quote(QUERY)}",
@@ -356,6 +364,20 @@ def pages(watch: str, alert_id: str, end: datetime | None) -> dict[str, str]:
 
 
 FLOORS = {"floor: static file": "/static/console.css", "floor: login page (no session)": "/login"}
+MOVED = re.compile(r"\{(since|until)([0-9T:-]{16})(-30d)?-\{k\}m\}")
+
+
+def moved(path: str, k: int) -> str:
+    """``path`` for load number ``k``: each ``{sinceYYYY-MM-DDTHH:MM[-30d]-{k}m}`` / ``{until...}`` placeholder
+    becomes that time, 30 days earlier when asked, minus ``k`` minutes."""
+
+    def one(found: re.Match[str]) -> str:
+        moment = datetime.strptime(found.group(2), "%Y-%m-%dT%H:%M") - timedelta(minutes=k)
+        if found.group(3):
+            moment -= timedelta(days=30)
+        return moment.strftime("%Y-%m-%dT%H:%M")
+
+    return MOVED.sub(one, path)
 
 
 async def login(session: aiohttp.ClientSession, base: str) -> None:
@@ -385,19 +407,19 @@ async def http_loads(base: str, targets: dict[str, str], requests: int, cap_s: f
             for name, path in targets.items():  # one warm-up each; also checks every page answers 200
                 client = anonymous if name.startswith("floor") else session
                 started = time.perf_counter()
-                async with client.get(base + path, allow_redirects=False) as r:
+                async with client.get(base + moved(path, 0), allow_redirects=False) as r:
                     body = await r.read()
                     if r.status != 200:
                         raise SystemExit(f"console_bench: {path} answered {r.status}: {body[:300]!r}")
                     sizes[name] = len(body)
                 first[name] = round((time.perf_counter() - started) * 1000, 1)
-            for _ in range(requests):
+            for k in range(requests):
                 for name, path in targets.items():
                     if spent[name] > cap_s:
                         continue
                     client = anonymous if name.startswith("floor") else session
                     started = time.perf_counter()
-                    async with client.get(base + path, allow_redirects=False) as r:
+                    async with client.get(base + moved(path, k + 1), allow_redirects=False) as r:
                         await r.read()
                     elapsed = time.perf_counter() - started
                     spent[name] += elapsed
@@ -688,7 +710,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         async with async_playwright() as p:
             chromium = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             try:
-                shown = {k: v for k, v in pages(watch, "console-bench-0", anchor).items() if "CSV" not in k}
+                shown = {
+                    k: v for k, v in pages(watch, "console-bench-0", anchor).items() if "CSV" not in k and "{" not in v
+                }
                 print(f"console_bench: browser, {args.browser_loads} rounds of {len(shown)} pages", flush=True)
                 result["browser"] = await browser_loads(chromium, console.base, shown, args.browser_loads, args.cap)
                 print(f"console_bench: live, {args.rate:.0f}/s for {args.duration:.0f} s", flush=True)
