@@ -115,31 +115,39 @@ async def keyed_top(
         .limit(limit)
     )
     ranked = [(str(key), int(n), int(newest)) for key, n, newest in (await conn.execute(statement)).all()]
-    out: list[tuple[str, int, str | None]] = []
-    for key, n, newest in ranked:
-        if n <= 0:
-            continue
-        window = (max(start, _midnight(newest)), min(end, _midnight(newest + 1)))
-        example = await _example(conn, dimension, watch, key, *window)
-        if example is None and window != (start, end):
-            example = await _example(conn, dimension, watch, key, start, end)
-        out.append((key, n, example))
-    return out
+    ranked = [entry for entry in ranked if entry[1] > 0]
+    windows = [(max(start, _midnight(newest)), min(end, _midnight(newest + 1))) for _, _, newest in ranked]
+    asked = [(key, *window) for (key, _, _), window in zip(ranked, windows, strict=True)]
+    examples = await _examples(conn, dimension, watch, asked)
+    retry = [i for i, value in enumerate(examples) if value is None and windows[i] != (start, end)]
+    if retry:  # none of the newest day's mentions has one: the whole range
+        again = await _examples(conn, dimension, watch, [(ranked[i][0], start, end) for i in retry])
+        for i, value in zip(retry, again, strict=True):
+            examples[i] = value
+    return [(key, n, example) for (key, n, _), example in zip(ranked, examples, strict=True)]
 
 
-async def _example(conn: Any, dimension: str, watch: str, key: str, start: datetime, end: datetime) -> str | None:
-    """The title (stories) or URL of ``key``'s newest mention of ``watch`` in ``[start, end)`` that has one."""
+async def _examples(
+    conn: Any, dimension: str, watch: str, asked: list[tuple[str, datetime, datetime]]
+) -> list[str | None]:
+    """For each (key, start, end): the title (stories) or URL of the key's newest mention of ``watch`` in
+    ``[start, end)`` that has one; all in one statement (one scalar subquery each)."""
+    if not asked:
+        return []
     column, shown = KEYED[dimension], _EXAMPLES[dimension]
     w = mention_watches.c
     watched = exists(select(literal(1)).where(w.watch == watch, w.ts == mentions.c.ts, w.mention_id == mentions.c.id))
-    statement = (
+    each = [
         select(shown)
-        .where(column == key, mentions.c.ts >= start, mentions.c.ts < end, shown.is_not(None), watched)
+        .where(column == key, mentions.c.ts >= low, mentions.c.ts < high, shown.is_not(None), watched)
         .order_by(mentions.c.ts.desc(), mentions.c.id.desc())
         .limit(1)
-    )
-    value = (await conn.execute(statement)).scalar()
-    return None if value is None else str(value)
+        .scalar_subquery()
+        .label(f"e{i}")
+        for i, (key, low, high) in enumerate(asked)
+    ]
+    row = (await conn.execute(select(*each))).one()
+    return [None if value is None else str(value) for value in row]
 
 
 # ------------------------------------------------------------------------ terms
