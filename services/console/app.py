@@ -783,9 +783,9 @@ class ConsoleApp:
         """The watch's aggregations, kept :data:`OVERVIEW_TTL` seconds per (watch, range, detector settings).
 
         The range buttons look back from now: the key rounds both ends down to :data:`OVERVIEW_GRAIN`
-        seconds, so a reload within the same few seconds is served from memory (the page says up to
-        when it counts); any other range, or the same one later, is computed afresh (about 0.1-0.3 s
-        on a 1-million-mention archive, most of it in the database, see docs/benchmarks.md)."""
+        seconds, so reloads within those seconds share the result computed for the first of them (up
+        to its own now); any other range, or the same one later, is computed afresh (0.1-0.3 s on a
+        1-million-mention archive, most of it in the database, see docs/benchmarks.md)."""
         from services.archive.aggregate import aggregations
 
         def grain(moment: datetime | None) -> datetime | None:
@@ -800,9 +800,7 @@ class ConsoleApp:
         if kept is not None and clock - kept[0] < OVERVIEW_TTL:
             self._overviews.move_to_end(key)
             return kept[1]
-        start, stop = grain(since), grain(end)
-        assert start is not None and stop is not None
-        data = await aggregations(self.reader, name, start, stop if stop > start else end, settings=settings)
+        data = await aggregations(self.reader, name, since, until, settings=settings)
         self._overviews[key] = (clock, data)
         while len(self._overviews) > OVERVIEW_KEPT:
             self._overviews.popitem(last=False)
