@@ -502,10 +502,15 @@ class ArchiveStore:
                     await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PARTITION_LOCK})
                     for parent in ("mention_watches", "mentions"):
                         await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {parent}_p{month:%Y_%m}")
-                    # dropping a partition fires no trigger: its days' top counts (migration 0007) go too
+                    # dropping a partition fires no trigger: its days' top counts (migration 0007) and its
+                    # 5-minute volume counts (0006) go too, or both tables would grow for ever
                     await conn.execute(
                         text("DELETE FROM mention_tops WHERE day < :day"),
                         {"day": (boundary.date() - date(1970, 1, 1)).days},
+                    )
+                    await conn.execute(
+                        text("DELETE FROM mention_counts WHERE bucket < :bucket"),
+                        {"bucket": int(boundary.timestamp()) // 300},
                     )
                 self._partitions.discard(month)
                 gone["partitions"] += 1
@@ -528,6 +533,12 @@ class ArchiveStore:
                 "DELETE FROM alerts WHERE rowid IN (SELECT rowid FROM alerts WHERE raised_at < :cutoff LIMIT :n)",
                 cutoff,
             )
+            # the triggers brought the deleted rows' 5-minute counts (migration 0006) to zero; the rows go
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    text("DELETE FROM mention_counts WHERE bucket < :bucket AND n = 0"),
+                    {"bucket": int(cutoff.timestamp()) // 300},
+                )
         return gone
 
     async def _delete_batches(self, sql: str, cutoff: datetime) -> int:

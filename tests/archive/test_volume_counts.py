@@ -128,3 +128,9 @@ async def test_volume_leaves_out_what_retention_dropped(writer: AsyncEngine) -> 
         await reader.dispose()
     assert sum(b.total for b in series.buckets) == 5
     assert sum(b.negative for b in series.buckets) == 0
+    cutoff_bucket = int((NOW - timedelta(days=30)).timestamp()) // 300
+    async with writer.connect() as conn:
+        left = (
+            await conn.execute(text("SELECT count(*) FROM mention_counts WHERE bucket < :b"), {"b": cutoff_bucket})
+        ).scalar()
+    assert left == 0  # the dropped month's counts went with it (the table does not grow for ever)
