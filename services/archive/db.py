@@ -122,8 +122,11 @@ def describe_url(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def make_engine(url: URL, *, write: bool = True, **options: Any) -> AsyncEngine:
-    """An async engine set up for ``url``'s database (see the module's notes); ``write`` for the writer."""
+def make_engine(url: URL, *, write: bool = True, command_timeout: float | None = 120.0, **options: Any) -> AsyncEngine:
+    """An async engine set up for ``url``'s database (see the module's notes); ``write`` for the writer.
+
+    ``command_timeout`` (PostgreSQL): seconds a statement may run before the driver gives up; None for
+    none (migrations, whose backfills of a large archive take minutes)."""
     if url.get_backend_name() == "sqlite":
         Path(url.database or "").parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **options)
@@ -150,7 +153,7 @@ def make_engine(url: URL, *, write: bool = True, **options: Any) -> AsyncEngine:
         pool_recycle=1800,
         connect_args={
             "timeout": 10,
-            "command_timeout": 120,
+            "command_timeout": command_timeout,
             "server_settings": {"application_name": "veille-archive"},
         },
         **options,
@@ -216,15 +219,21 @@ async def migrate(engine: AsyncEngine, target: str = "head") -> str | None:
         finally:
             os.close(fd)  # closing the descriptor releases the flock
     else:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
-            await connection.commit()
-            try:
-                await connection.run_sync(_upgrade, target)
-            finally:
-                await connection.rollback()
-                await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+        # no statement time-out here: a migration's backfill of a 10-million-mention archive takes minutes
+        # (it failed at the service's 120 s, for ever), and a second replica waits for the lock as long
+        migrator = make_engine(engine.url, command_timeout=None, pool_size=1, max_overflow=0)
+        try:
+            async with migrator.connect() as connection:
+                await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
                 await connection.commit()
+                try:
+                    await connection.run_sync(_upgrade, target)
+                finally:
+                    await connection.rollback()
+                    await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+                    await connection.commit()
+        finally:
+            await migrator.dispose()
     current = await revision(engine)
     log.info("archive.schema_ready", revision=current, database=describe_url(engine.url))
     return current
