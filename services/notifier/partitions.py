@@ -167,8 +167,15 @@ class PartitionLeases:
             now = self.now()
             try:
                 await self.kv.put(self._member_key, self._value(now + self.lease))
-                for partition in list(self.owned):
-                    await self._renew(partition)  # a renewal that lands proves nobody took it, even late
+                # all at once: one round trip's wait instead of one per partition held, so a loaded server's
+                # slow answers do not add up past the lease; a renewal that lands proves nobody took it
+                failures = [
+                    r
+                    for r in await asyncio.gather(*(self._renew(p) for p in list(self.owned)), return_exceptions=True)
+                    if isinstance(r, BaseException)
+                ]
+                if failures:
+                    raise failures[0]
             except Exception:
                 for partition in [p for p, (_, until) in self.owned.items() if until <= now and p not in self._busy]:
                     self._lost(partition, "no renewal for a whole lease")  # another replica may hold it now
