@@ -34,7 +34,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from veille.config import ArchiveConfig
-from veille.settings import ServiceSettings, read_secret_file
+from veille.settings import ServiceSettings, SettingsError, read_secret_file
 
 __all__ = [
     "DEFAULT_FILE",
@@ -69,8 +69,9 @@ class ArchiveSettings(ServiceSettings):
     )
 
 
-class DatabaseConfigError(ValueError):
-    """The archive's database settings are wrong; the message says which and why."""
+class DatabaseConfigError(SettingsError):
+    """The archive's database settings are wrong; the message says which and why (a settings mistake:
+    ``veille run archive`` says it in one line and exits 2, as for any ``VEILLE_*`` mistake)."""
 
 
 def database_url(settings: ServiceSettings, config: ArchiveConfig, env: Mapping[str, str] | None = None) -> URL:

@@ -154,7 +154,11 @@ def run_app_module(name: str, module: str, config_path: Path | None = None) -> i
     except ConfigError as exc:
         print(f"veille {name}: the configuration has mistakes:\n{exc}", file=sys.stderr)
         return 2
-    app = importlib.import_module(module).create_app(settings, config=config)
+    try:
+        app = importlib.import_module(module).create_app(settings, config=config)
+    except SettingsError as exc:  # a setting only the service reads (its database URL, say)
+        print(f"veille {name}: {exc}", file=sys.stderr)
+        return 2
     from nats.errors import Error as NatsError
 
     from veille.natsauth import describe_connect_error

@@ -73,3 +73,27 @@ def test_the_cli_tells_settings_mistakes_in_words(
     assert done.returncode in (1, 2), done
     assert said in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("mysql://veille@db/veille", "archive database 'mysql' is not supported"),
+        ("sqlite://", "SQLite needs a file"),
+    ],
+)
+def test_veille_run_archive_tells_a_bad_database_url_in_one_line(url: str, said: str, tmp_path: Path) -> None:
+    """A database URL the archive cannot use stops `veille run archive` with the reason, exit 2, no traceback."""
+    config = tmp_path / "veille.yaml"
+    config.write_text("version: 1\n", encoding="utf-8")
+    env = {**os.environ, "VEILLE_ARCHIVE_DATABASE_URL": url, "VEILLE_CONFIG": str(config)}
+    done = subprocess.run(
+        [sys.executable, "-m", "veille_cli", "run", "archive"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 2, done
+    assert said in done.stderr and "Traceback" not in done.stderr, done.stderr
