@@ -50,7 +50,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from services.archive.schema import alerts, mention_counts, mention_watches, mentions
+from services.archive.schema import COUNTS_GRAIN, alerts, mention_counts, mention_watches, mentions
 from veille.spikes import DetectorSettings, SpikeDetector
 
 __all__ = [
@@ -70,8 +70,6 @@ __all__ = [
 Dimension = Literal["stories", "sources", "sites", "terms"]
 DIMENSIONS: tuple[Dimension, ...] = ("stories", "sources", "sites", "terms")
 SENTIMENTS = ("negative", "neutral", "positive")
-COUNTS_GRAIN = 300
-"""Seconds per bucket of the pre-aggregated ``mention_counts`` (migration 0006)."""
 REPLAY_GRID = timedelta(days=7)
 """The baseline's replay starts on this grid (from the epoch, UTC), at least one warm-up before the range."""
 SNAPSHOT_EVERY = 288

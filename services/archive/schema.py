@@ -91,6 +91,9 @@ mention_watches = Table(
     Column("sentiment", Text, nullable=False),
 )
 
+COUNTS_GRAIN = 300
+"""Seconds per bucket of the pre-aggregated ``mention_counts`` (migration 0006)."""
+
 mention_counts = Table(
     "mention_counts",
     metadata,

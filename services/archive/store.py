@@ -48,7 +48,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.archive.clean import Cleaner
-from services.archive.schema import alerts, mentions
+from services.archive.schema import COUNTS_GRAIN, alerts, mentions
 from veille.models import MAX_NAME, MAX_SOURCE, MAX_TEXT, MAX_TITLE, MAX_URL, AlertRaised, MentionClassified
 
 __all__ = [
@@ -510,7 +510,7 @@ class ArchiveStore:
                     )
                     await conn.execute(
                         text("DELETE FROM mention_counts WHERE bucket < :bucket"),
-                        {"bucket": int(boundary.timestamp()) // 300},
+                        {"bucket": int(boundary.timestamp()) // COUNTS_GRAIN},
                     )
                 self._partitions.discard(month)
                 gone["partitions"] += 1
@@ -537,7 +537,7 @@ class ArchiveStore:
             async with self.engine.begin() as conn:
                 await conn.execute(
                     text("DELETE FROM mention_counts WHERE bucket < :bucket AND n = 0"),
-                    {"bucket": int(cutoff.timestamp()) // 300},
+                    {"bucket": int(cutoff.timestamp()) // COUNTS_GRAIN},
                 )
         return gone
 
