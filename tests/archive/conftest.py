@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.archive.api import ApiSettings
 from services.archive.app import ArchiveApp, create_app
-from services.archive.db import make_engine
+from services.archive.db import make_engine, migrate
 from tests.archive.postgres import PostgresServer, postgres_unavailable
 from veille import bus
 from veille.config import ArchiveConfig, VeilleConfig
@@ -46,6 +46,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'archive.sqlite3'}"
     server: PostgresServer = request.getfixturevalue("postgres")
     return server.create_database()
+
+
+@pytest.fixture
+async def writer(db_url: str) -> AsyncIterator[AsyncEngine]:
+    """A writing engine on a database migrated to the newest schema."""
+    engine = make_engine(make_url(db_url))
+    await migrate(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture

@@ -6,17 +6,14 @@ retention; and retention leaves no count behind."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.archive.aggregate import TopEntry, aggregations, top
-from services.archive.db import make_engine, migrate
+from services.archive.db import make_engine
 from services.archive.store import ArchiveStore
 from veille.models import MentionClassified, MentionIngested
 
@@ -49,16 +46,6 @@ def mention(i: int, at: datetime, *, version: int = 0, watches: list[str] | None
         watches=WATCHES[i % len(WATCHES)] if watches is None else watches,
         classified_at=NOW + timedelta(seconds=version),
     )
-
-
-@pytest.fixture
-async def writer(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(make_url(db_url))
-    await migrate(engine)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 def _utc(value: Any) -> datetime:

@@ -5,16 +5,13 @@ volume read from it is what counting the rows gives."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.archive.aggregate import volume
-from services.archive.db import make_engine, migrate
+from services.archive.db import make_engine
 from services.archive.store import ArchiveStore
 from veille.models import MentionClassified, MentionIngested
 
@@ -37,16 +34,6 @@ def mention(i: int, at: datetime, *, sentiment: str, watches: list[str], version
         watches=watches,
         classified_at=NOW + timedelta(seconds=version),
     )
-
-
-@pytest.fixture
-async def writer(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(make_url(db_url))
-    await migrate(engine)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def counts(engine: AsyncEngine) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
