@@ -56,6 +56,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "shared"), str(ROOT), str(ROOT / "bench")]
 
+from memory_bench import rss_mb, slope_mb_per_hour  # noqa: E402  # the service memory bench's sampling and slope
 from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine  # noqa: E402
 
@@ -450,28 +451,6 @@ async def service_drain(db_url: str, texts: list[Any], n: int, now: datetime) ->
         if child is not None:
             stop_archive(child)
         server.stop()
-
-
-def rss_mb(pid: int) -> float | None:
-    """Resident set size of ``pid`` in MiB (None once it is gone); as bench/memory_bench.py reads it."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def slope_mb_per_hour(points: list[tuple[float, float]]) -> float | None:
-    """Least-squares slope of (seconds, MiB) points, in MiB per hour (bench/memory_bench.py's)."""
-    if len(points) < 3:
-        return None
-    n = len(points)
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    var = sum((x - mx) ** 2 for x, _ in points)
-    return None if var == 0 else sum((x - mx) * (y - my) for x, y in points) / var * 3600
 
 
 async def memory_run(args: argparse.Namespace) -> dict[str, Any]:
