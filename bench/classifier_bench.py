@@ -187,12 +187,10 @@ def cpu_only(mentions: list[MentionIngested]) -> float:
         found = backend.analyze(text, lang)
         return found.label, found.score
 
-    classifier = Classifier(parse_config(CONFIG), score, detect_language)
+    classifier = Classifier(parse_config(CONFIG), score, detect_language, terms=mention_terms)
     started = time.perf_counter()
     for m in mentions:
-        found = classifier.classify(m)
-        if found.mention.watches:
-            mention_terms(found.body)
+        classifier.classify(m)
     return len(mentions) / (time.perf_counter() - started)
 
 

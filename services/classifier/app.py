@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import gc
 from collections import Counter as CounterOf
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -47,6 +48,8 @@ from veille.settings import ServiceSettings
 __all__ = ["ClassifierApp", "create_app"]
 
 NAME = "classifier"
+_SUBJECTS_KEPT = 4096
+"""Subjects remembered by :meth:`ClassifierApp._subject`."""
 log = structlog.get_logger("classifier")
 
 
@@ -104,11 +107,12 @@ class ClassifierApp:
             result = backend.analyze(text, lang)
             return result.label, result.score
 
-        self.classifier = Classifier(config, score, detect_language)
+        self.classifier = Classifier(config, score, detect_language, terms=mention_terms)
         self.sink = DeadLetterSink(NAME, self.metrics)
         self.broker: NatsBroker = make_broker(settings, NAME, self.metrics)
         self.js: JetStreamContext | None = None
         self.publisher = StreamPublisher()
+        self._subjects: dict[tuple[str, Callable[[str], str]], str] = {}
         self.consumer: BatchConsumer[MentionIngested] = BatchConsumer(
             service=NAME,
             consumer=bus.CLASSIFIER_CONSUMER,
@@ -156,7 +160,7 @@ class ClassifierApp:
                 mention = result.mention.mention
                 waits.append(
                     await publisher.publish(
-                        bus.classified_subject(mention.source),
+                        self._subject(mention.source, bus.classified_subject),
                         result.mention.model_dump_json().encode(),
                         {"Nats-Msg-Id": mention.id},
                     )
@@ -164,7 +168,9 @@ class ClassifierApp:
             for alert in alerts:
                 waits.append(
                     await publisher.publish(
-                        bus.alert_subject(alert.watch), alert.model_dump_json().encode(), _alert_headers(alert)
+                        self._subject(alert.watch, bus.alert_subject),
+                        alert.model_dump_json().encode(),
+                        _alert_headers(alert),
                     )
                 )
         except BaseException:
@@ -178,6 +184,20 @@ class ClassifierApp:
         if self.detection is not None:
             await self.detection.flush()
 
+    def _subject(self, name: str, subject: Callable[[str], str]) -> str:
+        """``subject(name)`` (a source's classified subject, a watch's alert subject), remembered.
+
+        Sources and watches are few; the table stops growing at :data:`_SUBJECTS_KEPT` names (a
+        hostile stream of made-up sources then costs the computation, never memory).
+        """
+        key = (name, subject)
+        found = self._subjects.get(key)
+        if found is None:
+            found = subject(name)
+            if len(self._subjects) < _SUBJECTS_KEPT:
+                self._subjects[key] = found
+        return found
+
     def _count(self, results: list[Classification]) -> None:
         """Add the batch's mentions to the detector's pending counts and the service metrics."""
         classified_by: CounterOf[tuple[str, str, str]] = CounterOf()
@@ -185,7 +205,7 @@ class ClassifierApp:
         for result in results:
             classified = result.mention
             if classified.watches and self.detection is not None:
-                self.detection.record(classified, mention_terms(result.body))
+                self.detection.record(classified, result.terms)
             source = bounded_label(classified.mention.source, KNOWN_SOURCES)
             lang = bounded_label(classified.lang or "und", KNOWN_LANGUAGES)
             classified_by[source, lang, classified.sentiment] += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from veille.config import VeilleConfig, Watch
 from veille.models import AlertRaised, MentionClassified, MentionIngested, SampleMention, Sentiment
@@ -16,6 +16,7 @@ __all__ = ["Classification", "Classifier", "SentimentFn", "alert_id", "document_
 
 SentimentFn = Callable[[str, str | None], tuple[Sentiment, float]]
 LanguageFn = Callable[[str, str | None], str | None]
+TermsFn = Callable[[str], list[str]]
 
 
 def alert_id(watch: str, kind: str, key: str) -> str:
@@ -38,11 +39,18 @@ def document_for(mention: MentionIngested, lang: str | None) -> Document:
 
 @dataclass(frozen=True)
 class Classification:
-    """What the classifier makes of one mention."""
+    """What the classifier makes of one mention.
+
+    ``terms`` are the classifier's ``terms`` function of ``body`` (the service gives it
+    :func:`~services.classifier.surges.mention_terms`, what a watch's buckets count) for a mention
+    that matches a watch, empty otherwise or without that function: computed right after matching,
+    while the body's words are still in :func:`veille.text.normalise_for_match`'s small cache.
+    """
 
     mention: MentionClassified
     alerts: list[AlertRaised]
     body: str = ""
+    terms: list[str] = field(default_factory=list)
 
 
 class Classifier:
@@ -66,6 +74,7 @@ class Classifier:
         *,
         stories: StoryIndex | None = None,
         cache_size: int = 4096,
+        terms: TermsFn | None = None,
     ) -> None:
         """Build the matcher for ``config``'s watches with the given sentiment and language functions."""
         self.config = config
@@ -74,6 +83,7 @@ class Classifier:
         self.index = WatchIndex({w.name: w.query for w in config.watches})
         self.sentiment = sentiment
         self.language = language
+        self.terms = terms
         self.cache_size = cache_size
         self._analyzed: OrderedDict[tuple[str, str | None], tuple[str | None, Sentiment, float]] = OrderedDict()
 
@@ -125,7 +135,8 @@ class Classifier:
             and label == "negative"
             and score <= self.watches[name].negative_threshold
         ]
-        return Classification(classified, alerts, body)
+        terms = self.terms(body) if watches and self.terms is not None else []
+        return Classification(classified, alerts, body, terms)
 
     @staticmethod
     def _negative_alert(watch: Watch, classified: MentionClassified) -> AlertRaised:

@@ -79,6 +79,11 @@ MAX_CANDIDATES: Final = 16
 MAX_POSTINGS: Final = 32
 """A hash shared by many texts (a common phrase) keeps only its most recent sketches in the index."""
 
+SKETCHES_KEPT: Final = 1024
+"""Sketches of recent texts remembered, so a syndicated copy is not hashed again."""
+SKETCH_KEY_CHARS: Final = 4000
+"""Only texts up to this length are remembered (bounds the table to a few MB)."""
+
 _MASK: Final = (1 << 64) - 1
 _RT_RE = re.compile(r"^\s*(?:(?:RT|MT)\s+@[\w.\-]+\s*:?\s*)+", re.IGNORECASE)
 _VIA_RE = re.compile(r"\s+(?:via|by)\s+@[\w.\-]+\s*$", re.IGNORECASE)
@@ -93,7 +98,9 @@ def story_text(text: str) -> list[str]:
     :data:`MAX_WORDS` words are kept.
     """
     text = text[: MAX_WORDS * 30]
-    text = _URL_RE.sub(" ", _VIA_RE.sub("", _RT_RE.sub("", text)))
+    if "@" in text:  # both a retweet prefix and a trailing "via @bob" name someone
+        text = _VIA_RE.sub("", _RT_RE.sub("", text))
+    text = _URL_RE.sub(" ", text)
     return normalise_for_match(text)[:MAX_WORDS]
 
 
@@ -228,6 +235,7 @@ class StoryIndex:
         self.ttl = ttl.total_seconds()
         self._entries: OrderedDict[int, _Entry] = OrderedDict()  # least recently seen first
         self._postings: dict[int, list[int]] = {}
+        self._sketches: dict[str, Sketch] = {}  # oldest first
         self._next = 0
         self._now = float("-inf")
         self._assigned = 0
@@ -252,7 +260,7 @@ class StoryIndex:
         now = _seconds(ts)
         self._now = max(self._now, now)
         self._expire()
-        found = sketch(story_text(text))
+        found = self._sketch(text)
         if not found.hashes:
             self._new += 1
             return new_story_id(mention_id)
@@ -270,6 +278,22 @@ class StoryIndex:
             self._new += 1
         self._add(_Entry(story_id, found, now))
         return story_id
+
+    def _sketch(self, text: str) -> Sketch:
+        """``sketch(story_text(text))``, remembered for the last :data:`SKETCHES_KEPT` texts.
+
+        A sketch is a pure function of the text, and syndicated copies repeat it word for word; only
+        texts up to :data:`SKETCH_KEY_CHARS` characters are remembered, so the table stays small.
+        """
+        if len(text) > SKETCH_KEY_CHARS:
+            return sketch(story_text(text))
+        sketches = self._sketches
+        found = sketches.get(text)
+        if found is None:
+            found = sketches[text] = sketch(story_text(text))
+            if len(sketches) > SKETCHES_KEPT:
+                del sketches[next(iter(sketches))]
+        return found
 
     def _nearest(self, found: Sketch) -> tuple[int, float] | None:
         """Return the most similar live near-duplicate entry and its Jaccard similarity, if any."""

@@ -169,10 +169,15 @@ class PreparedDocument:
     def _build(self, scope: Scope) -> dict[str, list[int]]:
         doc = self.document
         out: dict[str, list[int]] = {}
+        get = out.get
         if scope == "default":
             title = normalise_for_match(doc.title) if doc.title else []
             for i, word in enumerate(title):
-                out.setdefault(word, []).append(i)
+                found = get(word)
+                if found is None:
+                    out[word] = [i]
+                else:
+                    found.append(i)
             offset = len(title) + TITLE_TEXT_GAP if title else 0
             words = normalise_for_match(doc.text) if doc.text else []
         else:
@@ -180,7 +185,11 @@ class PreparedDocument:
             raw = {"title": doc.title, "text": doc.text, "url": doc.url, "author": doc.author}[scope]
             words = normalise_for_match(raw) if raw else []
         for i, word in enumerate(words, offset):
-            out.setdefault(word, []).append(i)
+            found = get(word)
+            if found is None:
+                out[word] = [i]
+            else:
+                found.append(i)
         return out
 
     def wildcard_positions(

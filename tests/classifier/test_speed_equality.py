@@ -1,0 +1,149 @@
+"""The classifier's speed-ups give the same answers as the plain code they replace (issue 17).
+
+Each test runs a fast path and the reference (the code before it, kept here) over the real English and
+French dev tweets of ../shared/data/sentiment (skipped when absent) plus texts made to hit the edge
+cases (retweet prefixes, ``via @bob``, URLs, titles), and requires equal outputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.classifier.logic import Classifier
+from services.classifier.surges import mention_terms
+from tests.helpers.shared_data import requires_shared_data, shared_data
+from veille.config import parse_config
+from veille.language import detect_language
+from veille.models import MentionIngested
+from veille.query import Document
+from veille.query.document import TITLE_TEXT_GAP, PreparedDocument
+from veille.stories import MAX_WORDS, Sketch, StoryIndex, sketch, story_text
+from veille.text import normalise_for_match
+
+pytestmark = requires_shared_data("sentiment", "en_tweets_dev.csv")
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+EDGE_CASES = [
+    "RT @bob: Acme is down again https://t.co/xyz",
+    "rt @bob.smith: mt @alice: Acme panne générale",
+    "Acme recall announced today via @reuters",
+    "Acme recall announced today by @afp_fr  ",
+    "Read www.example.com/acme and HTTPS://EXAMPLE.COM/x about Acme",
+    "email me at bob@example.com about Acme",
+    "",
+    "@@@",
+    "L'entreprise a DÉÇU ses clients ! Acme #fail",
+]
+
+
+def tweets() -> list[str]:
+    out = []
+    for name in ("en_tweets_dev.csv", "fr_tweets_dev.csv"):
+        with shared_data("sentiment", name).open(encoding="utf-8", newline="") as handle:
+            out.extend(row["text"] for row in csv.DictReader(handle) if (row.get("text") or "").strip())
+    return out + EDGE_CASES
+
+
+def texts_with_repeats() -> list[str]:
+    """The tweets, a quarter of them repeated later (syndicated copies), in a fixed shuffled order."""
+    rng = random.Random(7)
+    base = tweets()
+    out = list(base)
+    out += [rng.choice(base) for _ in range(len(base) // 4)]
+    rng.shuffle(out)
+    return out
+
+
+_RT_RE = re.compile(r"^\s*(?:(?:RT|MT)\s+@[\w.\-]+\s*:?\s*)+", re.IGNORECASE)
+_VIA_RE = re.compile(r"\s+(?:via|by)\s+@[\w.\-]+\s*$", re.IGNORECASE)
+_URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+
+
+def reference_story_text(text: str) -> list[str]:
+    """``story_text`` before it skipped the two ``@`` patterns on texts without an ``@``."""
+    text = text[: MAX_WORDS * 30]
+    text = _URL_RE.sub(" ", _VIA_RE.sub("", _RT_RE.sub("", text)))
+    return normalise_for_match(text)[:MAX_WORDS]
+
+
+class ReferenceStories(StoryIndex):
+    """A story index that sketches every text afresh (no table of recent sketches)."""
+
+    def _sketch(self, text: str) -> Sketch:
+        return sketch(reference_story_text(text))
+
+
+def test_story_words_are_those_of_the_plain_regexes() -> None:
+    """Texts with and without ``@``, URLs and retweet prefixes give the same story words."""
+    for text in tweets():
+        assert story_text(text) == reference_story_text(text), text
+
+
+def test_story_ids_are_those_of_fresh_sketches() -> None:
+    """Remembering the sketches of recent texts gives every mention the story id fresh sketches give."""
+    texts = texts_with_repeats()
+    fast, reference = StoryIndex(), ReferenceStories()
+    for i, text in enumerate(texts):
+        ts = T0 + timedelta(seconds=i)
+        assert fast.assign(f"m{i}", text, ts) == reference.assign(f"m{i}", text, ts), text
+    assert fast.stats() == reference.stats()
+
+
+def test_the_sketch_table_stays_bounded() -> None:
+    """However many distinct texts go by, at most SKETCHES_KEPT sketches are remembered, none over the size cap."""
+    from veille.stories import SKETCH_KEY_CHARS, SKETCHES_KEPT
+
+    index = StoryIndex()
+    for i in range(SKETCHES_KEPT + 300):
+        index.assign(f"m{i}", f"acme story number {i} with some words", T0 + timedelta(seconds=i))
+    index.assign("long", "word " * SKETCH_KEY_CHARS, T0 + timedelta(hours=1))
+    assert len(index._sketches) == SKETCHES_KEPT
+    assert all(len(text) <= SKETCH_KEY_CHARS for text in index._sketches)
+
+
+def reference_positions(doc: Document) -> dict[str, list[int]]:
+    """``PreparedDocument.positions("default")`` before it stopped using ``setdefault``."""
+    out: dict[str, list[int]] = {}
+    title = normalise_for_match(doc.title) if doc.title else []
+    for i, word in enumerate(title):
+        out.setdefault(word, []).append(i)
+    offset = len(title) + TITLE_TEXT_GAP if title else 0
+    for i, word in enumerate(normalise_for_match(doc.text) if doc.text else [], offset):
+        out.setdefault(word, []).append(i)
+    return out
+
+
+def test_document_positions_are_unchanged() -> None:
+    """Word positions (title, then text after the gap) are the same, with and without a title."""
+    texts = tweets()
+    for i, text in enumerate(texts):
+        title = texts[i - 1] if i % 3 == 0 else None
+        doc = Document(text=text, title=title)
+        assert PreparedDocument(doc).positions("default") == reference_positions(doc)
+
+
+CONFIG = parse_config(
+    "version: 1\nwatches:\n"
+    "  - name: acme\n    query: 'acme OR \"acme corp\"'\n"
+    "  - name: love\n    query: 'love OR amour'\n"
+)
+
+
+@pytest.mark.parametrize("title", [None, "Acme news"])
+def test_classification_carries_the_terms_its_buckets_count(title: str | None) -> None:
+    """A matching mention's terms are ``mention_terms`` of its body; a mention matching nothing has none."""
+    classifier = Classifier(CONFIG, lambda text, lang: ("neutral", 0.0), detect_language, terms=mention_terms)
+    matched = 0
+    for i, text in enumerate(tweets()):
+        found = classifier.classify(MentionIngested(id=f"m{i}", source="rss", text=text, title=title))
+        if found.mention.watches:
+            matched += 1
+            assert found.terms == mention_terms(found.body)
+        else:
+            assert found.terms == []
+    assert matched > 20
