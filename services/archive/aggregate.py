@@ -20,9 +20,14 @@ or before ``since - warmup``), so every range starting in the same week replays 
 a bucket's baseline does not move when the range's start does; and the process keeps the last
 replays (:data:`REPLAYS_KEPT`, copies of the detector once a day and near the end), so a repeated
 call, or one that a new mention changed only near the end, replays only from the first count that
-differs. The result is the same floats as a replay from scratch; the first call for a watch costs
-about 100 µs of CPU per 5-minute bucket (26,000 buckets in 90 days), run in a worker thread so the
-event loop stays free. It is a replay over the archive, not the live detector's memory: the archive buckets
+differs. A replay that stepped over a day of buckets or more is also written to ``volume_baselines``
+(migration 0008: the counts it was fed, its expectations, the detector's state once a day), so the
+first call of a new process resumes it the same way instead of replaying everything. The result is
+the same floats as a replay from scratch (the detector's state survives JSON exactly); a replay from
+scratch costs about 100 µs of CPU per 5-minute bucket (28,000 buckets for 90 days), run in a worker
+thread so the event loop stays free. ``volume_baselines`` is a cache the readers write: a write that
+fails (a read-only role) is logged and changes no answer; rows not written for
+:data:`PERSISTED_DAYS` days go when their watch's next one is written. It is a replay over the archive, not the live detector's memory: the archive buckets
 mentions by their published time (the archive's ``ts``), the classifier by ingested time, and a
 configuration changed since then replays with today's settings; so it shows what the detector makes
 of this history, and an alert's own ``observed``/``expected`` (from the archived ``alerts`` table, what
@@ -36,21 +41,27 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Integer, and_, func, select
+import structlog
+from sqlalchemy import ColumnElement, Integer, and_, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from services.archive.schema import COUNTS_GRAIN, alerts, mention_counts, mention_watches, mentions
+from services.archive.schema import COUNTS_GRAIN, alerts, mention_counts, mention_watches, mentions, volume_baselines
 from veille.spikes import DetectorSettings, SpikeDetector
 
 __all__ = [
@@ -78,11 +89,17 @@ TAIL_SNAPSHOT = 12
 """... and one this-many buckets before its end (an hour of 5-minute buckets): where the next call resumes."""
 REPLAYS_KEPT = 16
 """Replays kept in the process (least recently used dropped first): a few dozen MB at most."""
+PERSIST_AFTER = SNAPSHOT_EVERY
+"""A replay that stepped the detector over at least this many buckets is written to ``volume_baselines``
+(migration 0008), so that the next process resumes it instead of replaying them again."""
+PERSISTED_DAYS = 14
+"""Rows of ``volume_baselines`` not written for this many days are deleted when their watch's is written."""
 MAX_BUCKETS = 5_000
 """Most display buckets one volume query returns (a wider bucket is asked for instead)."""
 TERMS_SAMPLE = 2_000
 """Top terms are counted over the newest this-many mentions of the range (texts are read, not indexes)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+log = structlog.get_logger("archive.aggregate")
 _NICE = [timedelta(minutes=m) for m in (5, 10, 15, 30, 60, 180, 360, 720, 1440, 10080)]
 
 
@@ -259,6 +276,7 @@ async def volume(
     # buckets from the replay's start (totals only)
     width_s = int(width.total_seconds())
     totals: dict[int, int] = {}
+    step_s = int(step.total_seconds())
     async with engine.connect() as conn:
         for index, sentiment, n in await _counts(conn, watch, first, end, width_s):
             target = by_start.get(_EPOCH + timedelta(seconds=index * width_s))
@@ -268,13 +286,11 @@ async def volume(
             if sentiment in SENTIMENTS:
                 setattr(target, sentiment, getattr(target, sentiment) + n)
         if baseline:
-            step_s = int(step.total_seconds())
             for index, _, n in await _counts(conn, watch, read_from, end, step_s, by_sentiment=False):
                 totals[index] = totals.get(index, 0) + n
         alert_rows = await _alerts(conn, watch=watch, since=start, until=end)
     if baseline:
-        key_ = (engine.url.render_as_string(hide_password=True), watch, settings)
-        expected = await asyncio.to_thread(_replay, key_, totals, settings, read_from, end)
+        expected = await _baseline(engine, watch, totals, settings, read_from, end)
         _sum_expected(buckets, by_start, expected, settings.bucket, width)
     return VolumeSeries(watch, start, end, width, step, buckets, alert_rows)
 
@@ -318,13 +334,20 @@ async def _counts(
     c = mention_counts.c
     group = (c.bucket // (grain // COUNTS_GRAIN)).label("g")
     split: list[Any] = [c.sentiment] if by_sentiment else []
-    add(
-        await conn.execute(
-            select(group, *split, func.sum(c.n))
-            .where(c.watch == watch, c.bucket >= low, c.bucket < high, c.n != 0)
-            .group_by(group, *split)
-        )
-    )
+    scope_ = (c.watch == watch, c.bucket >= low, c.bucket < high, c.n != 0)
+    if grain == COUNTS_GRAIN and by_sentiment:  # the table's own rows: nothing to group
+        counted = select(c.bucket, c.sentiment, c.n).where(*scope_)
+    else:
+        counted = select(group, *split, func.sum(c.n).label("n")).where(*scope_).group_by(group, *split)
+    if conn.dialect.name == "postgresql":
+        # tens of thousands of buckets as arrays in one row (read by index only: migration 0008): the
+        # driver decodes them in a few ms, where as many result rows cost a fifth of a second of Python
+        inner = counted.subquery()
+        arrays = (await conn.execute(select(*(func.array_agg(col) for col in inner.c)))).one()
+        if arrays[0]:
+            out.extend((int(v[0]), v[1] if by_sentiment else None, int(v[-1])) for v in zip(*arrays, strict=True))
+    else:
+        add(await conn.execute(counted))
     tail = _EPOCH + timedelta(seconds=max(high, low) * COUNTS_GRAIN)
     if tail < end:
         index = int((tail - _EPOCH).total_seconds()) // grain
@@ -343,12 +366,13 @@ def replay_start(first: datetime, settings: DetectorSettings) -> datetime:
 @dataclass
 class _Replay:
     """A replay kept for the next call: its first detector bucket, the counts it was fed, what it
-    expected for each bucket, and copies of the detector before some buckets (by offset)."""
+    expected for each bucket, and copies of the detector before some buckets (by offset): a
+    detector, or its :meth:`SpikeDetector.to_state` when read back from ``volume_baselines``."""
 
     start: int
     counts: list[int]
     expected: list[float]
-    snapshots: dict[int, SpikeDetector]
+    snapshots: dict[int, SpikeDetector | dict[str, Any]]
 
 
 _REPLAYS: OrderedDict[tuple[Any, ...], _Replay] = OrderedDict()
@@ -356,42 +380,143 @@ _REPLAYS_LOCK = threading.Lock()
 
 
 def clear_replay_cache() -> None:
-    """Forget every kept replay (benchmarks time a first call with it)."""
+    """Forget every replay kept in this process (the ones in ``volume_baselines`` stay: a new process)."""
     with _REPLAYS_LOCK:
         _REPLAYS.clear()
 
 
+def settings_digest(settings: DetectorSettings) -> str:
+    """A short digest of the detector's settings: a persisted replay is resumed only with the same ones."""
+    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:24]
+
+
+async def _baseline(
+    engine: AsyncEngine,
+    watch: str,
+    counts: dict[int, int],
+    settings: DetectorSettings,
+    read_from: datetime,
+    end: datetime,
+) -> dict[int, float]:
+    """The detector's expectations (:func:`_replay`), resumed from the replay this process keeps, else
+    from the one ``volume_baselines`` keeps; a replay that stepped over many buckets is written back."""
+    if not counts:
+        return {}
+    step = settings.bucket
+    start = max(min(counts), (read_from - _EPOCH) // step)
+    key = (engine.url.render_as_string(hide_password=True), watch, settings)
+    digest = settings_digest(settings)
+    with _REPLAYS_LOCK:
+        kept = _REPLAYS.get((*key, start))
+    if kept is None:
+        kept = await _load_replay(engine, watch, digest, start)
+        if kept is not None:
+            with _REPLAYS_LOCK:
+                _REPLAYS.setdefault((*key, start), kept)
+    expected, replayed, replay = await asyncio.to_thread(_replay, key, counts, settings, read_from, end)
+    if replayed >= PERSIST_AFTER:
+        await _store_replay(engine, watch, digest, replay)
+    return expected
+
+
+async def _load_replay(engine: AsyncEngine, watch: str, digest: str, start: int) -> _Replay | None:
+    """The replay ``volume_baselines`` keeps for (watch, settings, start), or None (none, or unreadable)."""
+    b = volume_baselines.c
+    try:
+        async with engine.connect() as conn:
+            blob = (
+                await conn.execute(select(b.state).where(b.watch == watch, b.settings == digest, b.start == start))
+            ).scalar()
+    except SQLAlchemyError as exc:  # an archive without the table (not migrated): replay from scratch
+        log.warning("volume_baseline_unreadable", watch=watch, error=str(exc).splitlines()[0])
+        return None
+    if blob is None:
+        return None
+    try:
+        return await asyncio.to_thread(_decode_replay, start, bytes(blob))
+    except (ValueError, KeyError, TypeError, zlib.error) as exc:
+        log.warning("volume_baseline_undecodable", watch=watch, error=str(exc))
+        return None
+
+
+def _decode_replay(start: int, blob: bytes) -> _Replay:
+    data = json.loads(zlib.decompress(blob))
+    counts = [int(n) for n in data["counts"]]
+    expected = [float(x) for x in data["expected"]]
+    if len(counts) != len(expected):
+        raise ValueError("counts and expectations differ in length")
+    snapshots: dict[int, SpikeDetector | dict[str, Any]] = {int(o): dict(v) for o, v in data["snapshots"].items()}
+    return _Replay(start, counts, expected, snapshots)
+
+
+def _encode_replay(replay: _Replay) -> bytes:
+    snapshots = {str(o): (d if isinstance(d, dict) else d.to_state()) for o, d in sorted(replay.snapshots.items())}
+    data = {"counts": replay.counts, "expected": replay.expected, "snapshots": snapshots}
+    return zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 1)
+
+
+async def _store_replay(engine: AsyncEngine, watch: str, digest: str, replay: _Replay) -> None:
+    """Write ``replay`` to ``volume_baselines`` (a cache: a failure is logged and changes no answer)."""
+    blob = await asyncio.to_thread(_encode_replay, replay)
+    now = datetime.now(UTC)
+    b = volume_baselines.c
+    values = {"watch": watch, "settings": digest, "start": replay.start, "state": blob, "updated_at": now}
+    try:
+        async with engine.begin() as conn:
+            insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            statement = insert(volume_baselines).values(**values)
+            statement = statement.on_conflict_do_update(
+                index_elements=[b.watch, b.settings, b.start],
+                set_={"state": statement.excluded.state, "updated_at": statement.excluded.updated_at},
+            )
+            await conn.execute(statement)
+            await conn.execute(
+                delete(volume_baselines).where(b.watch == watch, b.updated_at < now - timedelta(days=PERSISTED_DAYS))
+            )
+    except SQLAlchemyError as exc:  # read-only role, locked database: the next process replays again
+        log.warning("volume_baseline_not_kept", watch=watch, error=str(exc).splitlines()[0])
+
+
 def _replay(
     key: tuple[Any, ...], counts: dict[int, int], settings: DetectorSettings, read_from: datetime, end: datetime
-) -> dict[int, float]:
+) -> tuple[dict[int, float], int, _Replay]:
     """The detector's expectation for each of its buckets from the first counted one (not before
-    ``read_from``) to ``end``'s: a fresh detector stepped causally over the counts.
+    ``read_from``) to ``end``'s: a fresh detector stepped causally over the counts; with how many
+    buckets it stepped over in this call, and the replay kept.
 
     The same inputs always give the same floats: a replay kept from an earlier call (same watch,
     settings and first bucket) is resumed from its copy of the detector at the last snapshot before
     the first count that differs, so a new mention in the last minutes replays only the last hours.
     """
     step = settings.bucket
-    if not counts:
-        return {}  # no mention at all: nothing learned, no baseline to show
     start = max(min(counts), (read_from - _EPOCH) // step)
     stop = (end - _EPOCH) // step
     series = [counts.get(index, 0) for index in range(start, stop + 1)]
     with _REPLAYS_LOCK:
         kept = _REPLAYS.get((*key, start))
-    offset, detector, expected, snapshots = 0, SpikeDetector(settings), [], {}
+    offset, detector, expected = 0, SpikeDetector(settings), []
+    snapshots: dict[int, SpikeDetector | dict[str, Any]] = {}
     if kept is not None:
         same = 0
         limit = min(len(kept.counts), len(series))
         while same < limit and kept.counts[same] == series[same]:
             same += 1
-        usable = [o for o in kept.snapshots if o <= same]
-        if usable:
-            offset = max(usable)
-            detector = copy.deepcopy(kept.snapshots[offset])
+        for usable in sorted((o for o in kept.snapshots if o <= same), reverse=True):
+            snapshot = kept.snapshots[usable]
+            try:
+                detector = (
+                    SpikeDetector.from_state(settings, snapshot)
+                    if isinstance(snapshot, dict)
+                    else copy.deepcopy(snapshot)
+                )
+            except (ValueError, KeyError, TypeError):  # a state this version cannot read: an earlier one
+                continue
+            offset = usable
             expected = kept.expected[:offset]
             snapshots = {o: d for o, d in kept.snapshots.items() if o <= offset}
+            break
     tail = max(0, len(series) - TAIL_SNAPSHOT)
+    replayed = len(series) - offset
     for j in range(offset, len(series)):
         if (j % SNAPSHOT_EVERY == 0 or j == tail) and j not in snapshots:
             snapshots[j] = copy.deepcopy(detector)
@@ -400,12 +525,13 @@ def _replay(
         detector.update(moment, series[j])
     # keep the day snapshots and the one near the end (where the next call most likely differs)
     snapshots = {o: d for o, d in snapshots.items() if o % SNAPSHOT_EVERY == 0 or o == tail}
+    replay = _Replay(start, series, expected, snapshots)
     with _REPLAYS_LOCK:
-        _REPLAYS[(*key, start)] = _Replay(start, series, expected, snapshots)
+        _REPLAYS[(*key, start)] = replay
         _REPLAYS.move_to_end((*key, start))
         while len(_REPLAYS) > REPLAYS_KEPT:
             _REPLAYS.popitem(last=False)
-    return {start + j: value for j, value in enumerate(expected)}
+    return {start + j: value for j, value in enumerate(expected)}, replayed, replay
 
 
 def _sum_expected(

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     Table,
     Text,
@@ -41,6 +43,7 @@ __all__ = [
     "mention_watches",
     "mentions",
     "metadata",
+    "volume_baselines",
 ]
 
 VERSION_TABLE = "archive_alembic_version"
@@ -125,3 +128,15 @@ alerts = Table(
     Column("payload", _JSON, nullable=False, doc="the whole AlertRaised message"),
     Column("archived_at", _TIME, nullable=False),
 )
+
+volume_baselines = Table(
+    "volume_baselines",
+    metadata,
+    Column("watch", Text, primary_key=True),
+    Column("settings", Text, primary_key=True, doc="a digest of the detector's settings"),
+    Column("start", BigInteger, primary_key=True, doc="the replay's first 5-minute bucket (epoch / width)"),
+    Column("state", LargeBinary, nullable=False, doc="zlib-compressed JSON: counts, expected, detector states"),
+    Column("updated_at", _TIME, nullable=False),
+)
+"""The volume baseline's detector replays, kept for the next process (migration 0008; a cache the
+readers write, see ``aggregate.volume``)."""
