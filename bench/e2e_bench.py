@@ -132,15 +132,17 @@ class Sink:
     def __init__(self) -> None:
         self.port = free_port()
         self.arrived: dict[str, float] = {}
+        self.arrived_wall: dict[str, float] = {}
         self.requests = 0
 
     async def _post(self, request: web.Request) -> web.Response:
-        now = time.perf_counter()
+        now, wall = time.perf_counter(), time.time()
         body = json.loads(await request.read())
         self.requests += 1
         for alert in body.get("data", {}).get("alerts", []):
             for sample in alert.get("samples", [])[:1]:
                 self.arrived.setdefault(sample["id"], now)
+                self.arrived_wall.setdefault(sample["id"], wall)
         return web.json_response({"ok": True})
 
     async def start(self) -> None:
@@ -342,6 +344,86 @@ async def stage_lags(js: Any) -> dict[str, int | None]:
     }
 
 
+async def stored_at(js: Any, stream: str, key: Callable[[Any], str | None]) -> dict[str, float]:
+    """When each message of ``stream`` was stored (JetStream's timestamp, epoch seconds), by ``key(msg)``.
+
+    Read after the run through an ephemeral consumer without acks, so it costs the stack nothing while
+    the run is measured.
+    """
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    out: dict[str, float] = {}
+    total = await count(js, stream)
+    if total == 0:
+        return out
+    sub = await js.pull_subscribe(
+        ">",
+        stream=stream,
+        config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=30.0),
+    )
+    try:
+        got = 0
+        while got < total:
+            try:
+                msgs = await sub.fetch(1000, timeout=2)
+            except TimeoutError:
+                break
+            got += len(msgs)
+            for msg in msgs:
+                name = key(msg)
+                if name is not None:
+                    out.setdefault(name, msg.metadata.timestamp.timestamp())
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return out
+
+
+def _msg_id(msg: Any) -> str | None:
+    return (msg.headers or {}).get("Nats-Msg-Id")
+
+
+def _alert_sample(msg: Any) -> str | None:
+    """The mention an alert is about (its first sample): what the webhook sink keys arrivals by."""
+    try:
+        samples = json.loads(msg.data).get("samples") or []
+    except ValueError:
+        return None
+    return str(samples[0]["id"]) if samples else None
+
+
+def hops(
+    sent: dict[str, float], classified: dict[str, float], alerted: dict[str, float], arrived: dict[str, float]
+) -> dict[str, dict[str, float | None]]:
+    """Per stage, the p50/p95/p99/max in ms over the alerts that reached the webhook (wall clocks, one machine).
+
+    publish -> classified: the mention waited for and went through the classifier (stored in
+    VEILLE_CLASSIFIED); classified -> alert: the alert stored after the classified mention;
+    alert -> webhook: the notifier (fetch, record, flush, claim, POST) and the sink's receipt.
+    """
+    legs: dict[str, list[float]] = {"publish_to_classified": [], "classified_to_alert": [], "alert_to_webhook": []}
+    for mid, at in arrived.items():
+        if mid not in sent or mid not in classified or mid not in alerted:
+            continue
+        legs["publish_to_classified"].append((classified[mid] - sent[mid]) * 1000)
+        legs["classified_to_alert"].append((alerted[mid] - classified[mid]) * 1000)
+        legs["alert_to_webhook"].append((at - alerted[mid]) * 1000)
+    return {
+        leg: {
+            "n": len(values),
+            "p50_ms": _round(pct(values, 50)),
+            "p95_ms": _round(pct(values, 95)),
+            "p99_ms": _round(pct(values, 99)),
+            "max_ms": _round(max(values)) if values else None,
+        }
+        for leg, values in legs.items()
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of process ``pid`` so far (None once it is gone)."""
     try:
@@ -401,6 +483,7 @@ async def latency_run(
         mentions = tweet_mentions(n, BRANDS, seed=seed, match_share=0.3, prefix=f"lat{int(rate)}")
         payloads = [(m.id, m.model_dump_json().encode()) for m in mentions]
         sent: dict[str, float] = {}
+        sent_wall: dict[str, float] = {}
         samples: list[dict[str, Any]] = []
         pids = _pids(stack, server)
         stop_sampling = asyncio.Event()
@@ -423,6 +506,7 @@ async def latency_run(
                 if delay > 0:
                     await asyncio.sleep(delay)
                 sent[mid] = time.perf_counter()
+                sent_wall[mid] = time.time()
                 acks.append(await publisher.publish(subject, data, headers={"Nats-Msg-Id": mid}))
             published = time.perf_counter()
             achieved = n / (published - started)
@@ -455,6 +539,13 @@ async def latency_run(
             drained_at = time.perf_counter()
             stop_sampling.set()
             await sampler
+            # where the time went, per stage, read from the streams' own timestamps once the run is over
+            stages = hops(
+                sent_wall,
+                await stored_at(js, bus.CLASSIFIED.name, _msg_id),
+                await stored_at(js, bus.ALERTS.name, _alert_sample),
+                sink.arrived_wall,
+            )
         finally:
             stop_sampling.set()
             await publisher.stop()
@@ -483,6 +574,7 @@ async def latency_run(
         "p95_ms": _finite(pct(lat, 95)),
         "p99_ms": _finite(pct(lat, 99)),
         "max_ms": _finite(max(lat)) if lat else None,
+        "stages": stages,
         "lag_at_end": lag_end,
         "lag_max": {stage: max((s[stage] or 0 for s in samples), default=None) for stage in ("classifier", "notifier")},
         "alerts_raised_webhooked_at_end": [alerts_at_end, arrived_at_end],
@@ -511,7 +603,8 @@ def _brief(row: dict[str, Any]) -> str:
         f"p50 {_ms(row['p50_ms'])} p95 {_ms(row['p95_ms'])} p99 {_ms(row['p99_ms'])} max {_ms(row['max_ms'])} ms; "
         f"lag at end {row['lag_at_end']} (max {row['lag_max']}), drained {row['drain_s_after_publishing']} s after; "
         f"kept up: {row['kept_up']}; load {row['loadavg_start']} -> {row['loadavg_end']}; "
-        f"CPU share {row['cpu_share_of_a_core']}"
+        f"CPU share {row['cpu_share_of_a_core']}; stages p50/p99 ms "
+        + ", ".join(f"{leg} {_ms(v['p50_ms'])}/{_ms(v['p99_ms'])}" for leg, v in row["stages"].items())
     )
 
 
