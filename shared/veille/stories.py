@@ -195,11 +195,6 @@ def _seconds(ts: datetime | float) -> float:
     return ts.timestamp() if isinstance(ts, datetime) else float(ts)
 
 
-def _by_count_then_age(item: tuple[int, int]) -> tuple[int, int]:
-    """Candidates sharing the most indexed hashes first, the oldest entry first among equals."""
-    return -item[1], item[0]
-
-
 class _Entry:
     __slots__ = ("hashes", "last_seen", "size", "story_id")
 
@@ -305,11 +300,15 @@ class StoryIndex:
         if not hits:
             return None
         counts = Counter(hits)
-        ranked = sorted(counts.items(), key=_by_count_then_age)[:MAX_CANDIDATES]
+        # Most shared hashes first, the oldest entry first among equals (ids grow with age): sorted
+        # by id, then a stable sort on the count alone (``reverse`` keeps equal counts in id order).
+        ranked = sorted(counts)
+        ranked.sort(key=counts.__getitem__, reverse=True)
+        del ranked[MAX_CANDIDATES:]
         horizon = self._now - self.ttl
         found_hashes, found_set, found_size = found.hashes, set(found.hashes), found.size
         best: tuple[int, float, float] | None = None  # entry, jaccard, score
-        for entry_id, _ in ranked:
+        for entry_id in ranked:
             entry = self._entries[entry_id]
             if entry.last_seen < horizon:
                 continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import random
 import re
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,7 +23,20 @@ from veille.language import detect_language
 from veille.models import MentionIngested
 from veille.query import Document
 from veille.query.document import TITLE_TEXT_GAP, PreparedDocument
-from veille.stories import MAX_WORDS, Sketch, StoryIndex, sketch, story_text
+from veille.stories import (
+    CONTAINMENT_THRESHOLD,
+    INDEXED_HASHES,
+    JACCARD_THRESHOLD,
+    MAX_CANDIDATES,
+    MAX_WORDS,
+    MIN_CONTAINED_SHINGLES,
+    REFRESH_THRESHOLD,
+    Sketch,
+    StoryIndex,
+    _compare,
+    sketch,
+    story_text,
+)
 from veille.text import normalise_for_match
 
 pytestmark = requires_shared_data("sentiment", "en_tweets_dev.csv")
@@ -72,10 +86,36 @@ def reference_story_text(text: str) -> list[str]:
 
 
 class ReferenceStories(StoryIndex):
-    """A story index that sketches every text afresh (no table of recent sketches)."""
+    """A story index that sketches every text afresh (no table of recent sketches) and ranks its
+    candidates with a key function on (count, id) pairs, as before."""
 
     def _sketch(self, text: str) -> Sketch:
         return sketch(reference_story_text(text))
+
+    def _nearest(self, found: Sketch) -> tuple[int, float] | None:
+        hits: list[int] = []
+        for ids in map(self._postings.get, found.hashes[:INDEXED_HASHES]):
+            if ids:
+                hits += ids
+        if not hits:
+            return None
+        ranked = sorted(Counter(hits).items(), key=lambda item: (-item[1], item[0]))[:MAX_CANDIDATES]
+        horizon = self._now - self.ttl
+        best: tuple[int, float, float] | None = None
+        for entry_id, _ in ranked:
+            entry = self._entries[entry_id]
+            if entry.last_seen < horizon:
+                continue
+            jaccard, containment = _compare(found.hashes, set(found.hashes), found.size, entry.hashes, entry.size)
+            contained = min(found.size, entry.size) >= MIN_CONTAINED_SHINGLES and containment >= CONTAINMENT_THRESHOLD
+            if jaccard < JACCARD_THRESHOLD and not contained:
+                continue
+            score = max(jaccard, containment) if contained else jaccard
+            if jaccard >= REFRESH_THRESHOLD:
+                return entry_id, jaccard
+            if best is None or score > best[2]:
+                best = (entry_id, jaccard, score)
+        return None if best is None else (best[0], best[1])
 
 
 def test_story_words_are_those_of_the_plain_regexes() -> None:
@@ -92,6 +132,9 @@ def test_story_ids_are_those_of_fresh_sketches() -> None:
         ts = T0 + timedelta(seconds=i)
         assert fast.assign(f"m{i}", text, ts) == reference.assign(f"m{i}", text, ts), text
     assert fast.stats() == reference.stats()
+    assert [(k, e.story_id, e.last_seen, e.size, list(e.hashes)) for k, e in fast._entries.items()] == [
+        (k, e.story_id, e.last_seen, e.size, list(e.hashes)) for k, e in reference._entries.items()
+    ]
 
 
 def test_the_sketch_table_stays_bounded() -> None:
