@@ -16,6 +16,14 @@ How a query runs. The database narrows, Python decides:
 3. Each candidate row is checked with :meth:`veille.query.Query.matches` (phrases, NEAR, wildcards,
    fields, NOT, ``lang:``/``site:`` filters: exactly what a watch would match).
 
+On PostgreSQL, what the full-text index costs is its posting lists over a whole partition (a
+month), whatever the ``LIMIT``: with words to look up, a search by time reads one calendar month
+at a time, newest first (:func:`_months`; each a single partition, no parallel workers), and stops
+when the page is full, so a page filled by this month's mentions never reads an older month's
+index. A watch filter there is the row's own ``watches`` list (``@>``, the list the store writes the
+``mention_watches`` rows from), a test on the row already read instead of a probe into every
+partition's key. :func:`_probe`'s answer (``unaccent``, stop words) is kept for the process.
+
 Pages. Rows come in ``(ts, id)`` order, descending; the cursor is the last row *examined* (opaque,
 base64 JSON), so a page never repeats or skips a row even when the Python check dropped some. One
 call examines at most ``max_scan`` candidates: a page may hold fewer hits than ``limit`` and still
@@ -36,7 +44,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -272,8 +280,27 @@ def _any_config(configs: tuple[str, ...]) -> str:
     return "(" + " || ".join(f"to_tsquery('{c}', :tsq)" for c in configs) + ")"
 
 
+_PROBES: dict[tuple[str, str, tuple[str, ...]], tuple[bool, bool]] = {}
+"""What :func:`_probe` answered, by (database, words, configurations): a search's first round trip, saved."""
+_PROBES_KEPT = 1_024
+
+
 async def _probe(conn: Any, words: Words | None, configs: tuple[str, ...] = _CONFIGS) -> tuple[bool, bool]:
-    """PostgreSQL: whether ``unaccent`` is there, and whether the words are all stop words of one of ``configs``."""
+    """PostgreSQL: whether ``unaccent`` is there, and whether the words are all stop words of one of ``configs``.
+
+    The answer depends on the database's extensions and configurations only: it is kept for the
+    process (a database that gains ``unaccent`` later is seen by the next process)."""
+    key = (conn.engine.url.render_as_string(hide_password=True), _tsquery(words) if words else "", configs)
+    known = _PROBES.get(key)
+    if known is not None:
+        return known
+    if len(_PROBES) >= _PROBES_KEPT:
+        _PROBES.clear()
+    _PROBES[key] = answer = await _probe_server(conn, words, configs)
+    return answer
+
+
+async def _probe_server(conn: Any, words: Words | None, configs: tuple[str, ...]) -> tuple[bool, bool]:
     numnodes = ", ".join(f"numnode(to_tsquery('{c}', :tsq))" for c in configs)
     row = (
         await conn.execute(
@@ -321,7 +348,12 @@ def _statement(
         conditions.append(mentions.c.story_id == filters.story)
     postgres = engine.dialect.name == "postgresql"
     words = prefilter(query, alternatives=not postgres) if query is not None else None
-    if filters.watch and words is not None:
+    if filters.watch and words is not None and postgres:
+        # the full-text index yields the candidates: each is checked against its own list of watches
+        # (the ``watches`` column the store writes with its ``mention_watches`` rows, from the same
+        # list): a test on the row already read, instead of an index probe into every partition
+        conditions.append(mentions.c.watches.op("@>")(func.jsonb_build_array(filters.watch)))
+    elif filters.watch and words is not None:
         # the full-text index yields the candidates: each is checked by its own (watch, ts, id) key,
         # rather than against every id the watch has in the range (tens of thousands for a big watch)
         conditions.append(
@@ -431,35 +463,93 @@ async def search(
     last: tuple[datetime, str] | None = after
     async with engine.connect() as conn:
         fulltext, stop_words_only = True, False
-        if engine.dialect.name == "postgresql" and parsed is not None:
+        postgres = engine.dialect.name == "postgresql"
+        if postgres and parsed is not None:
             # the documents' words lost their accents only through unaccent: without it the query's
             # folded words would miss them, so the query is checked in Python alone
             fulltext, stop_words_only = await _probe(conn, prefilter(parsed, alternatives=False), _configs(filters))
         base, _ = _statement(engine, parsed if fulltext else None, filters, stop_words_only=stop_words_only)
-        while page.examined < max_scan:
-            statement = base
-            if last is not None:
-                statement = statement.where(
-                    tuple_(mentions.c.ts, mentions.c.id) < tuple_(_bind_ts(engine, last[0]), last[1])
-                )
-            statement = statement.order_by(mentions.c.ts.desc(), mentions.c.id.desc()).limit(chunk)
-            rows = (await conn.execute(statement)).all()
-            for row in rows:
-                page.examined += 1
-                hit = _hit(row)
-                last = (hit.ts, hit.id)
-                if parsed is None or parsed.matches(_document(hit)):
-                    page.hits.append(hit)
-                    if len(page.hits) == limit:
-                        page.next_cursor = encode_cursor(hit.ts, hit.id)
-                        return page
-                if page.examined >= max_scan:
-                    break
-            if len(rows) < chunk:
-                return page  # the end: no next cursor
+        windows: list[tuple[datetime | None, datetime | None]] = [(None, None)]
+        if (
+            postgres
+            and parsed is not None
+            and fulltext
+            and not stop_words_only
+            and prefilter(parsed, alternatives=False)
+        ):
+            # the full-text index's cost is a whole partition's posting lists, whatever the LIMIT: one
+            # month (one partition) at a time, newest first, so a page filled by this month's mentions
+            # never reads the older months' index
+            windows = await _months(conn, filters, after, now)
+            await conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+        for low, high in windows:
+            while page.examined < max_scan:
+                statement = base
+                if low is not None:
+                    statement = statement.where(mentions.c.ts >= low)
+                if high is not None:
+                    statement = statement.where(mentions.c.ts < high)
+                if last is not None:
+                    statement = statement.where(
+                        tuple_(mentions.c.ts, mentions.c.id) < tuple_(_bind_ts(engine, last[0]), last[1])
+                    )
+                statement = statement.order_by(mentions.c.ts.desc(), mentions.c.id.desc()).limit(chunk)
+                rows = (await conn.execute(statement)).all()
+                for row in rows:
+                    page.examined += 1
+                    hit = _hit(row)
+                    last = (hit.ts, hit.id)
+                    if parsed is None or parsed.matches(_document(hit)):
+                        page.hits.append(hit)
+                        if len(page.hits) == limit:
+                            page.next_cursor = encode_cursor(hit.ts, hit.id)
+                            return page
+                    if page.examined >= max_scan:
+                        break
+                if len(rows) < chunk:
+                    break  # this window is done: the next (older) one
+            if page.examined >= max_scan:
+                break
+        else:
+            return page  # the end: no next cursor
         if last is not None:
             page.next_cursor = encode_cursor(*last)
     return page
+
+
+def _month(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+async def _months(
+    conn: Any, filters: SearchFilters, after: tuple[datetime, str] | None, now: datetime
+) -> list[tuple[datetime | None, datetime | None]]:
+    """``[low, high)`` windows covering the search's range, newest first, one calendar month (UTC: the
+    archive's partitions on PostgreSQL) each; the newest is open-ended upwards when no ``until`` bounds
+    it (a mention dated in the future is still found), the oldest starts at ``since``, else at the
+    oldest archived mention."""
+    since, until = _utc(filters.since), _utc(filters.until)
+    if since is None:
+        oldest = (await conn.execute(select(func.min(mentions.c.ts)))).scalar()
+        if oldest is None:
+            return [(None, None)]
+        since = _utc(oldest)
+    assert since is not None
+    top = until or now
+    if after is not None:
+        top = min(top, after[0])
+    if top < since:
+        top = since
+    windows: list[tuple[datetime | None, datetime | None]] = []
+    high: datetime | None = until
+    month = _month(top)
+    while True:
+        low = max(month, since)
+        windows.append((low, high))
+        if month <= since:
+            return windows
+        high = month
+        month = _month(month - timedelta(days=1))
 
 
 async def _search_ranked(
