@@ -17,8 +17,10 @@ In one run, on one fresh ``nats-server`` (temporary store, loopback):
 4. ``cpu``: the classification alone (language, sentiment, watch matching, story id, terms) in a
    loop, no NATS: the CPU ceiling of one Python process.
 
-Prints a table and writes ``bench/results/classifier.json`` (rates in mentions per second and the
-ratio of the classifier to the raw consume-and-ack rate). ``--profile`` also writes a pyinstrument
+Prints a table and writes ``bench/results/classifier.json`` (rates in mentions per second, the
+ratio of the classifier to the raw consume-and-ack rate, the load average at start and end, and
+``language_paths``: how many texts of the classifier run each language-detection step decided,
+``quick`` and ``full`` being lingua's low-accuracy and full models). ``--profile`` also writes a pyinstrument
 profile of the classifier run.
 
 Usage::
@@ -57,7 +59,7 @@ from services.classifier.logic import Classifier
 from services.classifier.surges import mention_terms
 from veille import bus
 from veille.config import parse_config
-from veille.language import detect_language, preload
+from veille.language import PATHS, detect_language, preload
 from veille.logging import configure_logging
 from veille.metrics import ServiceMetrics
 from veille.models import MentionIngested, Sentiment, utcnow
@@ -196,6 +198,7 @@ def cpu_only(mentions: list[MentionIngested]) -> float:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measure on one fresh nats-server and return the results."""
+    load_at_start = os.getloadavg()[0]
     configure_logging("classifier", level="warning", fmt="json")
     preload()
     mentions = make_mentions(args.mentions, args.declared_lang)
@@ -214,7 +217,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
                 profiler = Profiler(async_mode="enabled")
                 profiler.start()
+            PATHS.clear()
             run = await classifier_run(server.url, js, len(mentions), args.batch_size)
+            paths = dict(PATHS)
             if args.profile:
                 profiler.stop()
                 target = OUT.with_suffix(".profile.txt")
@@ -242,7 +247,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "messages_processed": run["processed"],
         "ratio_to_raw": round(run["rate"] / raw, 3),
         "cpu_only_classify_per_s": round(cpu),
+        "language_paths": paths,
         "cpus": os.cpu_count(),
+        "load_average_1m_at_start": round(load_at_start, 2),
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "machine": platform.machine(),

@@ -190,3 +190,26 @@ def test_classification_carries_the_terms_its_buckets_count(title: str | None) -
         else:
             assert found.terms == []
     assert matched > 20
+
+
+LANGUAGE_EDGE_CASES = [
+    "Voir http://x.fr/a et www.y.com #tag @bob https",
+    "hello WWW.X.COM Http://a.b httpx whttp",
+    "email a@b.c # ## @",
+    "l'été d'un ÉTÉ À l’école qu’il",
+    "Ça menacée n'est pas l'ho",
+]
+
+
+def test_language_fast_path_pieces_are_those_of_the_plain_regexes() -> None:
+    """The noise pattern with its lookahead, the ASCII word pattern and the marker count change no answer."""
+    from veille import language
+
+    plain_noise = re.compile(r"https?://\S+|\bwww\.\S+|@\w+|\bhttps?\b|#")
+    for text in tweets() + LANGUAGE_EDGE_CASES:
+        cleaned = language._NOISE.sub(" ", text)
+        assert cleaned == plain_noise.sub(" ", text), text
+        lowered = cleaned.lower().replace("’", "'")
+        words = language._text_words(lowered)
+        assert words == language._WORD.findall(lowered), text
+        assert language._marker_hits(words, lowered) == language._marker_hits(words), text
