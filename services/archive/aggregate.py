@@ -26,13 +26,13 @@ first call of a new process resumes it the same way instead of replaying everyth
 the same floats as a replay from scratch (the detector's state survives JSON exactly); a replay from
 scratch costs about 100 µs of CPU per 5-minute bucket (28,000 buckets for 90 days), run in a worker
 thread so the event loop stays free. ``volume_baselines`` is a cache the readers write: a write that
-fails (a read-only role) is logged and changes no answer; rows not written for
-:data:`PERSISTED_DAYS` days go when their watch's next one is written. It is a replay over the archive, not the live detector's memory: the archive buckets
-mentions by their published time (the archive's ``ts``), the classifier by ingested time, and a
-configuration changed since then replays with today's settings; so it shows what the detector makes
-of this history, and an alert's own ``observed``/``expected`` (from the archived ``alerts`` table, what
-the live detector said when it fired) may differ from it slightly. Buckets in the warm-up's first
-day (a watch younger than the range) have a baseline still learning.
+fails (a read-only role) is logged and changes no answer; rows not written for :data:`PERSISTED_DAYS`
+days go when their watch's next one is written. It is a replay over the archive, not the live
+detector's memory: the archive buckets mentions by their published time (the archive's ``ts``), the
+classifier by ingested time, and a configuration changed since then replays with today's settings; so
+it shows what the detector makes of this history, and an alert's own ``observed``/``expected`` (from
+the archived ``alerts`` table, what the live detector said when it fired) may differ from it slightly.
+Buckets in the warm-up's first day (a watch younger than the range) have a baseline still learning.
 
 Bucket boundaries are aligned on the Unix epoch (UTC), like the classifier's buckets.
 """
@@ -278,16 +278,17 @@ async def volume(
     totals: dict[int, int] = {}
     step_s = int(step.total_seconds())
     async with engine.connect() as conn:
-        for index, sentiment, n in await _counts(conn, watch, first, end, width_s):
+        display = await _counts(conn, watch, first, end, width_s)
+        detector = await _counts(conn, watch, read_from, end, step_s, by_sentiment=False) if baseline else []
+        for index, sentiment, n in display:
             target = by_start.get(_EPOCH + timedelta(seconds=index * width_s))
             if target is None:
                 continue
             target.total += n
             if sentiment in SENTIMENTS:
                 setattr(target, sentiment, getattr(target, sentiment) + n)
-        if baseline:
-            for index, _, n in await _counts(conn, watch, read_from, end, step_s, by_sentiment=False):
-                totals[index] = totals.get(index, 0) + n
+        for index, _, n in detector:
+            totals[index] = totals.get(index, 0) + n
         alert_rows = await _alerts(conn, watch=watch, since=start, until=end)
     if baseline:
         expected = await _baseline(engine, watch, totals, settings, read_from, end)
