@@ -106,6 +106,17 @@ def read_series_lines(path: str | Path, on_duplicate: OnDuplicate = "error") -> 
             yield pending
 
 
+OFF_GRID_TOLERANCE = 0.01
+"""Largest share of steps between rows that may be other than a whole number of buckets for counts.
+
+A count per bucket is stamped at its bucket's start, so every step between rows is a whole number of
+buckets, and a missing row is a bucket with nothing in it (zero). Rows taken at irregular times (a
+sensor read every 8 to 12 minutes, such as NAB's traffic travel times: 9 to 47 % of steps off the
+grid) are samples, whose gaps are unknown: zero-filled, three quarters of a travel-time series became
+zeros and every sample a "surge". One step in a hundred is tolerated (a clock change, a late export).
+"""
+
+
 def _dispersion_index(series: Sequence[tuple[datetime, float]]) -> float:
     """Half the variance of successive differences over the mean: about 1 or more for event counts.
 
@@ -128,17 +139,23 @@ def series_settings(series: Sequence[tuple[datetime, float]], base: DetectorSett
     """Return detector settings fitted to a whole series' *format* (never to its anomalies).
 
     The bucket is the most common step between timestamps (the series' sampling period); the values
-    are counts when every one is a non-negative whole number and they vary at least as much as
+    are counts when every one is a non-negative whole number, they vary at least as much as
     independent events would (a Poisson floor: half the variance of successive differences is at
-    least the mean; rounded speeds or temperatures vary far less), else measurements
-    (``counts=False``).
+    least the mean; rounded speeds or temperatures vary far less), and the rows lie on the bucket's
+    grid (see :data:`OFF_GRID_TOLERANCE`), else measurements (``counts=False``): a missing bucket of
+    counts is zero mentions, a missing sample is unknown.
     The daily profile's slot is widened to a whole number of buckets when the bucket does not divide
     an hour. Everything else keeps ``base`` (the defaults).
     """
     base = base or DetectorSettings()
     steps = Counter(b[0] - a[0] for a, b in itertools.pairwise(series) if b[0] > a[0])
     bucket = steps.most_common(1)[0][0] if steps else base.bucket
-    counts = all(v >= 0 and v == int(v) for _, v in series) and _dispersion_index(series) >= 1.0
+    off_grid = sum(c for step, c in steps.items() if step % bucket)
+    counts = (
+        all(v >= 0 and v == int(v) for _, v in series)
+        and _dispersion_index(series) >= 1.0
+        and off_grid <= OFF_GRID_TOLERANCE * max(sum(steps.values()), 1)
+    )
     slot = base.daily_slot
     if slot % bucket:
         n = math.ceil(slot / bucket)

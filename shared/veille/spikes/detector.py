@@ -49,6 +49,19 @@ The model, in words:
   once its window holds no bucket of the previous alert (the 24 h sum does not report again a
   surge that was already reported).
 
+* **Contextual novelty** (``daily_novelty``, after CAD OSE's idea that only a context not seen
+  before is anomalous). Robust learning has a blind spot: a burst that comes back at the same hour
+  every day (a nightly job, a daily programme) is clipped and frozen out of the baseline as a surge,
+  so it is never learned as rhythm and alerts every day (NAB's ``ec2_cpu_utilization_24ae8d``: 13
+  alerts in 14 days, all between 03:00 and 03:40). On a scale shorter than a day, a surge whose same
+  hours yesterday (within half a window either way) were *themselves* a surge fires only if it also
+  reaches the threshold against yesterday's observed sum. Only yesterday's surges count: a first
+  version that compared every surge with yesterday's sum cut slow drifts, whose yesterday was already
+  high without being a surge, and lost on both checks (look 15: cross-validated 64.0, nab/other
+  52.4). It costs one more day of history (the state's ``recent_x``/``recent_mu`` hold a day and a
+  half-window more: about 12.5 kB of JSON instead of 9.7 for a 5-minute watch) and is computed only
+  when a surge is about to fire.
+
 * **Measurements** (``counts=False``, only for ``veille backtest --series`` on a series that is not
   counts: negative or fractional values). The same machinery on an additive baseline
   (``level + daily + weekly``); the statistic is the residual sum of each scale over its own learned
@@ -60,8 +73,9 @@ The model, in words:
   can be large against the noise); missing buckets are unknown (skipped), not zero.
   The classifier only ever feeds counts.
 
-Everything is a few float operations per bucket (no history beyond the longest scale), and the whole
-state is a small JSON-serialisable dict (:meth:`SpikeDetector.to_state`).
+Everything is a few float operations per bucket (no history beyond a day and the longest sub-day
+scale's half-window), and the whole state is a small JSON-serialisable dict
+(:meth:`SpikeDetector.to_state`, version 4; version 3 still loads).
 
 Why this design, and what the evidence says (``bench/nab_eval.py``, docs/benchmarks.md):
 
@@ -75,7 +89,12 @@ Why this design, and what the evidence says (``bench/nab_eval.py``, docs/benchma
   chosen on the other four): the folds chose 3.0 and 6 in three of five folds, the defaults here.
   Cross-validated estimate 82.5 (standard profile), plain dev figure 83.6 (in-sample), before the
   young-watch fix (ratio estimators, priors, baseline uncertainty); after it, measured once and not
-  tuned, 75.0 cross-validated (the folds now tie 2.5 with 3.0; 3.0 is kept) and nab/other 56.9. Both
+  tuned, 75.0 cross-validated and nab/other 56.9 (the folds tied 2.5 with 3.0, and the tie rule
+  written in ``bench/nab_eval.py`` before that look, lower value first, made 2.5 the protocol's
+  choice while the code kept 3.0: a discrepancy). With contextual novelty and the backtest's grid
+  rule (look 16, the last of 16 looks at the dev scores): 76.4 cross-validated (the folds choose
+  3.0 and dispersion clip 6 four times out of five, no tie: the defaults here, which are now the
+  protocol's choice), plain dev 82.2, nab/other 59.1 (scored with the protocol's choice). Both
   dev figures are *upper* bounds: the rest of the structure (scales, ``min_ratio``, ``min_excess``, half-lives,
   clips) was fixed on these same five files before this protocol existed, and on five unseen
   realTweets series the earlier defaults scored 45.1 (issue 12), below an EWMA baseline's 63.4.
@@ -90,9 +109,10 @@ Why this design, and what the evidence says (``bench/nab_eval.py``, docs/benchma
   used nab/other, which is therefore not entirely independent).
 * nab/other (48 files of other kinds) is scored with the same defaults, fitted only to each file's
   format (bucket = sampling period; counts, or measurements when values are negative, fractional
-  or less variable than event counts): 56.9 standard (54.2 before the young-watch fix), against 12.3 before
-  (9 files refused) and 72.1 for ARTime. The goals of issue 12 (>= 82 on unseen realTweets, >= 60
-  on nab/other) are therefore *not* shown to be met.
+  or less variable than event counts, or rows off the bucket's grid): 59.1 standard (56.9 before
+  contextual novelty, 54.2 before the young-watch fix), against 12.3 before (9 files refused) and
+  72.1 for ARTime. The goals of issue 12 (>= 82 on unseen realTweets, >= 60 on nab/other) are
+  therefore *not* shown to be met.
 """
 
 from __future__ import annotations
@@ -110,7 +130,8 @@ from veille.models import Severity
 
 __all__ = ["Decision", "DetectorSettings", "SpikeDetector", "nb_signed_deviance"]
 
-STATE_VERSION = 3
+STATE_VERSION = 4
+_OLD_STATE_VERSIONS = (3,)  # version 3 lacks ``skipped_n`` (no skipped bucket known): it loads
 
 PROFILE_PRIOR = 4.0
 """Prior weight of a time-of-day factor, in expected mentions, at the flat profile (factor 1).
@@ -157,6 +178,13 @@ class DetectorSettings(BaseModel):
         timedelta(days=5), description="Half-life of each time-of-day factor (in days of data)."
     )
     weekly: bool = Field(True, description="Learn a day-of-week rhythm on top of the daily one.")
+    daily_novelty: bool = Field(
+        True,
+        description=(
+            "A surge on a scale shorter than a day fires only if it also stands out against the same hours of "
+            "the day before (what recurs at the same time each day is the watch's rhythm, not news)."
+        ),
+    )
     weekly_half_life: Duration = Field(
         timedelta(days=21), description="Half-life of each day-of-week factor (in weeks of data x 7)."
     )
@@ -295,7 +323,9 @@ class SpikeDetector:
         self._scale_buckets = [int(sc / s.bucket) for sc in s.scales]
         self._thresholds = _scale_thresholds(s.fire_threshold, self._scale_buckets, s.familywise)
         self._severity_buckets = max(1, int(s.severity_window / s.bucket))
-        self._history = max(*self._scale_buckets, self._severity_buckets)
+        self._lag = int(_DAY / s.bucket)  # a day, in buckets (a bucket divides a day: see daily_slot)
+        sub_day = [m for m in self._scale_buckets if m < self._lag] if s.daily_novelty else []
+        self._history = max(*self._scale_buckets, self._severity_buckets, *(self._lag + m + m // 2 for m in sub_day))
         self._eta_level = _rate(s.level_half_life, s.bucket)
         # a time-of-day slot gets slot_buckets counts a day; a day of the week is closed once a week
         self._eta_daily = _rate(s.daily_half_life, _DAY / self._slot_buckets)
@@ -344,6 +374,7 @@ class SpikeDetector:
         self.fired_n = -1  # bucket index of the last "fired"
         self.calm = 0  # consecutive normal buckets while firing
         self.resolved_n = -(10**9)
+        self.skipped_n = -(10**9)  # measurements: bucket index after the last skipped (missing) buckets
         self.severity: Severity | None = None
 
     # ---------------------------------------------------------------- baseline
@@ -496,6 +527,8 @@ class SpikeDetector:
             elif self.settings.counts:
                 for k in range(missing, 0, -1):
                     self._step(ts - k * bucket, 0.0)
+            elif missing > 0:  # measurements: skipped, so the history no longer maps to time for a while
+                self.skipped_n = self.n + 1
         return self._step(ts, float(value))
 
     def _push(self, x: float, mu: float) -> None:
@@ -557,6 +590,7 @@ class SpikeDetector:
                 and (not counts or (obs - exp >= s.min_excess and obs >= s.min_ratio * exp))
                 and since_alert > max(self._refire_buckets, m - self._resolve_buckets)
                 and (fire_j < 0 or r > zs[fire_j] / self._thresholds[fire_j])
+                and (self.firing or self.n <= self._warmup_buckets or self._novel(j, m, obs, exp))
             ):
                 fire_j = j
             if self.n > self._warmup_buckets // 2:
@@ -609,6 +643,54 @@ class SpikeDetector:
         x_learn = min(max(x, mu - s.clip_sigma * sd), upper) if self.n > self._warmup_buckets else x
         self._learn(x_learn, mu, lo, hi, frac, dow)
         return self._decision(ts, event, warming, best_j, zs, x, mu)
+
+    def _novel(self, j: int, m: int, obs: float, exp: float) -> bool:
+        """Whether scale ``j``'s surge is new, rather than the same surge as at this time yesterday.
+
+        Contextual novelty (as in CAD OSE, which alerts on contexts it has not seen before): the robust
+        baseline clips and freezes whatever looks like a surge, so a burst that comes back at the same
+        hour every day (a nightly job, a daily show) is never learned as rhythm and would alert every
+        day. A sum of ``m`` buckets is therefore compared with the same hours of the day before (the
+        windows ending within half a window either side of this time yesterday, since a rhythm's hour
+        wanders a little): if one of them was *itself a surge* on the same side (its statistic against
+        the baseline of the time reached the scale's threshold), today's must also reach the threshold
+        against that one's observed sum (counts: with the over-dispersion alone, since an observed sum
+        is not the baseline's estimate; measurements: its excess over its own baseline is taken off).
+        A slow drift, whose yesterday was not yet a surge, is not discounted. Unknown context (a scale
+        of a day or more, too little history, or measurements skipped in it) is novel, as before.
+        """
+        lag = self._lag
+        half = m // 2
+        reach = lag + m + half
+        if not self.settings.daily_novelty or m >= lag or len(self.recent_x) < reach:
+            return True
+        if self.n - self.skipped_n < reach:
+            return True
+        xs, mus = self.recent_x, self.recent_mu
+        thr = self._thresholds[j]
+        rise = obs >= exp
+        sx = math.fsum(xs[-reach : -reach + m])  # the window ending lag + half buckets ago
+        smu = math.fsum(mus[-reach : -reach + m])
+        worst: float | None = None  # yesterday's most extreme surge on the same side
+        counts = self.settings.counts
+        spread = math.sqrt(max(self.alpha[j], 1e-12))
+        for i in range(-reach + m, -lag + half + 1):
+            if counts:
+                surge = sx > smu and nb_signed_deviance(sx, smu, self.alpha[j]) >= thr
+                value = sx
+            else:
+                surge = (sx > smu) == rise and abs(sx - smu) / spread >= thr
+                value = abs(sx - smu)
+            if surge and (worst is None or value > worst):
+                worst = value
+            if i < -lag + half:  # slide the window forward one bucket
+                sx += xs[i] - xs[i - m]
+                smu += mus[i] - mus[i - m]
+        if worst is None:
+            return True
+        if counts:
+            return worst <= exp or nb_signed_deviance(obs, worst, self.alpha[j]) >= thr
+        return (abs(obs - exp) - worst) / spread >= thr
 
     def _learn_values(self, x: float, mu: float, lo: int, hi: int, frac: float, dow: int) -> None:
         """Robust learning of a measurement: clipped to ``clip_sigma`` bucket spreads, frozen while firing."""
@@ -714,6 +796,7 @@ class SpikeDetector:
             "fired_n": self.fired_n,
             "calm": self.calm,
             "resolved_n": self.resolved_n,
+            "skipped_n": self.skipped_n,
             "severity": self.severity,
         }
 
@@ -721,7 +804,7 @@ class SpikeDetector:
     def from_state(cls, settings: DetectorSettings | None, state: dict[str, Any]) -> SpikeDetector:
         """Rebuild a detector from :meth:`to_state` output (and the same settings)."""
         det = cls(settings)
-        if state.get("version") != STATE_VERSION:
+        if state.get("version") not in (STATE_VERSION, *_OLD_STATE_VERSIONS):
             raise ValueError(f"unsupported detector state version {state.get('version')!r}")
         if len(state["daily"]) != det._slots or len(state["alpha"]) != len(det._scale_buckets):
             raise ValueError("detector state does not match these settings (daily_slot or scales changed)")
@@ -748,6 +831,7 @@ class SpikeDetector:
         det.fired_n = int(state["fired_n"])
         det.calm = int(state["calm"])
         det.resolved_n = int(state["resolved_n"])
+        det.skipped_n = int(state.get("skipped_n", -(10**9)))
         sev = state["severity"]
         det.severity = sev if sev in ("info", "warning", "critical") else None
         return det
