@@ -4,13 +4,18 @@ Two durable pull consumers (``bus.ARCHIVE_CONSUMER`` on the classified mentions,
 ``bus.ARCHIVE_ALERTS_CONSUMER`` on the alerts), each read in batches of up to
 ``archive.batch_size`` messages. A batch is written in one transaction (:mod:`services.archive.store`,
 idempotent) and its messages are acked only once that transaction committed: a crash at any point
-leaves unacked messages that JetStream redelivers, and their second write changes nothing.
+leaves unacked messages that JetStream redelivers, and their second write changes nothing. Each
+consumer is a bounded pipeline: while one batch is written (a task, the database's work in its driver's
+thread or server), the next is fetched, decoded and validated, and fills up to the batch size; the next
+write starts when the last one ended. So a backlog drains in full batches and the decode costs no
+wall time beside the write; at most two batches are in hand, and the acks still follow each one's commit.
 
 The database down (connection refused, server restarting, SQLite locked past its busy timeout):
-the batch in hand is held, unacked, and kept from redelivery (``+WPI`` progress acks); ``/readyz``
-says 503 with the reason; no new batch is fetched; the write is retried with a growing delay (up to
-5 s). When it commits, the held batch is acked and the backlog drains at full speed. The consumers
-have no ``max_deliver`` limit: an outage never makes JetStream give up on a message.
+the batch in hand is held, unacked, and kept from redelivery (``+WPI`` progress acks), and so is the
+next one already collected; ``/readyz`` says 503 with the reason; nothing more is fetched; the write
+is retried with a growing delay (up to 5 s). When it commits, the held batch is acked and the backlog
+drains at full speed. The consumers have no ``max_deliver`` limit: an outage never makes JetStream give
+up on a message.
 
 Bad input never stops the archive: a payload that is not a message at all is dead-lettered (kind,
 reason, metric) and acked; strings the database would refuse (NUL, lone surrogates) or that are too
@@ -59,6 +64,8 @@ __all__ = ["ArchiveApp", "create_app"]
 
 NAME = "archive"
 MAX_PAYLOAD = 1024 * 1024
+WRITER_POLL = 0.01
+"""Seconds the collector waits for more messages before looking again whether the writer is free."""
 log = structlog.get_logger("archive")
 
 M = TypeVar("M", bound=BaseModel)
@@ -280,39 +287,107 @@ class ArchiveApp:
     # ---------------------------------------------------------------- consuming
 
     async def _consume(self, lane: _Lane[Any]) -> None:
+        """Fetch, decode and write one lane's batches, the next one collected while the last one commits.
+
+        A bounded pipeline: at most one batch is being written (a task) while the next is fetched and
+        decoded; the next write starts only once the last one ended, and a batch's messages are acked
+        only after its own commit. So at most two batches are in hand and nothing is acked uncommitted.
+        """
         fetcher = PullFetcher(lane.consumer.stream, lane.consumer.durable, expires=self.fetch_timeout)
         await fetcher.start(self.broker.connection)
+        writing: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
+                batch = await self._collect(lane, fetcher, writing)
+                if writing is not None:
+                    await self._wait_written(lane, writing, batch)
+                    writing = None
+                if batch and self._stopping.is_set() and self._problem is not None:
+                    await self._release(batch)  # stopping with the database down: another replica takes it
+                elif batch:
+                    writing = asyncio.create_task(self._commit(lane, batch), name=f"archive-{lane.kind}-write")
+        finally:
+            if writing is not None:
+                await writing
+            await fetcher.stop()
+
+    async def _collect(
+        self, lane: _Lane[Any], fetcher: PullFetcher, writing: asyncio.Task[None] | None
+    ) -> list[tuple[Msg, Any]]:
+        """The next batch, decoded: up to ``batch_size`` valid messages (what is no message dead-lettered).
+
+        It waits up to ``fetch_timeout`` for a first message. Then, while the previous batch is being
+        written, it takes what arrives (decoding it meanwhile: the decode overlaps the database's work)
+        until the batch is full; once the writer is free it adds only what is already delivered and
+        returns, so a quiet stream's mention is written at once. The database down: it stops at what it
+        has (no more messages are taken from JetStream while the write is retried).
+        """
+        batch: list[tuple[Msg, Any]] = []
+        try:
+            while len(batch) < self.batch_size and not self._stopping.is_set():
+                busy = writing is not None and not writing.done()
+                if busy and self._problem is not None:
+                    break
+                if busy:
+                    timeout = WRITER_POLL
+                elif batch:
+                    timeout = 0.0  # what is already delivered, no wait
+                else:
+                    timeout = self.fetch_timeout
                 try:
-                    msgs = await fetcher.fetch(self.batch_size, self.fetch_timeout)
+                    msgs = await fetcher.fetch(self.batch_size - len(batch), timeout)
                 except TimeoutError:
-                    continue
+                    if busy:
+                        continue
+                    break
                 except Exception as exc:
                     log.warning("archive.fetch_failed", kind=lane.kind, error=str(exc) or type(exc).__name__)
                     await self._pause(self.retry_delay)
-                    continue
-                await self._settle(lane, msgs)
+                    break
+                await self._decode(lane, msgs, batch)
         finally:
-            await fetcher.stop()
+            self._count_cleaned()
+        return batch
 
-    async def _settle(self, lane: _Lane[Any], msgs: Sequence[Msg]) -> None:
-        """Decode a fetched batch, dead-letter what is no message, write and ack the rest."""
-        valid: list[tuple[Msg, Any]] = []
+    async def _decode(self, lane: _Lane[Any], msgs: Sequence[Msg], into: list[tuple[Msg, Any]]) -> None:
+        """Append the valid messages of ``msgs`` to ``into`` with their model; dead-letter the others."""
+        model, cleaner = lane.model, self.store.cleaner
         for msg in msgs:
-            if len(msg.data) > MAX_PAYLOAD:
+            data = msg.data
+            if len(data) > MAX_PAYLOAD:
                 await self._dead_letter(
-                    lane, msg, "too_large", f"payload is {len(msg.data)} bytes, over the {MAX_PAYLOAD}-byte limit"
+                    lane, msg, "too_large", f"payload is {len(data)} bytes, over the {MAX_PAYLOAD}-byte limit"
                 )
                 continue
-            decoded = decode(lane.model, msg.data, self.store.cleaner)
+            decoded = decode(model, data, cleaner)
             if isinstance(decoded, tuple):
                 await self._dead_letter(lane, msg, *decoded)
             else:
-                valid.append((msg, decoded))
-        if valid:
-            await self._commit(lane, valid)
-        self._count_cleaned()
+                into.append((msg, decoded))
+
+    async def _wait_written(
+        self, lane: _Lane[Any], writing: asyncio.Task[None], waiting: list[tuple[Msg, Any]]
+    ) -> None:
+        """Wait for the batch being written; meanwhile keep the next one (``waiting``) from redelivery.
+
+        While the database is down the write is retried for as long as it takes: the waiting batch
+        gets the same progress acks (``+WPI``) as the one being retried, and counts as held."""
+        progress_every = max(1.0, lane.consumer.ack_wait / 3)
+        held = 0
+        try:
+            while True:
+                done, _ = await asyncio.wait({writing}, timeout=progress_every)
+                if done:
+                    writing.result()  # a failure of the write path is the lane's failure, as before
+                    return
+                if waiting:
+                    if not held and self._problem is not None:
+                        held = len(waiting)
+                        self.held.inc(held)
+                    await asyncio.gather(*(msg.in_progress() for msg, _ in waiting), return_exceptions=True)
+        finally:
+            if held:
+                self.held.dec(held)
 
     async def _commit(self, lane: _Lane[Any], batch: list[tuple[Msg, Any]]) -> None:
         """Write ``batch`` and ack it; hold it while the database is unavailable; isolate refused rows."""
@@ -363,6 +438,7 @@ class ArchiveApp:
                 if count:
                     self.written.labels(lane.kind, outcome).inc(count)
             self.metrics.messages.labels(NAME, lane.consumer.stream, "ok").inc(len(batch))
+            self._count_cleaned()  # what the row building cleaned
             return
 
     async def _reachable(self) -> bool:
