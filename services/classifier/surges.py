@@ -26,6 +26,7 @@ restart or a second replica computes the same id, and the alerts stream's duplic
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 from collections.abc import Iterable, Sequence
@@ -100,8 +101,13 @@ def detector_settings(watch: Watch) -> DetectorSettings:
 
 def mention_terms(text: str) -> list[str]:
     """Return the distinct content words of a mention (folded, no stop words or numbers), in order."""
+    words = normalise_for_match(text)
+    if len(words) <= 4 * MAX_TERMS_PER_MENTION:  # a post: filter in one pass, keep the first distinct ones
+        stop = _STOPWORDS
+        kept = dict.fromkeys(w for w in words if len(w) >= 3 and w not in stop and not w.isdigit())
+        return list(kept)[:MAX_TERMS_PER_MENTION]
     seen: dict[str, None] = {}
-    for word in normalise_for_match(text):
+    for word in words:
         if len(word) < 3 or word in _STOPWORDS or word.isdigit():
             continue
         seen.setdefault(word, None)
@@ -110,6 +116,7 @@ def mention_terms(text: str) -> list[str]:
     return list(seen)
 
 
+@functools.lru_cache(maxsize=4096)  # a bucket's samples are ranked again at every compaction
 def _sample_key(mention_id: str) -> str:
     return hashlib.blake2b(mention_id.encode(), digest_size=8).hexdigest()
 

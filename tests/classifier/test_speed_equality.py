@@ -213,3 +213,27 @@ def test_language_fast_path_pieces_are_those_of_the_plain_regexes() -> None:
         words = language._text_words(lowered)
         assert words == language._WORD.findall(lowered), text
         assert language._marker_hits(words, lowered) == language._marker_hits(words), text
+
+
+def reference_mention_terms(text: str) -> list[str]:
+    """``mention_terms`` as a loop that stops at the 40th distinct term (the code before the one-pass filter)."""
+    from services.classifier.surges import _STOPWORDS, MAX_TERMS_PER_MENTION
+
+    seen: dict[str, None] = {}
+    for word in normalise_for_match(text):
+        if len(word) < 3 or word in _STOPWORDS or word.isdigit():
+            continue
+        seen.setdefault(word, None)
+        if len(seen) >= MAX_TERMS_PER_MENTION:
+            break
+    return list(seen)
+
+
+def test_mention_terms_are_those_of_the_plain_loop() -> None:
+    """Short posts (one-pass filter) and long texts (the loop) give the same terms, capped at 40."""
+    texts = tweets()
+    long_texts = [" ".join(texts[i : i + 30]) for i in range(0, 600, 30)]
+    numbered = " ".join(f"word{i} 12{i} the" for i in range(200))
+    for text in [*texts, *long_texts, numbered]:
+        assert mention_terms(text) == reference_mention_terms(text), text[:80]
+    assert len(mention_terms(numbered)) == 40
