@@ -239,8 +239,10 @@ async def latencies(url: str, repeat: int, now: datetime) -> dict[str, Any]:
     """Search and volume-aggregation latencies (ms) over the loaded database."""
     reader = make_engine(make_url(url), write=False)
     filters = SearchFilters(sentiment=["negative"], since=now - timedelta(days=30))
-    search_ms, hits = [], 0
-    volume_ms, volume_plain_ms = [], []
+    search_ms: list[float] = []
+    hits = 0
+    volume_ms: list[float] = []
+    volume_plain_ms: list[float] = []
     try:
         await search(reader, QUERY, filters, limit=50, now=now)  # warm the caches once
         for _ in range(repeat):
@@ -291,11 +293,17 @@ async def bench_database(name: str, url_for: Any, args: argparse.Namespace, text
     result["ratio"] = round(result["archive_per_s"] / result["raw_executemany_per_s"], 2)
     print(f"{name}: write {result['archive_per_s']:,}/s, raw {result['raw_executemany_per_s']:,}/s", flush=True)
     if args.service:
-        rates = []
+        rates, cpus = [], []
         for _ in range(args.rounds):
-            rates.append(await service_drain(url_for("s"), texts, args.service, now))
+            rate, cpu = await service_drain(url_for("s"), texts, args.service, now)
+            rates.append(rate)
+            if cpu is not None:
+                cpus.append(cpu)
         result["service_mentions"] = args.service
         result["service_per_s"] = round(statistics.median(rates))
+        if cpus:
+            result["service_cpu_us_per_mention"] = round(statistics.median(cpus))
+            result["rounds"]["service_cpu_us_per_mention"] = [round(c) for c in cpus]
         result["service_ratio"] = round(result["service_per_s"] / result["raw_executemany_per_s"], 2)
         result["rounds"]["service_per_s"] = [round(r) for r in rates]
         print(f"{name}: service drain {result['service_per_s']:,}/s ({rates})", flush=True)
@@ -410,8 +418,21 @@ async def _consumer_state(js: Any) -> tuple[int, int, int]:
     return info.num_pending or 0, info.num_ack_pending or 0, info.ack_floor.stream_seq or 0
 
 
-async def service_drain(db_url: str, texts: list[Any], n: int, now: datetime) -> float:
-    """Mentions/s the archive service commits and acks from a backlog of ``n`` in JetStream."""
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux ``/proc``), None when unreadable."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def service_drain(db_url: str, texts: list[Any], n: int, now: datetime) -> tuple[float, float | None]:
+    """Mentions/s the archive service commits and acks from a backlog of ``n`` in JetStream, and the
+    service's CPU per mention (µs, user + system, all its threads) over the same span: on a machine shared
+    with other work the rate follows the CPU share the service gets, the CPU per mention does not."""
     import nats
 
     from veille import bus
@@ -437,16 +458,17 @@ async def service_drain(db_url: str, texts: list[Any], n: int, now: datetime) ->
             pending, unacked, floor = await _consumer_state(js)
             moment = time.perf_counter()
             if first is None and floor > 0:
-                first, first_floor = moment, floor
+                first, first_floor, first_cpu = moment, floor, cpu_seconds(child.pid)
             if pending == 0 and unacked == 0 and floor >= n:
-                last = moment
+                last, last_cpu = moment, cpu_seconds(child.pid)
                 break
             if child.poll() is not None:
                 raise SystemExit(f"archive_bench: the archive exited ({child.returncode}), see {tmp}/archive.log")
             await asyncio.sleep(0.05)
         await nc.close()
         assert first is not None and last is not None
-        return (n - first_floor) / max(last - first, 1e-3)
+        cpu = None if first_cpu is None or last_cpu is None else (last_cpu - first_cpu) * 1e6 / (n - first_floor)
+        return (n - first_floor) / max(last - first, 1e-3), cpu
     finally:
         if child is not None:
             stop_archive(child)
@@ -579,13 +601,19 @@ def markdown_section(result: dict[str, Any]) -> list[str]:
         "against a raw `executemany` of the same driver into the same `mentions` table, medians of interleaved "
         "rounds. Service drain (`--service N`): a backlog of N classified mentions in JetStream drained by the "
         "archive service as a child process (decode, validation, cleaning, write, acks), committed and acked "
-        "per second. Texts: the sentiment tweets, cycled.",
+        "per second, and the child's CPU (user + system, all threads) per mention over the same span. Texts: the "
+        "sentiment tweets, cycled.",
         "",
-        "| database | archive write /s | raw executemany /s | ratio | service drain /s | drain / raw |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| database | archive write /s | raw executemany /s | ratio | service drain /s | drain / raw "
+        "| service CPU µs/mention |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        drain = f"{r['service_per_s']:,} | {r['service_ratio']}" if "service_per_s" in r else "- | -"
+        drain = (
+            f"{r['service_per_s']:,} | {r['service_ratio']} | {r.get('service_cpu_us_per_mention', '-')}"
+            if "service_per_s" in r
+            else "- | - | -"
+        )
         out.append(
             f"| {r['database']} | {r['archive_per_s']:,} | {r['raw_executemany_per_s']:,} | {r['ratio']} | {drain} |"
         )
