@@ -8,9 +8,11 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.helpers.shared_data import requires_shared_data, shared_data
 from veille.sentiment import LABELS, SentimentBackend, make_backend
 from veille.sentiment.evaluation import evaluate, load_labelled
 from veille.sentiment.lexicon import load_profile
@@ -22,6 +24,7 @@ from veille.sentiment.linear import (
     load_model,
     sparse_features,
 )
+from veille.sentiment.memo import Memo
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "sentiment"
@@ -200,3 +203,53 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
     assert LinearModels.from_json(json.loads(outputs[0])).models["en"].unigrams
+
+
+def _expected_probabilities(raw: dict[str, Any], text: str, lang: str) -> list[float]:
+    """The softmax of the dot product of the training features (`sparse_features`) and the stored weights."""
+    weights, intercept = raw[lang]["weights"], raw[lang]["intercept"]
+    feats = sparse_features(text, lang)
+    neg = intercept[0] + sum(weights.get(k, [0.0, 0.0])[0] * v for k, v in feats.items())
+    pos = intercept[1] + sum(weights.get(k, [0.0, 0.0])[1] * v for k, v in feats.items())
+    top = max(neg, 0.0, pos)
+    exps = [math.exp(neg - top), math.exp(-top), math.exp(pos - top)]
+    return [e / sum(exps) for e in exps]
+
+
+@requires_shared_data("sentiment", "en_tweets_train.csv")
+@pytest.mark.parametrize(("lang", "name", "step"), [("en", "en_tweets_train.csv", 24), ("fr", "fr_tweets_dev.csv", 1)])
+def test_scores_are_the_training_features_on_real_tweets_cold_warm_and_evicted(lang: str, name: str, step: int) -> None:
+    """On real tweets (2,000 English, every French one), the scorer gives the dot product of the
+    features training saw (to 1e-9) whatever its memos hold: empty, warm (the same texts again), and
+    so small that they fill up and drop entries between one text and the next."""
+    raw = json.loads((MODEL_DIR / "linear.json").read_text(encoding="utf-8"))["models"]
+    texts = [text for text, _ in load_labelled(shared_data("sentiment", name))][::step][:2_200]
+    backend = LinearBackend(LinearModels.from_json(json.loads((MODEL_DIR / "linear.json").read_text(encoding="utf-8"))))
+    expected = [_expected_probabilities(raw, text, lang) for text in texts]
+    for _ in range(2):  # cold, then warm
+        for text, probs in zip(texts, expected, strict=True):
+            assert backend.probabilities(text, lang) == pytest.approx(probs, abs=1e-9), text
+    model = backend.models.models[lang]
+    model.clear_memos()
+    model.chunks = Memo(model.chunks.compute, 7)
+    model.pieces = Memo(model.pieces.compute, 5)
+    model.tokens = Memo(model.tokens.compute, 3)
+    for text, probs in zip(texts, expected, strict=True):
+        assert backend.probabilities(text, lang) == pytest.approx(probs, abs=1e-9), text
+        result = backend.analyze(text, lang)
+        assert result.score == pytest.approx(probs[2] - probs[0], abs=1e-9)
+    assert len(model.chunks) <= 14 and len(model.pieces) <= 10 and len(model.tokens) <= 6
+
+
+def test_texts_with_emoticons_and_empty_chunks_score_as_their_features(linear: LinearBackend) -> None:
+    """Emoticons kept whole (``:-)``, ``<3``, ``143``), a chunk with no token (``_``) between two words
+    of a bigram, hashtags, elongations and French elisions: the dot product of the training features."""
+    raw = json.loads((MODEL_DIR / "linear.json").read_text(encoding="utf-8"))["models"]
+    texts = [
+        ("not _ good :-) <3 143 #NotGood sooo baaad", "en"),
+        ("so _ _ happy :D XD", "en"),
+        ("_", "en"),
+        ("pas _ terrible :( l'écologie n'est PAS géniale #FauxProgrès", "fr"),
+    ]
+    for text, lang in texts:
+        assert linear.probabilities(text, lang) == pytest.approx(_expected_probabilities(raw, text, lang), abs=1e-9)

@@ -24,10 +24,16 @@ The French model may be trained on French and English tweets together (the featu
 space, and a ``lang:fr`` indicator), when cross-validation says so; see ``model/README.md``.
 
 Word n-gram counts are divided by the square root of their number in the text, and so are the
-character n-gram counts (two separate blocks), so that every group is linear in per-token sums:
-each token's unigram weights, the sum of its character n-gram weights and its word-list valences
-are looked up once and remembered, and a text costs one dictionary lookup per token and one per
-token pair. No numpy, no scikit-learn at run time.
+character n-gram counts (two separate blocks), so that every group is linear in per-token sums.
+So what a whitespace-separated chunk of text adds (its unigram and inner bigram weights, its
+character n-gram weight sums and their number, its word-list valences with their places, the
+bigrams its last token starts) is computed once and remembered, in bounded memos that keep what a
+stream repeats (:mod:`veille.sentiment.memo`), per chunk, per piece (``good`` in ``"good,"``) and
+per token. A text then costs its cleaning, a split, one lookup per chunk, sums taken column by column
+in C, one lookup per chunk pair (the bigram across them), and Python code only for the chunks with
+a negator, a clause break or a word-list valence. A chunk never seen before is joined from its
+pieces; a word never seen before costs one lookup per place in it (:attr:`LinearModel.prefix_sums`).
+No numpy, no scikit-learn at run time.
 
 The weights are in ``model/linear.json``, written by ``scripts/train_sentiment.py`` (``make
 train``) from ``../shared/data/sentiment``; ``model/README.md`` says what it was trained on, how
@@ -44,11 +50,22 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import accumulate, compress
 from typing import Any
 
 from veille.sentiment.base import LABELS, SentimentResult
 from veille.sentiment.lexicon import LanguageProfile, LexiconBackend, load_profile
-from veille.sentiment.text import Token, tokenize
+from veille.sentiment.memo import Memo
+from veille.sentiment.text import (
+    Token,
+    chunk_tokens,
+    clean,
+    elongated,
+    emoticon_chunk,
+    piece_tokens,
+    pieces,
+    tokenize,
+)
 
 __all__ = [
     "CHAR_RANGE",
@@ -77,8 +94,9 @@ SQUASH_ALPHA = 15.0
 LEXICON_FEATURES: tuple[str, ...] = ("positive", "negative", "negated_positive", "negated_negative")
 """The word-list features of each word list, in order (then :data:`SURFACE_FEATURES` once)."""
 SURFACE_FEATURES: tuple[str, ...] = ("has_link", "handles", "hashtags")
-_CACHE_LIMIT = 200_000
 _BREAK = 2
+_CHAR_COUNTS = tuple(sum(max(0, size - n + 1) for n in range(CHAR_RANGE[0], CHAR_RANGE[1] + 1)) for size in range(8))
+"""The number of character n-grams of a word padded to ``size`` characters (``4 * size - 10`` from 5 on)."""
 _NEGATOR = 1
 
 
@@ -189,9 +207,23 @@ def sparse_features(text: str, lang: str, lexicon: LexiconBackend | None = None)
 Pair = tuple[float, float]
 """Weights of a feature for the negative and the positive class (neutral is the reference, 0)."""
 _ZERO: Pair = (0.0, 0.0)
-_Entry = tuple[float, float, float, float, int, int, tuple[float, ...]]
+_NO_PAIRS: dict[str, Pair] = {}
+"""The bigrams a token that starts none starts (never written to)."""
+_TokenEntry = tuple[float, float, float, float, int, int, tuple[float, ...], dict[str, Pair]]
 """Per token: unigram weights (2), summed character n-gram weights (2), their number, its role
-(negator, clause break), its word-list valences."""
+(negator, clause break), its word-list valences, and the weights of the bigrams it starts (the
+second word's key → weights; :data:`_NO_PAIRS` when it starts none)."""
+_Event = tuple[int, int, tuple[float, ...]]
+"""A token of a chunk that has a role or word-list valences: (its place in the chunk, role, valences)."""
+_ChunkEntry = tuple[float, float, float, float, int, int, str, dict[str, Pair], "tuple[_Event, ...] | None"]
+"""Per whitespace-separated chunk of a cleaned text: its unigram and inner bigram weights (2), its
+summed character n-gram weights (2), their number, its number of tokens, its first token's key,
+the bigrams its last token starts, and its :data:`_Event` s (``None`` when it has none)."""
+PIECE_MEMO_SIZE = 65_536
+"""Pieces remembered per language and generation (:class:`~veille.sentiment.memo.Memo`): the
+48,273 English training tweets hold 64,108 distinct pieces."""
+MEMO_SIZE = 65_536
+"""Tokens and whitespace-separated chunks remembered per language and generation."""
 
 
 @dataclass(slots=True)
@@ -207,10 +239,159 @@ class LinearModel:
     unigrams: dict[str, Pair]
     bigrams: dict[str, Pair]
     chars: dict[str, Pair]
-    token_cache: dict[Token, _Entry] = field(default_factory=dict, repr=False)
-    """Per token (a word, emoji, emoticon or punctuation: the tokeniser's memoised, immutable
-    :class:`~veille.sentiment.text.Token`): what :meth:`LinearBackend._entry` found. Shared by every
-    backend using this model, like the lexicon's memo: a stream repeats its words."""
+    follows: dict[str, dict[str, Pair]] = field(init=False, repr=False)
+    """:attr:`bigrams` by first word: ``follows[a][b]`` is ``bigrams[f"{a} {b}"]`` (no string built
+    per token pair at run time)."""
+    prefix_sums: dict[str, Pair] = field(init=False, repr=False)
+    """For each character n-gram of :attr:`chars`, the summed weights of its prefixes of 2 or more
+    characters (itself included). The vocabulary is prefix-closed (a prefix occurs in every tweet
+    its extension occurs in), so the n-grams of 2 to 5 characters starting at one place of a word
+    weigh the prefix sum of the longest of them in the vocabulary: one lookup per place, not four."""
+    profile: LanguageProfile = field(init=False, repr=False)
+    """The language's word lists, negators and emoticons (:func:`~veille.sentiment.lexicon.load_profile`)."""
+    tokens: Memo[Any, _TokenEntry] = field(init=False, repr=False)
+    """Per token (a word's key; ``(kind, key)`` for other tokens): its :data:`_TokenEntry`."""
+    pieces: Memo[str, _ChunkEntry] = field(init=False, repr=False)
+    """Per piece of a chunk (a word, a ``#tag``, punctuation ...): its :data:`_ChunkEntry`."""
+    chunks: Memo[str, _ChunkEntry] = field(init=False, repr=False)
+    """Per whitespace-separated chunk of a cleaned text: its :data:`_ChunkEntry`. The memos are
+    bounded and shared by every backend using this model: a stream repeats its words."""
+
+    def __post_init__(self) -> None:
+        follows: dict[str, dict[str, Pair]] = {}
+        for name, pair in self.bigrams.items():
+            # Split at every space: a key with a space in it (rare) still finds its pairs.
+            at = name.find(" ")
+            while at >= 0:
+                follows.setdefault(name[:at], {})[name[at + 1 :]] = pair
+                at = name.find(" ", at + 1)
+        self.follows = follows
+        chars = self.chars
+        if any(gram[:k] not in chars for gram in chars for k in range(CHAR_RANGE[0], len(gram))):
+            raise ValueError(f"the {self.lang} model's character n-grams are not prefix-closed")
+        sums: dict[str, Pair] = {}
+        for gram in sorted(chars, key=len):
+            a, b = chars[gram]
+            if len(gram) > CHAR_RANGE[0]:
+                shorter = sums[gram[:-1]]
+                a, b = shorter[0] + a, shorter[1] + b
+            sums[gram] = (a, b)
+        self.prefix_sums = sums
+        self.profile = load_profile(self.lang)
+        self.tokens = Memo(self._token_entry, MEMO_SIZE)
+        self.pieces = Memo(self._piece_entry, PIECE_MEMO_SIZE)
+        self.chunks = Memo(self._chunk_entry, MEMO_SIZE)
+
+    def char_weights(self, key: str) -> tuple[float, float, int]:
+        """The summed weights of the character n-grams of a word (see :attr:`prefix_sums`), and
+        their number (the n-grams of :func:`char_ngrams`, in the vocabulary or not)."""
+        padded = f" {key} "
+        size = len(padded)
+        low, high = CHAR_RANGE
+        get = self.prefix_sums.get
+        a = b = 0.0
+        for start in range(size - low + 1):
+            window = padded[start : start + high]
+            w = get(window)
+            while w is None and len(window) > low:
+                window = window[:-1]
+                w = get(window)
+            if w is not None:
+                a += w[0]
+                b += w[1]
+        return a, b, _CHAR_COUNTS[size] if size < len(_CHAR_COUNTS) else 4 * size - 10
+
+    def _token_entry(self, token_key: Any) -> _TokenEntry:
+        """The :data:`_TokenEntry` of a word's key, or of a ``(kind, key)`` pair."""
+        profile = self.profile
+        kind, key = ("word", token_key) if isinstance(token_key, str) else token_key
+        token = Token(key, key, kind)
+        uni = self.unigrams.get(key, _ZERO)
+        a, b, count = self.char_weights(key) if kind == "word" else (0.0, 0.0, 0)
+        role = _role(token, profile)
+        return (uni[0], uni[1], a, b, count, role, _valences(token, profile), self.follows.get(key, _NO_PAIRS))
+
+    def _piece_entry(self, piece: str) -> _ChunkEntry:
+        """The :data:`_ChunkEntry` of one of a chunk's pieces (:func:`~veille.sentiment.text.pieces`)."""
+        if piece.isascii() and piece.isalpha() and not elongated(piece):
+            # Most new pieces are plain words: one token, its key the piece in lower case
+            # (what piece_tokens gives, without building it).
+            key = piece.lower()
+            u0, u2, c0, c2, n, role, values, after = self.tokens.get(key)
+            events = ((0, role, values),) if role or values else None
+            return (u0, u2, c0, c2, n, 1, key, after, events)
+        return self._tokens_entry(piece_tokens(piece, self.lang))
+
+    def _tokens_entry(self, tokens: Sequence[Token]) -> _ChunkEntry:
+        """The :data:`_ChunkEntry` of a run of tokens, from each token's :data:`_TokenEntry`."""
+        memo = self.tokens
+        ua = ub = ca = cb = 0.0
+        count = 0
+        events: list[_Event] = []
+        follow = _NO_PAIRS
+        for at, token in enumerate(tokens):
+            key = token.key
+            u0, u2, c0, c2, n, role, values, after = memo.get(key if token.kind == "word" else (token.kind, key))
+            pair = follow.get(key)
+            if pair is not None:
+                u0 += pair[0]
+                u2 += pair[1]
+            ua += u0
+            ub += u2
+            ca += c0
+            cb += c2
+            count += n
+            if role or values:
+                events.append((at, role, values))
+            follow = after
+        first = tokens[0].key if tokens else ""
+        return (ua, ub, ca, cb, count, len(tokens), first, follow, tuple(events) or None)
+
+    def _chunk_entry(self, chunk: str) -> _ChunkEntry:
+        """The :data:`_ChunkEntry` of a whitespace-separated chunk of a cleaned text: its pieces'
+        (remembered: a new chunk is mostly known words with new punctuation around them), joined."""
+        profile = self.profile
+        if emoticon_chunk(chunk, profile.emoticons):
+            return self._tokens_entry(chunk_tokens(chunk, profile.lang, profile.emoticons))
+        memo = self.pieces
+        get = memo.young.get
+        found = [get(piece) or memo.miss(piece) for piece in pieces(chunk)]
+        return found[0] if len(found) == 1 else _join(found)
+
+    def clear_memos(self) -> None:
+        """Forget every remembered token, piece and chunk (benchmarks measure a cold start with this)."""
+        self.tokens.clear()
+        self.pieces.clear()
+        self.chunks.clear()
+
+
+def _join(parts: Sequence[_ChunkEntry]) -> _ChunkEntry:
+    """The :data:`_ChunkEntry` of consecutive runs of tokens, from theirs."""
+    ua = ub = ca = cb = 0.0
+    count = total = 0
+    events: list[_Event] = []
+    first = ""
+    follow = _NO_PAIRS
+    for u0, u2, c0, c2, n, size, head, after, inner in parts:
+        if not size:
+            continue
+        if not total:
+            first = head
+        else:
+            pair = follow.get(head)
+            if pair is not None:
+                ua += pair[0]
+                ub += pair[1]
+        ua += u0
+        ub += u2
+        ca += c0
+        cb += c2
+        count += n
+        if inner is not None:
+            events += [(total + at, role, values) for at, role, values in inner]
+        total += size
+        follow = after
+    return (ua, ub, ca, cb, count, total, first, follow, tuple(events) or None)
 
 
 @dataclass(slots=True)
@@ -300,38 +481,13 @@ class LinearBackend:
         self._lexicon = lexicon or LexiconBackend()
         self._profiles = {lang: load_profile(lang) for lang in MODEL_LANGS}
 
-    @staticmethod
-    def _entry(model: LinearModel, profile: LanguageProfile, token: Token) -> _Entry:
-        """What one token adds to a text's score (see :data:`_Entry`); remembered per language and token."""
-        key = token.key
-        uni = model.unigrams.get(key, _ZERO)
-        a = b = 0.0
-        count = 0
-        is_word = token.kind == "word"
-        if is_word:
-            get = model.chars.get
-            padded = f" {key} "
-            size = len(padded)
-            for n in range(CHAR_RANGE[0], CHAR_RANGE[1] + 1):  # char_ngrams(key), inlined: it is hot
-                for start in range(size - n + 1):
-                    count += 1
-                    w = get(padded[start : start + n])
-                    if w is not None:
-                        a += w[0]
-                        b += w[1]
-        found = (uni[0], uni[1], a, b, count, _role(token, profile), _valences(token, profile))
-        cache = model.token_cache
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[token] = found
-        return found
-
     def probabilities(self, text: str, lang: str | None = None) -> tuple[float, float, float]:
         """Return P(negative), P(neutral), P(positive) of ``text`` (``lang`` ``en``, ``fr`` or ``None``)."""
-        lang = lang if lang in MODEL_LANGS else "en"
-        model = self.models.models[lang]
-        profile = self._profiles[lang]
-        tokens = tokenize(text, profile.lang, profile.emoticons)
+        return _softmax(*self.logits(text, lang))
+
+    def logits(self, text: str, lang: str | None = None) -> tuple[float, float]:
+        """Return the log-odds of negative and of positive against neutral (see :meth:`probabilities`)."""
+        model = self.models.models[lang if lang in MODEL_LANGS else "en"]
         lexicon = model.lexicon
         z0, z2 = model.bias
         # The surface cues (the last three word-list features).
@@ -349,64 +505,74 @@ class LinearBackend:
             w = lexicon[-1]
             z0 += w[0] * x
             z2 += w[1] * x
-        if not tokens:
-            return _softmax(z0, z2)
-        cache, bigrams = model.token_cache, model.bigrams
-        entry = self._entry
-        ua = ub = ca = cb = 0.0
-        count = 0
-        sums: list[float] | None = None
-        negated_until = -1
-        previous = ""
-        for i, token in enumerate(tokens):
-            u0, u2, c0, c2, n, role, values = cache.get(token) or entry(model, profile, token)
-            key = token.key
-            if i:
-                pair = bigrams.get(f"{previous} {key}")
-                if pair is not None:
-                    u0 += pair[0]
-                    u2 += pair[1]
-            previous = key
-            ua += u0
-            ub += u2
-            if n:
-                ca += c0
-                cb += c2
-                count += n
-            if role:
-                negated_until = i + NEGATION_SCOPE if role == _NEGATOR else -1
-            elif values:
-                if sums is None:
-                    sums = [0.0] * (len(lexicon) - len(SURFACE_FEATURES))
-                at = 2 if i <= negated_until else 0
-                for value in values:
-                    if value > 0:
-                        sums[at] += value
-                    elif value < 0:
-                        sums[at + 1] += value
-                    at += 4
-        scale = 1.0 / math.sqrt(2 * len(tokens) - 1)
-        z0 += ua * scale
-        z2 += ub * scale
+        # One memo lookup per whitespace-separated chunk (see :data:`_ChunkEntry`; a new chunk is
+        # joined from its pieces' entries, also remembered). The sums are taken column by column
+        # (``zip``, ``sum``, ``map``: loops in C); Python code runs only for the few chunks with a
+        # role or word-list valences, and for the chunks never seen before.
+        units = clean(text).split()
+        memo = model.chunks
+        entries: list[Any] = list(map(memo.young.get, units))  # _ChunkEntry, or None for a new chunk
+        if None in entries:
+            miss = memo.miss
+            entries = [entry or miss(unit) for entry, unit in zip(entries, units, strict=True)]
+        if not entries:
+            return z0, z2
+        ua, ub, ca, cb, ns, sizes, firsts, afters, events = zip(*entries, strict=True)
+        if 0 in sizes:  # a chunk without a token ("_"): the pair around it is a bigram
+            entries = [entry for entry in entries if entry[5]]
+            if not entries:
+                return z0, z2
+            ua, ub, ca, cb, ns, sizes, firsts, afters, events = zip(*entries, strict=True)
+        total = sum(sizes)
+        bigram = [0.0, 0.0]
+        for pair in filter(None, map(dict.get, afters, firsts[1:])):
+            bigram[0] += pair[0]
+            bigram[1] += pair[1]
+        scale = 1.0 / math.sqrt(2 * total - 1)
+        z0 += (sum(ua) + bigram[0]) * scale
+        z2 += (sum(ub) + bigram[1]) * scale
+        count = sum(ns)
         if count:
             scale = 1.0 / math.sqrt(count)
-            z0 += ca * scale
-            z2 += cb * scale
-        if sums is not None:
+            z0 += sum(ca) * scale
+            z2 += sum(cb) * scale
+        if any(events):
+            sums = [0.0] * (len(lexicon) - len(SURFACE_FEATURES))
+            negated_until = -1
+            for start, inner in compress(zip(accumulate(sizes, initial=0), events, strict=False), events):
+                for at, role, values in inner:
+                    if role:
+                        negated_until = start + at + NEGATION_SCOPE if role == _NEGATOR else -1
+                        continue
+                    slot = 2 if start + at <= negated_until else 0
+                    for value in values:
+                        if value > 0:
+                            sums[slot] += value
+                        elif value < 0:
+                            sums[slot + 1] += value
+                        slot += 4
             for w, x in zip(lexicon, sums, strict=False):
                 if x:
                     x = x / math.sqrt(x * x + SQUASH_ALPHA)
                     z0 += w[0] * x
                     z2 += w[1] * x
-        return _softmax(z0, z2)
+        return z0, z2
 
     def analyze(self, text: str, lang: str | None = None) -> SentimentResult:
         """Return the label and score of ``text`` (``lang``: ISO 639-1 code or ``None``)."""
         if lang is not None and lang not in MODEL_LANGS:
             return self._lexicon.analyze(text, lang)
-        probs = self.probabilities(text, lang)
-        best = 0 if probs[0] >= probs[1] and probs[0] >= probs[2] else (1 if probs[1] >= probs[2] else 2)
-        return SentimentResult(LABELS[best], max(-1.0, min(1.0, probs[2] - probs[0])))
+        z0, z2 = self.logits(text, lang)
+        # _softmax, inlined: this is the classifier's hot path.
+        top = z0 if z0 > z2 else z2
+        if top < 0.0:
+            top = 0.0
+        e0, e1, e2 = math.exp(z0 - top), math.exp(-top), math.exp(z2 - top)
+        total = e0 + e1 + e2
+        p0, p1, p2 = e0 / total, e1 / total, e2 / total
+        best = 0 if p0 >= p1 and p0 >= p2 else (1 if p1 >= p2 else 2)
+        score = p2 - p0
+        return SentimentResult(LABELS[best], -1.0 if score < -1.0 else (1.0 if score > 1.0 else score))
 
     def analyze_many(self, texts: Sequence[str], langs: Sequence[str | None] | None = None) -> list[SentimentResult]:
         """Return :meth:`analyze` of each text with its language (all ``None`` if not given)."""

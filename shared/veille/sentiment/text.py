@@ -14,7 +14,19 @@ import unicodedata
 from functools import lru_cache
 from typing import NamedTuple
 
-__all__ = ["Token", "fold", "tokenize"]
+from veille.sentiment.memo import Memo
+
+__all__ = [
+    "Token",
+    "chunk_tokens",
+    "clean",
+    "elongated",
+    "emoticon_chunk",
+    "fold",
+    "piece_tokens",
+    "pieces",
+    "tokenize",
+]
 
 _ESCAPED = re.compile(r"\\u([0-9a-fA-F]{4})")
 _NOISE = re.compile(r"https?://\S+|\bwww\.\S+|@\w+|\bhttps?\b")
@@ -53,12 +65,16 @@ class Token(NamedTuple):
     titled: bool = False
 
 
-def _clean(text: str) -> str:
+def clean(text: str) -> str:
+    """Return ``text`` with ``\\uXXXX`` escapes and HTML entities decoded and links and handles
+    replaced by a space: :func:`tokenize` splits what this returns at whitespace."""
     if "\\u" in text:
         text = _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), text)
     if "&" in text:
         text = html.unescape(text)
-    return _NOISE.sub(" ", text)
+    if "@" in text or "http" in text or "www." in text:  # what _NOISE can match starts so
+        return _NOISE.sub(" ", text)
+    return text
 
 
 def _split_word(piece: str, french: bool, out: list[Token], tag: bool = False) -> None:
@@ -88,27 +104,54 @@ def tokenize(text: str, lang: str | None = None, emoticons: frozenset[str] = fro
     """Split ``text`` into :class:`Token` s; ``lang="fr"`` also splits French elisions.
 
     Whitespace-separated chunks found in ``emoticons`` are kept whole (``:-)``, ``<3``). The tokens
-    of each chunk are memoised (they are immutable): a stream of posts repeats most of its words.
+    of each chunk are memoised (they are immutable; a bounded :class:`~veille.sentiment.memo.Memo`):
+    a stream of posts repeats most of its words.
     """
     french = lang == "fr"
-    cache = _CHUNK_CACHES.get((french, emoticons))
-    if cache is None:
-        cache = _CHUNK_CACHES.setdefault((french, emoticons), {})
+    memo = _CHUNK_MEMOS.get((french, emoticons))
+    if memo is None:
+
+        def compute(chunk: str) -> tuple[Token, ...]:
+            return _chunk_tokens(chunk, french, emoticons)
+
+        memo = _CHUNK_MEMOS.setdefault((french, emoticons), Memo(compute, _CHUNK_CACHE_SIZE))
+    get = memo.young.get
     out: list[Token] = []
-    for chunk in _clean(text).split():
-        tokens = cache.get(chunk)
-        if tokens is None:
-            tokens = _chunk_tokens(chunk, french, emoticons)
-            if len(cache) >= _CHUNK_CACHE_SIZE:
-                cache.clear()
-            cache[chunk] = tokens
-        out.extend(tokens)
+    for chunk in clean(text).split():
+        tokens = get(chunk)
+        out.extend(tokens if tokens is not None else memo.miss(chunk))
     return out
 
 
-_CHUNK_CACHES: dict[tuple[bool, frozenset[str]], dict[str, tuple[Token, ...]]] = {}
+_CHUNK_MEMOS: dict[tuple[bool, frozenset[str]], Memo[str, tuple[Token, ...]]] = {}
 """Tokens of each whitespace-separated chunk already seen, per (French?, emoticon set)."""
 _CHUNK_CACHE_SIZE = 50_000
+
+
+def chunk_tokens(chunk: str, lang: str | None = None, emoticons: frozenset[str] = frozenset()) -> tuple[Token, ...]:
+    """Return the tokens of one whitespace-separated chunk of :func:`clean` 's output (not memoised):
+    :func:`tokenize` is these, chunk after chunk."""
+    return _chunk_tokens(chunk, lang == "fr", emoticons)
+
+
+def emoticon_chunk(chunk: str, emoticons: frozenset[str]) -> bool:
+    """Whether a chunk is kept whole as an emoticon; any other chunk's tokens are those of its
+    :func:`pieces`, piece after piece (:func:`piece_tokens`)."""
+    return chunk in emoticons or chunk.lower() in emoticons
+
+
+pieces = _PIECE.findall
+elongated = _ELONGATION.search
+"""A match when a word has a letter three times in a row or more (``sooo``), else ``None``."""
+"""The pieces of a chunk that is not an emoticon (a word, a ``#tag``, a run of ``!?`` or of
+``.,;:``, another sign)."""
+
+
+def piece_tokens(piece: str, lang: str | None = None) -> tuple[Token, ...]:
+    """Return the tokens of one of a chunk's :func:`pieces` (not memoised)."""
+    out: list[Token] = []
+    _piece_tokens(piece, lang == "fr", out)
+    return tuple(out)
 
 
 def _chunk_tokens(chunk: str, french: bool, emoticons: frozenset[str]) -> tuple[Token, ...]:
@@ -120,15 +163,20 @@ def _chunk_tokens(chunk: str, french: bool, emoticons: frozenset[str]) -> tuple[
         return (Token(chunk, lowered, "emoticon"),)
     out: list[Token] = []
     for piece in _PIECE.findall(chunk):
-        first = piece[0]
-        if first in "!?":
-            out.append(Token(piece, piece, "bang"))
-        elif first in _CLAUSE_END:
-            out.append(Token(piece, piece, "stop"))
-        elif first == "#" or first.isalnum():
-            if piece.endswith("'") and len(piece) > 1:
-                piece = piece[:-1]
-            _split_word(piece, french, out)
-        else:
-            out.append(Token(piece, piece, "symbol"))
+        _piece_tokens(piece, french, out)
     return tuple(out)
+
+
+def _piece_tokens(piece: str, french: bool, out: list[Token]) -> None:
+    """Append the tokens of one piece (a match of ``_PIECE``) of a chunk to ``out``."""
+    first = piece[0]
+    if first in "!?":
+        out.append(Token(piece, piece, "bang"))
+    elif first in _CLAUSE_END:
+        out.append(Token(piece, piece, "stop"))
+    elif first == "#" or first.isalnum():
+        if piece.endswith("'") and len(piece) > 1:
+            piece = piece[:-1]
+        _split_word(piece, french, out)
+    else:
+        out.append(Token(piece, piece, "symbol"))

@@ -1,0 +1,43 @@
+"""The sentiment scorers' bounded memo (veille.sentiment.memo): a stream's frequent words stay
+remembered when it fills up, and it never holds more than twice its limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from veille.sentiment.memo import Memo
+
+
+def test_a_key_used_in_every_generation_is_never_recomputed() -> None:
+    """A frequent word seen among a flood of new ones is computed once: filling the memo does not
+    throw it away (the earlier policy cleared everything, frequent words included)."""
+    computed: list[str] = []
+
+    def compute(key: str) -> str:
+        computed.append(key)
+        return key.upper()
+
+    memo: Memo[str, str] = Memo(compute, limit=10)
+    for i in range(1_000):
+        assert memo.get("the") == "THE"
+        assert memo.get(f"rare{i}") == f"RARE{i}"
+        assert len(memo) <= 2 * memo.limit
+    assert computed.count("the") == 1
+    assert len(computed) == 1_001
+
+
+def test_a_key_not_used_for_two_generations_is_dropped_and_recomputed() -> None:
+    """What the stream stopped using goes (memory stays bounded), and comes back computed again."""
+    computed: list[str] = []
+    memo: Memo[str, int] = Memo(lambda key: computed.append(key) or len(computed), limit=4)
+    first = memo.get("old")
+    for i in range(8):  # two generations of other keys
+        memo.get(f"k{i}")
+    assert "old" not in memo.young and "old" not in memo.old
+    assert memo.get("old") != first and computed.count("old") == 2
+
+
+def test_a_memo_needs_room() -> None:
+    """A limit below one is refused with a message (it could remember nothing)."""
+    with pytest.raises(ValueError, match="at least 1"):
+        Memo(str, limit=0)
