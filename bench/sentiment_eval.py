@@ -21,17 +21,32 @@ Side by side, on the same dev files: the old default (lexicon + rules + calibrat
 there are IN SAMPLE: it was shaped on those files) and the PyPI packages ``vadersentiment`` /
 ``vadersentiment-fr`` as they are (compound score, neutral band ±0.05), untouched by this project.
 Metric: macro-averaged recall over the three classes (TweetEval's), plus negative precision and
-recall. Throughput: texts per second of CPU time on one core over texts already seen, so memo caches
-are warm (the linear model and the lexicon backend in turns, best of nine passes; the others best of
-three runs), one pass over texts never seen before (timed in CPU time), and language
-detection + sentiment as the classifier's hot path runs them. Writes ``bench/results/sentiment.json``.
+recall.
+
+Throughput (``--speed-only`` measures only this): texts per second of CPU time (``process_time``,
+one process, one core), the linear model, the lexicon backend and VADER measured in turns, round
+after round, on the same texts, with the load average recorded beside. Texts: English, the SemEval
+training tweets (``en_tweets_train.csv``; no label is read, and never the dev file); French, the
+2,163 French tweets. Three figures per system, each round on slices of tweets the round has not
+used before:
+
+* **steady state**, the figure a user gets from a running classifier: every memo (tokens, pieces,
+  chunks, word-list lookups) emptied, then warmed by a stream of real tweets (English 30,000; French
+  1,000: all it has), then one pass over DISJOINT tweets, never seen; new texts, known words;
+* **cold**: memos emptied, one pass over tweets never seen (a service's first seconds);
+* **warm**: the steady-state slice again (texts seen before: retweets, replays), best of three passes.
+
+Medians over the rounds. Also language detection alone, and detection + linear as the
+classifier's hot path runs them (warm). Writes ``bench/results/sentiment.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import sys
 import time
 import warnings
@@ -101,30 +116,70 @@ def _rate(func: Callable[[str], object], texts: list[str], min_seconds: float = 
     return best
 
 
-def _rates_side_by_side(
-    funcs: dict[str, Callable[[str], object]], texts: list[str], repeats: int = 9
-) -> dict[str, float]:
-    """Texts per second of CPU time of each function, measured in turns (one pass each, ``repeats``
-    rounds; the best pass of each): on a shared machine, systems compared in the same moments."""
-    best = dict.fromkeys(funcs, 0.0)
-    for _ in range(repeats):
-        for name, func in funcs.items():
-            start = time.process_time()
-            for text in texts:
-                func(text)
-            best[name] = max(best[name], len(texts) / max(time.process_time() - start, 1e-9))
-    return best
+SPEED_ROUNDS = 4
+"""Rounds of the throughput measurement: each system once per round, in turns."""
+SPEED_PLAN = {"en": (30_000, 2_000), "fr": (1_000, 140)}
+"""Per language: the tweets that warm the memos for the steady-state figure, and the tweets of each
+timed slice (two new slices per round: one cold, one steady state)."""
 
 
-def _first_pass_rate(func: Callable[[str], object], texts: list[str]) -> float:
-    """Texts per second of one pass over texts not seen before (memo caches only partly warm).
+def forget_memos() -> None:
+    """Empty every memo the scorers keep (linear: chunks, pieces, tokens; tokenizer; word lists)."""
+    from veille.sentiment import lexicon as lexicon_module
+    from veille.sentiment import linear as linear_module
+    from veille.sentiment import text as text_module
 
-    One pass cannot be repeated, so it is timed in CPU time (``process_time``), which a shared
-    machine's other processes disturb less than wall-clock time."""
+    for model in linear_module.load_model().models.values():
+        model.clear_memos()
+    for memo in text_module._CHUNK_MEMOS.values():
+        memo.clear()
+    text_module.fold.cache_clear()
+    for lang in ("en", "fr", "*"):
+        lexicon_module.load_profile(lang)._lookups.clear()
+
+
+def _pass_rate(func: Callable[[str], object], texts: list[str]) -> float:
+    """Texts per second of CPU time of one pass over ``texts``."""
     start = time.process_time()
     for text in texts:
         func(text)
     return len(texts) / max(time.process_time() - start, 1e-9)
+
+
+def speed_in_turns(
+    funcs: dict[str, Callable[[str], object]], pool: list[str], warm_size: int, slice_size: int, rounds: int
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, list[int]]]]:
+    """Cold, steady-state and warm texts/s of CPU time of each function (see the module docstring),
+    measured in turns on the same slices: the medians over ``rounds``, and each round's figures."""
+    warm_texts, rest = pool[:warm_size], pool[warm_size:]
+    need = 2 * rounds * slice_size
+    if len(rest) < need:
+        raise SystemExit(f"throughput needs {warm_size + need} tweets, the file has {len(pool)}")
+    runs: dict[str, dict[str, list[float]]] = {name: {"cold": [], "steady": [], "warm": []} for name in funcs}
+    for r in range(rounds):
+        cold_slice = rest[2 * r * slice_size : (2 * r + 1) * slice_size]
+        steady_slice = rest[(2 * r + 1) * slice_size : (2 * r + 2) * slice_size]
+        order = list(funcs) if r % 2 == 0 else list(reversed(funcs))
+        for name in order:
+            func = funcs[name]
+            forget_memos()
+            runs[name]["cold"].append(_pass_rate(func, cold_slice))
+            forget_memos()
+            for text in warm_texts:
+                func(text)
+            runs[name]["steady"].append(_pass_rate(func, steady_slice))
+            runs[name]["warm"].append(max(_pass_rate(func, steady_slice) for _ in range(3)))
+    medians = {
+        name: {kind: round(statistics.median(values)) for kind, values in per.items()} for name, per in runs.items()
+    }
+    each = {name: {kind: [round(v) for v in values] for kind, values in per.items()} for name, per in runs.items()}
+    return medians, each
+
+
+def _speed_texts(lang: str) -> list[str]:
+    """The tweets the throughput is measured on (texts only; English: the training file, not dev)."""
+    name = "en_tweets_train.csv" if lang == "en" else "fr_tweets_dev.csv"
+    return [text for text, _ in load_labelled(DATA / name)]
 
 
 def _scores_json(scores: Scores, gold: list[Label], predicted: list[Label]) -> dict[str, object]:
@@ -218,7 +273,7 @@ def run(speed_only: bool = False, note: str = "sentiment_eval run") -> dict[str,
     print("-" * len(header))
     preload()  # build the language detector before timing it
     for lang in LANGS:
-        rows = _all_rows(lang)
+        rows = [] if speed_only else _all_rows(lang)  # --speed-only reads no dev file
         texts = [text for text, _ in rows]
         gold = [label for _, label in rows]
         langs: list[str | None] = [lang] * len(texts)
@@ -260,19 +315,37 @@ def run(speed_only: bool = False, note: str = "sentiment_eval run") -> dict[str,
         def pipeline_one(text: str) -> object:
             return linear.analyze(text, detect_language(text))
 
-        unseen = round(_first_pass_rate(linear_one, texts))
-        side_by_side = _rates_side_by_side({"linear": linear_one, "lexicon": lexicon_one}, texts)
-        speed = {
-            "linear_unseen": unseen,
-            **{k: round(v) for k, v in side_by_side.items()},
-            "vader": round(_rate(vader, texts)),
-            "detect_language": round(_rate(detect_language, texts)),
-            "detect_and_linear": round(_rate(pipeline_one, texts)),
+        pool = _speed_texts(lang)
+        sample = pool[-2_000:]  # language detection's figures: warm, on tweets of the same file
+        load_before = os.getloadavg()
+        turns, per_round = speed_in_turns(
+            {"linear": linear_one, "lexicon": lexicon_one, "vader": vader},
+            pool,
+            *SPEED_PLAN[lang],
+            rounds=SPEED_ROUNDS,
+        )
+        speed: dict[str, object] = {
+            **{f"{name}_{kind}": per[kind] for name, per in turns.items() for kind in ("steady", "cold", "warm")},
+            "detect_language": round(_rate(detect_language, sample)),
+            "detect_and_linear": round(_rate(pipeline_one, sample)),
         }
-        entry["texts_per_second"] = speed | {"linear_over_lexicon": round(speed["linear"] / speed["lexicon"], 2)}
+        load_after = os.getloadavg()
+        entry["texts_per_second"] = speed | {
+            "linear_over_lexicon_steady": round(turns["linear"]["steady"] / turns["lexicon"]["steady"], 2),
+            "linear_over_vader_steady": round(turns["linear"]["steady"] / turns["vader"]["steady"], 2),
+            "load_average_1min": [round(load_before[0], 2), round(load_after[0], 2)],
+            "warm_tweets": SPEED_PLAN[lang][0],
+            "slice_tweets": SPEED_PLAN[lang][1],
+            "rounds": SPEED_ROUNDS,
+            "per_round": per_round,
+        }
         speeds[lang] = entry["texts_per_second"]
-        print(f"{lang:4} texts/s of CPU time, one core: " + ", ".join(f"{k} {v:,}" for k, v in speed.items()))
-        print(f"{lang:4} linear / lexicon: {speed['linear'] / speed['lexicon']:.2f}")
+        print(
+            f"{lang:4} texts/s of CPU time, one core (load {load_before[0]:.1f}-{load_after[0]:.1f}): "
+            + ", ".join(f"{k} {v:,}" for k, v in speed.items())
+        )
+        ratio = turns["linear"]["steady"] / turns["lexicon"]["steady"]
+        print(f"{lang:4} linear / lexicon, steady state: {ratio:.2f}")
         languages[lang] = entry
     report["languages"] = languages
     if speed_only:
