@@ -698,9 +698,19 @@ async def top(
                 w = mention_watches.c
                 statement = (
                     statement.select_from(
-                        mention_watches.join(mentions, and_(mentions.c.id == w.mention_id, mentions.c.ts == w.ts))
+                        # PostgreSQL: by id alone (unique across partitions), not by the ts index,
+                        # which many mentions stamped with one instant make quadratic (tops.py)
+                        mention_watches.join(
+                            mentions,
+                            mentions.c.id == w.mention_id
+                            if conn.dialect.name == "postgresql"
+                            else and_(mentions.c.id == w.mention_id, mentions.c.ts == w.ts),
+                        )
                     )
                     .where(w.watch == watch, w.ts >= start, w.ts < end)
+                    .where(
+                        *((mentions.c.ts >= start, mentions.c.ts < end) if conn.dialect.name == "postgresql" else ())
+                    )
                     .order_by(w.ts.desc())
                     .limit(TERMS_SAMPLE)
                 )

@@ -80,7 +80,12 @@ async def keyed_top(
         return []
     first = max(-(-int((start - _EPOCH).total_seconds()) // DAY), _day(_utc(oldest)))  # first whole day counted
     last = _day(end)  # days before this one are whole (end's own day is counted from its rows)
-    joined = mention_watches.join(mentions, and_(mentions.c.id == w.mention_id, mentions.c.ts == w.ts))
+    postgres = conn.dialect.name == "postgresql"
+    # PostgreSQL: joined by id alone (unique across partitions: mention_keys), each side bounded by the
+    # range. Joined on (id, ts), the planner probes the ts index for each row, and thousands of
+    # mentions stamped with the same instant (a feed's dates without times) make that quadratic
+    same = mentions.c.id == w.mention_id if postgres else and_(mentions.c.id == w.mention_id, mentions.c.ts == w.ts)
+    joined = mention_watches.join(mentions, same)
     from services.archive.aggregate import epoch_bucket  # here: aggregate imports this module
 
     def counted_rows(low: datetime, high: datetime) -> Any:
@@ -89,6 +94,7 @@ async def keyed_top(
             select(column.label("key"), func.count().label("n"), func.max(epoch_bucket(w.ts, DAY)).label("day"))
             .select_from(joined)
             .where(w.watch == watch, w.ts >= low, w.ts < high, column.is_not(None))
+            .where(*((mentions.c.ts >= low, mentions.c.ts < high) if postgres else ()))
             .group_by(column)
         )
 
