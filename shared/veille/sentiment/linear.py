@@ -61,7 +61,6 @@ from veille.sentiment.text import (
     chunk_tokens,
     clean,
     elongated,
-    emoticon_chunk,
     piece_tokens,
     pieces,
     tokenize,
@@ -304,12 +303,20 @@ class LinearModel:
     def _token_entry(self, token_key: Any) -> _TokenEntry:
         """The :data:`_TokenEntry` of a word's key, or of a ``(kind, key)`` pair."""
         profile = self.profile
-        kind, key = ("word", token_key) if isinstance(token_key, str) else token_key
+        uni = self.unigrams.get
+        if isinstance(token_key, str):  # a word: _role and _valences of a word token, inlined
+            key = token_key
+            u = uni(key, _ZERO)
+            a, b, count = self.char_weights(key)
+            negator = key in profile.negators or key in profile.ne_words or key.endswith("n't")
+            valence, extras = profile.lookup(key)
+            values = (valence, *extras) if extras else ((valence,) if valence else ())
+            return (u[0], u[1], a, b, count, _NEGATOR if negator else 0, values, self.follows.get(key, _NO_PAIRS))
+        kind, key = token_key
         token = Token(key, key, kind)
-        uni = self.unigrams.get(key, _ZERO)
-        a, b, count = self.char_weights(key) if kind == "word" else (0.0, 0.0, 0)
-        role = _role(token, profile)
-        return (uni[0], uni[1], a, b, count, role, _valences(token, profile), self.follows.get(key, _NO_PAIRS))
+        u = uni(key, _ZERO)
+        after = self.follows.get(key, _NO_PAIRS)
+        return (u[0], u[1], 0.0, 0.0, 0, _role(token, profile), _valences(token, profile), after)
 
     def _piece_entry(self, piece: str) -> _ChunkEntry:
         """The :data:`_ChunkEntry` of one of a chunk's pieces (:func:`~veille.sentiment.text.pieces`)."""
@@ -351,12 +358,15 @@ class LinearModel:
         """The :data:`_ChunkEntry` of a whitespace-separated chunk of a cleaned text: its pieces'
         (remembered: a new chunk is mostly known words with new punctuation around them), joined."""
         profile = self.profile
-        if emoticon_chunk(chunk, profile.emoticons):
-            return self._tokens_entry(chunk_tokens(chunk, profile.lang, profile.emoticons))
+        emoticons = profile.emoticons
+        if chunk in emoticons or chunk.lower() in emoticons:  # emoticon_chunk, inlined
+            return self._tokens_entry(chunk_tokens(chunk, profile.lang, emoticons))
         memo = self.pieces
         get = memo.young.get
-        found = [get(piece) or memo.miss(piece) for piece in pieces(chunk)]
-        return found[0] if len(found) == 1 else _join(found)
+        parts = pieces(chunk)
+        if len(parts) == 1:
+            return get(parts[0]) or memo.miss(parts[0])
+        return _join([get(piece) or memo.miss(piece) for piece in parts])
 
     def clear_memos(self) -> None:
         """Forget every remembered token, piece and chunk (benchmarks measure a cold start with this)."""
