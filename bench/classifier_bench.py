@@ -213,7 +213,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             publish_rate = await publish(js, mentions)
             raw = await raw_consume_ack(js, len(mentions))
             if args.profile:
-                from pyinstrument import Profiler
+                try:
+                    from pyinstrument import Profiler
+                except ImportError:
+                    raise SystemExit("--profile needs pyinstrument: .venv/bin/pip install pyinstrument") from None
 
                 profiler = Profiler(async_mode="enabled")
                 profiler.start()
