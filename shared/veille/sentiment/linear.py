@@ -222,7 +222,9 @@ PIECE_MEMO_SIZE = 65_536
 """Pieces remembered per language and generation (:class:`~veille.sentiment.memo.Memo`): the
 48,273 English training tweets hold 64,108 distinct pieces."""
 MEMO_SIZE = 65_536
-"""Tokens and whitespace-separated chunks remembered per language and generation."""
+"""Whitespace-separated chunks remembered per language and generation."""
+TOKEN_MEMO_SIZE = 32_768
+"""Tokens remembered per language and generation (looked up only for a piece never seen)."""
 
 
 @dataclass(slots=True)
@@ -277,7 +279,7 @@ class LinearModel:
             sums[gram] = (a, b)
         self.prefix_sums = sums
         self.profile = load_profile(self.lang)
-        self.tokens = Memo(self._token_entry, MEMO_SIZE)
+        self.tokens = Memo(self._token_entry, TOKEN_MEMO_SIZE)
         self.pieces = Memo(self._piece_entry, PIECE_MEMO_SIZE)
         self.chunks = Memo(self._chunk_entry, MEMO_SIZE)
 
