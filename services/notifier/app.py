@@ -220,7 +220,12 @@ class NotifierApp:
         return None
 
     async def route_alerts(self, alerts: list[AlertRaised]) -> None:
-        """Record a batch of alerts in their groups (acked by the consumer once recorded), then flush due groups."""
+        """Record a batch of alerts in their groups (acked by the consumer once recorded), then flush due groups.
+
+        While thousands of due groups wait for their turn to be planned, the batch waits a little first
+        (:meth:`Dispatcher.backpressure`, bounded well below the consumer's ``ack_wait``).
+        """
+        await self.dispatcher.backpressure()
         keys = await self.dispatcher.record_batch(alerts)
         if keys:
             self.dispatcher.flush_soon(keys)  # not awaited: the batch is acked, the next one fetched meanwhile
@@ -310,7 +315,7 @@ class NotifierApp:
             try:
                 if loop.time() >= self._next_rescan:
                     self._next_rescan = loop.time() + self.settings.notifier_rescan
-                    await self.dispatcher.flush_due()
+                    await self.dispatcher.flush_due(rescan=True)
                 else:
                     await self.dispatcher.flush_due(self.dispatcher.due_keys())
             except Exception as exc:

@@ -61,6 +61,19 @@ MAX_CACHED_GROUPS = 1000
 """Group states a replica keeps parsed in memory (up to ~100 KB each), least recently used dropped first."""
 MAX_SEEN_KEPT = 200_000
 """Digests a replica keeps in memory per group (the last hour's; past this, the oldest are dropped)."""
+MAX_FLUSHES = 32
+"""Groups planned (KV reads and writes, claims) at once; the others wait their turn, in order.
+
+Unbounded, a backlog of thousands of due groups (each alert its own group, say) started thousands of
+flushes together: thousands of KV requests queued on one connection timed out, and the event loop's
+ready queue grew so long that the partition leases' renewals waited behind it past the lease."""
+SENDS_PER_TARGET = 8
+"""Requests in flight to one integration target at once (its time-out runs only once a request is sent).
+
+Fewer than the HTTP client's kept-alive connections (25 of 50), so deliveries reuse connections instead
+of opening (and closing) one each; a receiver is never flooded by one replica."""
+MAX_QUEUED_FLUSHES = 2000
+"""Due groups waiting for a flush past which :meth:`Dispatcher.backpressure` holds the next batch back."""
 
 
 @dataclasses.dataclass
@@ -137,6 +150,17 @@ class Dispatcher:
         """Per group this replica knows of, when it next needs planning (:func:`grouping.next_look`)."""
         self._partition_of: dict[str, int | None] = {}
         """Per group this replica read or wrote, its partition (a rescan skips the groups of partitions not held)."""
+        self._pinned: set[str] = set()
+        """Groups known here whose alerts share one watch (``watch`` or ``alert`` among their group labels): one
+        partition, so this replica, holding it, is their only writer and its due times for them are exact."""
+        self._flushes = asyncio.Semaphore(MAX_FLUSHES)
+        self._waiting = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        """Flushes started and waiting for their turn (:meth:`backpressure`)."""
+        self._sends: dict[str, asyncio.Semaphore] = {}
+        self._absent: set[str] = set()
+        """Groups this batch found no seen digests for (one listing per target and batch): no KV read first."""
 
     # ------------------------------------------------------------------ recording
 
@@ -179,13 +203,19 @@ class Dispatcher:
                         item.alerts.append(alert)
             if not work:
                 return []
+            await self._list_seen([key for key in work if key not in self._seen])
             due = await asyncio.gather(*(self._record_group(key, item, now) for key, item in work.items()))
             return [key for key, is_due_now in zip(work, due, strict=True) if is_due_now]
 
     async def _record_group(self, key: str, work: _GroupWork, now: datetime) -> bool:
         """Apply one group's alerts of a batch in one compare-and-set; return whether the group is due."""
+        absent = key in self._absent and key not in self._cache and key not in self._stale
+        self._absent.discard(key)
         for _ in range(_CAS_TRIES):
-            state, revision = await self._load(key)
+            if absent:  # first seen in this batch: try to create it (fails, and is read, if it exists)
+                state, revision = None, None
+            else:
+                state, revision = await self._load(key)
             seen = await self._seen_for(key)
             base = state or new_group(work.target, work.route, work.group_key, work.group_labels)
             new: GroupState | None
@@ -199,6 +229,7 @@ class Dispatcher:
                     new = await self._write(key, state, revision, new)
                 except KeyWrongLastSequenceError:
                     self._invalidate(key)  # another replica (or a flush) wrote it: read it again
+                    absent = False
                     continue
             for outcome in outcomes:
                 if outcome in ("grouped", "truncated", "deduplicated"):
@@ -256,6 +287,8 @@ class Dispatcher:
             return  # a newer write of ours already landed
         self._cache[key] = (state, revision)  # last used at the end: the first ones are the least recent
         self._partition_of[key] = state.partition
+        if "watch" in state.group_labels or "alert" in state.group_labels:  # ("alert": group_by ["..."])
+            self._pinned.add(key)
         while len(self._cache) > MAX_CACHED_GROUPS:
             del self._cache[next(iter(self._cache))]  # read again from KV when next needed
         self._due[key] = next_look(state, self.clock())
@@ -304,6 +337,29 @@ class Dispatcher:
             for start, value in digests:
                 known[value] = start
             self._prune_seen(key)
+
+    async def _list_seen(self, keys: list[str]) -> None:
+        """Load the seen digests of the groups new to this replica in a batch with one listing per target.
+
+        Each alert its own group (``group_by: ["..."]``), a batch holds hundreds of new groups; asking the
+        seen bucket about each cost one round trip per alert. One listing of the target's keys answers
+        for all of them: a group with none is remembered as having none (:attr:`_seen` empty), and one
+        not found in :data:`_cache` is created without being read first (:meth:`_record_group`).
+        """
+        if len(keys) < 2 or self.seen_kv is None:
+            return
+        prefix = f"$KV.{bus.NOTIFY_SEEN.name}."
+        by_target: dict[str, list[str]] = {}
+        for key in keys:
+            by_target.setdefault(key.rsplit(".", 1)[0], []).append(key)
+        for target, group_keys in by_target.items():
+            info = await self.js.stream_info(f"KV_{bus.NOTIFY_SEEN.name}", subjects_filter=f"{prefix}{target}.>")
+            holding = {subject.removeprefix(prefix).rsplit(".", 1)[0] for subject in info.state.subjects or {}}
+            for key in group_keys:
+                if key in holding or key in self._cache or key in self._stale or key in self._inflight:
+                    continue  # read by _seen_for, as before (a flush of it may be spilling digests)
+                self._seen[key] = {}
+                self._absent.add(key)
 
     async def _seen_for(self, key: str) -> dict[str, int]:
         """Digests of alerts this group recorded that live in the seen bucket (loaded once per group)."""
@@ -358,11 +414,16 @@ class Dispatcher:
                 del self._seen[key]
         return [key for key, at in self._due.items() if at <= now]
 
-    async def flush_due(self, keys: list[str] | None = None, *, wait: bool = False) -> None:
-        """Plan every group (or ``keys``) now and start the due notifications, each in its own task."""
+    async def flush_due(self, keys: list[str] | None = None, *, wait: bool = False, rescan: bool = False) -> None:
+        """Plan every group (or ``keys``) now and start the due notifications, each in its own task.
+
+        ``rescan`` (the ticker's periodic read of the bucket): skip the groups of one watch this replica
+        knows and whose time has not come; they are planned when it comes (:meth:`due_keys`).
+        """
         if keys is None:
             keys = await self.group_keys()
             for gone in set(self._due) - set(keys):
+                self._pinned.discard(gone)
                 self._due.pop(gone, None)
                 self._cache.pop(gone, None)
                 self._written.pop(gone, None)
@@ -371,6 +432,12 @@ class Dispatcher:
             for gone in [k for k in self._partition_of if k not in present]:
                 del self._partition_of[gone]
             keys = [k for k in keys if k not in self._partition_of or self.owns(self._partition_of[k])]
+            # a group of one watch this replica already knows is planned when its own time comes (due_keys):
+            # re-reading each of them every rescan cost one KV read and a plan per group, and with each alert
+            # its own group an hour's thousands of groups (kept for deduplication) were read every 10 s
+            if rescan:
+                now = self.clock()
+                keys = [k for k in keys if k not in self._pinned or k not in self._due or self._due[k] <= now]
         if not keys:
             return
         silences = await self.silences.all()
@@ -407,6 +474,16 @@ class Dispatcher:
             exc = task.exception()
             log.error("notifier.flush_failed", group=key, error=f"{type(exc).__name__}: {exc}")
 
+    async def backpressure(self, limit: float = 10.0) -> None:
+        """Wait (at most ``limit`` seconds) while more than :data:`MAX_QUEUED_FLUSHES` groups wait to be planned.
+
+        The consumer calls it before recording a batch: a backlog then waits in the stream, not as
+        thousands of tasks here. Deliveries retrying (a receiver down) do not count: they hold no turn.
+        """
+        if self._waiting > MAX_QUEUED_FLUSHES:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), limit)
+
     async def drain(self) -> None:
         """Wait for the flushes in flight (used when stopping)."""
         if self._background:
@@ -425,6 +502,7 @@ class Dispatcher:
                 self._drop(key)
 
     def _drop(self, key: str) -> None:
+        self._pinned.discard(key)
         self._due.pop(key, None)
         self._cache.pop(key, None)
         self._written.pop(key, None)
@@ -432,30 +510,53 @@ class Dispatcher:
         self._seen.pop(key, None)
 
     async def _flush_group(self, key: str, silences: list[Silence]) -> None:
+        """Plan one group and send what is due: at most :data:`MAX_FLUSHES` groups planned at once."""
+        self._waiting += 1
+        if self._waiting > MAX_QUEUED_FLUSHES:
+            self._room.clear()
+        try:
+            await self._flushes.acquire()
+        finally:
+            self._waiting -= 1
+            if self._waiting <= MAX_QUEUED_FLUSHES:
+                self._room.set()
+        try:
+            claimed = await self._plan_group(key, silences)
+        finally:
+            self._flushes.release()
+        if claimed is None:
+            return
+        result, integration = claimed
+        if await self.deliver(result, integration) is not None:
+            async with self._flushes:
+                await self._finalize(key, result.claim.notification)
+
+    async def _plan_group(self, key: str, silences: list[Silence]) -> tuple[ClaimResult, Integration] | None:
+        """Read, plan and write one group; return the notification claimed for sending, if any."""
         state, revision = await self._get(key)
         if state is None or revision is None:
             self._due.pop(key, None)
-            return
+            return None
         if not self.owns(state.partition):
             self._drop(key)  # another replica holds its partition and flushes it
-            return
+            return None
         receiver = self.receivers.get(state.receiver)
         integration = self.integrations.get(state.target)
         if receiver is None or integration is None:
             await self._delete(key, revision)
             log.info("notifier.group_dropped", group=key, reason="receiver no longer configured")
-            return
+            return None
         now = self.clock()
         decision = plan(state, now, send_resolved=receiver.send_resolved, silences=silences, quiet=receiver.quiet_hours)
         if decision.state is None:
             await self._delete(key, revision)
-            return
+            return None
         if decision.changed:
             try:
                 decision.state = await self._write(key, state, revision, decision.state)
             except KeyWrongLastSequenceError:
                 self._invalidate(key)
-                return  # another replica or a new alert changed it: plan again next tick
+                return None  # another replica or a new alert changed it: plan again next tick
             if decision.silenced or decision.silenced_truncated:
                 self.metrics.suppressed.labels("silenced").inc(len(decision.silenced) + decision.silenced_truncated)
                 log.info(
@@ -465,20 +566,20 @@ class Dispatcher:
                 self.metrics.suppressed.labels("quiet_hours").inc()
                 log.info("notifier.notification_deferred", group=key, until=str(decision.due_at))
         if decision.send is None:
-            return
+            return None
         notification = build_notification(decision.state, decision.send, now)
         result = await self.nflog.claim(notification, now, self.lease)
         if result.outcome == "taken":
             log.debug("notifier.claim_taken", group=key, owner=result.claim.owner)
-            return
+            return None
         if result.outcome == "done":
             self.metrics.suppressed.labels("deduplicated").inc()
             await self._finalize(key, result.claim.notification)
-            return
-        if await self.deliver(result, integration) is not None:
-            await self._finalize(key, result.claim.notification)
+            return None
+        return result, integration
 
     async def _delete(self, key: str, revision: int) -> None:
+        self._pinned.discard(key)
         self._due.pop(key, None)
         self._cache.pop(key, None)
         self._written.pop(key, None)
@@ -506,11 +607,17 @@ class Dispatcher:
         try:
             while True:
                 attempt += 1
-                await self.nflog.renew(result, self.clock(), self.lease, attempts=attempt)
                 try:
-                    await integration.send(notification)
+                    # at most SENDS_PER_TARGET requests in flight per target; the claim is renewed once a
+                    # turn has come (the wait may be long), not right after it was won (its lease is fresh)
+                    async with self._sends.setdefault(notification.target, asyncio.Semaphore(SENDS_PER_TARGET)):
+                        if attempt > 1 or result.claim.lease_until - self.clock() < self.lease / 2:
+                            await self.nflog.renew(result, self.clock(), self.lease, attempts=attempt)
+                        await integration.send(notification)
                 except DeliveryError as exc:
                     error = exc
+                except ClaimLost:
+                    raise
                 except Exception as exc:  # a bug or a template error: trying again will not help
                     error = DeliveryError(f"{type(exc).__name__}: {exc}", retryable=False)
                 else:

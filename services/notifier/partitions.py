@@ -128,8 +128,16 @@ class PartitionLeases:
                 await self.kv.delete(self._member_key)
 
     async def _loop(self) -> None:
+        """A cycle every third of the lease, counted from the start of the previous one.
+
+        Counted from its start, not its end: a cycle that took long (a consumer slow to start, a
+        loaded server's slow answers) does not push the next renewal back by as much.
+        """
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + self.lease / 3
         while True:
-            await asyncio.sleep(self.lease / 3)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at = loop.time() + self.lease / 3
             try:
                 await self.cycle()
             except Exception as exc:  # NATS away: what we hold runs out on its own (cycle drops it)
