@@ -246,19 +246,21 @@ async def run_alertmanager(binary: str, sink: Sink, n: int, groups: int, tmp: Pa
         log.close()
 
 
-def veille_config(path: Path, sink: Sink, groups: int) -> Path:
+def veille_config(path: Path, sink: Sink, groups: int, group_by: str = "[watch, kind]") -> Path:
     watches = "".join(f"  - name: {watch(i, groups)}\n    query: '{watch(i, groups)}'\n" for i in range(groups))
     path.write_text(
         f"version: 1\nwatches:\n{watches}receivers:\n  - name: sink\n    webhook:\n"
         f"      - url: http://127.0.0.1:{sink.port}/veille\n"
-        "route:\n  receiver: sink\n  group_by: [watch, kind]\n  group_wait: 0s\n  group_interval: 1s\n"
+        f"route:\n  receiver: sink\n  group_by: {group_by}\n  group_wait: 0s\n  group_interval: 1s\n"
         "  repeat_interval: 1h\n",
         encoding="utf-8",
     )
     return path
 
 
-async def run_veille(sink: Sink, n: int, groups: int, tmp: Path, replicas: int = 1) -> dict[str, Any]:
+async def run_veille(
+    sink: Sink, n: int, groups: int, tmp: Path, replicas: int = 1, group_by: str = "[watch, kind]"
+) -> dict[str, Any]:
     """One veille run: a fresh nats-server and ``replicas`` x ``veille run notifier`` (sharing the alerts stream's
     partitions, each held by one replica); publish every alert, wait for all told."""
     server = NatsServerProcess(store_dir=tmp / "store", log_file=tmp / "nats.log")
@@ -268,7 +270,7 @@ async def run_veille(sink: Sink, n: int, groups: int, tmp: Path, replicas: int =
     try:
         js = nc.jetstream()
         await bus.ensure_topology(js)
-        config = veille_config(tmp / "veille.yaml", sink, groups)
+        config = veille_config(tmp / "veille.yaml", sink, groups, group_by)
         for replica in range(replicas):
             port = free_port()
             env = {
@@ -372,6 +374,27 @@ def server_pid(server: NatsServerProcess) -> int:
     return server.process.pid
 
 
+async def per_alert(n: int, runs: int) -> list[dict[str, Any]]:
+    """veille alone on ``n`` alerts, each its own group (``group_by: ["..."]``, as e2e_bench's latency runs).
+
+    No Alertmanager peer: it has no equivalent cost to compare (it keeps groups in memory). Each run
+    gives the notifier's CPU per alert and the time to notify them all, with the load average.
+    """
+    out = []
+    sink = Sink(n)
+    await sink.start()
+    try:
+        for k in range(runs):
+            with tempfile.TemporaryDirectory(prefix="veille-notifier-bench-") as tmp:
+                load = os.getloadavg()[0]
+                result = await run_veille(sink, n, 10, Path(tmp), group_by='["..."]')
+            out.append({"run": k + 1, "loadavg_start": round(load, 2), **result})
+            print(json.dumps(out[-1]), flush=True)
+    finally:
+        await sink.stop()
+    return out
+
+
 def median(runs: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(r[key] for r in runs))
 
@@ -462,7 +485,17 @@ if __name__ == "__main__":
     parser.add_argument(
         "--replicas", type=int, default=2, help="also run this many notifier replicas sharing the partitions (1: not)"
     )
+    parser.add_argument(
+        "--per-alert",
+        type=int,
+        default=0,
+        help="instead: veille alone on this many alerts, each its own group (writes notifier_per_alert.json)",
+    )
     options = parser.parse_args()
+    if options.per_alert:
+        rows = asyncio.run(per_alert(options.per_alert, options.runs))
+        OUT.with_name("notifier_per_alert.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+        raise SystemExit(0)
     outcome = asyncio.run(main(options))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(outcome, indent=2), encoding="utf-8")
