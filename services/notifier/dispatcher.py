@@ -346,7 +346,7 @@ class Dispatcher:
         for all of them: a group with none is remembered as having none (:attr:`_seen` empty), and one
         not found in :data:`_cache` is created without being read first (:meth:`_record_group`).
         """
-        if len(keys) < 2 or self.seen_kv is None:
+        if not keys or self.seen_kv is None:
             return
         prefix = f"$KV.{bus.NOTIFY_SEEN.name}."
         by_target: dict[str, list[str]] = {}
@@ -532,8 +532,19 @@ class Dispatcher:
                 await self._finalize(key, result.claim.notification)
 
     async def _plan_group(self, key: str, silences: list[Silence]) -> tuple[ClaimResult, Integration] | None:
-        """Read, plan and write one group; return the notification claimed for sending, if any."""
-        state, revision = await self._get(key)
+        """Read, plan and write one group; return the notification claimed for sending, if any.
+
+        A group of one watch whose last write was this replica's is planned from memory: holding its
+        partition, this replica is its only writer (a stale view would fail its compare-and-set, and a
+        notification already sent is found done in the log). Any other group is read from KV first.
+        """
+        cached = self._cache.get(key)
+        state: GroupState | None
+        revision: int | None
+        if cached is not None and key in self._pinned and self._written.get(key) == cached[1]:
+            state, revision = cached
+        else:
+            state, revision = await self._get(key)
         if state is None or revision is None:
             self._due.pop(key, None)
             return None

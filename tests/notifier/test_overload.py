@@ -70,23 +70,15 @@ async def test_a_large_backlog_of_single_alert_groups_keeps_the_leases_and_notif
 
 
 @pytest.mark.parametrize("groups", [60])
-async def test_a_rescan_does_not_read_again_the_single_watch_groups_it_knows(
+async def test_single_alert_groups_are_recorded_sent_and_rescanned_without_reading_them_back(
     js: JetStreamContext, nc: NatsClient, receiver: ScriptedReceiver, notifier_factory: AppFactory, groups: int
 ) -> None:
-    """Groups of one alert each, notified and kept for deduplication: a rescan every 0.1 s reads none of them.
+    """Groups of one alert each: created, planned, sent, finalised and rescanned (every 0.1 s) with no group read.
 
-    Before, every rescan (10 s by default) read and planned every group of the bucket; with each alert
-    its own group, an hour of them (kept for an hour to drop redeliveries) was read every 10 s.
+    Before, each new group was read before being created (a miss), read again to be planned, and every
+    rescan (10 s by default) read and planned every group of the bucket; with each alert its own group
+    (each kept an hour to drop redeliveries) that was an hour of groups read every 10 s.
     """
-    app = await notifier_factory(webhook_config(receiver.url(), route=PER_ALERT), tick=0.02)
-    app.settings = app.settings.model_copy(update={"notifier_rescan": 0.1})
-    for i in range(groups):
-        await publish_alert(js, make_alert(f"alert-known-{i:03d}", watch=WATCHES[i % len(WATCHES)]))
-    await receiver.wait_for(groups, timeout=30)
-    await settled(js)
-    await app.dispatcher.drain()
-    kv = await js.key_value(bus.NOTIFY_GROUPS.name)
-    assert len(await kv.keys()) == groups  # each kept (its digest) for the deduplication window
     reads: list[str] = []
 
     async def on_read(msg: Msg) -> None:
@@ -97,9 +89,18 @@ async def test_a_rescan_does_not_read_again_the_single_watch_groups_it_knows(
         await nc.subscribe(f"$JS.API.STREAM.MSG.GET.{GROUPS_STREAM}", cb=on_read),
     ]
     await nc.flush()
+    app = await notifier_factory(webhook_config(receiver.url(), route=PER_ALERT), tick=0.02)
+    app.settings = app.settings.model_copy(update={"notifier_rescan": 0.1})
+    for i in range(groups):
+        await publish_alert(js, make_alert(f"alert-known-{i:03d}", watch=WATCHES[i % len(WATCHES)]))
+    await receiver.wait_for(groups, timeout=30)
+    await settled(js)
+    await app.dispatcher.drain()
+    kv = await js.key_value(bus.NOTIFY_GROUPS.name)
+    assert len(await kv.keys()) == groups  # each kept (its digest) for the deduplication window
     await asyncio.sleep(1.0)  # about ten rescans
     await nc.flush()
     for sub in subs:
         await sub.unsubscribe()
-    assert reads == [], f"{len(reads)} group reads in ten rescans of {groups} known groups"
+    assert reads == [], f"{len(reads)} group reads for {groups} single-alert groups sent and rescanned ten times"
     assert sorted(_alert_ids(receiver)) == [f"alert-known-{i:03d}" for i in range(groups)]
