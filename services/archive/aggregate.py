@@ -63,6 +63,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from services.archive.schema import COUNTS_GRAIN, alerts, mention_counts, mention_watches, mentions, volume_baselines
 from veille.spikes import DetectorSettings, SpikeDetector
+from veille.spikes.detector import BEHAVIOUR_REVISION
 
 __all__ = [
     "DIMENSIONS",
@@ -387,8 +388,13 @@ def clear_replay_cache() -> None:
 
 
 def settings_digest(settings: DetectorSettings) -> str:
-    """A short digest of the detector's settings: a persisted replay is resumed only with the same ones."""
-    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:24]
+    """A short digest of the detector's settings and behaviour: a persisted replay is resumed only with the same.
+
+    The detector's :data:`BEHAVIOUR_REVISION` is part of it: after an upgrade that changes what the
+    detector expects, a replay the old code saved is not resumed (it is made again, once).
+    """
+    key = f"{BEHAVIOUR_REVISION}:{settings.model_dump_json()}"
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 async def _baseline(

@@ -151,3 +151,26 @@ async def test_a_new_process_resumes_the_replay_the_database_keeps(
     clear_replay_cache()
     damaged = await volume(reader, "dupre", since, until, bucket=HOUR, now=until)
     assert [b.expected for b in damaged.buckets] == [b.expected for b in fresh.buckets]
+
+
+async def test_a_replay_saved_by_another_detector_release_is_not_resumed(
+    steady: tuple[AsyncEngine, ArchiveStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgrade that changes what the detector expects (same settings) replays again, once, instead of
+    resuming the old release's expectations."""
+    reader, _store = steady
+    since, until = G + timedelta(days=3), G + timedelta(days=5)
+    await forget_everything(reader)
+    await volume(reader, "dupre", since, until, bucket=HOUR, now=until)  # saved by "this" release
+    steps: list[datetime] = []
+    original = aggregate.SpikeDetector.update
+
+    def counted(self: aggregate.SpikeDetector, ts: datetime, value: float) -> Any:
+        steps.append(ts)
+        return original(self, ts, value)
+
+    monkeypatch.setattr(aggregate.SpikeDetector, "update", counted)
+    monkeypatch.setattr(aggregate, "BEHAVIOUR_REVISION", aggregate.BEHAVIOUR_REVISION + 1)  # the next release
+    clear_replay_cache()  # a new process
+    await volume(reader, "dupre", since, until, bucket=HOUR, now=until)
+    assert len(steps) == 5 * 288 + 1  # the whole replay from the weekly grid, not the kept tail

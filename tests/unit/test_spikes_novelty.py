@@ -88,13 +88,34 @@ def test_state_of_version_3_loads_and_continues_like_the_original() -> None:
     det = SpikeDetector()
     _run(values[: 3 * PER_DAY], det)
     state = json.loads(json.dumps(det.to_state()))
-    assert state["version"] == 4
-    state["version"] = 3
     del state["skipped_n"]
     old = SpikeDetector.from_state(None, state)
     a = _run(values[3 * PER_DAY :], det, offset=3 * PER_DAY)
     b = _run(values[3 * PER_DAY :], old, offset=3 * PER_DAY)
     assert [(d.event, d.statistic, d.expected) for d in a] == [(d.event, d.statistic, d.expected) for d in b]
+
+
+# Every key the previous release's ``SpikeDetector.from_state`` (commit 4a8353c) reads, each one required;
+# it refused any version but 3 and cut ``recent_x``/``recent_mu`` to the history it needs.
+_PREVIOUS_READER_KEYS = {
+    "version", "n", "last_ts", "level", "level_w", "daily", "daily_n", "daily_acc", "weekly", "weekly_n",
+    "weekly_obs", "weekly_acc", "weekly_day", "alpha", "alpha_n", "recent_x", "recent_mu", "sum_x", "sum_mu",
+    "firing", "fired_scale", "fired_n", "calm", "resolved_n", "severity",
+}  # fmt: skip
+
+
+def test_the_previous_release_reads_the_state_this_one_writes() -> None:
+    """A rolling upgrade or a rollback: an older classifier replica stepping the same watches reads this state.
+
+    Had the state taken a number it refuses, that replica would reset the watch: its learned baseline gone
+    (a warm-up again) and its open alert never resolved.
+    """
+    det = SpikeDetector()
+    _run(_nightly(4, 8), det)
+    state = json.loads(json.dumps(det.to_state()))
+    assert state["version"] == 3
+    assert state.keys() >= _PREVIOUS_READER_KEYS
+    assert det._history <= len(state["recent_x"]) == len(state["recent_mu"])
 
 
 def _irregular_samples(path: Path) -> list[tuple[datetime, float]]:

@@ -75,7 +75,10 @@ The model, in words:
 
 Everything is a few float operations per bucket (no history beyond a day and the longest sub-day
 scale's half-window), and the whole state is a small JSON-serialisable dict
-(:meth:`SpikeDetector.to_state`, version 4; version 3 still loads).
+(:meth:`SpikeDetector.to_state`, format version 3: the contextual novelty's ``skipped_n`` and its
+longer history were added without a new format number, so that a classifier of the previous release,
+which ignores keys it does not know and keeps the history it needs, reads the state this one writes:
+a rolling upgrade or a rollback keeps every watch's learned baseline and its open alerts).
 
 Why this design, and what the evidence says (``bench/nab_eval.py``, docs/benchmarks.md):
 
@@ -133,10 +136,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from veille.durations import Duration
 from veille.models import Severity
 
-__all__ = ["Decision", "DetectorSettings", "SpikeDetector", "nb_signed_deviance"]
+__all__ = ["BEHAVIOUR_REVISION", "STATE_VERSION", "Decision", "DetectorSettings", "SpikeDetector", "nb_signed_deviance"]
 
-STATE_VERSION = 4
-_OLD_STATE_VERSIONS = (3,)  # version 3 lacks ``skipped_n`` (no skipped bucket known): it loads
+STATE_VERSION = 3
+"""The state's format. Additions that a reader of the same number can ignore keep the number (``skipped_n``
+came in without one: a state without it loads as "no skipped bucket known"); only a change that such a
+reader would misread takes a new one (it would reset every watch of an older replica)."""
+BEHAVIOUR_REVISION = 4
+"""Bumped whenever the same settings and counts can give different expectations or alerts (4: the
+contextual novelty): stored replays of the detector (the archive's ``volume_baselines``) name it, so a
+new release never resumes a replay the old code made."""
 
 PROFILE_PRIOR = 4.0
 """Prior weight of a time-of-day factor, in expected mentions, at the flat profile (factor 1).
@@ -809,7 +818,7 @@ class SpikeDetector:
     def from_state(cls, settings: DetectorSettings | None, state: dict[str, Any]) -> SpikeDetector:
         """Rebuild a detector from :meth:`to_state` output (and the same settings)."""
         det = cls(settings)
-        if state.get("version") not in (STATE_VERSION, *_OLD_STATE_VERSIONS):
+        if state.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported detector state version {state.get('version')!r}")
         if len(state["daily"]) != det._slots or len(state["alpha"]) != len(det._scale_buckets):
             raise ValueError("detector state does not match these settings (daily_slot or scales changed)")
