@@ -281,6 +281,12 @@ class Dispatcher:
         return await self._get(key)
 
     def _remember_state(self, key: str, state: GroupState, revision: int) -> None:
+        if not self.owns(state.partition):
+            # a write that finished after the partition was lost (a delivery's final write, a plan in
+            # flight): its owner now writes the group, so this replica's copy would be stale when the
+            # partition comes back, and planning from it could put off that owner's alerts for hours
+            self._drop(key)
+            return
         cached = self._cache.pop(key, None)
         if cached is not None and cached[1] > revision:
             self._cache[key] = cached

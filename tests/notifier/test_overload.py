@@ -104,3 +104,41 @@ async def test_single_alert_groups_are_recorded_sent_and_rescanned_without_readi
         await sub.unsubscribe()
     assert reads == [], f"{len(reads)} group reads for {groups} single-alert groups sent and rescanned ten times"
     assert sorted(_alert_ids(receiver)) == [f"alert-known-{i:03d}" for i in range(groups)]
+
+
+async def test_a_delivery_ending_after_its_partition_was_lost_leaves_no_copy_to_plan_from_when_it_comes_back(
+    js: JetStreamContext, nc: NatsClient, receiver: ScriptedReceiver, notifier_factory: AppFactory
+) -> None:
+    """A lease moves away while a POST is in flight, then comes back: the group is read again from KV.
+
+    Meanwhile its new owner may have recorded alerts in it. Before, the delivery's final write put the
+    group back in this replica's memory as one it alone writes, due hours later: when the partition came
+    back, the rescan skipped it and the owner's alerts waited for that stale time.
+    """
+    receiver.hold = asyncio.Event()
+    app = await notifier_factory(webhook_config(receiver.url(), route=PER_ALERT), tick=0.02)
+    app.settings = app.settings.model_copy(update={"notifier_rescan": 0.1})
+    await publish_alert(js, make_alert("alert-moved", watch=WATCHES[0]))
+    await receiver.wait_for(1, attempts=True)  # the POST is in flight
+    kv = await js.key_value(bus.NOTIFY_GROUPS.name)
+    [key] = await kv.keys()
+    partition = app.dispatcher._partition_of[key]
+    held = app.dispatcher.owns
+    app.dispatcher.owns = lambda p: p != partition and held(p)  # the lease went to another replica
+    app.dispatcher.forget_partition(partition)
+    receiver.hold.set()
+    await receiver.wait_for(1)
+    await app.dispatcher.drain()  # the final write of that delivery is done
+
+    reads: list[str] = []
+
+    async def on_read(msg: Msg) -> None:
+        reads.append(msg.subject)
+
+    sub = await nc.subscribe(f"$JS.API.DIRECT.GET.{GROUPS_STREAM}.>", cb=on_read)
+    await nc.flush()
+    app.dispatcher.owns = held  # the partition is back
+    await asyncio.sleep(0.5)  # a few rescans
+    await nc.flush()
+    await sub.unsubscribe()
+    assert any(subject.endswith(key) for subject in reads), reads
