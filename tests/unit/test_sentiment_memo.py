@@ -41,3 +41,28 @@ def test_a_memo_needs_room() -> None:
     """A limit below one is refused with a message (it could remember nothing)."""
     with pytest.raises(ValueError, match="at least 1"):
         Memo(str, limit=0)
+
+
+def test_a_long_key_is_computed_every_time_and_never_held() -> None:
+    calls: list[str] = []
+    memo: Memo[str, int] = Memo(lambda key: calls.append(key) or len(key), limit=8, max_key=16)
+    long = "x" * 17
+    assert memo.get(long) == 17
+    assert memo.get(long) == 17
+    assert calls == [long, long]
+    assert long not in memo.young and long not in memo.old
+    assert memo.get("short") == 5 and "short" in memo.young
+
+
+def test_a_flood_of_long_unique_texts_leaves_the_scorers_memos_small() -> None:
+    """Hostile input: texts of one 20,000-character 'word' each, all different. Before, each one stayed in
+    the chunk, piece and token memos (tens of thousands of entries a generation): gigabytes at full size."""
+    from veille.sentiment.linear import LinearBackend
+
+    backend = LinearBackend()
+    for i in range(30):
+        text = f"{i:05d}" + "a" * 20_000
+        assert backend.analyze(text, "en").label in ("negative", "neutral", "positive")
+    model = backend.models.models["en"]
+    held = sum(len(k) for memo in (model.chunks, model.pieces, model.tokens) for k in (*memo.young, *memo.old))
+    assert held < 10_000, held

@@ -7,7 +7,9 @@ until they are found again; a true LRU costs a move on every hit, which the hot 
 in Python. Here, new entries go into :attr:`Memo.young`; when it holds :attr:`Memo.limit` entries it
 becomes :attr:`Memo.old` (the previous old generation is dropped) and a new young one starts. A
 miss in young looks in old and promotes what it finds. A key used at least once per generation
-(every frequent word) is never dropped; at most ``2 × limit`` entries are held.
+(every frequent word) is never dropped; at most ``2 × limit`` entries are held. A string key longer
+than ``max_key`` characters is computed every time and never held: hostile input (a megabyte without a
+space, many times over) could otherwise fill the memo with megabyte keys and the values built from them.
 
 Hot paths read ``memo.young.get(key)`` directly and call :meth:`Memo.miss` only when it returns
 ``None``.
@@ -27,13 +29,14 @@ V = TypeVar("V")
 class Memo(Generic[K, V]):
     """A two-generation bounded memo of ``compute(key)`` (see the module docstring)."""
 
-    __slots__ = ("compute", "limit", "old", "young")
+    __slots__ = ("compute", "limit", "max_key", "old", "young")
 
-    def __init__(self, compute: Callable[[K], V], limit: int) -> None:
+    def __init__(self, compute: Callable[[K], V], limit: int, *, max_key: int = 256) -> None:
         if limit < 1:
             raise ValueError(f"a memo's limit must be at least 1, got {limit}")
         self.compute = compute
         self.limit = limit
+        self.max_key = max_key
         self.young: dict[K, V] = {}
         self.old: dict[K, V] = {}
 
@@ -42,6 +45,8 @@ class Memo(Generic[K, V]):
         value = self.old.pop(key, None)
         if value is None:
             value = self.compute(key)
+            if isinstance(key, str) and len(key) > self.max_key:
+                return value  # never held (see the module docstring)
         young = self.young
         if len(young) >= self.limit:
             self.old = young
