@@ -307,9 +307,11 @@ class ArchiveApp:
                 elif batch:
                     writing = asyncio.create_task(self._commit(lane, batch), name=f"archive-{lane.kind}-write")
         finally:
-            if writing is not None:
-                await writing
-            await fetcher.stop()
+            try:
+                if writing is not None:
+                    await writing
+            finally:
+                await fetcher.stop()  # even when that write failed: the read-ahead goes back to JetStream now
 
     async def _collect(
         self, lane: _Lane[Any], fetcher: PullFetcher, writing: asyncio.Task[None] | None
