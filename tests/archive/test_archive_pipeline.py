@@ -37,10 +37,14 @@ async def test_the_next_batch_is_decoded_while_a_commit_waits_and_acked_only_aft
     reader = make_engine(make_url(db_url), write=False)
     app = make_archive(nats_server.url, db_url, tmp_path, batch_size=50)
     await app.start()
-    lock = sqlite3.connect(path, isolation_level=None)
+    # check_same_thread=False: BEGIN IMMEDIATE is taken in a worker thread. Blocking the event loop while
+    # SQLite waits for the write lock would stall the archive's own transaction in flight (its statements
+    # are sent from this loop): each would wait for the other until "database is locked".
+    lock = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
     try:
         await wait_for(lambda: _true(app.health.problems() == {}), "the archive ready")
-        lock.execute("BEGIN IMMEDIATE")  # the database's write lock, held: the archive's commit waits for it
+        # the database's write lock, held: the archive's commit waits for it
+        await asyncio.to_thread(lock.execute, "BEGIN IMMEDIATE")
         await publish_mentions(js, [encode(classified(i)) for i in range(30)])
         await wait_for(lambda: _consumer_is(js, (0, 30, 0)), "the first 30 mentions taken, none acked")
         await publish_mentions(js, [b"{not json", *(encode(classified(i)) for i in range(30, 40))])
