@@ -162,6 +162,10 @@ async def stack(tmp_path: Path, monitored_nats: NatsServerProcess) -> AsyncItera
             "VEILLE_CONFIG": str(config),
             "VEILLE_HTTP_HOST": "127.0.0.1",
             "VEILLE_HTTP_PORT": str(free_port()),
+            # the console's UI and the archive's API listen on ports of their own (8090, 8081 by default):
+            # free ones, or the stack of the test before, still stopping, makes them fail to listen
+            "VEILLE_CONSOLE_PORT": "0",
+            "VEILLE_ARCHIVE_API_PORT": "0",
             "VEILLE_LOG_FORMAT": "json",
             "VEILLE_DATA_DIR": str(tmp_path / "data"),
         }
