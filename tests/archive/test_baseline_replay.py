@@ -43,6 +43,19 @@ def mention(i: int, at: datetime) -> MentionClassified:
     )
 
 
+def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[datetime]:
+    """The times of every detector step the volume's replay takes from now on (appended as it steps)."""
+    steps: list[datetime] = []
+    original = aggregate.SpikeDetector.update
+
+    def counted(self: aggregate.SpikeDetector, ts: datetime, value: float) -> Any:
+        steps.append(ts)
+        return original(self, ts, value)
+
+    monkeypatch.setattr(aggregate.SpikeDetector, "update", counted)
+    return steps
+
+
 async def forget_everything(engine: AsyncEngine) -> None:
     """No replay kept, in this process or in the database: the next volume replays from scratch."""
     clear_replay_cache()
@@ -114,14 +127,7 @@ async def test_a_new_process_resumes_the_replay_the_database_keeps(
 ) -> None:
     reader, store = steady
     since, until = G + timedelta(days=3), G + timedelta(days=5)
-    steps: list[datetime] = []
-    original = aggregate.SpikeDetector.update
-
-    def counted(self: aggregate.SpikeDetector, ts: datetime, value: float) -> Any:
-        steps.append(ts)
-        return original(self, ts, value)
-
-    monkeypatch.setattr(aggregate.SpikeDetector, "update", counted)
+    steps = count_steps(monkeypatch)
     await forget_everything(reader)
     first = await volume(reader, "dupre", since, until, bucket=HOUR, now=until)
     assert len(steps) == 5 * 288 + 1  # from G (the weekly grid) to until's bucket
@@ -162,14 +168,7 @@ async def test_a_replay_saved_by_another_detector_release_is_not_resumed(
     since, until = G + timedelta(days=3), G + timedelta(days=5)
     await forget_everything(reader)
     await volume(reader, "dupre", since, until, bucket=HOUR, now=until)  # saved by "this" release
-    steps: list[datetime] = []
-    original = aggregate.SpikeDetector.update
-
-    def counted(self: aggregate.SpikeDetector, ts: datetime, value: float) -> Any:
-        steps.append(ts)
-        return original(self, ts, value)
-
-    monkeypatch.setattr(aggregate.SpikeDetector, "update", counted)
+    steps = count_steps(monkeypatch)
     monkeypatch.setattr(aggregate, "BEHAVIOUR_REVISION", aggregate.BEHAVIOUR_REVISION + 1)  # the next release
     clear_replay_cache()  # a new process
     await volume(reader, "dupre", since, until, bucket=HOUR, now=until)
