@@ -322,69 +322,19 @@ def postgres_server() -> Any:
     loopback port, ``fsync=off``), with ``shared_buffers=1GB`` and ``maintenance_work_mem=1GB``.
     Stop it with :func:`stop_postgres`.
     """
-    from tests.archive.postgres import SUPERUSER, PostgresServer, _free_port, postgres_unavailable
+    from tests.archive.postgres import PostgresServer, postgres_unavailable
 
     reason = postgres_unavailable()
     if reason:
         raise SystemExit(f"archive_corpus: PostgreSQL cannot run here: {reason}")
-
-    class BenchPostgres(PostgresServer):
-        def __init__(self) -> None:  # the cached cluster, not a temporary one
-            from tests.archive.postgres import postgres_bindir
-
-            bindir = postgres_bindir()
-            assert bindir is not None
-            self.bindir = bindir
-            self.root = CACHE / "pg"
-            self.data = self.root / "data"
-            self.log = self.root / "server.log"
-            self._databases = 0
-            self.root.mkdir(parents=True, exist_ok=True)
-            if os.geteuid() == 0:
-                entry = pwd.getpwnam("postgres")
-                os.chown(CACHE, entry.pw_uid, entry.pw_gid)
-                os.chown(self.root, entry.pw_uid, entry.pw_gid)
-            if not (self.data / "PG_VERSION").is_file():
-                self._cmd(
-                    "initdb",
-                    "-D",
-                    str(self.data),
-                    "-U",
-                    SUPERUSER,
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--locale=C.UTF-8",
-                    "--no-sync",
-                )
-            self.port = self._running_port() or _free_port()
-
-        def _running_port(self) -> int | None:
-            pid_file = self.data / "postmaster.pid"
-            if not pid_file.is_file():
-                return None
-            lines = pid_file.read_text().splitlines()
-            try:
-                os.kill(int(lines[0]), 0)
-                return int(lines[3])
-            except (OSError, ValueError, IndexError):
-                return None
-
-        def start(self) -> None:
-            if self._running_port():
-                return
-            options = (
-                f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-                "-c fsync=off -c full_page_writes=off -c max_connections=60 -c shared_buffers=1GB "
-                "-c maintenance_work_mem=1GB -c effective_cache_size=8GB -c max_wal_size=8GB"
-            )
-            result = self._cmd(
-                "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start", check=False
-            )
-            if result.returncode != 0:
-                tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-                raise RuntimeError(f"pg_ctl start failed: {result.stderr}\n{tail}")
-
-    server = BenchPostgres()
+    if os.geteuid() == 0:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        entry = pwd.getpwnam("postgres")
+        os.chown(CACHE, entry.pw_uid, entry.pw_gid)
+    server = PostgresServer(
+        CACHE / "pg",
+        options="-c shared_buffers=1GB -c maintenance_work_mem=1GB -c effective_cache_size=8GB -c max_wal_size=8GB",
+    )
     server.start()
     return server
 

@@ -62,29 +62,46 @@ def _free_port() -> int:
 class PostgresServer:
     """One PostgreSQL cluster: :meth:`start`, :meth:`stop` (fast shutdown), :meth:`kill`, :meth:`cleanup`."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None = None, *, options: str = "") -> None:
+        """A new cluster in a temporary directory, or, with ``root``, the cluster kept there (initdb only
+        the first time; a server already running from it is reused). ``options`` adds ``-c`` settings."""
         bindir = postgres_bindir()
         assert bindir is not None, postgres_unavailable()
         self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="veille-pg-"))
+        self.root = root if root is not None else Path(tempfile.mkdtemp(prefix="veille-pg-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.data = self.root / "data"
         self.log = self.root / "server.log"
-        self.port = _free_port()
+        self.options = options
         self._databases = 0
         if os.geteuid() == 0:
             entry = pwd.getpwnam("postgres")
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        self._cmd(
-            "initdb",
-            "-D",
-            str(self.data),
-            "-U",
-            SUPERUSER,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C.UTF-8",
-            "--no-sync",
-        )
+        if not (self.data / "PG_VERSION").is_file():
+            self._cmd(
+                "initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            )
+        self.port = self.running_port() or _free_port()
+
+    def running_port(self) -> int | None:
+        """The port of a server already running from this cluster's files, or None."""
+        pid_file = self.data / "postmaster.pid"
+        if not pid_file.is_file():
+            return None
+        lines = pid_file.read_text().splitlines()
+        try:
+            os.kill(int(lines[0]), 0)
+            return int(lines[3])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def _cmd(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -98,9 +115,11 @@ class PostgresServer:
 
     def start(self) -> None:
         """Start (or restart) the server on its port and wait until it accepts connections."""
+        if self.running_port():
+            return
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-            "-c fsync=off -c full_page_writes=off -c max_connections=60"
+            f"-c fsync=off -c full_page_writes=off -c max_connections=60 {self.options}"
         )
         result = self._cmd(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start", check=False
