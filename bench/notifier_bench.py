@@ -258,6 +258,10 @@ def veille_config(path: Path, sink: Sink, groups: int, group_by: str = "[watch, 
     return path
 
 
+PROFILE_DIR: Path | None = None
+"""``--profile DIR``: the notifier replicas run under cProfile (bench/childprofile), stats written to DIR."""
+
+
 async def run_veille(
     sink: Sink, n: int, groups: int, tmp: Path, replicas: int = 1, group_by: str = "[watch, kind]"
 ) -> dict[str, Any]:
@@ -283,6 +287,9 @@ async def run_veille(
                 "VEILLE_LOG_LEVEL": "warning",
                 "VEILLE_LOG_FORMAT": "json",
             }
+            if PROFILE_DIR is not None:
+                env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench" / "childprofile"), env["PYTHONPATH"]])
+                env["VEILLE_BENCH_PROFILE"] = str(PROFILE_DIR)
             log = (tmp / f"notifier-{replica}.log").open("wb")
             process = subprocess.Popen(  # noqa: ASYNC220 - started once per run, before anything is timed
                 [sys.executable, "-m", "veille_cli", "run", "notifier"], cwd=ROOT, env=env, stdout=log, stderr=log
@@ -411,7 +418,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     replica_runs: list[dict[str, Any]] = []
     try:
         for run in range(args.runs):
-            order = ("am", "veille") if run % 2 == 0 else ("veille", "am")
+            order: tuple[str, ...] = ("am", "veille") if run % 2 == 0 else ("veille", "am")
+            if args.veille_only:
+                order = ("veille",)
             for which in order:
                 with tempfile.TemporaryDirectory(prefix="veille-notifier-bench-") as tmp:
                     if which == "am":
@@ -430,6 +439,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await sink.stop()
     summary: dict[str, Any] = {}
+    if not am_runs:  # --veille-only: a development run, not a comparison
+        return {"veille_runs": veille_runs, "veille_replica_runs": replica_runs}
     for key in ("accepted_per_s", "all_notified_s", "cpu_us_per_alert"):
         am, ve = median(am_runs, key), median(veille_runs, key)
         summary[key] = {"alertmanager": am, "veille": ve, "veille_vs_am": ve / am}
@@ -491,12 +502,19 @@ if __name__ == "__main__":
         default=0,
         help="instead: veille alone on this many alerts, each its own group (writes notifier_per_alert.json)",
     )
+    parser.add_argument("--veille-only", action="store_true", help="no Alertmanager runs (development; not written)")
+    parser.add_argument("--profile", type=Path, help="run the notifier replicas under cProfile, stats in this folder")
     options = parser.parse_args()
+    if options.profile is not None:
+        options.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE_DIR = options.profile.resolve()
     if options.per_alert:
         rows = asyncio.run(per_alert(options.per_alert, options.runs))
         OUT.with_name("notifier_per_alert.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
         raise SystemExit(0)
     outcome = asyncio.run(main(options))
+    if options.veille_only:
+        raise SystemExit(0)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(outcome, indent=2), encoding="utf-8")
     print(report(outcome))
