@@ -208,16 +208,17 @@ Pair = tuple[float, float]
 _ZERO: Pair = (0.0, 0.0)
 _NO_PAIRS: dict[str, Pair] = {}
 """The bigrams a token that starts none starts (never written to)."""
-_TokenEntry = tuple[float, float, float, float, int, int, tuple[float, ...], dict[str, Pair]]
+_TokenEntry = tuple[float, float, float, float, int, int, tuple[float, ...], int]
 """Per token: unigram weights (2), summed character n-gram weights (2), their number, its role
-(negator, clause break), its word-list valences, and the weights of the bigrams it starts (the
-second word's key → weights; :data:`_NO_PAIRS` when it starts none)."""
+(negator, clause break), its word-list valences, and the bigrams it starts (the index in
+:attr:`LinearModel.follow_list` of their second word's key → weights; 0 when it starts none)."""
 _Event = tuple[int, int, tuple[float, ...]]
 """A token of a chunk that has a role or word-list valences: (its place in the chunk, role, valences)."""
-_ChunkEntry = tuple[float, float, float, float, int, int, str, dict[str, Pair], "tuple[_Event, ...] | None"]
+_ChunkEntry = tuple[float, float, float, float, int, int, str, int, "tuple[_Event, ...] | None"]
 """Per whitespace-separated chunk of a cleaned text: its unigram and inner bigram weights (2), its
 summed character n-gram weights (2), their number, its number of tokens, its first token's key,
-the bigrams its last token starts, and its :data:`_Event` s (``None`` when it has none)."""
+the bigrams its last token starts (an index, as in :data:`_TokenEntry`), and its :data:`_Event` s
+(``None`` when it has none)."""
 PIECE_MEMO_SIZE = 65_536
 """Pieces remembered per language and generation (:class:`~veille.sentiment.memo.Memo`): the
 48,273 English training tweets hold 64,108 distinct pieces."""
@@ -243,6 +244,14 @@ class LinearModel:
     follows: dict[str, dict[str, Pair]] = field(init=False, repr=False)
     """:attr:`bigrams` by first word: ``follows[a][b]`` is ``bigrams[f"{a} {b}"]`` (no string built
     per token pair at run time)."""
+    follow_list: list[dict[str, Pair]] = field(init=False, repr=False)
+    """The values of :attr:`follows`, after :data:`_NO_PAIRS` (index 0)."""
+    follow_ids: dict[str, int] = field(init=False, repr=False)
+    """A word's index in :attr:`follow_list` (absent: it starts no bigram, index 0). The memos' entries
+    hold this int, not the dict: an entry of numbers, strings and tuples of them is not tracked by
+    Python's cyclic garbage collector once it has seen it, so the memos' hundred thousand entries
+    cost nothing to every full collection of the process (they cost 0.1-0.2 s each before, in a
+    classifier's process as in the benchmark's)."""
     prefix_sums: dict[str, Pair] = field(init=False, repr=False)
     """For each character n-gram of :attr:`chars`, the summed weights of its prefixes of 2 or more
     characters (itself included). The vocabulary is prefix-closed (a prefix occurs in every tweet
@@ -267,6 +276,8 @@ class LinearModel:
                 follows.setdefault(name[:at], {})[name[at + 1 :]] = pair
                 at = name.find(" ", at + 1)
         self.follows = follows
+        self.follow_list = [_NO_PAIRS, *follows.values()]
+        self.follow_ids = {key: at for at, key in enumerate(follows, start=1)}
         chars = self.chars
         if any(gram[:k] not in chars for gram in chars for k in range(CHAR_RANGE[0], len(gram))):
             raise ValueError(f"the {self.lang} model's character n-grams are not prefix-closed")
@@ -313,11 +324,11 @@ class LinearModel:
             negator = key in profile.negators or key in profile.ne_words or key.endswith("n't")
             valence, extras = profile.lookup(key)
             values = (valence, *extras) if extras else ((valence,) if valence else ())
-            return (u[0], u[1], a, b, count, _NEGATOR if negator else 0, values, self.follows.get(key, _NO_PAIRS))
+            return (u[0], u[1], a, b, count, _NEGATOR if negator else 0, values, self.follow_ids.get(key, 0))
         kind, key = token_key
         token = Token(key, key, kind)
         u = uni(key, _ZERO)
-        after = self.follows.get(key, _NO_PAIRS)
+        after = self.follow_ids.get(key, 0)
         return (u[0], u[1], 0.0, 0.0, 0, _role(token, profile), _valences(token, profile), after)
 
     def _piece_entry(self, piece: str) -> _ChunkEntry:
@@ -337,11 +348,12 @@ class LinearModel:
         ua = ub = ca = cb = 0.0
         count = 0
         events: list[_Event] = []
-        follow = _NO_PAIRS
+        follow_list = self.follow_list
+        follow = 0
         for at, token in enumerate(tokens):
             key = token.key
             u0, u2, c0, c2, n, role, values, after = memo.get(key if token.kind == "word" else (token.kind, key))
-            pair = follow.get(key)
+            pair = follow_list[follow].get(key) if follow else None
             if pair is not None:
                 u0 += pair[0]
                 u2 += pair[1]
@@ -368,7 +380,7 @@ class LinearModel:
         parts = pieces(chunk)
         if len(parts) == 1:
             return get(parts[0]) or memo.miss(parts[0])
-        return _join([get(piece) or memo.miss(piece) for piece in parts])
+        return _join([get(piece) or memo.miss(piece) for piece in parts], self.follow_list)
 
     def clear_memos(self) -> None:
         """Forget every remembered token, piece and chunk (benchmarks measure a cold start with this)."""
@@ -377,20 +389,20 @@ class LinearModel:
         self.chunks.clear()
 
 
-def _join(parts: Sequence[_ChunkEntry]) -> _ChunkEntry:
+def _join(parts: Sequence[_ChunkEntry], follow_list: Sequence[dict[str, Pair]]) -> _ChunkEntry:
     """The :data:`_ChunkEntry` of consecutive runs of tokens, from theirs."""
     ua = ub = ca = cb = 0.0
     count = total = 0
     events: list[_Event] = []
     first = ""
-    follow = _NO_PAIRS
+    follow = 0
     for u0, u2, c0, c2, n, size, head, after, inner in parts:
         if not size:
             continue
         if not total:
             first = head
         else:
-            pair = follow.get(head)
+            pair = follow_list[follow].get(head) if follow else None
             if pair is not None:
                 ua += pair[0]
                 ub += pair[1]
@@ -537,7 +549,7 @@ class LinearBackend:
             ua, ub, ca, cb, ns, sizes, firsts, afters, events = zip(*entries, strict=True)
         total = sum(sizes)
         bigram = [0.0, 0.0]
-        for pair in filter(None, map(dict.get, afters, firsts[1:])):
+        for pair in filter(None, map(dict.get, map(model.follow_list.__getitem__, afters), firsts[1:])):
             bigram[0] += pair[0]
             bigram[1] += pair[1]
         scale = 1.0 / math.sqrt(2 * total - 1)
