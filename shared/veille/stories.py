@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import re
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -177,12 +177,18 @@ def sketch(words: list[str], size: int = SKETCH_SIZE) -> Sketch:
     if None in hashes:
         hashes = [h if h is not None else _word_hash(w) for h, w in zip(hashes, words, strict=True)]
     if len(hashes) < SHINGLE_WORDS:
-        shingles = {hash(tuple(hashes)) & _MASK}
-    else:
-        # CPython's hash of a tuple of ints is not salted (only str and bytes hashes are) and mixes
-        # its items well (xxHash-style): stable across processes, and much faster than BLAKE2b.
-        shingles = {hash(t) & _MASK for t in zip(hashes, hashes[1:], hashes[2:], strict=False)}
-    smallest = sorted(shingles)[:size]
+        return Sketch((hash(tuple(hashes)) & _MASK,), 1)
+    # CPython's hash of a tuple of ints is not salted (only str and bytes hashes are) and mixes
+    # its items well (xxHash-style): stable across processes, and much faster than BLAKE2b.
+    shingles = sorted(set(map(hash, zip(hashes, hashes[1:], hashes[2:], strict=False))))
+    # The hashes are signed; the sketch holds them as unsigned 64-bit values (``h & _MASK``), in
+    # which order every negative hash (h + 2**64) comes after every non-negative one. So the
+    # smallest unsigned values are the non-negative hashes, ascending, then the negative ones,
+    # ascending: only those kept are converted (masking each shingle cost more than the hashing).
+    start = bisect_left(shingles, 0)
+    smallest = shingles[start : start + size]
+    if len(smallest) < size and start:
+        smallest += [h & _MASK for h in shingles[: min(start, size - len(smallest))]]
     return Sketch(tuple(smallest), len(shingles))
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "html_to_text",
     "normalise_for_match",
     "normalise_whitespace",
+    "normalised_words",
     "tokenize",
 ]
 
@@ -231,6 +232,11 @@ def normalise_for_match(text: str) -> list[str]:
     matching, story hashing and surge terms, one after the other.
     """
     return list(_normalised(text))
+
+
+def normalised_words(text: str) -> tuple[str, ...]:
+    """:func:`normalise_for_match` as a tuple, shared with the next callers (no copy): do not rely on identity."""
+    return _normalised(text)
 
 
 @functools.lru_cache(maxsize=8)

@@ -11,6 +11,7 @@ import csv
 import random
 import re
 from collections import Counter
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,7 +23,7 @@ from veille.config import parse_config
 from veille.language import detect_language
 from veille.models import MentionIngested
 from veille.query import Document
-from veille.query.document import TITLE_TEXT_GAP, PreparedDocument
+from veille.query.document import TITLE_TEXT_GAP, PreparedDocument, Scope
 from veille.stories import (
     CONTAINMENT_THRESHOLD,
     INDEXED_HASHES,
@@ -237,3 +238,82 @@ def test_mention_terms_are_those_of_the_plain_loop() -> None:
     for text in [*texts, *long_texts, numbered]:
         assert mention_terms(text) == reference_mention_terms(text), text[:80]
     assert len(mention_terms(numbered)) == 40
+
+
+def reference_sketch(words: list[str], size: int = 64) -> Sketch:
+    """``sketch`` before it masked only the hashes it keeps: every shingle hash masked, then sorted."""
+    from veille.stories import _MASK, _word_hash
+
+    if not words:
+        return Sketch((), 0)
+    hashes = [_word_hash(w) for w in words]
+    if len(hashes) < 3:
+        shingles = {hash(tuple(hashes)) & _MASK}
+    else:
+        shingles = {hash(t) & _MASK for t in zip(hashes, hashes[1:], hashes[2:], strict=False)}
+    return Sketch(tuple(sorted(shingles)[:size]), len(shingles))
+
+
+def test_sketches_are_those_of_masking_every_shingle() -> None:
+    """Tweets, long texts (more shingles than the sketch keeps) and tiny ones give the same sketches."""
+    words = [story_text(text) for text in tweets()]
+    rng = random.Random(3)
+    long_texts = [[w for text in rng.sample(words, 12) for w in text] for _ in range(300)]
+    negatives = kept_negatives = 0
+    for found in [*words, *long_texts, ["acme"], ["acme", "corp"], []]:
+        for size in (64, 8, 1):
+            assert sketch(found, size) == reference_sketch(found, size), found[:10]
+        full = reference_sketch(found, 10_000).hashes
+        negatives += any(h >= 1 << 63 for h in full)  # negative before masking
+        kept_negatives += any(h >= 1 << 63 for h in reference_sketch(found).hashes)
+    assert negatives > 100 and kept_negatives > 100  # both branches of the split ran
+
+
+class PositionsOnlyDocument(PreparedDocument):
+    """A prepared document as before ``words``: every word lookup goes through the position lists."""
+
+    __slots__ = ()
+
+    def words(self, scope: Scope) -> Collection[str]:
+        return self.positions(scope)
+
+
+MATCH_QUERIES = [
+    'acme OR "acme corp"',
+    "love OR amour",
+    'good AND NOT "not good"',
+    "title:acme OR author:bob",
+    "happy NEAR/3 day",
+    "lov* OR haï*",
+    '"the best" OR "le meilleur"',
+    "(day OR jour) AND (good OR bon) NOT bad",
+    "lang:en AND love",
+    "source:rss AND (user OR people)",
+    "url:site3 OR site:site5.example",
+    "NOT the",
+    "*ing AND tonight",
+]
+
+
+def test_watch_matching_on_word_sets_is_matching_on_positions() -> None:
+    """Single words and the index's anchors looked up in word sets match exactly what position lists matched."""
+    from veille.query import WatchIndex
+
+    index = WatchIndex({f"w{i}": q for i, q in enumerate(MATCH_QUERIES)})
+    texts = tweets()
+    matched = 0
+    for i, text in enumerate(texts):
+        doc = Document(
+            text=text,
+            title=texts[i - 1] if i % 4 == 0 else None,
+            url=f"https://site{i % 7}.example/p/{i}",
+            site=f"site{i % 9}.example",
+            author="bob" if i % 5 == 0 else None,
+            lang="en" if i % 2 else "fr",
+            source="rss" if i % 3 else "bluesky",
+        )
+        found = index.match(PreparedDocument(doc))
+        assert found == index.match(PositionsOnlyDocument(doc)), text
+        assert found == index.match_exhaustive(PositionsOnlyDocument(doc)), text
+        matched += len(found)
+    assert matched > len(texts)  # many watches matched, not a test of empty answers

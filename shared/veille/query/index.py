@@ -171,7 +171,7 @@ class WatchIndex:
         """Return the positions of the watches that could match the document (a superset of the matches)."""
         doc = prepare(document)
         hit: set[int] = set(self._always)
-        words = doc.positions("default")
+        words = doc.words("default")
         terms = self._terms
         if len(words) <= len(terms):
             for word in words:
@@ -188,7 +188,7 @@ class WatchIndex:
                 if ids is not None:
                     hit.update(ids)
         for scope, table in self._scoped.items():
-            for word in doc.positions(scope):
+            for word in doc.words(scope):
                 ids = table.get(word)
                 if ids is not None:
                     hit.update(ids)

@@ -184,7 +184,7 @@ class Term(Query):
         return self.word
 
     def _eval(self, doc: PreparedDocument, scope: Scope) -> bool:
-        return self.word in doc.positions(scope)
+        return self.word in doc.words(scope)
 
     def _spans(self, doc: PreparedDocument, scope: Scope) -> list[Span]:
         return [(p, p) for p in doc.positions(scope).get(self.word, ())]
