@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import platform
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from pydantic import Field
 
 from services.notifier.delivery import Integration, RetryPolicy
 from services.notifier.dispatcher import Dispatcher, Sleep, targets_of
+from services.notifier.http import WebhookSession
 from services.notifier.integrations.webhook import WebhookIntegration
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.model import Clock, Notification
@@ -77,14 +79,22 @@ def _read_secret(value: str | None, path: Path | None) -> str | None:
     return None
 
 
-def build_integrations(config: VeilleConfig, *, http_client: httpx.AsyncClient, clock: Clock) -> dict[str, Integration]:
-    """One integration per target of every receiver, keyed by target id."""
+def build_integrations(
+    config: VeilleConfig, *, http_client: httpx.AsyncClient, clock: Clock, webhooks: WebhookSession | None = None
+) -> dict[str, Integration]:
+    """One integration per target of every receiver, keyed by target id (webhooks through ``webhooks`` if given)."""
     out: dict[str, Integration] = {}
     url = str(config.external_url) if config.external_url is not None else ""
     for receiver in config.receivers:
         for target in targets_of(receiver):
             out[target.id] = _integration(
-                receiver, target.kind, target.index, http_client=http_client, clock=clock, external_url=url
+                receiver,
+                target.kind,
+                target.index,
+                http_client=http_client,
+                clock=clock,
+                external_url=url,
+                webhooks=webhooks,
             )
     return out
 
@@ -97,12 +107,13 @@ def _integration(
     http_client: httpx.AsyncClient,
     clock: Clock,
     external_url: str = "",
+    webhooks: WebhookSession | None = None,
 ) -> Integration:
     if kind == "webhook":
         hook = receiver.webhook[index]
         secret = _read_secret(hook.secret, hook.secret_file)
         key = decode_secret(secret) if secret else None
-        return WebhookIntegration(hook, http_client, key=key, clock=clock, external_url=external_url)
+        return WebhookIntegration(hook, webhooks or http_client, key=key, clock=clock, external_url=external_url)
     if kind == "email":
         from services.notifier.integrations.email import EmailIntegration
 
@@ -153,7 +164,12 @@ class NotifierApp:
         self.http_client = http_client or make_http_client(
             user_agent=settings.user_agent, timeout=30.0, follow_redirects=False
         )
-        self.integrations = build_integrations(config, http_client=self.http_client, clock=self.clock)
+        # Webhooks (a POST per notification, the most frequent integration) go through a lighter aiohttp
+        # session with the same guarantees (services/notifier/http.py); a client a test passes is used as is.
+        self.webhooks = WebhookSession(user_agent=settings.user_agent) if self._own_client else None
+        self.integrations = build_integrations(
+            config, http_client=self.http_client, clock=self.clock, webhooks=self.webhooks
+        )
         self._report_python()
         self.policy = RetryPolicy(
             max_attempts=settings.notifier_max_attempts,
@@ -219,14 +235,14 @@ class NotifierApp:
             return "not connected to NATS"
         return None
 
-    async def route_alerts(self, alerts: list[AlertRaised]) -> None:
+    async def route_alerts(self, alerts: list[AlertRaised], lane: int | None = None) -> None:
         """Record a batch of alerts in their groups (acked by the consumer once recorded), then flush due groups.
 
         While thousands of due groups wait for their turn to be planned, the batch waits a little first
         (:meth:`Dispatcher.backpressure`, bounded well below the consumer's ``ack_wait``).
         """
         await self.dispatcher.backpressure()
-        keys = await self.dispatcher.record_batch(alerts)
+        keys = await self.dispatcher.record_batch(alerts, lane)
         if keys:
             self.dispatcher.flush_soon(keys)  # not awaited: the batch is acked, the next one fetched meanwhile
 
@@ -287,7 +303,7 @@ class NotifierApp:
             service=NAME,
             consumer=bus.NOTIFIER_ALERT_CONSUMERS[partition],
             model=AlertRaised,
-            handler=self.route_alerts,
+            handler=functools.partial(self.route_alerts, lane=partition),
             metrics=self.metrics,
             sink=self.sink,
             batch_size=self.settings.notifier_batch,
@@ -337,6 +353,8 @@ class NotifierApp:
         await self.broker.stop()
         if self._own_client:
             await self.http_client.aclose()
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
 
 
 def create_app(

@@ -19,8 +19,10 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
+import aiohttp
 import httpx
 
+from services.notifier.http import HttpAnswer, WebhookSession
 from services.notifier.model import IntegrationKind, Notification
 from veille.httpclient import read_at_most
 
@@ -125,7 +127,7 @@ def _printable(text: str, limit: int) -> str:
     return "".join(c if c.isprintable() else " " for c in text[:limit]).strip()
 
 
-def check_response(response: httpx.Response, what: str, body: bytes = b"") -> None:
+def check_response(response: httpx.Response | HttpAnswer, what: str, body: bytes = b"") -> None:
     """Raise :class:`DeliveryError` unless the response is a 2xx; 408, 429 and 5xx are retryable.
 
     A 3xx is final: a delivery is never sent on to another address (it would carry the signed body
@@ -160,11 +162,21 @@ def error_from_exception(exc: Exception, what: str) -> DeliveryError:
         return DeliveryError(f"{what} timed out ({type(exc).__name__})", retryable=True, kind="timeout")
     if isinstance(exc, httpx.TransportError):
         return DeliveryError(f"{what} unreachable: {type(exc).__name__}: {exc}", retryable=True, kind="unreachable")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return DeliveryError(f"{what} failed: {type(exc).__name__}: {exc}", retryable=False)
+    if isinstance(exc, aiohttp.ClientError):  # connection refused or reset, TLS, a malformed answer
+        return DeliveryError(f"{what} unreachable: {type(exc).__name__}: {exc}", retryable=True, kind="unreachable")
     return DeliveryError(f"{what} failed: {type(exc).__name__}: {exc}", retryable=False)
 
 
 async def post(
-    client: httpx.AsyncClient, url: str, *, content: bytes, headers: dict[str, str], timeout: float, what: str
+    client: httpx.AsyncClient | WebhookSession,
+    url: str,
+    *,
+    content: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    what: str,
 ) -> None:
     """POST ``content`` to ``url`` once; return if the receiver answered 2xx, else raise :class:`DeliveryError`.
 
@@ -172,19 +184,25 @@ async def post(
     read), not each network read: a receiver that trickles one byte a second times out like a silent
     one. A time-out is retried no sooner than ``timeout`` later (``retry_after``), since the receiver
     may still be working on the abandoned attempt. Redirects are never followed and at most
-    :data:`RESPONSE_LIMIT` bytes of the answer are read, whatever its length.
+    :data:`RESPONSE_LIMIT` bytes of the answer are read, whatever its length. ``client``: the service's
+    httpx client, or the webhooks' lighter :class:`~services.notifier.http.WebhookSession`.
     """
+    response: httpx.Response | HttpAnswer
     try:
         async with asyncio.timeout(timeout):
-            async with client.stream(
-                "POST", url, content=content, headers=headers, timeout=timeout, follow_redirects=False
-            ) as response:
-                body = await read_at_most(response, RESPONSE_LIMIT)
+            if isinstance(client, WebhookSession):
+                response = await client.post(url, content=content, headers=headers, limit=RESPONSE_LIMIT)
+                body = response.body
+            else:
+                async with client.stream(
+                    "POST", url, content=content, headers=headers, timeout=timeout, follow_redirects=False
+                ) as response:
+                    body = await read_at_most(response, RESPONSE_LIMIT)
     except TimeoutError as exc:
         raise DeliveryError(
             f"{what} gave no complete answer within {timeout:g}s", retryable=True, retry_after=timeout, kind="timeout"
         ) from exc
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, aiohttp.ClientError) as exc:
         error = error_from_exception(exc, what)
         if error.kind == "timeout":
             error.retry_after = timeout

@@ -39,7 +39,15 @@ from services.notifier.grouping import (
 )
 from services.notifier.integrations.alertmanager import posting_route
 from services.notifier.metrics import NotifierMetrics
-from services.notifier.model import Clock, GroupState, Notification, Target, group_key_hash, kv_keys
+from services.notifier.model import (
+    Clock,
+    GroupState,
+    Notification,
+    Target,
+    alert_labels,
+    group_key_hash,
+    kv_keys,
+)
 from services.notifier.nflog import ClaimLost, ClaimResult, NotificationLog
 from services.notifier.routing import group_key_for, match_routes
 from services.notifier.silences import Silence, SilenceStore
@@ -72,8 +80,14 @@ SENDS_PER_TARGET = 8
 
 Fewer than the HTTP client's kept-alive connections (25 of 50), so deliveries reuse connections instead
 of opening (and closing) one each; a receiver is never flooded by one replica."""
+MAX_ROUTE_MEMO = 10_000
+"""Sets of alert labels whose routes and group keys are remembered (emptied when full)."""
 MAX_QUEUED_FLUSHES = 2000
 """Due groups waiting for a flush past which :meth:`Dispatcher.backpressure` holds the next batch back."""
+
+
+_Destination = tuple[str | None, Target, Any, str, dict[str, str]]
+"""A group an alert's labels lead to: key (None: one per alert), target, route, group key and labels."""
 
 
 @dataclasses.dataclass
@@ -137,7 +151,9 @@ class Dispatcher:
         self.lease = lease
         self.seen_kv = seen
         self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._record_lock = asyncio.Lock()
+        self._routes_memo: dict[tuple[tuple[str, str], ...], list[_Destination]] = {}
+        self._record_locks: dict[int | None, asyncio.Lock] = {}
+        """One per consumer (partition of the alerts stream): its batches are recorded one at a time, in order."""
         self._background: set[asyncio.Task[None]] = set()
         self._cache: dict[str, tuple[GroupState, int]] = {}
         """Each group as this replica last wrote or read it, with its revision (a stale one fails its CAS)."""
@@ -168,44 +184,77 @@ class Dispatcher:
         """Record one alert (see :meth:`record_batch`)."""
         return await self.record_batch([alert])
 
-    async def record_batch(self, alerts: list[AlertRaised]) -> list[str]:
+    async def record_batch(self, alerts: list[AlertRaised], lane: int | None = None) -> list[str]:
         """Put ``alerts`` (in stream order) in the groups their routes lead to; return the keys due now.
 
         Each group touched is written once for the whole batch (a compare-and-set on the revision
         this replica last saw), its alerts applied in stream order; the groups are written
-        concurrently. Batches are recorded one at a time (a lock), so a batch that failed and is
-        retried alert by alert keeps stream order too. Only a group that is due (``group_wait``
-        zero, say) needs flushing at once; the others wait for the tick.
+        concurrently. The batches of one ``lane`` (the partition consumer they came from) are recorded
+        one at a time (a lock), so a batch that failed and is retried alert by alert keeps stream order
+        too; the lanes run side by side (a group their alerts share, ``group_by: [kind]`` say, is kept
+        right by its compare-and-set; the partitions have no order between them). Only a group that is
+        due (``group_wait`` zero, say) needs flushing at once; the others wait for the tick.
         """
-        async with self._record_lock:
+        lock = self._record_locks.get(lane)
+        if lock is None:
+            lock = self._record_locks[lane] = asyncio.Lock()
+        async with lock:
             now = self.clock()
             work: dict[str, _GroupWork] = {}
             for alert in alerts:
-                for route in match_routes(self.config.route, alert):
-                    receiver = self.receivers.get(route.receiver)
-                    if receiver is None:
-                        continue
-                    for target in targets_of(receiver):
-                        effective = route
-                        if target.kind == "email" and receiver.email[target.index].digest is not None:
-                            digest = receiver.email[target.index].digest
-                            assert digest is not None
-                            effective = dataclasses.replace(route, group_wait=digest, group_interval=digest)
-                        elif target.kind == "alertmanager":  # at once, then every resend_interval (renews endsAt)
-                            effective = posting_route(route, receiver.alertmanager[target.index])
-                        group_key, group_labels = group_key_for(effective, alert)
-                        key = f"{target.id}.{group_key_hash(group_key)}"
-                        item = work.get(key)
-                        if item is None:
-                            item = work[key] = _GroupWork(
-                                target, effective, group_key, group_labels, bus.alert_partition(alert.watch)
-                            )
-                        item.alerts.append(alert)
+                for key, target, effective, group_key, group_labels in self._destinations(alert):
+                    item = work.get(key)
+                    if item is None:
+                        item = work[key] = _GroupWork(
+                            target, effective, group_key, dict(group_labels), bus.alert_partition(alert.watch)
+                        )
+                    item.alerts.append(alert)
             if not work:
                 return []
             await self._list_seen([key for key in work if key not in self._seen])
             due = await asyncio.gather(*(self._record_group(key, item, now) for key, item in work.items()))
             return [key for key, is_due_now in zip(work, due, strict=True) if is_due_now]
+
+    def _destinations(self, alert: AlertRaised) -> list[tuple[str, Target, Any, str, dict[str, str]]]:
+        """Every group ``alert`` goes to: (key, target, route with its timings, group key, group labels).
+
+        The routes and group keys depend on the alert's labels only (but for ``group_by: ["..."]``, one
+        group per alert): they are worked out once per set of labels and remembered (the configuration
+        does not change in a running dispatcher), which was an eighth of the notifier's time per alert.
+        """
+        labels = alert_labels(alert)
+        memo_key = tuple(sorted(labels.items()))
+        found = self._routes_memo.get(memo_key)
+        if found is None:
+            found = []
+            for route in match_routes(self.config.route, alert):
+                receiver = self.receivers.get(route.receiver)
+                if receiver is None:
+                    continue
+                for target in targets_of(receiver):
+                    effective = route
+                    if target.kind == "email" and receiver.email[target.index].digest is not None:
+                        digest = receiver.email[target.index].digest
+                        assert digest is not None
+                        effective = dataclasses.replace(route, group_wait=digest, group_interval=digest)
+                    elif target.kind == "alertmanager":  # at once, then every resend_interval (renews endsAt)
+                        effective = posting_route(route, receiver.alertmanager[target.index])
+                    if "..." in effective.group_by:  # one group per alert: its key is the alert's own
+                        found.append((None, target, effective, "", {}))
+                        continue
+                    group_key, group_labels = group_key_for(effective, alert)
+                    key = f"{target.id}.{group_key_hash(group_key)}"
+                    found.append((key, target, effective, group_key, group_labels))
+            if len(self._routes_memo) >= MAX_ROUTE_MEMO:
+                self._routes_memo.clear()
+            self._routes_memo[memo_key] = found
+        out: list[tuple[str, Target, Any, str, dict[str, str]]] = []
+        for memo_group, target, effective, group_key, group_labels in found:
+            if memo_group is None:
+                group_key, group_labels = group_key_for(effective, alert)
+                memo_group = f"{target.id}.{group_key_hash(group_key)}"
+            out.append((memo_group, target, effective, group_key, group_labels))
+        return out
 
     async def _record_group(self, key: str, work: _GroupWork, now: datetime) -> bool:
         """Apply one group's alerts of a batch in one compare-and-set; return whether the group is due."""
@@ -605,11 +654,13 @@ class Dispatcher:
 
     async def _finalize(self, key: str, notification: Notification) -> None:
         now = self.clock()
+        receiver = self.receivers.get(notification.receiver)
+        send_resolved = receiver.send_resolved if receiver is not None else None
 
         def change(state: GroupState | None) -> tuple[GroupState | None, str]:
             if state is None:
                 return None, "gone"
-            return finalize(state, notification, now), "finalized"
+            return finalize(state, notification, now, send_resolved=send_resolved), "finalized"
 
         await self._update(key, change)
 

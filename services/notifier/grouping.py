@@ -168,24 +168,64 @@ def _was_seen(state: GroupState, key: str) -> bool:
     return False
 
 
-def _remember(state: GroupState, key: str, now: datetime) -> None:
-    """Add ``key`` (``<id>:<status>``) to the newest slice of ``recent``; drop the oldest over :data:`MAX_SEEN`."""
-    digest = _digest(key)
+class _RecentIndex:
+    """The digests of a state's ``recent`` by number of copies, and their total: one batch's
+    :func:`add_alerts` looks an alert up here instead of searching the packed slices (a group's
+    value carries about a thousand digests, and each alert of a crisis was searched against all)."""
+
+    __slots__ = ("count", "digests")
+
+    def __init__(self, state: GroupState) -> None:
+        self.digests: dict[str, int] = {}
+        for _, packed in state.recent:
+            for i in range(0, len(packed), _DIGEST):
+                value = packed[i : i + _DIGEST]
+                self.digests[value] = self.digests.get(value, 0) + 1
+        self.count = seen_count(state)
+
+    def drop(self, packed: str) -> None:
+        for i in range(0, len(packed), _DIGEST):
+            value = packed[i : i + _DIGEST]
+            left = self.digests.get(value, 0) - 1
+            if left > 0:
+                self.digests[value] = left
+            else:
+                self.digests.pop(value, None)
+
+
+def _remember(
+    state: GroupState, key: str, now: datetime, index: _RecentIndex | None = None, value: str | None = None
+) -> None:
+    """Add ``key`` (``<id>:<status>``) to the newest slice of ``recent``; drop the oldest over :data:`MAX_SEEN`.
+
+    ``index``: the batch's index of ``recent``, kept up to date; ``value``: ``key``'s digest, when known.
+    """
+    digest = value or _digest(key)
     stamp = int(now.timestamp())
     if state.recent and stamp < state.recent[-1][0] + SEEN_SLICE.total_seconds():
         start, packed = state.recent[-1]
         state.recent[-1] = (start, packed + digest)
     else:
         state.recent.append((stamp, digest))
-    excess = seen_count(state) - MAX_SEEN
+    if index is not None:
+        index.digests[digest] = index.digests.get(digest, 0) + 1
+        index.count += 1
+        excess = index.count - MAX_SEEN
+    else:
+        excess = seen_count(state) - MAX_SEEN
     while excess > 0:
         start, packed = state.recent[0]
         if len(packed) // _DIGEST <= excess:
             del state.recent[0]
             excess -= len(packed) // _DIGEST
+            dropped = packed
         else:
             state.recent[0] = (start, packed[excess * _DIGEST :])
+            dropped = packed[: excess * _DIGEST]
             excess = 0
+        if index is not None:
+            index.drop(dropped)
+            index.count -= len(dropped) // _DIGEST
 
 
 def seen_count(state: GroupState) -> int:
@@ -213,7 +253,8 @@ def add_alerts(
     """Record ``alerts`` in the group, in order (one copy of the state for the whole batch); see :func:`add_alert`."""
     state = _copy(state)
     pending = [_pending_countable(state)]  # kept up to date by _add: counting it per alert was O(n²)
-    return state, [_add(state, alert, now, seen, pending) for alert in alerts]
+    index = _RecentIndex(state)  # likewise: searching ``recent`` per alert was O(n²)
+    return state, [_add(state, alert, now, seen, pending, index) for alert in alerts]
 
 
 def add_alert(
@@ -234,9 +275,15 @@ def add_alert(
 
 
 def _add(
-    state: GroupState, alert: AlertRaised, now: datetime, seen: Container[str], pending: list[int] | None = None
+    state: GroupState,
+    alert: AlertRaised,
+    now: datetime,
+    seen: Container[str],
+    pending: list[int] | None = None,
+    index: _RecentIndex | None = None,
 ) -> AddOutcome:
-    """:func:`add_alert` on a state it may change in place (``pending``: its pending countable alerts, kept)."""
+    """:func:`add_alert` on a state it may change in place (``pending``: its pending countable alerts, kept;
+    ``index``: its ``recent`` digests, kept)."""
     if pending is None:
         pending = [_pending_countable(state)]
     had_pending = state.truncated > 0 or pending[0] > 0 or _has_pending(state)
@@ -244,14 +291,15 @@ def _add(
     key = f"{alert.id}:{alert.status}"
     if entry is not None and entry.alert.status == alert.status:
         return "deduplicated"
-    if (seen and digest(key) in seen) or _was_seen(state, key):
+    value = _digest(key)
+    if (seen and value in seen) or (value in index.digests if index is not None else _was_seen(state, key)):
         return "deduplicated"
     if entry is None:
         if alert.status == "resolved":
             return "ignored"
         if countable(alert) and pending[0] - state.sending >= MAX_GROUP_ALERTS:
             state.truncated += 1
-            _remember(state, key, now)  # not kept: remembered so that a redelivery is not counted twice
+            _remember(state, key, now, index, value)  # not kept: remembered so that a redelivery is not counted twice
             outcome = "truncated"
         else:
             state.alerts[alert.id] = AlertEntry(alert=alert, first_seen=now)
@@ -260,8 +308,8 @@ def _add(
     elif alert.status == "resolved":
         if entry.notified != "firing":
             del state.alerts[alert.id]  # it fired and resolved before anyone was told: nothing to say
-            _remember(state, f"{alert.id}:firing", now)
-            _remember(state, f"{alert.id}:resolved", now)
+            _remember(state, f"{alert.id}:firing", now, index)
+            _remember(state, f"{alert.id}:resolved", now, index)
             if not _has_pending(state):
                 state.first_pending_at = None
             pending[0] = _pending_countable(state)
@@ -465,11 +513,16 @@ def build_notification(state: GroupState, alerts: list[AlertRaised], now: dateti
     )
 
 
-def finalize(state: GroupState, notification: Notification, now: datetime) -> GroupState:
+def finalize(
+    state: GroupState, notification: Notification, now: datetime, *, send_resolved: bool | None = None
+) -> GroupState:
     """The group after ``notification`` was delivered (or dead-lettered): its alerts are told.
 
     The alerts it only counted are no longer pending (the ones counted since stay). Idempotent: a
     second call for the same notification (a replica finishing another's claim) changes nothing.
+    With ``send_resolved`` (the receiver's), the alerts whose story is over leave the group in the
+    same write, as the next :func:`plan` would have them leave (an event alert told, a resolution
+    told): with each alert its own group, that next plan was one more KV write per alert.
     """
     if state.seq > notification.seq:
         return state
@@ -483,4 +536,9 @@ def finalize(state: GroupState, notification: Notification, now: datetime) -> Gr
     state.seq = notification.seq + 1
     state.last_notified_at = now
     state.first_pending_at = now if _has_pending(state) else None
+    if send_resolved is not None:
+        for alert_id in [k for k, e in state.alerts.items() if _expired(e, now, send_resolved)]:
+            _forget(state, alert_id, now)
+        if not _has_pending(state):
+            state.first_pending_at = None
     return state

@@ -14,6 +14,7 @@ import httpx
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from services.notifier.delivery import post
+from services.notifier.http import WebhookSession
 from services.notifier.model import Clock, IntegrationKind, Notification
 from services.notifier.payload import alertmanager_body, encode, veille_body
 from services.notifier.signing import sign
@@ -54,7 +55,7 @@ class WebhookIntegration:
     def __init__(
         self,
         config: WebhookReceiver,
-        client: httpx.AsyncClient,
+        client: httpx.AsyncClient | WebhookSession,
         *,
         key: bytes | None,
         clock: Clock,
