@@ -469,8 +469,17 @@ class Dispatcher:
                 del self._seen[key]
         return [key for key, at in self._due.items() if at <= now]
 
-    async def flush_due(self, keys: list[str] | None = None, *, wait: bool = False, rescan: bool = False) -> None:
+    async def flush_due(
+        self,
+        keys: list[str] | None = None,
+        *,
+        wait: bool = False,
+        rescan: bool = False,
+        silences: Awaitable[list[Silence]] | None = None,
+    ) -> None:
         """Plan every group (or ``keys``) now and start the due notifications, each in its own task.
+
+        ``silences``: the silences read already (while the batch that made ``keys`` due was recorded).
 
         ``rescan`` (the ticker's periodic read of the bucket): skip the groups of one watch this replica
         knows and whose time has not come; they are planned when it comes (:meth:`due_keys`).
@@ -495,7 +504,7 @@ class Dispatcher:
                 keys = [k for k in keys if k not in self._pinned or k not in self._due or self._due[k] <= now]
         if not keys:
             return
-        silences = await self.silences.all()
+        active = await (silences if silences is not None else self.silences.all())
         started: list[asyncio.Task[None]] = []
         for key in keys:
             running = self._inflight.get(key)
@@ -503,16 +512,16 @@ class Dispatcher:
                 if wait:
                     started.append(running)
                 continue
-            task = asyncio.create_task(self._flush_group(key, silences), name=f"flush:{key}")
+            task = asyncio.create_task(self._flush_group(key, active), name=f"flush:{key}")
             self._inflight[key] = task
             task.add_done_callback(functools.partial(self._forget, key))
             started.append(task)
         if wait and started:
             await asyncio.gather(*started, return_exceptions=True)
 
-    def flush_soon(self, keys: list[str] | None) -> None:
+    def flush_soon(self, keys: list[str] | None, silences: Awaitable[list[Silence]] | None = None) -> None:
         """:meth:`flush_due` for ``keys`` in the background (waited for by :meth:`drain`)."""
-        task = asyncio.create_task(self.flush_due(keys), name="flush-soon")
+        task = asyncio.create_task(self.flush_due(keys, silences=silences), name="flush-soon")
         self._background.add(task)
         task.add_done_callback(self._background_done)
 
