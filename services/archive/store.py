@@ -79,7 +79,8 @@ _PG_TYPES = {"ts": "timestamptz", "published_at": "timestamptz", "ingested_at": 
              "classified_at": "timestamptz", "archived_at": "timestamptz", "sentiment_score": "float8",
              "watches": "text", "engagement": "text"}  # fmt: skip
 _PG_COLUMNS = [c.name for c in mentions.columns] + ["cfg", "doc"]
-_PG_JSON = [_PG_COLUMNS.index("watches"), _PG_COLUMNS.index("engagement")]  # sent as JSON text, cast to jsonb
+_PG_WATCHES = _PG_COLUMNS.index("watches")  # sent as JSON text, cast to jsonb
+_PG_ENGAGEMENT = _PG_COLUMNS.index("engagement")  # the same
 _PG_INPUT = ", ".join(f"${i}::{_PG_TYPES.get(name, 'text')}[]" for i, name in enumerate(_PG_COLUMNS, start=1))
 
 _PG_KEYS = """
@@ -225,18 +226,40 @@ _LITE_ENGAGEMENT = _LITE_COLUMNS.index("engagement")
 
 def _lite_values(row: dict[str, Any], archived: str) -> list[Any]:
     """A row's values in ``_LITE_COLUMNS`` order, as :func:`_lite` stores each (``archived``: its archived_at,
-    already converted): the per-value calls of ``_lite`` were a tenth of the service's CPU per mention."""
+    already converted): the per-value calls of ``_lite`` were a tenth of the service's CPU per mention. ``ts``
+    is most often ``published_at`` itself (converted once), and a watch list's JSON is remembered."""
     values = list(_LITE_GET(row))
+    ts = values[_LITE_TS]
     for index in _LITE_TIMES:
         moment = values[index]
         if moment is not None:
-            values[index] = moment.isoformat(" ", "microseconds")[:26]
+            values[index] = values[_LITE_TS] if moment is ts and index != _LITE_TS else _lite_time(moment)
     values[_LITE_ARCHIVED] = archived
-    values[_LITE_WATCHES] = json.dumps(values[_LITE_WATCHES])
+    values[_LITE_WATCHES] = _watches_json(values[_LITE_WATCHES])
     engagement = values[_LITE_ENGAGEMENT]
     if engagement is not None:
         values[_LITE_ENGAGEMENT] = json.dumps(engagement)
     return values
+
+
+def _watches_json(watches: list[str]) -> str:
+    """``json.dumps(watches)``, remembered (see :data:`_WATCHES_JSON`)."""
+    key = tuple(watches)
+    dumped = _WATCHES_JSON.get(key)
+    if dumped is None:
+        if len(_WATCHES_JSON) >= _WATCHES_JSON_MAX:
+            _WATCHES_JSON.clear()
+        dumped = _WATCHES_JSON[key] = json.dumps(watches)
+    return dumped
+
+
+def _lite_time(moment: datetime) -> str:
+    return moment.isoformat(" ", "microseconds")[:26]
+
+
+_WATCHES_JSON: dict[tuple[str, ...], str] = {}
+"""Watch lists' JSON text (a few hundred distinct lists in a day's traffic), emptied at :data:`_WATCHES_JSON_MAX`."""
+_WATCHES_JSON_MAX = 4_096
 
 
 _CONFIGS = {"fr": "french", "en": "english"}
@@ -478,8 +501,8 @@ class ArchiveStore:
             if months:  # an id first stored in a month whose partition this process has not seen
                 self._partitions.update(await self.partitions())
             columns: list[list[Any]] = [[rows[key][name] for key in ordered] for name in _PG_COLUMNS]
-            for index in _PG_JSON:
-                columns[index] = [None if v is None else json.dumps(v) for v in columns[index]]
+            columns[_PG_WATCHES] = [_watches_json(v) for v in columns[_PG_WATCHES]]
+            columns[_PG_ENGAGEMENT] = [None if v is None else json.dumps(v) for v in columns[_PG_ENGAGEMENT]]
             parameters = (*columns, [key for key in ordered if key not in fresh])
             statement = _PG_UPSERT_UNACCENT if self.unaccent else _PG_UPSERT
             changed = await conn.exec_driver_sql(statement, parameters)
