@@ -216,7 +216,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 try:
                     from pyinstrument import Profiler
                 except ImportError:
-                    raise SystemExit("--profile needs pyinstrument: .venv/bin/pip install pyinstrument") from None
+                    raise SystemExit("--profile needs pyinstrument (in the dev extra): .venv/bin/pip install -e '.[dev]'") from None
 
                 profiler = Profiler(async_mode="enabled")
                 profiler.start()
