@@ -216,7 +216,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 try:
                     from pyinstrument import Profiler
                 except ImportError:
-                    raise SystemExit("--profile needs pyinstrument (in the dev extra): .venv/bin/pip install -e '.[dev]'") from None
+                    raise SystemExit(
+                        "--profile needs pyinstrument (in the dev extra): .venv/bin/pip install -e '.[dev]'"
+                    ) from None
 
                 profiler = Profiler(async_mode="enabled")
                 profiler.start()
