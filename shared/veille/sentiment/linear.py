@@ -51,6 +51,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import accumulate, compress
+from operator import itemgetter
 from typing import Any
 
 from veille.sentiment.base import LABELS, SentimentResult
@@ -60,10 +61,11 @@ from veille.sentiment.text import (
     Token,
     chunk_tokens,
     clean,
-    elongated,
+    fold,
     piece_tokens,
     pieces,
     tokenize,
+    tripled,
 )
 
 __all__ = [
@@ -97,6 +99,8 @@ _BREAK = 2
 _CHAR_COUNTS = tuple(sum(max(0, size - n + 1) for n in range(CHAR_RANGE[0], CHAR_RANGE[1] + 1)) for size in range(8))
 """The number of character n-grams of a word padded to ``size`` characters (``4 * size - 10`` from 5 on)."""
 _NEGATOR = 1
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
 
 
 def lexicon_feature_names(profile: LanguageProfile) -> tuple[str, ...]:
@@ -214,11 +218,15 @@ _TokenEntry = tuple[float, float, float, float, int, int, tuple[float, ...], int
 :attr:`LinearModel.follow_list` of their second word's key → weights; 0 when it starts none)."""
 _Event = tuple[int, int, tuple[float, ...]]
 """A token of a chunk that has a role or word-list valences: (its place in the chunk, role, valences)."""
-_ChunkEntry = tuple[float, float, float, float, int, int, str, int, "tuple[_Event, ...] | None"]
+_Lex = tuple[bool, tuple[float, ...], tuple[_Event, ...]]
+"""The word-list evidence of a run of tokens: whether one of them is a negator; its word-list sums
+as if nothing were negated (:func:`lexicon_feature_names` order, negated columns 0), what a text
+without a negator adds up column by column; and its :data:`_Event` s, for a text with one."""
+_ChunkEntry = tuple[float, float, float, float, int, int, str, int, "_Lex | None"]
 """Per whitespace-separated chunk of a cleaned text: its unigram and inner bigram weights (2), its
 summed character n-gram weights (2), their number, its number of tokens, its first token's key,
-the bigrams its last token starts (an index, as in :data:`_TokenEntry`), and its :data:`_Event` s
-(``None`` when it has none)."""
+the bigrams its last token starts (an index, as in :data:`_TokenEntry`), and its :data:`_Lex`
+(``None`` when no token has a role or a valence)."""
 PIECE_MEMO_SIZE = 65_536
 """Pieces remembered per language and generation (:class:`~veille.sentiment.memo.Memo`): the
 48,273 English training tweets hold 64,108 distinct pieces."""
@@ -258,6 +266,8 @@ class LinearModel:
     its extension occurs in), so the n-grams of 2 to 5 characters starting at one place of a word
     weigh the prefix sum of the longest of them in the vocabulary: one lookup per place, not four."""
     profile: LanguageProfile = field(init=False, repr=False)
+    width: int = field(init=False, repr=False)
+    """The number of word-list sums (:data:`LEXICON_FEATURES` per word list)."""
     """The language's word lists, negators and emoticons (:func:`~veille.sentiment.lexicon.load_profile`)."""
     tokens: Memo[Any, _TokenEntry] = field(init=False, repr=False)
     """Per token (a word's key; ``(kind, key)`` for other tokens): its :data:`_TokenEntry`."""
@@ -290,6 +300,7 @@ class LinearModel:
             sums[gram] = (a, b)
         self.prefix_sums = sums
         self.profile = load_profile(self.lang)
+        self.width = len(self.lexicon) - len(SURFACE_FEATURES)
         self.tokens = Memo(self._token_entry, TOKEN_MEMO_SIZE)
         self.pieces = Memo(self._piece_entry, PIECE_MEMO_SIZE)
         self.chunks = Memo(self._chunk_entry, MEMO_SIZE)
@@ -333,13 +344,23 @@ class LinearModel:
 
     def _piece_entry(self, piece: str) -> _ChunkEntry:
         """The :data:`_ChunkEntry` of one of a chunk's pieces (:func:`~veille.sentiment.text.pieces`)."""
-        if piece.isascii() and piece.isalpha() and not elongated(piece):
-            # Most new pieces are plain words: one token, its key the piece in lower case
-            # (what piece_tokens gives, without building it).
-            key = piece.lower()
+        if piece.isalpha() and not tripled(piece):
+            # Most new pieces are plain words (letters only, no elongation): one token, its key the
+            # piece folded (what piece_tokens gives, without building it; no elision without an
+            # apostrophe).
+            key = piece.lower() if piece.isascii() else fold(piece)
             u0, u2, c0, c2, n, role, values, after = self.tokens.get(key)
-            events = ((0, role, values),) if role or values else None
-            return (u0, u2, c0, c2, n, 1, key, after, events)
+            return (
+                u0,
+                u2,
+                c0,
+                c2,
+                n,
+                1,
+                key,
+                after,
+                _lex(((0, role, values),), self.width) if role or values else None,
+            )
         return self._tokens_entry(piece_tokens(piece, self.lang))
 
     def _tokens_entry(self, tokens: Sequence[Token]) -> _ChunkEntry:
@@ -366,7 +387,7 @@ class LinearModel:
                 events.append((at, role, values))
             follow = after
         first = tokens[0].key if tokens else ""
-        return (ua, ub, ca, cb, count, len(tokens), first, follow, tuple(events) or None)
+        return (ua, ub, ca, cb, count, len(tokens), first, follow, _lex(tuple(events), self.width) if events else None)
 
     def _chunk_entry(self, chunk: str) -> _ChunkEntry:
         """The :data:`_ChunkEntry` of a whitespace-separated chunk of a cleaned text: its pieces'
@@ -380,7 +401,7 @@ class LinearModel:
         parts = pieces(chunk)
         if len(parts) == 1:
             return get(parts[0]) or memo.miss(parts[0])
-        return _join([get(piece) or memo.miss(piece) for piece in parts], self.follow_list)
+        return _join([get(piece) or memo.miss(piece) for piece in parts], self.follow_list, self.width)
 
     def clear_memos(self) -> None:
         """Forget every remembered token, piece and chunk (benchmarks measure a cold start with this)."""
@@ -389,7 +410,7 @@ class LinearModel:
         self.chunks.clear()
 
 
-def _join(parts: Sequence[_ChunkEntry], follow_list: Sequence[dict[str, Pair]]) -> _ChunkEntry:
+def _join(parts: Sequence[_ChunkEntry], follow_list: Sequence[dict[str, Pair]], width: int) -> _ChunkEntry:
     """The :data:`_ChunkEntry` of consecutive runs of tokens, from theirs."""
     ua = ub = ca = cb = 0.0
     count = total = 0
@@ -412,10 +433,28 @@ def _join(parts: Sequence[_ChunkEntry], follow_list: Sequence[dict[str, Pair]]) 
         cb += c2
         count += n
         if inner is not None:
-            events += [(total + at, role, values) for at, role, values in inner]
+            events += [(total + at, role, values) for at, role, values in inner[2]]
         total += size
         follow = after
-    return (ua, ub, ca, cb, count, total, first, follow, tuple(events) or None)
+    return (ua, ub, ca, cb, count, total, first, follow, _lex(tuple(events), width) if events else None)
+
+
+def _lex(events: tuple[_Event, ...], width: int) -> _Lex:
+    """The :data:`_Lex` of a run of tokens with these events (``width``: the word-list sums' number)."""
+    sums = [0.0] * width
+    negator = False
+    for _, role, values in events:
+        if role:
+            negator = negator or role == _NEGATOR
+            continue
+        slot = 0
+        for value in values:
+            if value > 0:
+                sums[slot] += value
+            elif value < 0:
+                sums[slot + 1] += value
+            slot += 4
+    return (negator, tuple(sums), events)
 
 
 @dataclass(slots=True)
@@ -548,39 +587,52 @@ class LinearBackend:
                 return z0, z2
             ua, ub, ca, cb, ns, sizes, firsts, afters, events = zip(*entries, strict=True)
         total = sum(sizes)
-        bigram = [0.0, 0.0]
-        for pair in filter(None, map(dict.get, map(model.follow_list.__getitem__, afters), firsts[1:])):
-            bigram[0] += pair[0]
-            bigram[1] += pair[1]
         scale = 1.0 / math.sqrt(2 * total - 1)
-        z0 += (sum(ua) + bigram[0]) * scale
-        z2 += (sum(ub) + bigram[1]) * scale
+        pairs = list(filter(None, map(dict.get, map(model.follow_list.__getitem__, afters), firsts[1:])))
+        if pairs:
+            z0 += (sum(ua) + sum(map(_FIRST, pairs))) * scale
+            z2 += (sum(ub) + sum(map(_SECOND, pairs))) * scale
+        else:
+            z0 += sum(ua) * scale
+            z2 += sum(ub) * scale
         count = sum(ns)
         if count:
             scale = 1.0 / math.sqrt(count)
             z0 += sum(ca) * scale
             z2 += sum(cb) * scale
         if any(events):
-            sums = [0.0] * (len(lexicon) - len(SURFACE_FEATURES))
-            negated_until = -1
-            for start, inner in compress(zip(accumulate(sizes, initial=0), events, strict=False), events):
-                for at, role, values in inner:
-                    if role:
-                        negated_until = start + at + NEGATION_SCOPE if role == _NEGATOR else -1
-                        continue
-                    slot = 2 if start + at <= negated_until else 0
-                    for value in values:
-                        if value > 0:
-                            sums[slot] += value
-                        elif value < 0:
-                            sums[slot + 1] += value
-                        slot += 4
+            lexes: list[_Lex] = list(filter(None, events))
+            if not any(map(_FIRST, lexes)):
+                # No negator in the text: each chunk's word-list sums, added column by column.
+                sums: list[float] = list(map(sum, zip(*map(_SECOND, lexes), strict=True)))
+            else:
+                sums = self._negated_sums(sizes, events, model.width)
             for w, x in zip(lexicon, sums, strict=False):
                 if x:
                     x = x / math.sqrt(x * x + SQUASH_ALPHA)
                     z0 += w[0] * x
                     z2 += w[1] * x
         return z0, z2
+
+    @staticmethod
+    def _negated_sums(sizes: Sequence[int], events: Sequence[_Lex | None], width: int) -> list[float]:
+        """The word-list sums of a text with a negator: its chunks' events in order, each valence in
+        the negated columns when it is in a negator's scope (:data:`NEGATION_SCOPE`)."""
+        sums = [0.0] * width
+        negated_until = -1
+        for start, lex in compress(zip(accumulate(sizes, initial=0), events, strict=False), events):
+            for at, role, values in lex[2]:  # type: ignore[index]
+                if role:
+                    negated_until = start + at + NEGATION_SCOPE if role == _NEGATOR else -1
+                    continue
+                slot = 2 if start + at <= negated_until else 0
+                for value in values:
+                    if value > 0:
+                        sums[slot] += value
+                    elif value < 0:
+                        sums[slot + 1] += value
+                    slot += 4
+        return sums
 
     def analyze(self, text: str, lang: str | None = None) -> SentimentResult:
         """Return the label and score of ``text`` (``lang``: ISO 639-1 code or ``None``)."""
