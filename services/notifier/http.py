@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import aiohttp
 import httpx
-from aiohttp.helpers import basicauth_from_netrc, get_env_proxy_for_url, netrc_from_env
+from aiohttp.helpers import basicauth_from_netrc, netrc_from_env
+from httpx._utils import URLPattern, get_environment_proxies  # httpx's own trust_env proxy lookup
 from yarl import URL
 
 __all__ = ["HttpAnswer", "WebhookSession"]
@@ -48,6 +49,22 @@ class HttpAnswer:
     body: bytes
 
 
+def _env_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy httpx's ``trust_env`` gives ``url``, looked up as httpx does (its patterns, most specific first):
+    ``ALL_PROXY`` and ``https://`` proxy URLs included, which aiohttp's own lookup ignores, and ``NO_PROXY``."""
+    target = httpx.URL(url)
+    patterns = sorted(((URLPattern(k), v) for k, v in get_environment_proxies().items()), key=lambda kv: kv[0])
+    for pattern, proxy in patterns:
+        if pattern.matches(target):
+            if proxy is None:
+                return None, None
+            address = URL(proxy)
+            if address.user is None:
+                return address, None
+            return address.with_user(None), aiohttp.BasicAuth(address.user, address.password or "")
+    return None, None
+
+
 class WebhookSession:
     """A lazily opened aiohttp session for webhook deliveries (opened on the first POST, in the running loop)."""
 
@@ -62,10 +79,7 @@ class WebhookSession:
         route = self._routes.get(url)
         if route is None:
             target = URL(url)
-            proxy: URL | None = None
-            proxy_auth: aiohttp.BasicAuth | None = None
-            with contextlib.suppress(LookupError):
-                proxy, proxy_auth = get_env_proxy_for_url(target)
+            proxy, proxy_auth = _env_proxy(url)
             auth: aiohttp.BasicAuth | None = None
             if target.host is not None and target.user is None:
                 with contextlib.suppress(LookupError):

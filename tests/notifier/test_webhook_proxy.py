@@ -1,0 +1,80 @@
+"""Webhooks honour the environment's proxies as the service's httpx client did (``trust_env``).
+
+On real loopback servers: a forward proxy that answers any absolute-form request (RFC 9112 section
+3.2.2: a client sends ``POST http://host/path HTTP/1.1`` to an HTTP proxy), and the webhook receiver's
+host ``hooks.invalid``, which never resolves (RFC 6761), so a delivery that went direct fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from services.notifier.delivery import DeliveryError, post
+from services.notifier.http import WebhookSession
+
+_PROXY_VARIABLES = ("ALL_PROXY", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "REQUEST_METHOD")
+
+
+class ForwardProxy:
+    """Answers 200 to every request and records the absolute URL it was asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._answer)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        self.asked.append(f"{request.method} {request.url}")
+        return web.Response(text="ok")
+
+
+@pytest.fixture
+async def proxy(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ForwardProxy]:
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    server = ForwardProxy()
+    await server.start()
+    yield server
+    assert server.runner is not None
+    await server.runner.cleanup()
+
+
+async def _deliver(url: str) -> None:
+    session = WebhookSession(user_agent="veille-test")
+    try:
+        await post(session, url, content=b"{}", headers={"content-type": "application/json"}, timeout=5, what="webhook")
+    finally:
+        await session.aclose()
+
+
+@pytest.mark.parametrize("variable", ["ALL_PROXY", "all_proxy"])
+async def test_all_proxy_carries_webhooks(proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    """ALL_PROXY alone (httpx honours it): the webhook goes through the proxy, not straight to its host.
+
+    Before: aiohttp's environment lookup knows only HTTP(S)_PROXY, so the POST went direct and failed
+    on the name (a deployment whose egress is through that proxy got every webhook dead-lettered)."""
+    monkeypatch.setenv(variable, f"http://127.0.0.1:{proxy.port}")
+    await _deliver("http://hooks.invalid/alerts")
+    assert proxy.asked == ["POST http://hooks.invalid/alerts"]
+
+
+async def test_no_proxy_still_bypasses_all_proxy(proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host NO_PROXY names is reached directly even with ALL_PROXY set (the proxy sees nothing)."""
+    monkeypatch.setenv("ALL_PROXY", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.setenv("NO_PROXY", "hooks.invalid")
+    with pytest.raises(DeliveryError, match="unreachable"):
+        await _deliver("http://hooks.invalid/alerts")
+    assert proxy.asked == []
