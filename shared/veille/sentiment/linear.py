@@ -30,9 +30,10 @@ character n-gram weight sums and their number, its word-list valences with their
 bigrams its last token starts) is computed once and remembered, in bounded memos that keep what a
 stream repeats (:mod:`veille.sentiment.memo`), per chunk, per piece (``good`` in ``"good,"``) and
 per token. A text then costs its cleaning, a split, one lookup per chunk, sums taken column by column
-in C, one lookup per chunk pair (the bigram across them), and Python code only for the chunks with
-a negator, a clause break or a word-list valence. A chunk never seen before is joined from its
-pieces; a word never seen before costs one lookup per place in it (:attr:`LinearModel.prefix_sums`).
+in C, one lookup per chunk pair (the bigram across them), the word-list sums of its chunks added
+column by column, and Python code only for a text with a negator (its scope is walked token by
+token). A chunk never seen before is joined from its pieces; a word never seen before costs one
+lookup per place in it (:attr:`LinearModel.prefix_sums`).
 No numpy, no scikit-learn at run time.
 
 The weights are in ``model/linear.json``, written by ``scripts/train_sentiment.py`` (``make
