@@ -6,8 +6,9 @@ with httpx: one deadline for the whole exchange (:func:`delivery.post` wraps it)
 followed (a 3xx is the answer), at most ``limit`` bytes of any answer read (the connection is dropped
 rather than drained when more was sent; a gzip or deflate body is inflated to ``limit`` at most),
 TLS verified against the same certificates httpx used (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when
-set, else certifi's), proxies (``HTTPS_PROXY``, ``NO_PROXY``, ...) and ``.netrc`` credentials from the
-environment as httpx's ``trust_env`` read them, the service's ``User-Agent``, and a bounded pool. No
+set, else certifi's), proxies (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, ...) from the environment as
+httpx's ``trust_env`` reads them (and, as httpx >= 0.28, no ``.netrc`` credentials: its ``default``
+entry would hand one login to every receiver), the service's ``User-Agent``, and a bounded pool. No
 cookie is kept between deliveries.
 
 The environment is read once per URL, not per request: aiohttp's own ``trust_env`` looks the proxy
@@ -16,28 +17,25 @@ and ``.netrc`` up in a worker thread for every request, two thread hand-offs per
 
 from __future__ import annotations
 
-import contextlib
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
 import httpx
-from aiohttp.helpers import basicauth_from_netrc, netrc_from_env
 from httpx._utils import URLPattern, get_environment_proxies  # httpx's own trust_env proxy lookup
 from yarl import URL
 
 __all__ = ["HttpAnswer", "WebhookSession"]
 
 MAX_ROUTES = 1000
-"""URLs whose proxy and credentials are remembered (a webhook receiver's URL is fixed by the config)."""
+"""URLs whose proxy is remembered (a webhook receiver's URL is fixed by the config)."""
 
 
 @dataclass(frozen=True)
 class _Route:
     proxy: URL | None
     proxy_auth: aiohttp.BasicAuth | None
-    auth: aiohttp.BasicAuth | None
 
 
 @dataclass(frozen=True)
@@ -75,18 +73,13 @@ class WebhookSession:
         self._routes: dict[str, _Route] = {}
 
     def _route(self, url: str) -> _Route:
-        """The proxy and ``.netrc`` credentials the environment gives ``url`` (read once per URL)."""
+        """The proxy the environment gives ``url`` (read once per URL)."""
         route = self._routes.get(url)
         if route is None:
-            target = URL(url)
             proxy, proxy_auth = _env_proxy(url)
-            auth: aiohttp.BasicAuth | None = None
-            if target.host is not None and target.user is None:
-                with contextlib.suppress(LookupError):
-                    auth = basicauth_from_netrc(netrc_from_env(), target.host)
             if len(self._routes) >= MAX_ROUTES:
                 self._routes.clear()
-            route = self._routes[url] = _Route(proxy, proxy_auth, auth)
+            route = self._routes[url] = _Route(proxy, proxy_auth)
         return route
 
     def _open(self) -> aiohttp.ClientSession:
@@ -117,7 +110,6 @@ class WebhookSession:
             allow_redirects=False,
             proxy=route.proxy,
             proxy_auth=route.proxy_auth,
-            auth=route.auth if "authorization" not in {k.lower() for k in headers} else None,
         ) as response:
             chunks: list[bytes] = []
             size = 0

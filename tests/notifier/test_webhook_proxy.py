@@ -1,4 +1,4 @@
-"""Webhooks honour the environment's proxies as the service's httpx client did (``trust_env``).
+"""Webhooks honour the environment as the service's httpx client did (``trust_env``): proxies, no ``.netrc``.
 
 On real loopback servers: a forward proxy that answers any absolute-form request (RFC 9112 section
 3.2.2: a client sends ``POST http://host/path HTTP/1.1`` to an HTTP proxy), and the webhook receiver's
@@ -8,6 +8,7 @@ host ``hooks.invalid``, which never resolves (RFC 6761), so a delivery that went
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -15,7 +16,7 @@ from aiohttp import web
 from services.notifier.delivery import DeliveryError, post
 from services.notifier.http import WebhookSession
 
-_PROXY_VARIABLES = ("ALL_PROXY", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "REQUEST_METHOD")
+_PROXY_VARIABLES = ("ALL_PROXY", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "REQUEST_METHOD", "NETRC")
 
 
 class ForwardProxy:
@@ -23,6 +24,7 @@ class ForwardProxy:
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.authorizations: list[str | None] = []
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -37,6 +39,7 @@ class ForwardProxy:
 
     async def _answer(self, request: web.Request) -> web.Response:
         self.asked.append(f"{request.method} {request.url}")
+        self.authorizations.append(request.headers.get("Authorization"))
         return web.Response(text="ok")
 
 
@@ -78,3 +81,20 @@ async def test_no_proxy_still_bypasses_all_proxy(proxy: ForwardProxy, monkeypatc
     with pytest.raises(DeliveryError, match="unreachable"):
         await _deliver("http://hooks.invalid/alerts")
     assert proxy.asked == []
+
+
+async def test_netrc_credentials_are_not_sent_to_receivers(
+    proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A ``.netrc`` on the notifier's host (its ``default`` entry matches any host) gives receivers nothing.
+
+    httpx >= 0.28 (what the service's client and the webhooks used before) never reads ``.netrc``;
+    before this fix the aiohttp session sent ``default``'s login as Basic credentials to every webhook
+    receiver. The receiver here is the loopback server, reached directly (no proxy variable set)."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine git.internal login deploy password s3cret\ndefault login ops password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    await _deliver(f"http://127.0.0.1:{proxy.port}/alerts")
+    assert proxy.asked == [f"POST http://127.0.0.1:{proxy.port}/alerts"]
+    assert proxy.authorizations == [None]
