@@ -28,6 +28,10 @@ from yarl import URL
 
 __all__ = ["HttpAnswer", "WebhookSession"]
 
+MAX_HEADER_FIELD = 32 * 1024
+"""Longest status line or header field of an answer read (aiohttp's default, 8190 bytes, failed a receiver's
+2xx carrying a long ``Content-Security-Policy`` or ``Set-Cookie`` as unreachable, and the delivery, received,
+was sent again; httpx took them). Bounded: at most aiohttp's 128 fields of this size an answer."""
 MAX_ROUTES = 1000
 """URLs whose proxy is remembered (a webhook receiver's URL is fixed by the config)."""
 
@@ -96,6 +100,8 @@ class WebhookSession:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None),  # the caller's asyncio.timeout bounds the exchange
                 skip_auto_headers=("Accept-Encoding",),
+                max_line_size=MAX_HEADER_FIELD,
+                max_field_size=MAX_HEADER_FIELD,
             )
         return self._session
 

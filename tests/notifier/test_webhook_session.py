@@ -1,4 +1,5 @@
-"""Webhooks honour the environment as the service's httpx client did (``trust_env``): proxies, no ``.netrc``.
+"""The webhooks' aiohttp session does what the service's httpx client did: the environment's proxies
+(``trust_env``), no ``.netrc`` credentials, long answer headers accepted.
 
 On real loopback servers: a forward proxy that answers any absolute-form request (RFC 9112 section
 3.2.2: a client sends ``POST http://host/path HTTP/1.1`` to an HTTP proxy), and the webhook receiver's
@@ -25,6 +26,7 @@ class ForwardProxy:
     def __init__(self) -> None:
         self.asked: list[str] = []
         self.authorizations: list[str | None] = []
+        self.extra_headers: dict[str, str] = {}
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -40,7 +42,7 @@ class ForwardProxy:
     async def _answer(self, request: web.Request) -> web.Response:
         self.asked.append(f"{request.method} {request.url}")
         self.authorizations.append(request.headers.get("Authorization"))
-        return web.Response(text="ok")
+        return web.Response(text="ok", headers=self.extra_headers)
 
 
 @pytest.fixture
@@ -98,3 +100,15 @@ async def test_netrc_credentials_are_not_sent_to_receivers(
     await _deliver(f"http://127.0.0.1:{proxy.port}/alerts")
     assert proxy.asked == [f"POST http://127.0.0.1:{proxy.port}/alerts"]
     assert proxy.authorizations == [None]
+
+
+@pytest.mark.parametrize("size", [9_000, 30_000])
+async def test_a_2xx_with_a_long_header_is_a_delivery(proxy: ForwardProxy, size: int) -> None:
+    """A receiver that took the POST and answered 200 with a long header field (a Content-Security-Policy of
+    9,000 or 30,000 bytes) has the notification: the POST succeeds, once (httpx, before, took it too).
+
+    Before: aiohttp's 8,190-byte limit on a header field made it "unreachable" (retryable), so the same
+    notification was sent again at each attempt and finally dead-lettered, though each one was received."""
+    proxy.extra_headers = {"Content-Security-Policy": "default-src 'self' " + "a" * size}
+    await _deliver(f"http://127.0.0.1:{proxy.port}/alerts")
+    assert proxy.asked == [f"POST http://127.0.0.1:{proxy.port}/alerts"]
