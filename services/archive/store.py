@@ -509,6 +509,27 @@ class ArchiveStore:
             return {key for (key,) in changed}
 
     async def _write_sqlite(self, rows: dict[str, dict[str, Any]]) -> set[str]:
+        """:meth:`_write_sqlite_batch`; when it fails, the schema is read again (a downgrade below 0010 or an
+        upgrade to it while the service runs: the marker table came or went) and, if it changed, the batch is
+        written once more the schema's way; otherwise the failure is the caller's, as before."""
+        known = self._counting
+        try:
+            return await self._write_sqlite_batch(rows)
+        except Exception as exc:
+            if known is None:  # read at this very write: nothing to re-check
+                raise
+            try:
+                async with self.engine.connect() as conn:
+                    counting = bool((await conn.exec_driver_sql(_LITE_COUNTING_TABLE)).first())
+            except Exception:  # the database is down: the write's own error says so
+                raise exc from None
+            if counting == known:
+                raise
+            self._counting = counting
+            log.warning("archive.schema_changed", batch_marker=counting, then="writing the batch again")
+        return await self._write_sqlite_batch(rows)
+
+    async def _write_sqlite_batch(self, rows: dict[str, dict[str, Any]]) -> set[str]:
         """A batch in one ``BEGIN IMMEDIATE`` transaction: which ids are archived (and as classified when),
         then ``executemany`` of the new rows, their watches and their counts (``_LITE_*``, :func:`_lite_counts`),
         then of the reclassified rows and their watches (the triggers move those counts)."""

@@ -190,3 +190,37 @@ async def test_upgrade_from_0009_and_downgrade_keep_every_count_equal_to_the_row
             assert _fts_intact(path) > 0
     finally:
         await writer.dispose()
+
+
+async def test_a_running_store_follows_a_downgrade_to_0009_without_a_restart(tmp_path: Path) -> None:
+    """SQLite: the store learnt at its first write that the schema has 0010's batch marker; the archive is then
+    downgraded to 0009 beside it (``veille db downgrade`` while the service runs). Its next batch is written
+    whole, through 0009's triggers, with every count equal to the rows and the full-text index intact (before:
+    every write failed with "no such table: archive_batch" until a restart, and the service dead-lettered each
+    mention as refused by the database); upgraded again, the store goes back to its per-batch writes."""
+    path = tmp_path / "archive.sqlite3"
+    writer = make_engine(make_url(f"sqlite+aiosqlite:///{path}"))
+    try:
+        await migrate(writer)
+        store = ArchiveStore(writer, retention=timedelta(days=400))
+        assert (await store.write_mentions([_again(i, version=0) for i in range(40)])).written == 40
+        async with writer.connect() as conn:
+            await conn.run_sync(_downgrade, "0009")
+        result = await store.write_mentions(
+            [_again(i, version=1, sentiment="neutral", watches=["c"]) for i in range(20, 30)]  # reclassified
+            + [_again(i, version=0) for i in range(40, 90)]  # new
+        )
+        assert (result.written, result.unchanged) == (60, 0)
+        await exact_counts(writer)
+        assert _fts_intact(path) == 90
+        await migrate(writer)
+        assert (await store.write_mentions([_again(i, version=0) for i in range(90, 130)])).written == 40
+        await exact_counts(writer)
+        assert _fts_intact(path) == 130
+        db = sqlite3.connect(path)
+        try:
+            assert db.execute("SELECT count(*) FROM archive_batch").fetchone()[0] == 0
+        finally:
+            db.close()
+    finally:
+        await writer.dispose()
