@@ -198,6 +198,12 @@ async def post(
                     "POST", url, content=content, headers=headers, timeout=timeout, follow_redirects=False
                 ) as response:
                     body = await read_at_most(response, RESPONSE_LIMIT)
+    except aiohttp.ConnectionTimeoutError as exc:  # (a TimeoutError too) no connection within the connect bound
+        raise DeliveryError(
+            f"{what} unreachable: no connection within the connect time-out ({exc or type(exc).__name__})",
+            retryable=True,
+            kind="timeout",
+        ) from exc
     except TimeoutError as exc:
         raise DeliveryError(
             f"{what} gave no complete answer within {timeout:g}s", retryable=True, retry_after=timeout, kind="timeout"

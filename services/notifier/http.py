@@ -5,6 +5,7 @@ about 22 % of the notifier's CPU. :class:`WebhookSession` keeps what :func:`deli
 with httpx: one deadline for the whole exchange (:func:`delivery.post` wraps it), redirects never
 followed (a 3xx is the answer), at most ``limit`` bytes of any answer read (the connection is dropped
 rather than drained when more was sent; a gzip or deflate body is inflated to ``limit`` at most),
+a connection opened within :data:`CONNECT_TIMEOUT` (httpx's ``connect`` time-out), a closed session staying closed,
 TLS verified against the same certificates httpx used (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when
 set, else certifi's), proxies (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, ...) from the environment as
 httpx's ``trust_env`` reads them (and, as httpx >= 0.28, no ``.netrc`` credentials: its ``default``
@@ -32,6 +33,10 @@ MAX_HEADER_FIELD = 32 * 1024
 """Longest status line or header field of an answer read (aiohttp's default, 8190 bytes, failed a receiver's
 2xx carrying a long ``Content-Security-Policy`` or ``Set-Cookie`` as unreachable, and the delivery, received,
 was sent again; httpx took them). Bounded: at most aiohttp's 128 fields of this size an answer."""
+CONNECT_TIMEOUT = 5.0
+"""Seconds to open a connection to a receiver (or its proxy), as ``connect_timeout`` of the service's httpx
+client (``veille.httpclient.make_http_client``): a receiver whose host drops connection attempts fails fast
+(retryable) instead of holding a send slot for the webhook's whole time-out."""
 MAX_ROUTES = 1000
 """URLs whose proxy is remembered (a webhook receiver's URL is fixed by the config)."""
 
@@ -70,10 +75,12 @@ def _env_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
 class WebhookSession:
     """A lazily opened aiohttp session for webhook deliveries (opened on the first POST, in the running loop)."""
 
-    def __init__(self, *, user_agent: str, max_connections: int = 50) -> None:
+    def __init__(self, *, user_agent: str, max_connections: int = 50, connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.user_agent = user_agent
         self.max_connections = max_connections
+        self.connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
         self._routes: dict[str, _Route] = {}
 
     def _route(self, url: str) -> _Route:
@@ -87,6 +94,8 @@ class WebhookSession:
         return route
 
     def _open(self) -> aiohttp.ClientSession:
+        if self._closed:  # the notifier is stopping: a late delivery must not open a pool nothing closes again
+            raise aiohttp.ClientConnectionError("webhook session closed (the notifier is stopping)")
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=self.max_connections,
@@ -98,7 +107,8 @@ class WebhookSession:
                 headers={"User-Agent": self.user_agent},
                 auto_decompress=False,  # bounded inflating below, never a whole compressed bomb
                 cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=aiohttp.ClientTimeout(total=None),  # the caller's asyncio.timeout bounds the exchange
+                # the caller's asyncio.timeout bounds the exchange; opening a connection, as httpx's connect
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout),
                 skip_auto_headers=("Accept-Encoding",),
                 max_line_size=MAX_HEADER_FIELD,
                 max_field_size=MAX_HEADER_FIELD,
@@ -139,7 +149,8 @@ class WebhookSession:
             return HttpAnswer(response.status, response.headers, raw)
 
     async def aclose(self) -> None:
-        """Close the session and its connections."""
+        """Close the session and its connections for good (a later POST fails, retryable, without connecting)."""
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -8,7 +8,10 @@ host ``hooks.invalid``, which never resolves (RFC 6761), so a delivery that went
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import inspect
+import socket
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from aiohttp import web
 
 from services.notifier.delivery import DeliveryError, post
 from services.notifier.http import WebhookSession
+from veille.httpclient import make_http_client
 
 _PROXY_VARIABLES = ("ALL_PROXY", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "REQUEST_METHOD", "NETRC")
 
@@ -112,3 +116,58 @@ async def test_a_2xx_with_a_long_header_is_a_delivery(proxy: ForwardProxy, size:
     proxy.extra_headers = {"Content-Security-Policy": "default-src 'self' " + "a" * size}
     await _deliver(f"http://127.0.0.1:{proxy.port}/alerts")
     assert proxy.asked == [f"POST http://127.0.0.1:{proxy.port}/alerts"]
+
+
+@pytest.fixture
+def unanswering_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full (never accepted): Linux drops further connection attempts
+    (SYNs, with ``tcp_abort_on_overflow`` 0, the default), so a new connect hangs, as to a host that drops them."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+async def test_a_connection_that_never_opens_fails_within_the_connect_bound(unanswering_port: int) -> None:
+    """A receiver whose host drops connection attempts: the POST fails (retryable) once the connect bound is over,
+    not only at the webhook's whole time-out (httpx's client gave up connecting after ``connect_timeout``).
+
+    Before: the aiohttp session had no connect bound; the attempt hung until the whole time-out (here 30 s)."""
+    session = WebhookSession(user_agent="veille-test", connect_timeout=0.5)
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await post(
+                session, f"http://127.0.0.1:{unanswering_port}/alerts", content=b"{}", headers={}, timeout=30, what="x"
+            )
+    finally:
+        await session.aclose()
+    assert caught.value.retryable and "connect time-out" in caught.value.reason
+    default = inspect.signature(make_http_client).parameters["connect_timeout"].default
+    assert WebhookSession(user_agent="veille-test").connect_timeout == default
+
+
+async def test_a_closed_session_stays_closed(proxy: ForwardProxy) -> None:
+    """A delivery finishing after the notifier closed its session fails, retryable, and opens no connection
+    (another replica sends it once the claim's lease runs out). Before: the POST reopened a connection pool
+    that nothing closed again, and went out from a notifier that had stopped."""
+    session = WebhookSession(user_agent="veille-test")
+    await post(session, f"http://127.0.0.1:{proxy.port}/a", content=b"{}", headers={}, timeout=5, what="webhook")
+    await session.aclose()
+    with pytest.raises(DeliveryError) as caught:
+        await post(session, f"http://127.0.0.1:{proxy.port}/b", content=b"{}", headers={}, timeout=5, what="webhook")
+    assert caught.value.retryable and "closed" in caught.value.reason
+    assert proxy.asked == [f"POST http://127.0.0.1:{proxy.port}/a"]
+    await session.aclose()  # closing twice is harmless
