@@ -7,7 +7,8 @@ One code path for both databases, SQLAlchemy 2 Core over asyncio drivers:
   survives a process crash; an OS crash may lose the last transactions, which JetStream then
   redelivers: nothing is acked before its commit), a 30 s busy timeout, and ``BEGIN IMMEDIATE``
   for writers so two writers queue instead of failing on a lock upgrade. A writer's connections
-  keep up to :data:`WRITER_CACHE_KIB` of pages (SQLite's default is 2 MiB).
+  keep up to :data:`WRITER_CACHE_KIB` of pages (SQLite's default is 2 MiB), and a writer engine holds
+  at most :data:`WRITER_CONNECTIONS` of them.
 - **PostgreSQL** (``postgresql+asyncpg``), for compose and production: a small pool with pre-ping,
   a 10 s connect timeout and a statement timeout, and the application name ``veille-archive``.
 
@@ -40,6 +41,7 @@ from veille.settings import ServiceSettings, SettingsError, read_secret_file
 __all__ = [
     "DEFAULT_FILE",
     "MIGRATIONS",
+    "WRITER_CONNECTIONS",
     "ArchiveSettings",
     "DatabaseConfigError",
     "database_url",
@@ -62,6 +64,16 @@ read). A batch's rows land all over the indexes of ``mentions`` and ``mention_wa
 sources, sites, times); with SQLite's default 2 MiB those pages were read again from the OS at every
 batch: 50,000 mentions went in at 2,075-2,402/s (127-166 us of CPU each) with 2 MiB, 2,997-3,256/s with
 32 MiB (interleaved, load 5.5); the mentions' insert 98-114 -> 55-62 us a mention, the watches' 53-60 -> 28."""
+WRITER_CONNECTIONS = 4
+"""Connections a SQLite writer engine holds at most (SQLAlchemy's default pool opens up to 15, and with
+:data:`WRITER_CACHE_KIB` each that was up to ~480 MiB of page cache; now at most 128 MiB). Writes are serialised
+by ``BEGIN IMMEDIATE`` anyway; the archive's writers at once are the mentions' and the alerts' batches, retention
+and a ping after a failed write, the console's are short transactions. A caller past these waits its turn in
+the pool (:data:`WRITER_POOL_TIMEOUT`), as it would have waited for SQLite's lock; the pool hands out the
+connection used last (LIFO), so a lone writer keeps one connection and its warm cache."""
+WRITER_POOL_TIMEOUT = 60.0
+"""Seconds a caller waits for a writer connection: twice SQLite's busy timeout (30 s), so a queue in the pool
+never fails before the same queue on SQLite's lock would have."""
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
 
 
@@ -137,6 +149,11 @@ def make_engine(url: URL, *, write: bool = True, command_timeout: float | None =
     none (migrations, whose backfills of a large archive take minutes)."""
     if url.get_backend_name() == "sqlite":
         Path(url.database or "").parent.mkdir(parents=True, exist_ok=True)
+        if write:
+            options.setdefault("pool_size", WRITER_CONNECTIONS)
+            options.setdefault("max_overflow", 0)
+            options.setdefault("pool_timeout", WRITER_POOL_TIMEOUT)
+            options.setdefault("pool_use_lifo", True)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **options)
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
 
