@@ -37,6 +37,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import structlog
@@ -73,12 +74,18 @@ M = TypeVar("M", bound=BaseModel)
 
 @dataclass(frozen=True)
 class _Lane(Generic[M]):
-    """One consumer: where it reads, what it decodes, how a batch is written."""
+    """One consumer: where it reads, what it decodes, what it makes of a message as soon as it is decoded
+    (``prepare``: a mention's database row), how a batch of those is written."""
 
     kind: str
     consumer: bus.Consumer
     model: type[M]
-    write: Callable[[Sequence[M]], Awaitable[WriteResult]]
+    prepare: Callable[[M, datetime], Any]
+    write: Callable[[Sequence[Any]], Awaitable[WriteResult]]
+
+
+def _same(message: Any, _now: datetime) -> Any:
+    return message
 
 
 class ArchiveApp:
@@ -169,8 +176,14 @@ class ArchiveApp:
         self.sink = DeadLetterSink(NAME, self.metrics)
         self.broker: NatsBroker = make_broker(settings, NAME, self.metrics)
         self.lanes: tuple[_Lane[Any], ...] = (
-            _Lane("mentions", bus.ARCHIVE_CONSUMER, MentionClassified, self.store.write_mentions),
-            _Lane("alerts", bus.ARCHIVE_ALERTS_CONSUMER, AlertRaised, self.store.write_alerts),
+            _Lane(
+                "mentions",
+                bus.ARCHIVE_CONSUMER,
+                MentionClassified,
+                self.store.mention_row,
+                self.store.write_mention_rows,
+            ),
+            _Lane("alerts", bus.ARCHIVE_ALERTS_CONSUMER, AlertRaised, _same, self.store.write_alerts),
         )
         self.lag = ConsumerLagMonitor(NAME, registry, [lane.consumer for lane in self.lanes])
         self._problem: str | None = "opening the database (migrating the schema)"
@@ -352,8 +365,11 @@ class ArchiveApp:
         return batch
 
     async def _decode(self, lane: _Lane[Any], msgs: Sequence[Msg], into: list[tuple[Msg, Any]]) -> None:
-        """Append the valid messages of ``msgs`` to ``into`` with their model; dead-letter the others."""
-        model, cleaner = lane.model, self.store.cleaner
+        """Append the valid messages of ``msgs`` to ``into``, each with what the lane prepared of its model (a
+        mention's row: built here, while the previous batch is being written, not on the write's path);
+        dead-letter the others."""
+        model, cleaner, prepare = lane.model, self.store.cleaner, lane.prepare
+        now = self.store.clock()  # one archived_at for the messages that came together
         for msg in msgs:
             data = msg.data
             if len(data) > MAX_PAYLOAD:
@@ -364,8 +380,14 @@ class ArchiveApp:
             decoded = decode(model, data, cleaner)
             if isinstance(decoded, tuple):
                 await self._dead_letter(lane, msg, *decoded)
-            else:
-                into.append((msg, decoded))
+                continue
+            try:
+                into.append((msg, prepare(decoded, now)))
+            except Exception as exc:  # a valid message the archive cannot make a row of: a bug, said so, not a crash
+                log.error("archive.prepare_failed", kind=lane.kind, error=f"{type(exc).__name__}: {exc}"[:300])
+                await self._dead_letter(
+                    lane, msg, "unstorable", f"cannot be archived: {type(exc).__name__}: {exc}"[:2000]
+                )
 
     async def _wait_written(
         self, lane: _Lane[Any], writing: asyncio.Task[None], waiting: list[tuple[Msg, Any]]
@@ -399,7 +421,7 @@ class ArchiveApp:
         while True:
             started = time.perf_counter()
             try:
-                result = await lane.write([model for _, model in batch])
+                result = await lane.write([prepared for _, prepared in batch])
             except Exception as exc:
                 if self._stopping.is_set():
                     await self._release(batch)
