@@ -30,7 +30,7 @@ from services.notifier.model import Clock, Notification
 from services.notifier.nflog import NotificationLog
 from services.notifier.partitions import LEGACY, PartitionLeases
 from services.notifier.signing import decode_secret
-from services.notifier.silences import Silence, SilenceStore
+from services.notifier.silences import SilenceStore
 from veille import bus
 from veille.config import Receiver, VeilleConfig, load_config
 from veille.consumerlag import ConsumerLagMonitor
@@ -188,8 +188,6 @@ class NotifierApp:
         # the middleware does; a batch that fails is retried alert by alert, still in order
         # (Dispatcher.record_batch holds a lock).
         self.consumers: dict[int, BatchConsumer[AlertRaised]] = {}
-        self._due_last: dict[int | None, bool] = {}
-        """Per consumer, whether its last batch made a group due (then the next one reads the silences meanwhile)."""
         self.leases: PartitionLeases | None = None
         self._next_rescan = 0.0
         replays = bus.NOTIFIER_REPLAY_CONSUMER
@@ -244,14 +242,9 @@ class NotifierApp:
         (:meth:`Dispatcher.backpressure`, bounded well below the consumer's ``ack_wait``).
         """
         await self.dispatcher.backpressure()
-        silences: asyncio.Task[list[Silence]] | None = None
-        if self._due_last.get(lane):  # this lane's batches make groups due (group_wait 0): read the silences
-            silences = asyncio.create_task(self.dispatcher.silences.all())  # meanwhile, not after (a round trip)
-            silences.add_done_callback(_retrieved)
         keys = await self.dispatcher.record_batch(alerts, lane)
-        self._due_last[lane] = bool(keys)
-        if keys:
-            self.dispatcher.flush_soon(keys, silences)  # not awaited: the batch is acked, the next one fetched
+        if keys:  # planned against the silences held in memory (SilenceStore.watch): no read per batch
+            self.dispatcher.flush_soon(keys)  # not awaited: the batch is acked, the next one fetched
 
     async def replay_notification(self, notification: Notification, msg: NatsMessage) -> None:
         """Deliver a replayed notification once (the log's claim makes a redelivery a no-op)."""
@@ -271,13 +264,15 @@ class NotifierApp:
         js = self.broker.connection.jetstream()
         await bus.ensure_topology(js, replicas=self.settings.stream_replicas)
         self.sink.bind(self.broker.connection)
+        silences = SilenceStore(await js.key_value(bus.SILENCES.name), js)
+        await silences.watch(self.clock)  # every stored silence held before the first alert is planned
         self._dispatcher = Dispatcher(
             config=self.config,
             integrations=self.integrations,
             js=js,
             groups=await js.key_value(bus.NOTIFY_GROUPS.name),
             nflog=NotificationLog(await js.key_value(bus.NOTIFY_LOG.name), owner=self.settings.instance),
-            silences=SilenceStore(await js.key_value(bus.SILENCES.name), js),
+            silences=silences,
             sink=self.sink,
             metrics=self.notifier_metrics,
             clock=self.clock,
@@ -357,17 +352,13 @@ class NotifierApp:
         if self._dispatcher is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dispatcher.drain(), timeout=20)
+        if self._dispatcher is not None:
+            await self._dispatcher.silences.stop_watch()
         await self.broker.stop()
         if self._own_client:
             await self.http_client.aclose()
         if self.webhooks is not None:
             await self.webhooks.aclose()
-
-
-def _retrieved(task: asyncio.Task[list[Silence]]) -> None:
-    """A silences read nobody awaited (its batch made no group due) ends quietly, even failed."""
-    if not task.cancelled():
-        task.exception()
 
 
 def create_app(

@@ -504,7 +504,7 @@ class Dispatcher:
                 keys = [k for k in keys if k not in self._pinned or k not in self._due or self._due[k] <= now]
         if not keys:
             return
-        active = await (silences if silences is not None else self.silences.all())
+        active = await (silences if silences is not None else self.silences.held())
         started: list[asyncio.Task[None]] = []
         for key in keys:
             running = self._inflight.get(key)

@@ -3,24 +3,44 @@
 Every replica and the command line read and write the same bucket, so a silence added with
 ``veille silence add`` holds for every notifier at once. Expiring a silence sets its end to now;
 the entry is kept (the bucket's TTL-free history shows who silenced what and when).
+
+A notifier does not read the bucket per batch: :meth:`SilenceStore.watch` keeps the silences in memory
+from a KV watch (one ordered push consumer: every key's last value at start, then each put, expiry and
+delete as it is stored). A silence added holds once its put reaches the notifier (milliseconds, as
+Alertmanager's silences reach its peers by gossip); whether a silence holds is decided against the
+notifier's clock when a group is planned, so one that ends stops holding at its end without any
+message. Memory stays bounded: silences that ended are dropped, and at most :data:`MAX_HELD_SILENCES`
+are held. When the watch fails, the notifier reads the bucket per plan again until a new watch has
+delivered every key.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import nats.errors
+import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from services.notifier.model import alert_labels, kv_keys
+from services.notifier.model import Clock, alert_labels, kv_keys
 from veille import bus
 from veille.config import Matcher
 from veille.models import AlertRaised
 
-__all__ = ["Silence", "SilenceStore", "active_silences", "silenced_by"]
+__all__ = ["MAX_HELD_SILENCES", "Silence", "SilenceStore", "active_silences", "silenced_by"]
+
+log = structlog.get_logger("notifier")
+MAX_HELD_SILENCES = 10_000
+"""Silences (active or pending) a notifier holds in memory; past it, a new one is not held (logged)."""
+WATCH_REFRESH = 300.0
+"""Seconds without any change after which the watch is started afresh (a complete snapshot again)."""
 
 
 class Silence(BaseModel):
@@ -92,6 +112,12 @@ class SilenceStore:
     def __init__(self, kv: Any, js: Any) -> None:
         self.kv = kv
         self.js = js
+        self._held: dict[str, Silence] | None = None
+        """The silences from the watch (None: no watch up to date, read the bucket)."""
+        self._clock: Clock | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._refresh = WATCH_REFRESH
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> SilenceStore:
@@ -134,3 +160,94 @@ class SilenceStore:
             silence = silence.model_copy(update={"ends_at": max(now, silence.starts_at)})
             await self.put(silence)
         return silence
+
+    # ------------------------------------------------------------------ held in memory (the notifier)
+
+    async def watch(self, clock: Clock, *, timeout: float = 10.0, refresh: float = WATCH_REFRESH) -> None:
+        """Hold the silences in memory from a KV watch; return once every stored one is held (or ``timeout``).
+
+        Until then, and whenever the watch fails, :meth:`held` reads the bucket instead.
+        """
+        self._clock = clock
+        self._refresh = refresh
+        self._watch_task = asyncio.create_task(self._watch_loop(), name="notifier-silences-watch")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def stop_watch(self) -> None:
+        """Stop the watch (the silences are read from the bucket again)."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
+        self._held = None
+
+    async def held(self) -> list[Silence]:
+        """The silences that hold now or later, oldest first: from memory when watched, else read from the bucket."""
+        if self._held is None or self._clock is None:
+            return await self.all()
+        now = self._clock()
+        ended = [key for key, silence in self._held.items() if silence.ends_at <= now]
+        for key in ended:  # memory: an ended silence never holds again (unless put again: the watch brings it)
+            del self._held[key]
+        return sorted(self._held.values(), key=lambda s: s.created_at)
+
+    async def _watch_loop(self) -> None:
+        while True:
+            watcher: Any = None
+            try:
+                watcher = await self.kv.watchall()
+                snapshot: dict[str, Silence] = {}
+                while True:  # every key's last value, then None
+                    entry = await watcher.updates(timeout=30.0)
+                    if entry is None:
+                        break
+                    self._apply(snapshot, entry)
+                self._held = snapshot
+                self._ready.set()
+                while True:
+                    try:
+                        entry = await watcher.updates(timeout=self._refresh)
+                    except nats.errors.TimeoutError:
+                        break  # quiet for a while: start afresh (a watch that died unnoticed is replaced)
+                    if entry is None:
+                        continue
+                    if not isinstance(entry, KeyValue.Entry):
+                        raise RuntimeError("silences watch stopped")
+                    self._apply(self._held, entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._held = None  # read per plan until a new watch has every key
+                log.warning("notifier.silences_watch_failed", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(1.0)
+            finally:
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()
+
+    def _apply(self, held: dict[str, Silence], entry: Any) -> None:
+        """One watch update: a put replaces the silence, a delete or purge (or an unreadable value) drops it."""
+        key = str(entry.key)
+        if entry.operation in ("DEL", "PURGE") or not entry.value:
+            held.pop(key, None)
+            return
+        try:
+            silence = Silence.model_validate_json(entry.value)
+        except ValidationError as exc:
+            held.pop(key, None)
+            log.warning("notifier.silence_unreadable", key=key, error=str(exc).splitlines()[0])
+            return
+        assert self._clock is not None
+        if silence.ends_at <= self._clock():
+            held.pop(key, None)  # ended (expired): it never holds again
+            return
+        if key not in held and len(held) >= MAX_HELD_SILENCES:
+            now = self._clock()
+            for ended in [k for k, s in held.items() if s.ends_at <= now]:
+                del held[ended]
+            if len(held) >= MAX_HELD_SILENCES:
+                log.warning("notifier.silences_over_limit", silence_id=silence.id, held=len(held))
+                return
+        held[key] = silence
