@@ -11,14 +11,17 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.archive.db import head_revision, revision
+from services.archive.store import ArchiveStore
 from tests.archive.conftest import classified, encode, make_archive, publish_mentions, scalar, wait_for
 from veille import bus
-from veille.models import MAX_TEXT, TRUNCATION_MARKER, AlertRaised
+from veille.models import MAX_TEXT, TRUNCATION_MARKER, AlertRaised, MentionClassified
 from veille.natsserver import NatsServerProcess
 
 
@@ -150,5 +153,37 @@ async def test_mentions_older_than_the_retention_are_not_stored(
         await wait_for(lambda: _equals(reader, "SELECT count(*) FROM mentions", 1), "the recent mention archived")
         assert await scalar(reader, "SELECT id FROM mentions") == "rss:00000002"
         assert app.written.labels("mentions", "expired")._value.get() == 1
+    finally:
+        await app.stop()
+
+
+async def test_a_message_no_row_can_be_made_of_is_dead_lettered_as_such_and_the_rest_archived(
+    nats_server: NatsServerProcess, js: JetStreamContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A valid mention the archive fails to turn into a row (a bug in the row building, made here for one id) is
+    dead-lettered as ``unstorable`` with the error, when it is decoded, and the mentions around it are archived in
+    their batch. Before, the failure came out of the batch's write: the whole batch was retried row by row and
+    that mention dead-lettered as refused by a database that never saw it."""
+    original = ArchiveStore._mention_row
+
+    def failing(self: ArchiveStore, message: MentionClassified, now: datetime) -> dict[str, Any]:
+        if message.mention.id == "rss:00000002":
+            raise ValueError("no row for this one")
+        return original(self, message, now)
+
+    monkeypatch.setattr(ArchiveStore, "_mention_row", failing)
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'archive.sqlite3'}"
+    await publish_mentions(js, [encode(classified(i)) for i in range(5)])
+    app = make_archive(nats_server.url, db_url, tmp_path)
+    await app.start()
+    try:
+        await wait_for(lambda: _settled(js), "every message acked")
+        assert await scalar(app.engine, "SELECT count(*) FROM mentions") == 4
+        letter = await js.get_last_msg(bus.DEADLETTER.name, bus.deadletter_subject("archive", "unstorable"))
+        body = json.loads(letter.data)
+        assert body["error_kind"] == "unstorable" and "no row for this one" in body["reason"]
+        assert (await js.stream_info(bus.DEADLETTER.name)).state.messages == 1
+        refused = app.database_errors.labels("refused")._value.get()
+        assert refused == 0
     finally:
         await app.stop()
