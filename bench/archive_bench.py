@@ -22,6 +22,8 @@ like the tests do, ``tests/archive/postgres.py``, skipped with a note when it is
    to a real nats-server first, then the archive service started as a child process (as ``veille up``
    runs it); the rate is mentions committed *and acked* per second, from the first commit to the last
    ack (JSON decode, validation, cleaning, the write, the acks). Same goal as the write rate.
+   ``--profile DIR`` runs that child under cProfile (``bench/childprofile``; its event loop's thread, not
+   aiosqlite's), one ``.prof`` per child in DIR.
 5. **Memory** (``--memory SECONDS``, a run of its own): classified mentions published at a steady
    ``--memory-rate`` to a real nats-server (with an alert every 10 s), the archive service a child
    process on ``--memory-db`` (sqlite or postgresql), its resident set size sampled every
@@ -36,7 +38,7 @@ Results go to ``bench/results/archive_bench.json`` (memory: ``bench/results/arch
 Usage::
 
     PYTHONPATH=shared:. python bench/archive_bench.py [--n 200000] [--write 50000] [--repeat 30]
-    PYTHONPATH=shared:. python bench/archive_bench.py --write-only [--service 50000]
+    PYTHONPATH=shared:. python bench/archive_bench.py --write-only [--service 50000] [--profile DIR]
     PYTHONPATH=shared:. python bench/archive_bench.py --memory 1200 [--memory-rate 300] [--memory-db sqlite]
 """
 
@@ -373,6 +375,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- the service as a child process
 
+PROFILE_DIR: Path | None = None
+"""``--profile DIR``: the archive child runs under cProfile (bench/childprofile; its event loop's thread only,
+not aiosqlite's), stats written to DIR at its exit."""
+
 
 def _child_env(tmp: Path) -> dict[str, str]:
     import os
@@ -382,6 +388,9 @@ def _child_env(tmp: Path) -> dict[str, str]:
     env["VEILLE_ARCHIVE_API_PORT"] = "0"  # a free port: the bench never collides with a running archive
     env["VEILLE_ARCHIVE_API_HOST"] = "127.0.0.1"
     env.pop("VEILLE_ARCHIVE_DATABASE_URL", None)
+    if PROFILE_DIR is not None:  # the child under cProfile (bench/childprofile), its stats in PROFILE_DIR
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench" / "childprofile"), env["PYTHONPATH"]])
+        env["VEILLE_BENCH_PROFILE"] = str(PROFILE_DIR)
     return env
 
 
@@ -674,11 +683,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30, help="searches timed")
     parser.add_argument("--write-only", action="store_true", help="the write rates alone (no search load)")
     parser.add_argument("--service", type=int, default=0, help="also drain N mentions through the service")
+    parser.add_argument("--profile", type=Path, help="run the archive child under cProfile, stats in this folder")
     parser.add_argument("--memory", type=float, default=0, help="a memory run of SECONDS instead of the rest")
     parser.add_argument("--memory-rate", type=float, default=300, help="mentions/s published in the memory run")
     parser.add_argument("--memory-db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between RSS samples (memory run)")
     args = parser.parse_args()
+    if args.profile is not None:
+        global PROFILE_DIR
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE_DIR = args.profile.resolve()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so a stopped bench still stops its PostgreSQL
     if args.memory:
         memory = asyncio.run(memory_run(args))
