@@ -10,8 +10,9 @@ delete as it is stored). A silence added holds once its put reaches the notifier
 Alertmanager's silences reach its peers by gossip); whether a silence holds is decided against the
 notifier's clock when a group is planned, so one that ends stops holding at its end without any
 message. Memory stays bounded: silences that ended are dropped, and at most :data:`MAX_HELD_SILENCES`
-are held. When the watch fails, the notifier reads the bucket per plan again until a new watch has
-delivered every key.
+are held. When the watch fails, and after the connection to NATS reconnected (the server may have lost
+the watch's consumer, and nats-py does not tell), the notifier reads the bucket per plan again until a
+new watch has delivered every key; a watch quiet for :data:`WATCH_REFRESH` seconds is started afresh.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ __all__ = ["MAX_HELD_SILENCES", "Silence", "SilenceStore", "active_silences", "s
 log = structlog.get_logger("notifier")
 MAX_HELD_SILENCES = 10_000
 """Silences (active or pending) a notifier holds in memory; past it, a new one is not held (logged)."""
-WATCH_REFRESH = 300.0
-"""Seconds without any change after which the watch is started afresh (a complete snapshot again)."""
+WATCH_REFRESH = 60.0
+"""Seconds without any change after which the watch is started afresh (a complete snapshot again): a watch
+that died unnoticed is replaced. After a reconnect the bucket is read per plan until a new watch is up."""
 
 
 class Silence(BaseModel):
@@ -118,6 +120,14 @@ class SilenceStore:
         self._watch_task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._refresh = WATCH_REFRESH
+        self._watched_from = -1
+        """The connection's reconnect count when the watch started."""
+
+    def _reconnects(self) -> int:
+        """How many times the NATS connection reconnected (after one, the server may have lost the watch)."""
+        connection = getattr(self.js, "_nc", None)
+        stats = getattr(connection, "stats", None)
+        return int(stats.get("reconnects", 0)) if isinstance(stats, dict) else 0
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> SilenceStore:
@@ -185,8 +195,8 @@ class SilenceStore:
 
     async def held(self) -> list[Silence]:
         """The silences that hold now or later, oldest first: from memory when watched, else read from the bucket."""
-        if self._held is None or self._clock is None:
-            return await self.all()
+        if self._held is None or self._clock is None or self._reconnects() != self._watched_from:
+            return await self.all()  # no watch up to date (a reconnect may have lost it: nats-py does not tell)
         now = self._clock()
         ended = [key for key, silence in self._held.items() if silence.ends_at <= now]
         for key in ended:  # memory: an ended silence never holds again (unless put again: the watch brings it)
@@ -194,9 +204,11 @@ class SilenceStore:
         return sorted(self._held.values(), key=lambda s: s.created_at)
 
     async def _watch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             watcher: Any = None
             try:
+                watched_from = self._reconnects()
                 watcher = await self.kv.watchall()
                 snapshot: dict[str, Silence] = {}
                 while True:  # every key's last value, then None
@@ -204,13 +216,17 @@ class SilenceStore:
                     if entry is None:
                         break
                     self._apply(snapshot, entry)
-                self._held = snapshot
+                self._held, self._watched_from = snapshot, watched_from  # (meanwhile, the previous watch's)
                 self._ready.set()
+                quiet_since = loop.time()
                 while True:
                     try:
-                        entry = await watcher.updates(timeout=self._refresh)
+                        entry = await watcher.updates(timeout=1.0)
                     except nats.errors.TimeoutError:
-                        break  # quiet for a while: start afresh (a watch that died unnoticed is replaced)
+                        if self._reconnects() != watched_from or loop.time() - quiet_since > self._refresh:
+                            break  # reconnected (the server may have lost the watch) or quiet a while: afresh
+                        continue
+                    quiet_since = loop.time()
                     if entry is None:
                         continue
                     if not isinstance(entry, KeyValue.Entry):
@@ -219,7 +235,7 @@ class SilenceStore:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._held = None  # read per plan until a new watch has every key
+                self._held = None
                 log.warning("notifier.silences_watch_failed", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(1.0)
             finally:

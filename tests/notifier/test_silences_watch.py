@@ -26,6 +26,7 @@ from tests.notifier.conftest import (
     webhook_config,
 )
 from veille.models import utcnow
+from veille.natsserver import NatsServerProcess
 
 
 def count_bucket_reads(app: NotifierApp) -> list[int]:
@@ -111,3 +112,33 @@ async def test_a_notifier_started_with_silences_stored_honours_them(
     await flush(app, js)
     assert [h.json()["data"]["alerts"][0]["id"] for h in receiver.hits] == ["s2", "s3"]
     assert reads[0] == 0
+
+
+async def test_a_silence_added_after_nats_server_restarted_holds(
+    js: JetStreamContext, receiver: ScriptedReceiver, notifier_factory: AppFactory, nats_server: NatsServerProcess
+) -> None:
+    """nats-server restarted on its store (the notifier's watch consumer is gone with it; nats-py reconnects
+    without telling the watch): a silence added afterwards still stops the next matching alert, at once."""
+    clock = ManualClock(utcnow())
+    app = await notifier_factory(webhook_config(receiver.url()), clock=clock)
+    nats_server.stop()
+    await asyncio.sleep(0.5)
+    nats_server.start()
+    store = await SilenceStore.open(js)
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:  # every client reconnected (the test's own js included)
+        try:
+            muted = Silence.create(["watch=acme"], now=clock(), duration=timedelta(hours=1))
+            await store.put(muted)
+            break
+        except Exception:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.2)
+    while not app.broker.connection.is_connected:
+        assert asyncio.get_running_loop().time() < deadline, "the notifier never reconnected"
+        await asyncio.sleep(0.05)
+    await publish_alert(js, make_alert("r1", watch="acme"))
+    await publish_alert(js, make_alert("r2", watch="globex"))
+    await flush(app, js, timeout=20)
+    assert [h.json()["data"]["alerts"][0]["id"] for h in receiver.hits] == ["r2"]
+    assert suppressed(app, "silenced") == 1
