@@ -488,6 +488,9 @@ async def service_drain(db_url: str, texts: list[Any], n: int, now: datetime) ->
         if child is not None:
             stop_archive(child)
         server.stop()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)  # a JetStream store of N mentions (36 MiB at 50,000) each round
 
 
 async def memory_run(args: argparse.Namespace) -> dict[str, Any]:
