@@ -457,6 +457,7 @@ async def service_drain(db_url: str, texts: list[Any], n: int, now: datetime) ->
     server = NatsServerProcess(store_dir=tmp / "store", log_file=tmp / "nats.log")
     server.start()
     child = None
+    done = False
     try:
         nc = await nats.connect(server.url)
         js = nc.jetstream()
@@ -483,14 +484,16 @@ async def service_drain(db_url: str, texts: list[Any], n: int, now: datetime) ->
         await nc.close()
         assert first is not None and last is not None
         cpu = None if first_cpu is None or last_cpu is None else (last_cpu - first_cpu) * 1e6 / (n - first_floor)
+        done = True
         return (n - first_floor) / max(last - first, 1e-3), cpu
     finally:
         if child is not None:
             stop_archive(child)
         server.stop()
-        import shutil
+        if done:  # a JetStream store of N mentions (36 MiB at 50,000) each round; kept with the log on a failure
+            import shutil
 
-        shutil.rmtree(tmp, ignore_errors=True)  # a JetStream store of N mentions (36 MiB at 50,000) each round
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def memory_run(args: argparse.Namespace) -> dict[str, Any]:
