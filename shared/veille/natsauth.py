@@ -157,6 +157,20 @@ def _pull(consumer: bus.Consumer) -> list[str]:
     ]
 
 
+def _watch(bucket: bus.Bucket) -> list[str]:
+    """Watch one KV bucket: nats-py's ordered push consumer on its stream (created again after a gap or a
+    reconnect, its info read when the watch stops, deleted) and its flow-control replies; deliveries come to
+    the inbox."""
+    stream = f"KV_{bucket.name}"
+    return [
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.INFO.{stream}.>",
+        f"$JS.API.CONSUMER.DELETE.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
 def _stream_prefix(stream: bus.Stream) -> str:
     (subject,) = stream.subjects
     return subject
@@ -183,6 +197,7 @@ def service_permissions(service: str) -> Permissions:
             publish += _pull(consumer)
         for bucket in (bus.NOTIFY_LOG, bus.SILENCES, bus.NOTIFY_GROUPS, bus.NOTIFY_SEEN, bus.NOTIFY_LEASES):
             publish += _bucket(bucket)
+        publish += _watch(bus.SILENCES)  # the silences held in memory from a watch of the bucket
     subscribe: tuple[str, ...] = (f"{nats_inbox_prefix(service)}.>",)
     if role == "console":  # the live page: a core subscription on the classified subjects, no consumer
         subscribe += (_stream_prefix(bus.CLASSIFIED),)
