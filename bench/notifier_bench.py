@@ -18,6 +18,13 @@ veille, ...), each on fresh processes and a fresh store. For each run:
   alert. veille is shown alone and with the nats-server it needs (Alertmanager keeps its state in
   process); the ratio uses notifier + nats-server, which cannot flatter veille.
 
+Who runs where: the loader (Alertmanager's HTTP poster, veille's JetStream publisher) and the webhook
+sink are each their own process per run (``--role load-am|load-veille|sink``, started and ready before
+anything is timed), so the bench's bookkeeping, the sink's JSON decoding and the loader do not share an
+interpreter: the loader's own rate (``published_per_s``) and CPU per alert are reported beside each run,
+so a run bounded by its loader shows it. The veille loader publishes as the classifier does: every
+publish pipelined (``Nats-Msg-Id`` = alert id), the stream acks gathered per 1,000.
+
 The figures are medians over the runs; ratios are veille / Alertmanager (for time and CPU, how many
 times more). Written to ``bench/results/notifier.json``.
 
@@ -33,6 +40,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -61,6 +69,8 @@ BINARY = "prometheus-alertmanager"
 AM_BATCH = 500
 AM_CONNECTIONS = 4
 TICK = os.sysconf("SC_CLK_TCK")
+LOAD_WINDOW = 1000
+"""Publishes in flight before the veille loader waits for their acks (the classifier gathers a batch's)."""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -90,7 +100,11 @@ def cpu_seconds(pid: int) -> float:
 
 @dataclass
 class Sink:
-    """The webhook receiver: counts the distinct alerts told, in either body format."""
+    """The webhook receiver: counts the distinct alerts told, in either body format.
+
+    It runs in its own process (``--role sink``, one per run) so that decoding Alertmanager's large
+    bodies does not take CPU from the loader or from the bench's own bookkeeping.
+    """
 
     expected: int
     listed: set[str] = field(default_factory=set)
@@ -114,10 +128,6 @@ class Sink:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
-
-    def reset(self, expected: int) -> None:
-        self.expected, self.listed, self.counted, self.requests = expected, set(), 0, 0
-        self.done_at, self.all_told = None, asyncio.Event()
 
     def _check(self) -> None:
         if self.done_at is None and len(self.listed) + self.counted >= self.expected:
@@ -145,6 +155,166 @@ def watch(i: int, groups: int) -> str:
     return f"brand{i % groups:02d}"
 
 
+# --- the bench's children: a sink and a loader per run, each its own process ------------------------------------
+# time.perf_counter() is CLOCK_MONOTONIC on Linux, one clock for every process: the children report their
+# instants and the bench subtracts them.
+
+
+def _say(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+async def _wait_go() -> None:
+    """Block until the bench writes a line on our stdin (it has read the CPU counters)."""
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    if not line:
+        raise SystemExit("the bench went away")
+
+
+async def child_sink(expected: int) -> None:
+    sink = Sink(expected)
+    await sink.start()
+    _say({"port": sink.port})
+    try:
+        await sink.all_told.wait()
+        _say({"done_at": sink.done_at, "requests": sink.requests})
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the bench closes it
+    finally:
+        await sink.stop()
+
+
+def _process_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+async def child_load_veille(url: str, n: int, groups: int) -> None:
+    """Publish every alert to the alerts stream as the classifier does: many in flight, acks gathered per batch."""
+    now = datetime.now(UTC)
+    payloads = [
+        (
+            bus.alert_subject(watch(i, groups)),
+            AlertRaised(
+                id=f"alert-bench-{i:06d}",
+                watch=watch(i, groups),
+                kind="negative_mention",
+                summary=f"Negative mention {i} of {watch(i, groups)}",
+                raised_at=now,
+                started_at=now,
+            )
+            .model_dump_json()
+            .encode(),
+            {"Nats-Msg-Id": f"alert-bench-{i:06d}"},
+        )
+        for i in range(n)
+    ]
+    nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
+    publisher = StreamPublisher()
+    await publisher.start(nc)
+    _say({"ready": True})
+    await _wait_go()
+    cpu0 = _process_cpu()
+    started = time.perf_counter()
+    futures: list[asyncio.Future[bytes]] = []
+    for subject, body, headers in payloads:
+        futures.append(await publisher.publish(subject, body, headers=headers))
+        if len(futures) >= LOAD_WINDOW:
+            await gather_publishes(futures, timeout=60)
+            futures = []
+    await gather_publishes(futures, timeout=60)
+    published = time.perf_counter()
+    _say({"started": started, "published": published, "cpu_s": _process_cpu() - cpu0})
+    await publisher.stop()
+    await nc.close()
+
+
+async def child_load_am(url: str, n: int, groups: int) -> None:
+    """POST every alert to Alertmanager, 500 a request over 4 connections (what amtool and Prometheus do)."""
+    now = datetime.now(UTC)
+    alerts = [
+        {
+            "labels": {
+                "alertname": "negative_mention",
+                "watch": watch(i, groups),
+                "kind": "negative_mention",
+                "severity": "warning",
+                "alert_id": f"alert-bench-{i:06d}",
+            },
+            "annotations": {"summary": f"Negative mention {i} of {watch(i, groups)}"},
+            "startsAt": now.isoformat(),
+            "endsAt": (now + timedelta(hours=1)).isoformat(),
+        }
+        for i in range(n)
+    ]
+    bodies = [json.dumps(alerts[i : i + AM_BATCH]).encode() for i in range(0, n, AM_BATCH)]
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    limits = httpx.Limits(max_connections=AM_CONNECTIONS)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def poster() -> None:
+            while not queue.empty():
+                body = queue.get_nowait()
+                answer = await client.post(
+                    f"{url}/api/v2/alerts", content=body, headers={"content-type": "application/json"}
+                )
+                answer.raise_for_status()
+
+        _say({"ready": True})
+        await _wait_go()
+        cpu0 = _process_cpu()
+        started = time.perf_counter()
+        await asyncio.gather(*(poster() for _ in range(AM_CONNECTIONS)))
+        accepted = time.perf_counter()
+    _say({"started": started, "published": accepted, "cpu_s": _process_cpu() - cpu0})
+
+
+class Child:
+    """A child of the bench (``--role ...``): JSON lines on its stdout, a line on its stdin to go."""
+
+    def __init__(self, process: asyncio.subprocess.Process, what: str) -> None:
+        self.process, self.what = process, what
+
+    @classmethod
+    async def start(cls, tmp: Path, what: str, *args: str) -> Child:
+        log = (tmp / f"{what}.log").open("wb")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)])}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            env=env,
+        )
+        log.close()
+        return cls(process, what)
+
+    async def read(self, timeout: float = 900) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError(f"the bench's {self.what} exited with {await self.process.wait()} (see its log)")
+        record: dict[str, Any] = json.loads(line)
+        return record
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"go\n")
+
+    async def close(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.is_closing():
+            self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), 10)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
 async def wait_ready(url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2) as client:
@@ -170,14 +340,16 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
 
 
-async def run_alertmanager(binary: str, sink: Sink, n: int, groups: int, tmp: Path) -> dict[str, Any]:
-    """One Alertmanager run: POST every alert, wait until the sink was told of all."""
+async def run_alertmanager(binary: str, n: int, groups: int, tmp: Path) -> dict[str, Any]:
+    """One Alertmanager run: its loader POSTs every alert, the sink waits until told of all."""
+    sink = await Child.start(tmp, "sink", "--role", "sink", "--alerts", str(n))
+    sink_port = (await sink.read(60))["port"]
     port = free_port()
     config = tmp / "alertmanager.yml"
     config.write_text(
         "route:\n  receiver: sink\n  group_by: [watch, kind]\n  group_wait: 0s\n  group_interval: 1s\n"
         f"  repeat_interval: 1h\nreceivers:\n  - name: sink\n    webhook_configs:\n"
-        f"      - url: http://127.0.0.1:{sink.port}/am\n        send_resolved: false\n",
+        f"      - url: http://127.0.0.1:{sink_port}/am\n        send_resolved: false\n",
         encoding="utf-8",
     )
     log = (tmp / "alertmanager.log").open("wb")
@@ -194,63 +366,41 @@ async def run_alertmanager(binary: str, sink: Sink, n: int, groups: int, tmp: Pa
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    loader: Child | None = None
     try:
         await wait_ready(f"{url}/-/ready", process, "alertmanager")
-        now = datetime.now(UTC)
-        alerts = [
-            {
-                "labels": {
-                    "alertname": "negative_mention",
-                    "watch": watch(i, groups),
-                    "kind": "negative_mention",
-                    "severity": "warning",
-                    "alert_id": f"alert-bench-{i:06d}",
-                },
-                "annotations": {"summary": f"Negative mention {i} of {watch(i, groups)}"},
-                "startsAt": now.isoformat(),
-                "endsAt": (now + timedelta(hours=1)).isoformat(),
-            }
-            for i in range(n)
-        ]
-        bodies = [json.dumps(alerts[i : i + AM_BATCH]).encode() for i in range(0, n, AM_BATCH)]
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-        for body in bodies:
-            queue.put_nowait(body)
-        sink.reset(n)
-        limits = httpx.Limits(max_connections=AM_CONNECTIONS)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-
-            async def poster() -> None:
-                while not queue.empty():
-                    body = queue.get_nowait()
-                    answer = await client.post(
-                        f"{url}/api/v2/alerts", content=body, headers={"content-type": "application/json"}
-                    )
-                    answer.raise_for_status()
-
-            cpu0 = cpu_seconds(process.pid)
-            started = time.perf_counter()
-            await asyncio.gather(*(poster() for _ in range(AM_CONNECTIONS)))
-            accepted = time.perf_counter()
-            await asyncio.wait_for(sink.all_told.wait(), 600)
-            cpu = cpu_seconds(process.pid) - cpu0
-        assert sink.done_at is not None
+        loader = await Child.start(
+            tmp, "loader", "--role", "load-am", "--url", url, "--alerts", str(n), "--groups", str(groups)
+        )
+        await loader.read(120)  # ready
+        load = os.getloadavg()[0]
+        cpu0 = cpu_seconds(process.pid)
+        loader.go()
+        times = await loader.read()
+        told = await sink.read()
+        cpu = cpu_seconds(process.pid) - cpu0
+        started = times["started"]
         return {
-            "accepted_per_s": n / (accepted - started),
-            "all_notified_s": sink.done_at - started,
+            "accepted_per_s": n / (times["published"] - started),
+            "all_notified_s": told["done_at"] - started,
             "cpu_us_per_alert": cpu / n * 1e6,
-            "webhooks": sink.requests,
+            "loader_cpu_us_per_alert": times["cpu_s"] / n * 1e6,
+            "webhooks": told["requests"],
+            "loadavg_start": round(load, 2),
         }
     finally:
         stop(process)
         log.close()
+        if loader is not None:
+            await loader.close()
+        await sink.close()
 
 
-def veille_config(path: Path, sink: Sink, groups: int, group_by: str = "[watch, kind]") -> Path:
+def veille_config(path: Path, sink_port: int, groups: int, group_by: str = "[watch, kind]") -> Path:
     watches = "".join(f"  - name: {watch(i, groups)}\n    query: '{watch(i, groups)}'\n" for i in range(groups))
     path.write_text(
         f"version: 1\nwatches:\n{watches}receivers:\n  - name: sink\n    webhook:\n"
-        f"      - url: http://127.0.0.1:{sink.port}/veille\n"
+        f"      - url: http://127.0.0.1:{sink_port}/veille\n"
         f"route:\n  receiver: sink\n  group_by: {group_by}\n  group_wait: 0s\n  group_interval: 1s\n"
         "  repeat_interval: 1h\n",
         encoding="utf-8",
@@ -263,18 +413,21 @@ PROFILE_DIR: Path | None = None
 
 
 async def run_veille(
-    sink: Sink, n: int, groups: int, tmp: Path, replicas: int = 1, group_by: str = "[watch, kind]"
+    n: int, groups: int, tmp: Path, replicas: int = 1, group_by: str = "[watch, kind]"
 ) -> dict[str, Any]:
     """One veille run: a fresh nats-server and ``replicas`` x ``veille run notifier`` (sharing the alerts stream's
-    partitions, each held by one replica); publish every alert, wait for all told."""
+    partitions, each held by one replica); the loader publishes every alert, the sink waits until told of all."""
+    sink = await Child.start(tmp, "sink", "--role", "sink", "--alerts", str(n))
+    sink_port = (await sink.read(60))["port"]
     server = NatsServerProcess(store_dir=tmp / "store", log_file=tmp / "nats.log")
     server.start()
     nc = await nats.connect(server.url)
     processes: list[subprocess.Popen[bytes]] = []
+    loader: Child | None = None
     try:
         js = nc.jetstream()
         await bus.ensure_topology(js)
-        config = veille_config(tmp / "veille.yaml", sink, groups, group_by)
+        config = veille_config(tmp / "veille.yaml", sink_port, groups, group_by)
         for replica in range(replicas):
             port = free_port()
             env = {
@@ -298,62 +451,52 @@ async def run_veille(
             await wait_ready(f"http://127.0.0.1:{port}/readyz", process, "veille notifier")
         if replicas > 1:  # the replicas have split the partitions between them before anything is timed
             await wait_shared(js, replicas)
-        now = datetime.now(UTC)
-        payloads = [
-            (
-                bus.alert_subject(watch(i, groups)),
-                AlertRaised(
-                    id=f"alert-bench-{i:06d}",
-                    watch=watch(i, groups),
-                    kind="negative_mention",
-                    summary=f"Negative mention {i} of {watch(i, groups)}",
-                    raised_at=now,
-                    started_at=now,
-                )
-                .model_dump_json()
-                .encode(),
-                f"alert-bench-{i:06d}",
-            )
-            for i in range(n)
-        ]
-        publisher = StreamPublisher()
-        await publisher.start(nc)
-        sink.reset(n)
+        loader = await Child.start(
+            tmp, "loader", "--role", "load-veille", "--url", server.url, "--alerts", str(n), "--groups", str(groups)
+        )
+        await loader.read(120)  # ready: payloads built, connected
+        load = os.getloadavg()[0]
         cpu0_notifier = sum(cpu_seconds(p.pid) for p in processes)
         cpu0_nats = cpu_seconds(server_pid(server))
-        started = time.perf_counter()
-        futures: list[asyncio.Future[bytes]] = []
-        for subject, body, msg_id in payloads:
-            futures.append(await publisher.publish(subject, body, headers={"Nats-Msg-Id": msg_id}))
-            if len(futures) >= 1000:
-                await gather_publishes(futures, timeout=60)
-                futures = []
-        await gather_publishes(futures, timeout=60)
-        published = time.perf_counter()
-        while True:  # every alert is stored (publishes acked): done when every notifier consumer is drained
+        loader.go()
+        drained_at: float | None = None
+        times: dict[str, Any] | None = None
+        reading = asyncio.ensure_future(loader.read())
+        while drained_at is None:  # done when every alert is stored and every notifier consumer is drained
+            if times is None and reading.done():
+                times = reading.result()
             infos = await asyncio.gather(*(js.consumer_info(c.stream, c.durable) for c in bus.NOTIFIER_ALERT_CONSUMERS))
-            if all(not i.num_pending and not i.num_ack_pending for i in infos):
+            if times is not None and all(not i.num_pending and not i.num_ack_pending for i in infos):
+                drained_at = time.perf_counter()
                 break
             await asyncio.sleep(0.02)
-        accepted = time.perf_counter()
-        await asyncio.wait_for(sink.all_told.wait(), 900)
+        assert times is not None
+        told = await sink.read()
         cpu_notifier = sum(cpu_seconds(p.pid) for p in processes) - cpu0_notifier
         cpu_nats = cpu_seconds(server_pid(server)) - cpu0_nats
-        await publisher.stop()
-        assert sink.done_at is not None
+        started = times["started"]
         return {
-            "accepted_per_s": n / (accepted - started),
-            "published_per_s": n / (published - started),
-            "all_notified_s": sink.done_at - started,
+            "accepted_per_s": n / (drained_at - started),
+            "published_per_s": n / (times["published"] - started),
+            "all_notified_s": told["done_at"] - started,
             "cpu_us_per_alert": (cpu_notifier + cpu_nats) / n * 1e6,
             "cpu_us_per_alert_notifier_only": cpu_notifier / n * 1e6,
-            "webhooks": sink.requests,
+            "loader_cpu_us_per_alert": times["cpu_s"] / n * 1e6,
+            "webhooks": told["requests"],
+            "loadavg_start": round(load, 2),
         }
     finally:
+        if PROFILE_DIR is not None:
+            for process in processes:
+                process.send_signal(signal.SIGUSR2)
+            await asyncio.sleep(1)
         for process in processes:
             stop(process)
+        if loader is not None:
+            await loader.close()
         await nc.close()
         server.stop()
+        await sink.close()
 
 
 async def wait_shared(js: Any, replicas: int, timeout: float = 60) -> None:
@@ -388,17 +531,11 @@ async def per_alert(n: int, runs: int) -> list[dict[str, Any]]:
     gives the notifier's CPU per alert and the time to notify them all, with the load average.
     """
     out = []
-    sink = Sink(n)
-    await sink.start()
-    try:
-        for k in range(runs):
-            with tempfile.TemporaryDirectory(prefix="veille-notifier-bench-") as tmp:
-                load = os.getloadavg()[0]
-                result = await run_veille(sink, n, 10, Path(tmp), group_by='["..."]')
-            out.append({"run": k + 1, "loadavg_start": round(load, 2), **result})
-            print(json.dumps(out[-1]), flush=True)
-    finally:
-        await sink.stop()
+    for k in range(runs):
+        with tempfile.TemporaryDirectory(prefix="veille-notifier-bench-") as tmp:
+            result = await run_veille(n, 10, Path(tmp), group_by='["..."]')
+        out.append({"run": k + 1, **result})
+        print(json.dumps(out[-1]), flush=True)
     return out
 
 
@@ -411,33 +548,28 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     if binary is None:
         raise SystemExit(f"{BINARY} is not installed: apt-get install -y prometheus-alertmanager")
     version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)  # noqa: ASYNC221
-    sink = Sink(args.alerts)
-    await sink.start()
     am_runs: list[dict[str, Any]] = []
     veille_runs: list[dict[str, Any]] = []
     replica_runs: list[dict[str, Any]] = []
-    try:
-        for run in range(args.runs):
-            order: tuple[str, ...] = ("am", "veille") if run % 2 == 0 else ("veille", "am")
-            if args.veille_only:
-                order = ("veille",)
-            for which in order:
+    for run in range(args.runs):
+        order: tuple[str, ...] = ("am", "veille") if run % 2 == 0 else ("veille", "am")
+        if args.veille_only:
+            order = ("veille",)
+        for which in order:
+            with tempfile.TemporaryDirectory(prefix="veille-notifier-bench-") as tmp:
+                if which == "am":
+                    result = await run_alertmanager(binary, args.alerts, args.groups, Path(tmp))
+                    am_runs.append(result)
+                else:
+                    result = await run_veille(args.alerts, args.groups, Path(tmp))
+                    veille_runs.append(result)
+            if which == "veille" and args.replicas > 1:
                 with tempfile.TemporaryDirectory(prefix="veille-notifier-bench-") as tmp:
-                    if which == "am":
-                        result = await run_alertmanager(binary, sink, args.alerts, args.groups, Path(tmp))
-                        am_runs.append(result)
-                    else:
-                        result = await run_veille(sink, args.alerts, args.groups, Path(tmp))
-                        veille_runs.append(result)
-                if which == "veille" and args.replicas > 1:
-                    with tempfile.TemporaryDirectory(prefix="veille-notifier-bench-") as tmp:
-                        more = await run_veille(sink, args.alerts, args.groups, Path(tmp), args.replicas)
-                    replica_runs.append(more)
-                    figures = json.dumps({k: round(v, 3) for k, v in more.items()})
-                    print(f"run {run + 1} veille x{args.replicas}: {figures}", flush=True)
-                print(f"run {run + 1} {which}: {json.dumps({k: round(v, 3) for k, v in result.items()})}", flush=True)
-    finally:
-        await sink.stop()
+                    more = await run_veille(args.alerts, args.groups, Path(tmp), args.replicas)
+                replica_runs.append(more)
+                figures = json.dumps({k: round(v, 3) for k, v in more.items()})
+                print(f"run {run + 1} veille x{args.replicas}: {figures}", flush=True)
+            print(f"run {run + 1} {which}: {json.dumps({k: round(v, 3) for k, v in result.items()})}", flush=True)
     summary: dict[str, Any] = {}
     if not am_runs:  # --veille-only: a development run, not a comparison
         return {"veille_runs": veille_runs, "veille_replica_runs": replica_runs}
@@ -504,7 +636,18 @@ if __name__ == "__main__":
     )
     parser.add_argument("--veille-only", action="store_true", help="no Alertmanager runs (development; not written)")
     parser.add_argument("--profile", type=Path, help="run the notifier replicas under cProfile, stats in this folder")
+    parser.add_argument("--role", choices=["sink", "load-veille", "load-am"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.role == "sink":
+        asyncio.run(child_sink(options.alerts))
+        raise SystemExit(0)
+    if options.role == "load-veille":
+        asyncio.run(child_load_veille(options.url, options.alerts, options.groups))
+        raise SystemExit(0)
+    if options.role == "load-am":
+        asyncio.run(child_load_am(options.url, options.alerts, options.groups))
+        raise SystemExit(0)
     if options.profile is not None:
         options.profile.mkdir(parents=True, exist_ok=True)
         PROFILE_DIR = options.profile.resolve()
