@@ -408,6 +408,9 @@ def veille_config(path: Path, sink_port: int, groups: int, group_by: str = "[wat
     return path
 
 
+NOTIFIER_ROOT = ROOT
+"""``--notifier-root DIR``: the notifier replicas run from this checkout (a ``git worktree`` of an older commit,
+say), so that two versions can be measured in alternation on the same bench."""
 PROFILE_DIR: Path | None = None
 """``--profile DIR``: the notifier replicas run under cProfile (bench/childprofile), stats written to DIR."""
 
@@ -432,7 +435,7 @@ async def run_veille(
             port = free_port()
             env = {
                 **os.environ,
-                "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)]),
+                "PYTHONPATH": os.pathsep.join([str(NOTIFIER_ROOT / "shared"), str(NOTIFIER_ROOT)]),
                 "VEILLE_NATS_URL": server.url,
                 "VEILLE_CONFIG": str(config),
                 "VEILLE_HTTP_PORT": str(port),
@@ -445,7 +448,11 @@ async def run_veille(
                 env["VEILLE_BENCH_PROFILE"] = str(PROFILE_DIR)
             log = (tmp / f"notifier-{replica}.log").open("wb")
             process = subprocess.Popen(  # noqa: ASYNC220 - started once per run, before anything is timed
-                [sys.executable, "-m", "veille_cli", "run", "notifier"], cwd=ROOT, env=env, stdout=log, stderr=log
+                [sys.executable, "-m", "veille_cli", "run", "notifier"],
+                cwd=NOTIFIER_ROOT,
+                env=env,
+                stdout=log,
+                stderr=log,
             )
             processes.append(process)
             await wait_ready(f"http://127.0.0.1:{port}/readyz", process, "veille notifier")
@@ -638,7 +645,12 @@ if __name__ == "__main__":
     parser.add_argument("--profile", type=Path, help="run the notifier replicas under cProfile, stats in this folder")
     parser.add_argument("--role", choices=["sink", "load-veille", "load-am"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--notifier-root", type=Path, help="run the notifier from this checkout (before/after comparisons)"
+    )
     options = parser.parse_args()
+    if options.notifier_root is not None:
+        NOTIFIER_ROOT = options.notifier_root.resolve()
     if options.role == "sink":
         asyncio.run(child_sink(options.alerts))
         raise SystemExit(0)

@@ -169,28 +169,64 @@ def _was_seen(state: GroupState, key: str) -> bool:
 
 
 class _RecentIndex:
-    """The digests of a state's ``recent`` by number of copies, and their total: one batch's
-    :func:`add_alerts` looks an alert up here instead of searching the packed slices (a group's
-    value carries about a thousand digests, and each alert of a crisis was searched against all)."""
+    """A state's ``recent`` as one batch of :func:`add_alerts` works on it: every digest in order, by number
+    of copies, and the slices they belong to.
 
-    __slots__ = ("count", "digests")
+    An alert is looked up here instead of searching the packed slices (a group's value carries about a
+    thousand digests, and each alert of a crisis was searched against all); the digests a batch
+    remembers are appended here and the oldest over :data:`MAX_SEEN` dropped here as they would be from
+    ``recent`` (so a digest dropped mid-batch is no longer found, as before), and ``recent`` is rebuilt
+    once at the end of the batch (:meth:`finish`): appending to a packed slice per alert copied the whole
+    slice each time."""
+
+    __slots__ = ("digests", "head", "order", "slices")
 
     def __init__(self, state: GroupState) -> None:
         self.digests: dict[str, int] = {}
-        for _, packed in state.recent:
-            for i in range(0, len(packed), _DIGEST):
-                value = packed[i : i + _DIGEST]
+        self.order: list[str] = []
+        self.slices: list[list[int]] = []  # [start, number of digests]
+        for start, packed in state.recent:
+            values = [packed[i : i + _DIGEST] for i in range(0, len(packed), _DIGEST)]
+            self.order += values
+            self.slices.append([start, len(values)])
+            for value in values:
                 self.digests[value] = self.digests.get(value, 0) + 1
-        self.count = seen_count(state)
+        self.head = 0  # digests dropped from the front of ``order``
 
-    def drop(self, packed: str) -> None:
-        for i in range(0, len(packed), _DIGEST):
-            value = packed[i : i + _DIGEST]
+    @property
+    def count(self) -> int:
+        return len(self.order) - self.head
+
+    def add(self, value: str, stamp: int) -> None:
+        """Remember ``value`` at ``stamp`` in the newest slice (a new one once it is :data:`SEEN_SLICE` old)."""
+        self.order.append(value)
+        self.digests[value] = self.digests.get(value, 0) + 1
+        if self.slices and stamp < self.slices[-1][0] + _SLICE_SECONDS:
+            self.slices[-1][1] += 1
+        else:
+            self.slices.append([stamp, 1])
+        for _ in range(self.count - MAX_SEEN):
+            value = self.order[self.head]
+            self.head += 1
             left = self.digests.get(value, 0) - 1
             if left > 0:
                 self.digests[value] = left
             else:
                 self.digests.pop(value, None)
+
+    def finish(self, state: GroupState) -> None:
+        """Write the digests kept back into ``state.recent``, one packed string per slice."""
+        recent: list[tuple[int, str]] = []
+        at = 0
+        for start, size in self.slices:
+            begin = max(at, self.head)
+            at += size
+            if at > begin:
+                recent.append((start, "".join(self.order[begin:at])))
+        state.recent = recent
+
+
+_SLICE_SECONDS = SEEN_SLICE.total_seconds()
 
 
 def _remember(
@@ -198,34 +234,28 @@ def _remember(
 ) -> None:
     """Add ``key`` (``<id>:<status>``) to the newest slice of ``recent``; drop the oldest over :data:`MAX_SEEN`.
 
-    ``index``: the batch's index of ``recent``, kept up to date; ``value``: ``key``'s digest, when known.
+    ``index``: the batch's index of ``recent``, where the digest goes (``recent`` itself is rebuilt from it at
+    the end of the batch); ``value``: ``key``'s digest, when known.
     """
     digest = value or _digest(key)
     stamp = int(now.timestamp())
-    if state.recent and stamp < state.recent[-1][0] + SEEN_SLICE.total_seconds():
+    if index is not None:
+        index.add(digest, stamp)
+        return
+    if state.recent and stamp < state.recent[-1][0] + _SLICE_SECONDS:
         start, packed = state.recent[-1]
         state.recent[-1] = (start, packed + digest)
     else:
         state.recent.append((stamp, digest))
-    if index is not None:
-        index.digests[digest] = index.digests.get(digest, 0) + 1
-        index.count += 1
-        excess = index.count - MAX_SEEN
-    else:
-        excess = seen_count(state) - MAX_SEEN
+    excess = seen_count(state) - MAX_SEEN
     while excess > 0:
         start, packed = state.recent[0]
         if len(packed) // _DIGEST <= excess:
             del state.recent[0]
             excess -= len(packed) // _DIGEST
-            dropped = packed
         else:
             state.recent[0] = (start, packed[excess * _DIGEST :])
-            dropped = packed[: excess * _DIGEST]
             excess = 0
-        if index is not None:
-            index.drop(dropped)
-            index.count -= len(dropped) // _DIGEST
 
 
 def seen_count(state: GroupState) -> int:
@@ -254,7 +284,9 @@ def add_alerts(
     state = _copy(state)
     pending = [_pending_countable(state)]  # kept up to date by _add: counting it per alert was O(n²)
     index = _RecentIndex(state)  # likewise: searching ``recent`` per alert was O(n²)
-    return state, [_add(state, alert, now, seen, pending, index) for alert in alerts]
+    outcomes = [_add(state, alert, now, seen, pending, index) for alert in alerts]
+    index.finish(state)
+    return state, outcomes
 
 
 def add_alert(
