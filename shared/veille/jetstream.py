@@ -21,6 +21,12 @@ Both speak the documented JetStream protocol and nothing private of nats-py:
   arrives. Status messages (``404``, ``408``, ``409``) end their request; a request the server
   forgot (a restart) is dropped locally once past its expiry.
 
+:func:`send_many` writes many already-built ``PUB``/``HPUB`` commands into the connection's outgoing
+buffer at once (the NATS text protocol, the same bytes ``Client.publish`` writes one call at a time):
+a batch's publishes (:meth:`StreamPublisher.publish_many`) and acks cost about a quarter of the CPU
+of one ``publish`` each (``docs/benchmarks.md``, classifier). It is the one place that uses nats-py's
+outgoing buffer directly (``_send_command``, ``_flush_pending``: what ``Client.publish`` calls).
+
 Neither owns reconnection: the connection does (nats-py re-subscribes after a reconnect), and
 what was in flight is covered by the callers' timeouts and JetStream's redelivery.
 """
@@ -30,21 +36,102 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections import deque
+from collections.abc import Sequence
 
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import (
+    BadHeaderError,
+    BadSubjectError,
+    ConnectionClosedError,
+    ConnectionDrainingError,
+    MaxPayloadError,
+    OutboundBufferLimitError,
+)
 from nats.js import api
 from nats.js.errors import APIError, NoStreamResponseError
 
-__all__ = ["PullFetcher", "StreamPublisher", "pub_ack"]
+__all__ = ["PullFetcher", "StreamPublisher", "ack_command", "pub_ack", "publish_command", "send_many"]
 
 log = structlog.get_logger("veille.jetstream")
 
 _STATUS = "Status"
+
+
+_SPACE = re.compile(r"\s")
+_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # as nats-py checks a header name
+_HEADER_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+
+
+def _check_subject(subject: str) -> None:
+    if not subject or _SPACE.search(subject):
+        raise BadSubjectError
+
+
+def publish_command(subject: str, payload: bytes, reply: str = "", headers: dict[str, str] | None = None) -> bytes:
+    """The protocol bytes of one publish (``PUB``, or ``HPUB`` with headers), as ``Client.publish`` writes them.
+
+    Subject, reply and header names are checked as nats-py checks them (``BadSubjectError``,
+    ``BadHeaderError``); header values are stripped and their line breaks made spaces.
+    """
+    _check_subject(subject)
+    if reply:
+        _check_subject(reply)
+    if headers is None:
+        return b"PUB %s %s %d\r\n%s\r\n" % (subject.encode(), reply.encode(), len(payload), payload)
+    lines = ["NATS/1.0\r\n"]
+    for name, value in headers.items():
+        key = name.strip()
+        if not key:
+            continue
+        if not _HEADER_KEY.fullmatch(key):
+            raise BadHeaderError(key)
+        lines.append(f"{key}: {value.strip().translate(_HEADER_NEWLINES)}\r\n")
+    lines.append("\r\n")
+    header = "".join(lines).encode()
+    return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
+        subject.encode(),
+        reply.encode(),
+        len(header),
+        len(header) + len(payload),
+        header,
+        payload,
+    )
+
+
+def ack_command(reply: str) -> bytes:
+    """The protocol bytes of a JetStream ack (an empty publish to the message's reply subject)."""
+    _check_subject(reply)
+    return b"PUB %s 0\r\n\r\n" % reply.encode()
+
+
+async def send_many(client: NatsClient, commands: Sequence[bytes], payload_bytes: int = 0) -> None:
+    """Write built publish commands to the connection in one call, in order, and kick its flusher.
+
+    Refused as ``Client.publish`` refuses one message (closed, draining, the reconnect buffer full);
+    nothing is written then. ``payload_bytes`` only feeds the client's ``out_bytes`` statistic.
+    """
+    if not commands:
+        return
+    if client.is_closed:
+        raise ConnectionClosedError
+    if client.is_draining_pubs:
+        raise ConnectionDrainingError
+    data = b"".join(commands)
+    if not client.is_connected:
+        limit = client._max_pending_size
+        if limit <= 0 or len(data) + client._pending_data_size > limit:
+            raise OutboundBufferLimitError
+    client.stats["out_msgs"] += len(commands)
+    client.stats["out_bytes"] += payload_bytes
+    await client._send_command(data)
+    if client._flush_queue is not None and client._flush_queue.empty():
+        await client._flush_pending()
 
 
 def pub_ack(raw: bytes) -> api.PubAck:
@@ -121,6 +208,43 @@ class StreamPublisher:
             future.cancel()
             raise
         return future
+
+    async def publish_many(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str] | None]]
+    ) -> list[asyncio.Future[bytes]]:
+        """Publish ``(subject, payload, headers)`` messages with one write; a future of its stream ack each.
+
+        All or nothing on this side: a bad subject or header, a payload over the server's
+        ``max_payload`` (``MaxPayloadError``) or a closed connection raises before anything is sent.
+        """
+        client = self._client
+        assert client is not None, "start() first"
+        if len(self._pending) + len(messages) >= self.SWEEP_AT:
+            self._pending = {token: f for token, f in self._pending.items() if not f.done()}
+        limit = client.max_payload
+        prefix = self._prefix
+        first = self._next + 1
+        commands = []
+        size = 0
+        for i, (subject, payload, headers) in enumerate(messages, first):
+            if len(payload) > limit:
+                raise MaxPayloadError
+            size += len(payload)
+            commands.append(publish_command(subject, payload, f"{prefix}{i}", headers))
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[bytes]] = [loop.create_future() for _ in messages]
+        pending = self._pending
+        for i, future in enumerate(futures, first):
+            pending[str(i)] = future
+        self._next = first + len(messages) - 1
+        try:
+            await send_many(client, commands, size)
+        except BaseException:
+            for i, future in enumerate(futures, first):
+                pending.pop(str(i), None)
+                future.cancel()
+            raise
+        return futures
 
     async def _on_reply(self, msg: Msg) -> None:
         future = self._pending.pop(msg.subject[len(self._prefix) :], None)
