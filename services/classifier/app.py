@@ -109,7 +109,10 @@ class ClassifierApp:
             result = backend.analyze(text, lang)
             return result.label, result.score
 
-        self.classifier = Classifier(config, score, detect_language, terms=mention_terms)
+        def score_many(texts: list[str], langs: list[str | None]) -> list[tuple[Sentiment, float]]:
+            return [(result.label, result.score) for result in backend.analyze_many(texts, langs)]
+
+        self.classifier = Classifier(config, score, detect_language, terms=mention_terms, sentiment_many=score_many)
         self.sink = DeadLetterSink(NAME, self.metrics)
         self.broker: NatsBroker = make_broker(settings, NAME, self.metrics)
         self.js: JetStreamContext | None = None
@@ -153,32 +156,22 @@ class ClassifierApp:
         counted twice in this process.
         """
         assert self.js is not None, "start() first"
-        results = [self.classifier.classify(mention) for mention in mentions]
-        publisher = self.publisher
-        waits: list[asyncio.Future[bytes]] = []
+        results = self.classifier.classify_many(mentions)
         alerts = [alert for result in results for alert in result.alerts]
-        try:
-            for result in results:
-                mention = result.mention.mention
-                waits.append(
-                    await publisher.publish(
-                        self._subject(mention.source, bus.classified_subject),
-                        result.mention.model_dump_json().encode(),
-                        {"Nats-Msg-Id": mention.id},
-                    )
-                )
-            for alert in alerts:
-                waits.append(
-                    await publisher.publish(
-                        self._subject(alert.watch, bus.alert_subject),
-                        alert.model_dump_json().encode(),
-                        _alert_headers(alert),
-                    )
-                )
-        except BaseException:
-            for wait in waits:
-                wait.cancel()
-            raise
+        subject = self._subject
+        messages: list[tuple[str, bytes, dict[str, str] | None]] = [
+            (
+                subject(result.mention.mention.source, bus.classified_subject),
+                result.mention.model_dump_json().encode(),
+                {"Nats-Msg-Id": result.mention.mention.id},
+            )
+            for result in results
+        ]
+        messages += [
+            (subject(alert.watch, bus.alert_subject), alert.model_dump_json().encode(), _alert_headers(alert))
+            for alert in alerts
+        ]
+        waits = await self.publisher.publish_many(messages)
         acks = await gather_publishes(waits)
         for alert, ack in zip(alerts, acks[len(results) :], strict=True):
             self._alert_published(alert, pub_ack(ack))
@@ -207,7 +200,7 @@ class ClassifierApp:
         for result in results:
             classified = result.mention
             if classified.watches and self.detection is not None:
-                self.detection.record(classified, result.terms)
+                self.detection.record(classified, result.terms, wait=False)
             source = bounded_label(classified.mention.source, KNOWN_SOURCES)
             lang = bounded_label(classified.lang or "und", KNOWN_LANGUAGES)
             classified_by[source, lang, classified.sentiment] += 1

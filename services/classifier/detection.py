@@ -192,8 +192,13 @@ class SurgeDetection:
         self._flush_lock = asyncio.Lock()
 
     # ------------------------------------------------------------ counting
-    def record(self, classified: MentionClassified, terms: list[str]) -> asyncio.Future[None] | None:
-        """Count a classified mention in its watches' buckets; return a future done once it is in KV."""
+    def record(
+        self, classified: MentionClassified, terms: list[str], *, wait: bool = True
+    ) -> asyncio.Future[None] | None:
+        """Count a classified mention in its watches' buckets; return a future done once it is in KV.
+
+        ``wait=False``: no future (None), for a caller that calls :meth:`flush` itself right after.
+        """
         if not classified.watches:
             return None
         ts = self.detector_time(classified)
@@ -211,6 +216,9 @@ class SurgeDetection:
             stats.add(classified, terms)
         if pending.high_water is None or ts > pending.high_water:
             pending.high_water = ts
+        if not wait:
+            self._wake.set()
+            return None
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         pending.waiters.append(waiter)
         self._wake.set()

@@ -12,9 +12,11 @@ from veille.models import AlertRaised, MentionClassified, MentionIngested, Sampl
 from veille.query import Document, WatchIndex
 from veille.stories import StoryIndex
 
-__all__ = ["Classification", "Classifier", "SentimentFn", "alert_id", "document_for"]
+__all__ = ["Classification", "Classifier", "SentimentFn", "SentimentManyFn", "alert_id", "document_for"]
 
 SentimentFn = Callable[[str, str | None], tuple[Sentiment, float]]
+SentimentManyFn = Callable[[list[str], list[str | None]], list[tuple[Sentiment, float]]]
+"""``SentimentFn`` of many texts at once, in order (a backend's ``analyze_many``)."""
 LanguageFn = Callable[[str, str | None], str | None]
 TermsFn = Callable[[str], list[str]]
 
@@ -22,6 +24,12 @@ TermsFn = Callable[[str], list[str]]
 def alert_id(watch: str, kind: str, key: str) -> str:
     """Deterministic alert id: the same cause always gives the same id, so repeats are dropped."""
     return "alert-" + hashlib.sha256(f"{watch}\x1f{kind}\x1f{key}".encode()).hexdigest()[:24]
+
+
+def _body(mention: MentionIngested) -> str:
+    """The text a mention is classified on: its title and text."""
+    title = mention.title
+    return f"{title} {mention.text}" if title and mention.text else title or mention.text
 
 
 def document_for(mention: MentionIngested, lang: str | None) -> Document:
@@ -75,13 +83,19 @@ class Classifier:
         stories: StoryIndex | None = None,
         cache_size: int = 4096,
         terms: TermsFn | None = None,
+        sentiment_many: SentimentManyFn | None = None,
     ) -> None:
-        """Build the matcher for ``config``'s watches with the given sentiment and language functions."""
+        """Build the matcher for ``config``'s watches with the given sentiment and language functions.
+
+        ``sentiment_many``, when given, must equal ``sentiment`` text by text; :meth:`classify_many`
+        then scores a batch's new texts with one call.
+        """
         self.config = config
         self.stories = stories if stories is not None else StoryIndex()
         self.watches: dict[str, Watch] = {w.name: w for w in config.watches}
         self.index = WatchIndex({w.name: w.query for w in config.watches})
         self.sentiment = sentiment
+        self.sentiment_many = sentiment_many
         self.language = language
         self.terms = terms
         self.cache_size = cache_size
@@ -103,6 +117,41 @@ class Classifier:
                 self._analyzed.popitem(last=False)
         return result
 
+    def analyze_many(self, bodies: list[str], declared: list[str | None]) -> list[tuple[str | None, Sentiment, float]]:
+        """:meth:`analyze` of each body with its declared language; the new texts scored in one batch.
+
+        Texts not in the cache (each distinct one once) get their language here, then their sentiment
+        from one ``sentiment_many`` call (one :meth:`analyze` each without it); the results are the
+        same as :meth:`analyze` one after the other, which both functions being pure guarantees.
+        """
+        if self.sentiment_many is None:
+            return [self.analyze(body, lang) for body, lang in zip(bodies, declared, strict=True)]
+        cache = self._analyzed
+        found: list[tuple[str | None, Sentiment, float] | None] = []
+        missing: dict[tuple[str, str | None], str | None] = {}  # key -> detected language, in order
+        for key in zip(bodies, declared, strict=True):
+            cached = cache.get(key)
+            if cached is not None:
+                cache.move_to_end(key)
+            elif key not in missing:
+                missing[key] = self.language(*key)
+            found.append(cached)
+        if missing:
+            keys = list(missing)
+            langs = list(missing.values())
+            scored = self.sentiment_many([body for body, _ in keys], langs)
+            new = {key: (lang, label, score) for key, lang, (label, score) in zip(keys, langs, scored, strict=True)}
+            if self.cache_size > 0:
+                for key, result in new.items():
+                    cache[key] = result
+                while len(cache) > self.cache_size:
+                    cache.popitem(last=False)
+            found = [
+                result if result is not None else new[key]
+                for result, key in zip(found, zip(bodies, declared, strict=True), strict=True)
+            ]
+        return found  # type: ignore[return-value]  # every None was replaced
+
     def matching_watches(self, mention: MentionIngested, lang: str | None) -> list[str]:
         """Names of the watches this mention belongs to, filtered by their languages and sources."""
         doc = document_for(mention, lang)
@@ -121,8 +170,25 @@ class Classifier:
 
     def classify(self, mention: MentionIngested) -> Classification:
         """Classify one mention and return it with the alerts it raises."""
-        body = " ".join(part for part in (mention.title, mention.text) if part)
-        lang, label, score = self.analyze(body, mention.lang)
+        body = _body(mention)
+        return self._classified(mention, body, *self.analyze(body, mention.lang))
+
+    def classify_many(self, mentions: list[MentionIngested]) -> list[Classification]:
+        """:meth:`classify` of each mention, in order; language and sentiment done for the batch first.
+
+        The same results as :meth:`classify` one mention after the other: stories are still assigned
+        in the mentions' order, and language and sentiment are pure functions of the text.
+        """
+        bodies = [_body(mention) for mention in mentions]
+        analyzed = self.analyze_many(bodies, [mention.lang for mention in mentions])
+        return [
+            self._classified(mention, body, *found)
+            for mention, body, found in zip(mentions, bodies, analyzed, strict=True)
+        ]
+
+    def _classified(
+        self, mention: MentionIngested, body: str, lang: str | None, label: Sentiment, score: float
+    ) -> Classification:
         watches = self.matching_watches(mention, lang)
         story_id = self.stories.assign(mention.id, body, mention.ingested_at)
         classified = MentionClassified(

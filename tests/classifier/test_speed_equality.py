@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.classifier.logic import Classifier
+from services.classifier.logic import Classification, Classifier
 from services.classifier.surges import mention_terms
 from tests.helpers.shared_data import requires_shared_data, shared_data
 from veille.config import parse_config
 from veille.language import detect_language
-from veille.models import MentionIngested
+from veille.models import MentionIngested, Sentiment
 from veille.query import Document
 from veille.query.document import TITLE_TEXT_GAP, PreparedDocument, Scope
 from veille.stories import (
@@ -317,3 +317,63 @@ def test_watch_matching_on_word_sets_is_matching_on_positions() -> None:
         assert found == index.match_exhaustive(PositionsOnlyDocument(doc)), text
         matched += len(found)
     assert matched > len(texts)  # many watches matched, not a test of empty answers
+
+
+BATCH_CONFIG = parse_config(
+    "version: 1\nwatches:\n"
+    "  - name: acme\n    query: 'acme OR \"acme corp\"'\n    negative_alerts: true\n"
+    "  - name: love\n    query: 'love OR amour OR the'\n"
+)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 500])
+def test_classify_many_is_classify_one_after_the_other(batch: int) -> None:
+    """A batch's mentions classified together (language first, one sentiment call) come out as one by one.
+
+    The real sentiment model, the dev tweets with a quarter repeated (syndicated copies, also within
+    one batch), titles on some, a declared language on some: the same mentions, stories, alerts and
+    terms, and the batch function called at most once per batch, repeats left out.
+    """
+    from veille.sentiment import make_backend
+
+    backend = make_backend()
+    calls: list[int] = []
+
+    def one(text: str, lang: str | None) -> tuple[Sentiment, float]:
+        found = backend.analyze(text, lang)
+        return found.label, found.score
+
+    def many(texts: list[str], langs: list[str | None]) -> list[tuple[Sentiment, float]]:
+        calls.append(len(texts))
+        return [(found.label, found.score) for found in backend.analyze_many(texts, langs)]
+
+    plain = Classifier(BATCH_CONFIG, one, detect_language, terms=mention_terms, cache_size=300)
+    batched = Classifier(BATCH_CONFIG, one, detect_language, terms=mention_terms, cache_size=300, sentiment_many=many)
+    mentions = [
+        MentionIngested(
+            id=f"m{i}",
+            source="rss",
+            text=text,
+            title="Acme news" if i % 5 == 0 else None,
+            lang="fr-FR" if i % 7 == 0 else None,
+            ingested_at=T0 + timedelta(seconds=i),
+        )
+        for i, text in enumerate(texts_with_repeats())
+    ]
+
+    def view(found: Classification) -> tuple[object, ...]:
+        return (
+            found.mention.model_dump(exclude={"classified_at"}),
+            [alert.model_dump(exclude={"raised_at"}) for alert in found.alerts],
+            found.body,
+            found.terms,
+        )
+
+    expected = [view(plain.classify(m)) for m in mentions]
+    got = [
+        view(found) for k in range(0, len(mentions), batch) for found in batched.classify_many(mentions[k : k + batch])
+    ]
+    assert got == expected
+    assert 0 < len(calls) <= -(-len(mentions) // batch)  # at most one call a batch, none when all were known
+    assert sum(calls) < len(mentions)  # the repeats were not scored again
+    assert any(alerts for _, alerts, _, _ in expected)
