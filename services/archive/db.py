@@ -174,6 +174,10 @@ def make_engine(url: URL, *, write: bool = True, command_timeout: float | None =
         return engine
     options.setdefault("pool_size", 5)
     options.setdefault("max_overflow", 5)
+    # the connection used last first: a lone writer keeps one connection, its prepared statements and their
+    # plans (FIFO rotated the archive's batches over the connections the start-up's retention had opened
+    # beside them: twice the statement preparations and plans, pg_stat_statements)
+    options.setdefault("pool_use_lifo", True)
     return create_async_engine(
         url,
         pool_pre_ping=True,

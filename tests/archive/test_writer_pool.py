@@ -51,3 +51,33 @@ async def test_many_writers_at_once_share_a_few_connections_and_all_commit(tmp_p
         assert db.execute("SELECT count(*) FROM mentions").fetchone()[0] == 480
     finally:
         db.close()
+
+
+async def test_postgres_writer_keeps_writing_on_the_connection_it_used_last(postgres: Any) -> None:
+    """PostgreSQL: after a moment when two callers held a connection each (the archive's first batch beside
+    its start-up retention), the batches that follow one another go through one connection, the one used
+    last: its prepared statements and their plans serve every batch, and a DBA sees one busy session. Before
+    (the pool's first-in first-out order) the batches alternated over both sessions, each preparing and
+    planning the same statements (pg_stat_statements: twice the plans of the store bench's lone writer)."""
+    writer = make_engine(make_url(postgres.create_database()))
+    try:
+        await migrate(writer)
+        store = ArchiveStore(writer, retention=timedelta(days=400))
+        await store.prepare()
+        async with writer.connect() as one, writer.connect() as two:  # two callers at once: two sessions open
+            await one.exec_driver_sql("SELECT 1")
+            await two.exec_driver_sql("SELECT 1")
+        used: list[int] = []
+
+        @event.listens_for(writer.sync_engine, "checkout")
+        def _used(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+            used.append(id(dbapi_connection))
+
+        for b in range(6):
+            await store.write_mentions([mention(b * 100 + i, NOW - timedelta(hours=b, minutes=i)) for i in range(5)])
+        sessions = used[:]
+        assert len(set(sessions)) == 1, f"consecutive batches went through sessions {sessions}"
+        async with writer.connect() as conn:
+            assert (await conn.exec_driver_sql("SELECT count(*) FROM mentions")).scalar_one() == 30
+    finally:
+        await writer.dispose()
