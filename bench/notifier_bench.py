@@ -584,6 +584,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         am, ve = median(am_runs, key), median(veille_runs, key)
         summary[key] = {"alertmanager": am, "veille": ve, "veille_vs_am": ve / am}
     summary["cpu_us_per_alert_notifier_only"] = {"veille": median(veille_runs, "cpu_us_per_alert_notifier_only")}
+    published = median(veille_runs, "published_per_s")
+    summary["published_per_s"] = {
+        "veille": published,
+        "veille_vs_am": published / summary["accepted_per_s"]["alertmanager"],
+    }
+    summary["loader_cpu_us_per_alert"] = {
+        "alertmanager": median(am_runs, "loader_cpu_us_per_alert"),
+        "veille": median(veille_runs, "loader_cpu_us_per_alert"),
+    }
     if replica_runs:
         summary["replicas"] = {
             "replicas": args.replicas,
@@ -618,6 +627,16 @@ def report(result: dict[str, Any]) -> str:
         f"{m['cpu_us_per_alert']['veille']:,.0f} | {m['cpu_us_per_alert']['veille_vs_am']:.2f} |",
         f"| CPU per alert, notifier process alone (µs) | | {m['cpu_us_per_alert_notifier_only']['veille']:,.0f} | |",
     ]
+    if "published_per_s" in m:
+        rows.append(
+            "| alerts stored per second (veille: the stream's publish acks, the loader's rate; Alertmanager: "
+            f"as accepted) | {m['accepted_per_s']['alertmanager']:,.0f} | {m['published_per_s']['veille']:,.0f} | "
+            f"{m['published_per_s']['veille_vs_am']:.2f} |"
+        )
+        rows.append(
+            f"| loader CPU per alert (µs; its own process) | {m['loader_cpu_us_per_alert']['alertmanager']:,.0f} | "
+            f"{m['loader_cpu_us_per_alert']['veille']:,.0f} | |"
+        )
     if "replicas" in m:
         r = m["replicas"]
         rows.append(
