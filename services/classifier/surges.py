@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any, Literal
 
 from services.classifier.logic import alert_id
@@ -122,9 +122,18 @@ def _sample_key(mention_id: str) -> str:
 
 
 def _top(counts: dict[str, int], k: int) -> dict[str, int]:
-    if len(counts) <= k:
-        return counts
-    return dict(heapq.nsmallest(k, counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    """The ``k`` most frequent keys, by count then key (``heapq.nsmallest(k, items, key=(-count, key))``).
+
+    Done with C-level sorts: the k-th largest count, then the few items at or above it ranked by
+    key and by count (stable). A bucket's terms are trimmed often (issue 17: ``nsmallest`` with a
+    key function was 60 % of the classifier's counting)."""
+    if len(counts) <= k or k <= 0:
+        return counts if k > 0 else {}
+    floor = sorted(counts.values(), reverse=True)[k - 1]
+    kept = [item for item in counts.items() if item[1] >= floor]
+    kept.sort(key=itemgetter(0))
+    kept.sort(key=itemgetter(1), reverse=True)
+    return dict(kept[:k])
 
 
 def _keep_samples(samples: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:

@@ -377,3 +377,26 @@ def test_classify_many_is_classify_one_after_the_other(batch: int) -> None:
     assert 0 < len(calls) <= -(-len(mentions) // batch)  # at most one call a batch, none when all were known
     assert sum(calls) < len(mentions)  # the repeats were not scored again
     assert any(alerts for _, alerts, _, _ in expected)
+
+
+def test_top_terms_are_those_of_nsmallest() -> None:
+    """A bucket's kept terms and sources (which, in which order) are those ``heapq.nsmallest`` kept."""
+    import heapq
+
+    from services.classifier.surges import _top
+
+    def reference(counts: dict[str, int], k: int) -> dict[str, int]:
+        if len(counts) <= k:
+            return counts
+        return dict(heapq.nsmallest(k, counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    rng = random.Random(3)
+    words = [w for text in tweets()[:400] for w in mention_terms(text)]
+    for size in (0, 1, 5, 39, 40, 41, 80, 320, 2000):
+        for spread in (1, 3, 50):
+            counts: dict[str, int] = {}
+            for word in rng.sample(words, min(size, len(words))):
+                counts[word] = rng.randint(1, spread)
+            for k in (1, 4, 20, 40):
+                got = _top(dict(counts), k)
+                assert list(got.items()) == list(reference(dict(counts), k).items())
