@@ -22,8 +22,9 @@ Who runs where: the loader (Alertmanager's HTTP poster, veille's JetStream publi
 sink are each their own process per run (``--role load-am|load-veille|sink``, started and ready before
 anything is timed), so the bench's bookkeeping, the sink's JSON decoding and the loader do not share an
 interpreter: the loader's own rate (``published_per_s``) and CPU per alert are reported beside each run,
-so a run bounded by its loader shows it. The veille loader publishes as the classifier does: every
-publish pipelined (``Nats-Msg-Id`` = alert id), the stream acks gathered per 1,000.
+so a run bounded by its loader shows it. The veille loader publishes as the classifier does: 500 alerts
+written in one call (``StreamPublisher.publish_many``, ``Nats-Msg-Id`` = alert id), the stream acks
+gathered per 1,000.
 
 The figures are medians over the runs; ratios are veille / Alertmanager (for time and CPU, how many
 times more). Written to ``bench/results/notifier.json``.
@@ -70,6 +71,7 @@ AM_BATCH = 500
 AM_CONNECTIONS = 4
 TICK = os.sysconf("SC_CLK_TCK")
 LOAD_WINDOW = 1000
+LOAD_CHUNK = 500
 """Publishes in flight before the veille loader waits for their acks (the classifier gathers a batch's)."""
 
 
@@ -217,8 +219,8 @@ async def child_load_veille(url: str, n: int, groups: int) -> None:
     cpu0 = _process_cpu()
     started = time.perf_counter()
     futures: list[asyncio.Future[bytes]] = []
-    for subject, body, headers in payloads:
-        futures.append(await publisher.publish(subject, body, headers=headers))
+    for i in range(0, n, LOAD_CHUNK):  # as the classifier publishes a batch's alerts: one write per chunk
+        futures += await publisher.publish_many(payloads[i : i + LOAD_CHUNK])
         if len(futures) >= LOAD_WINDOW:
             await gather_publishes(futures, timeout=60)
             futures = []
