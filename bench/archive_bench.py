@@ -95,16 +95,54 @@ def load_texts() -> list[tuple[str, str, str]]:
     return out
 
 
+LAYOUTS = ("spread", "live")
+"""How the mentions' times are laid out (``--layout``). ``spread``: published at random over the last 90 days,
+in no order (a backfill, an import: every insert lands anywhere in the time-keyed indexes). ``live``: as a
+running archive receives them, see :func:`live_moment`."""
+LIVE_SPAN = 3600.0
+"""``live``: the backlog is this many seconds of traffic (an hour's outage caught up), ingested in order."""
+LIVE_LAG_MEAN = 120.0
+"""``live``: mean seconds between a mention's publication and its ingestion (exponential: most within a few
+minutes, as a feed polled every minute or two, a stream at once)."""
+LIVE_LATE_SHARE = 0.02
+"""``live``: the share published much earlier (1 to 48 hours before ingestion: an RSS feed's old items, a
+reply to an old post, a crawler catching up): the inserts that land away from the index's right edge."""
+
+
+def live_moment(rng: random.Random, i: int, n: int, now: datetime) -> tuple[datetime, datetime]:
+    """Mention ``i`` of ``n`` in the ``live`` layout: ingested at an even pace over the :data:`LIVE_SPAN` before
+    ``now`` (serial order is ingestion order), published :data:`LIVE_LAG_MEAN` seconds earlier on average, a
+    :data:`LIVE_LATE_SHARE` of them hours earlier; so times are near ``now`` and nearly in order. Returns
+    (published, ingested)."""
+    ingested = now - timedelta(seconds=LIVE_SPAN * (n - i) / n)
+    if rng.random() < LIVE_LATE_SHARE:
+        lag = rng.uniform(3600.0, 48 * 3600.0)
+    else:
+        lag = min(rng.expovariate(1 / LIVE_LAG_MEAN), 3600.0)
+    return ingested - timedelta(seconds=lag), ingested
+
+
 def make_mentions(
-    texts: list[tuple[str, str, str]], n: int, *, now: datetime, seed: int = 7, first: int = 0
+    texts: list[tuple[str, str, str]],
+    n: int,
+    *,
+    now: datetime,
+    seed: int = 7,
+    first: int = 0,
+    layout: str = "spread",
 ) -> list[MentionClassified]:
-    """``n`` distinct classified mentions (serials from ``first``) over the last 90 days (newest ``now``)."""
+    """``n`` distinct classified mentions (serials from ``first``), their times laid out as ``layout`` says
+    (:data:`LAYOUTS`; ``spread``: over the last 90 days, newest ``now``)."""
     rng = random.Random(seed)
     span = 90 * 86400
     out = []
     for i in range(first, first + n):
         body, lang, sentiment = texts[i % len(texts)]
-        moment = now - timedelta(seconds=rng.random() * span)
+        if layout == "live":
+            moment, ingested = live_moment(rng, i - first, n, now)
+        else:
+            moment = now - timedelta(seconds=rng.random() * span)
+            ingested = moment + timedelta(seconds=30)
         source = SOURCES[i % len(SOURCES)]
         out.append(
             MentionClassified(
@@ -116,7 +154,7 @@ def make_mentions(
                     site=f"site{i % 50}.example",
                     url=f"https://site{i % 50}.example/{i}",  # type: ignore[arg-type]
                     published_at=moment,
-                    ingested_at=moment + timedelta(seconds=30),
+                    ingested_at=ingested,
                 ),
                 lang=lang,
                 sentiment=sentiment,  # type: ignore[arg-type]
@@ -286,8 +324,13 @@ async def load_for_queries(url: str, mentions: list[MentionClassified]) -> float
 
 async def bench_database(name: str, url_for: Any, args: argparse.Namespace, texts: list[Any]) -> dict[str, Any]:
     now = datetime.now(UTC).replace(microsecond=0)
-    writes = make_mentions(texts, args.write, now=now, seed=1)
-    result: dict[str, Any] = {"database": name, "write_mentions": args.write, "load_start": os.getloadavg()[0]}
+    writes = make_mentions(texts, args.write, now=now, seed=1, layout=args.layout)
+    result: dict[str, Any] = {
+        "database": name,
+        "layout": args.layout,
+        "write_mentions": args.write,
+        "load_start": os.getloadavg()[0],
+    }
     raw = raw_sqlite if name == "sqlite" else raw_postgres
     rates, raws = [], []
     for _ in range(args.rounds):  # interleaved, so a busy neighbour on the machine weighs on both
@@ -301,7 +344,7 @@ async def bench_database(name: str, url_for: Any, args: argparse.Namespace, text
     if args.service:
         rates, cpus = [], []
         for _ in range(args.rounds):
-            rate, cpu = await service_drain(url_for("s"), texts, args.service, now)
+            rate, cpu = await service_drain(url_for("s"), texts, args.service, now, layout=args.layout)
             rates.append(rate)
             if cpu is not None:
                 cpus.append(cpu)
@@ -421,9 +464,12 @@ def stop_archive(child: Any) -> None:
             child.wait()
 
 
-def classified_payloads(texts: list[tuple[str, str, str]], n: int, *, now: datetime, offset: int = 0) -> list[bytes]:
+def classified_payloads(
+    texts: list[tuple[str, str, str]], n: int, *, now: datetime, offset: int = 0, layout: str = "spread"
+) -> list[bytes]:
     """``n`` classified mentions as the classifier publishes them (``MentionClassified`` JSON)."""
-    return [m.model_dump_json().encode() for m in make_mentions(texts, n, now=now, seed=offset or 1, first=offset)]
+    mentions = make_mentions(texts, n, now=now, seed=offset or 1, first=offset, layout=layout)
+    return [m.model_dump_json().encode() for m in mentions]
 
 
 async def _consumer_state(js: Any) -> tuple[int, int, int]:
@@ -444,7 +490,9 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def service_drain(db_url: str, texts: list[Any], n: int, now: datetime) -> tuple[float, float | None]:
+async def service_drain(
+    db_url: str, texts: list[Any], n: int, now: datetime, *, layout: str = "spread"
+) -> tuple[float, float | None]:
     """Mentions/s the archive service commits and acks from a backlog of ``n`` in JetStream, and the
     service's CPU per mention (µs, user + system, all its threads) over the same span: on a machine shared
     with other work the rate follows the CPU share the service gets, the CPU per mention does not."""
@@ -462,7 +510,7 @@ async def service_drain(db_url: str, texts: list[Any], n: int, now: datetime) ->
         nc = await nats.connect(server.url)
         js = nc.jetstream()
         await bus.ensure_topology(js)
-        payloads = classified_payloads(texts, n, now=now)
+        payloads = classified_payloads(texts, n, now=now, layout=layout)
         for start in range(0, n, 1000):
             acks = [await js.publish_async(bus.classified_subject("rss"), p) for p in payloads[start : start + 1000]]
             await asyncio.gather(*acks)
@@ -623,7 +671,14 @@ def markdown_section(result: dict[str, Any]) -> list[str]:
         "rounds. Service drain (`--service N`): a backlog of N classified mentions in JetStream drained by the "
         "archive service as a child process (decode, validation, cleaning, write, acks), committed and acked "
         "per second, and the child's CPU (user + system, all threads) per mention over the same span. Texts: the "
-        "sentiment tweets, cycled.",
+        "sentiment tweets, cycled. Times: "
+        + (
+            "`--layout live`, an hour of traffic in ingestion order, each published minutes before (2 % hours "
+            "before), as a running archive receives them."
+            if result.get("layout") == "live"
+            else "spread at random over 90 days (`--layout spread`: a backfill's worst case for the time-keyed "
+            "indexes)."
+        ),
         "",
         "| database | archive write /s | raw executemany /s | ratio | service drain /s | drain / raw "
         "| service CPU µs/mention | load (1 min) start-end |",
@@ -689,6 +744,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30, help="searches timed")
     parser.add_argument("--write-only", action="store_true", help="the write rates alone (no search load)")
     parser.add_argument("--service", type=int, default=0, help="also drain N mentions through the service")
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="spread",
+        help="mentions' times: spread at random over 90 days (default), or live (an hour's traffic, in ingestion "
+        "order, published minutes before; results to archive_bench_live.json)",
+    )
     parser.add_argument("--profile", type=Path, help="run the archive child under cProfile, stats in this folder")
     parser.add_argument("--memory", type=float, default=0, help="a memory run of SECONDS instead of the rest")
     parser.add_argument("--memory-rate", type=float, default=300, help="mentions/s published in the memory run")
@@ -710,8 +772,10 @@ def main() -> None:
         return
     result = asyncio.run(main_async(args))
     result["command"] = "PYTHONPATH=shared:. python bench/archive_bench.py " + " ".join(sys.argv[1:])
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    result["layout"] = args.layout
+    out = OUT if args.layout == "spread" else OUT.with_name("archive_bench_live.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print("\n".join(markdown_section(result)))
 
 
