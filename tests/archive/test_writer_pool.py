@@ -13,11 +13,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from services.archive.db import WRITER_CACHE_KIB, WRITER_CONNECTIONS, make_engine, migrate
-from services.archive.store import ArchiveStore
+from services.archive.store import ArchiveStore, is_connection_error
 from tests.archive.test_tops import NOW, mention
 
 
@@ -81,3 +83,34 @@ async def test_postgres_writer_keeps_writing_on_the_connection_it_used_last(post
             assert (await conn.exec_driver_sql("SELECT count(*) FROM mentions")).scalar_one() == 30
     finally:
         await writer.dispose()
+
+
+async def test_sqlite_a_refused_batch_is_rolled_back_and_said_in_sqlalchemys_terms(tmp_path: Path) -> None:
+    """SQLite runs a batch's statements in aiosqlite's thread in one hand-off (``store._lite_write``): an error
+    there still reaches the service as SQLAlchemy's exception (how it tells "refused" from "unavailable": the
+    former isolates the row, the latter holds the batch), the whole batch is rolled back, and the next batch
+    commits on the same engine."""
+    path = tmp_path / "archive.sqlite3"
+    writer = make_engine(make_url(f"sqlite+aiosqlite:///{path}"))
+    try:
+        await migrate(writer)
+        async with writer.begin() as conn:
+            await conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON mentions WHEN NEW.id LIKE '%:5' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by a check'); END"
+            )
+        store = ArchiveStore(writer, retention=timedelta(days=400))
+        with pytest.raises(DBAPIError, match="refused by a check") as caught:
+            await store.write_mentions([mention(i, NOW - timedelta(minutes=i)) for i in range(4, 8)])
+        assert not is_connection_error(caught.value)
+        result = await store.write_mentions([mention(i, NOW - timedelta(minutes=i)) for i in range(10, 14)])
+        assert result.written == 4
+    finally:
+        await writer.dispose()
+    db = sqlite3.connect(path)
+    try:
+        assert [r[0] for r in db.execute("SELECT id FROM mentions ORDER BY id")] == [f"{s}:{i}" for s, i in
+            sorted((mention(i, NOW).mention.source, i) for i in range(10, 14))]  # fmt: skip
+        assert db.execute("SELECT count(*) FROM mention_watches WHERE mention_id LIKE '%:5'").fetchone()[0] == 0
+    finally:
+        db.close()
