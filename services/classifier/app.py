@@ -2,10 +2,12 @@
 
 Throughput. The classifier reads its durable consumer with :class:`veille.messaging.BatchConsumer`
 (nats-py directly, no per-message FastStream pipeline): each fetch of up to ``batch_size`` mentions
-is classified in one pass (:meth:`ClassifierApp.classify_batch`, the CPU work: language, sentiment,
-matching, story), the classified mentions and their alerts are published together (asynchronous
-JetStream publishes, all their stream acks awaited at once), their counts are added to the
-detector's pending deltas and flushed to KV once for the batch, and only then is the batch acked.
+is classified in one pass (:meth:`ClassifierApp.classify_batch`, the CPU work: language of the
+batch's new texts, then their sentiment in one ``analyze_many`` call, then matching and stories
+mention by mention, :meth:`Classifier.classify_many`), the classified mentions and their alerts are
+published together (one write to the connection, :meth:`StreamPublisher.publish_many`, all their
+stream acks awaited at once), their counts are added to the detector's pending deltas and flushed
+to KV once for the batch, and only then is the batch acked (one write, :func:`veille.messaging.ack_all`).
 A failing batch is retried one mention at a time by the consumer, so a poison mention only fails
 itself. Where the time goes and the numbers: ``bench/classifier_bench.py``.
 
