@@ -67,11 +67,6 @@ NAME = "archive"
 MAX_PAYLOAD = 1024 * 1024
 WRITER_POLL = 0.01
 """Seconds the collector waits for more messages before looking again whether the writer is free."""
-DECODE_SLICE = 50
-"""Messages decoded between two yields to the event loop. The write of the last batch runs on the same loop
-(its statements' round trips: asyncpg's replies, aiosqlite's results handed back from its thread); decoding a
-fetched chunk of up to a whole batch in one go (~30-150 ms) held each of its steps back that long, and the next
-write's start too (measured in the child: ~90 ms a batch between one write's end and the next one's start)."""
 log = structlog.get_logger("archive")
 
 M = TypeVar("M", bound=BaseModel)
@@ -324,7 +319,6 @@ class ArchiveApp:
                     await self._release(batch)  # stopping with the database down: another replica takes it
                 elif batch:
                     writing = asyncio.create_task(self._commit(lane, batch), name=f"archive-{lane.kind}-write")
-                    await asyncio.sleep(0)  # the write sends its first statement before the next batch's decode
         finally:
             try:
                 if writing is not None:
@@ -376,9 +370,7 @@ class ArchiveApp:
         dead-letter the others."""
         model, cleaner, prepare = lane.model, self.store.cleaner, lane.prepare
         now = self.store.clock()  # one archived_at for the messages that came together
-        for position, msg in enumerate(msgs):
-            if position and not position % DECODE_SLICE:
-                await asyncio.sleep(0)  # the write in flight takes its turn (see DECODE_SLICE)
+        for msg in msgs:
             data = msg.data
             if len(data) > MAX_PAYLOAD:
                 await self._dead_letter(
