@@ -37,8 +37,9 @@ lookup per place in it (:attr:`LinearModel.prefix_sums`).
 
 A batch (:meth:`LinearBackend.analyze_many`, the classifier's path) keeps each chunk's numbers in one
 row of numpy arrays (:class:`ChunkRows`) and sums a whole batch's rows per text in numpy: the same
-sums in the same order (the same scores, to the bit), a third of the per-text path's cost for known
-chunks. numpy is the only run-time dependency beyond the standard library; no scikit-learn.
+sums in the same order (the same scores, to the bit): on texts whose chunks are all known, 38 % fewer
+instructions than text by text and 2.3 times the texts a second (fewer cache lines read). numpy is
+the only run-time dependency beyond the standard library; no scikit-learn.
 
 The weights are in ``model/linear.json``, written by ``scripts/train_sentiment.py`` (``make
 train``) from ``../shared/data/sentiment``; ``model/README.md`` says what it was trained on, how
