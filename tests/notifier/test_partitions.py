@@ -245,8 +245,19 @@ async def test_a_replica_killed_mid_batch_loses_its_partitions_and_every_alert_i
                     return True
             return False
 
+        async def victim_frozen_mid_batch() -> bool:
+            # Frozen first (SIGSTOP), so that it cannot ack between the check and the kill; let go and retry
+            # when it held nothing unacked at that instant.
+            if not await victim_mid_batch():
+                return False
+            victim.send_signal(signal.SIGSTOP)
+            if await victim_mid_batch():
+                return True
+            victim.send_signal(signal.SIGCONT)
+            return False
+
         publishing = asyncio.create_task(publish())
-        await _eventually(victim_mid_batch, 60, "the victim holding fetched, unacked alerts of its partitions")
+        await _eventually(victim_frozen_mid_batch, 60, "the victim holding fetched, unacked alerts of its partitions")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
         await publishing
