@@ -36,9 +36,7 @@ used before:
 * **cold**: memos emptied, one pass over tweets never seen (a service's first seconds);
 * **warm**: the steady-state slice again (texts seen before: retweets, replays), best of three passes.
 
-``linear_batch`` is the same model through ``analyze_many`` on batches of 500 texts (the
-classifier's fetch; ``linear`` is text by text, ``analyze``). Medians over the rounds. Also language
-detection alone, and detection + linear as the
+Medians over the rounds. Also language detection alone, and detection + linear as the
 classifier's hot path runs them (warm). Writes ``bench/results/sentiment.json``.
 """
 
@@ -140,42 +138,16 @@ def forget_memos() -> None:
         lexicon_module.load_profile(lang)._lookups.clear()
 
 
-BATCH = 500
-"""Texts per call of a batch system (``analyze_many``): the classifier fetches up to 500 mentions."""
-
-
-class Batched:
-    """A system scored a batch at a time (``func(texts)``, :data:`BATCH` texts a call)."""
-
-    def __init__(self, func: Callable[[list[str]], object]) -> None:
-        self.func = func
-
-    def __call__(self, texts: list[str]) -> None:
-        for at in range(0, len(texts), BATCH):
-            self.func(texts[at : at + BATCH])
-
-
-def _feed(func: Callable[[str], object] | Batched, texts: list[str]) -> None:
-    if isinstance(func, Batched):
-        func(texts)
-        return
-    for text in texts:
-        func(text)
-
-
-def _pass_rate(func: Callable[[str], object] | Batched, texts: list[str]) -> float:
+def _pass_rate(func: Callable[[str], object], texts: list[str]) -> float:
     """Texts per second of CPU time of one pass over ``texts``."""
     start = time.process_time()
-    _feed(func, texts)
+    for text in texts:
+        func(text)
     return len(texts) / max(time.process_time() - start, 1e-9)
 
 
 def speed_in_turns(
-    funcs: dict[str, Callable[[str], object] | Batched],
-    pool: list[str],
-    warm_size: int,
-    slice_size: int,
-    rounds: int,
+    funcs: dict[str, Callable[[str], object]], pool: list[str], warm_size: int, slice_size: int, rounds: int
 ) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, list[int]]]]:
     """Cold, steady-state and warm texts/s of CPU time of each function (see the module docstring),
     measured in turns on the same slices: the medians over ``rounds``, and each round's figures."""
@@ -193,7 +165,8 @@ def speed_in_turns(
             forget_memos()
             runs[name]["cold"].append(_pass_rate(func, cold_slice))
             forget_memos()
-            _feed(func, warm_texts)
+            for text in warm_texts:
+                func(text)
             runs[name]["steady"].append(_pass_rate(func, steady_slice))
             runs[name]["warm"].append(max(_pass_rate(func, steady_slice) for _ in range(3)))
     medians = {
@@ -346,12 +319,7 @@ def run(speed_only: bool = False, note: str = "sentiment_eval run") -> dict[str,
         sample = pool[-2_000:]  # language detection's figures: warm, on tweets of the same file
         load_before = os.getloadavg()
         turns, per_round = speed_in_turns(
-            {
-                "linear": linear_one,
-                "linear_batch": Batched(lambda texts, lang=lang: linear.analyze_many(texts, [lang] * len(texts))),
-                "lexicon": lexicon_one,
-                "vader": vader,
-            },
+            {"linear": linear_one, "lexicon": lexicon_one, "vader": vader},
             pool,
             *SPEED_PLAN[lang],
             rounds=SPEED_ROUNDS,
@@ -364,7 +332,6 @@ def run(speed_only: bool = False, note: str = "sentiment_eval run") -> dict[str,
         load_after = os.getloadavg()
         entry["texts_per_second"] = speed | {
             "linear_over_lexicon_steady": round(turns["linear"]["steady"] / turns["lexicon"]["steady"], 2),
-            "linear_batch_size": BATCH,
             "linear_over_vader_steady": round(turns["linear"]["steady"] / turns["vader"]["steady"], 2),
             "load_average_1min": [round(load_before[0], 2), round(load_after[0], 2)],
             "warm_tweets": SPEED_PLAN[lang][0],

@@ -34,12 +34,7 @@ in C, one lookup per chunk pair (the bigram across them), the word-list sums of 
 column by column, and Python code only for a text with a negator (its scope is walked token by
 token). A chunk never seen before is joined from its pieces; a word never seen before costs one
 lookup per place in it (:attr:`LinearModel.prefix_sums`).
-
-A batch (:meth:`LinearBackend.analyze_many`, the classifier's path) keeps each chunk's numbers in one
-row of numpy arrays (:class:`ChunkRows`) and sums a whole batch's rows per text in numpy: the same
-sums in the same order (the same scores, to the bit): on texts whose chunks are all known, 38 % fewer
-instructions than text by text and 2.3 times the texts a second (fewer cache lines read). numpy is
-the only run-time dependency beyond the standard library; no scikit-learn.
+No numpy, no scikit-learn at run time.
 
 The weights are in ``model/linear.json``, written by ``scripts/train_sentiment.py`` (``make
 train``) from ``../shared/data/sentiment``; ``model/README.md`` says what it was trained on, how
@@ -53,15 +48,12 @@ import itertools
 import json
 import math
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import accumulate, compress
 from operator import itemgetter
 from typing import Any
-
-import numpy as np
-import numpy.typing as npt
 
 from veille.sentiment.base import LABELS, SentimentResult
 from veille.sentiment.lexicon import LanguageProfile, LexiconBackend, load_profile
@@ -110,25 +102,6 @@ _CHAR_COUNTS = tuple(sum(max(0, size - n + 1) for n in range(CHAR_RANGE[0], CHAR
 _NEGATOR = 1
 _FIRST = itemgetter(0)
 _SECOND = itemgetter(1)
-BATCH_MIN = 16
-"""Fewest texts of one model that :meth:`LinearBackend.analyze_many` scores as a batch (under it,
-text by text: a batch pays about 30 numpy calls, each a microsecond or more, whatever its size)."""
-Floats = npt.NDArray[np.float64]
-Ints = npt.NDArray[np.int64]
-
-
-def _floats(values: Iterable[float], count: int) -> Floats:
-    """``count`` Python numbers as a numpy array (``np.fromiter``: ``np.array`` of a tuple of floats
-    costs about ten times more, finding the shape and type of every item)."""
-    return np.fromiter(values, dtype=np.float64, count=count)
-
-
-def _count_ats(text: str) -> int:
-    return text.count("@")
-
-
-def _count_tags(text: str) -> int:
-    return text.count("#")
 
 
 def lexicon_feature_names(profile: LanguageProfile) -> tuple[str, ...]:
@@ -304,13 +277,6 @@ class LinearModel:
     chunks: Memo[str, _ChunkEntry] = field(init=False, repr=False)
     """Per whitespace-separated chunk of a cleaned text: its :data:`_ChunkEntry`. The memos are
     bounded and shared by every backend using this model: a stream repeats its words."""
-    batch: ChunkRows | None = field(init=False, repr=False, default=None)
-    """The chunks' numbers as rows of arrays, for :meth:`LinearBackend.analyze_many` (built on first use)."""
-    pairs: tuple[Ints, Floats] | None = field(init=False, repr=False, default=None)
-    """:meth:`pair_table` (built on first use)."""
-    second_ids: dict[str, int] = field(init=False, repr=False, default_factory=dict)
-    """A word's index among the second words of the bigrams (:meth:`pair_table`)."""
-    second_count: int = field(init=False, repr=False, default=0)
 
     def __post_init__(self) -> None:
         follows: dict[str, dict[str, Pair]] = {}
@@ -443,173 +409,6 @@ class LinearModel:
         self.tokens.clear()
         self.pieces.clear()
         self.chunks.clear()
-        self.batch = None
-
-    def rows(self) -> ChunkRows:
-        """The chunks' rows for the batch path (:class:`ChunkRows`), made on first use."""
-        if self.batch is None:
-            self.batch = ChunkRows(self, MEMO_SIZE)
-        return self.batch
-
-    def pair_table(self) -> tuple[Ints, Floats]:
-        """Every bigram as one integer, ``follow_ids[a] * second_count + second_ids[b]``, sorted, and
-        its weights in the same order: the batch path finds the bigrams across chunks of a whole
-        batch with one ``searchsorted``."""
-        if self.pairs is None:
-            keys: list[int] = []
-            weights: list[float] = []
-            second = self.second_ids
-            for follow in self.follow_list:
-                for word in follow:
-                    second.setdefault(word, len(second))
-            self.second_count = size = max(1, len(second))
-            for at, follow in enumerate(self.follow_list):
-                for word, pair in follow.items():
-                    keys.append(at * size + second[word])
-                    weights += pair
-            order = np.argsort(np.array(keys, dtype=np.int64), kind="stable")
-            self.pairs = (
-                np.array(keys, dtype=np.int64)[order],
-                np.array(weights, dtype=np.float64).reshape(-1, 2)[order],
-            )
-        return self.pairs
-
-
-_NEGATED = 2
-_NUMBERS = itemgetter(0, 1, 2, 3, 4, 5)
-_AFTER = itemgetter(7)
-_LEX = itemgetter(8)
-"""In :attr:`ChunkRows.flags`: the chunk holds a negator (1: it has word-list evidence)."""
-
-
-class ChunkRows:
-    """The numbers of each whitespace-separated chunk (its :data:`_ChunkEntry`) as one row of numpy
-    arrays, for the batch path: a Python tuple of nine objects costs a batch about ten cache lines a
-    chunk to read (one per object, for its reference count), a row one or two.
-
-    Bounded like :class:`~veille.sentiment.memo.Memo` (two generations of ``limit`` chunks; a chunk
-    longer than ``max_key`` characters gets a scratch row, released after its batch); a dropped
-    generation's rows are reused.
-    """
-
-    __slots__ = (
-        "afters",
-        "dropped",
-        "events",
-        "firsts",
-        "flags",
-        "free",
-        "limit",
-        "max_key",
-        "model",
-        "numbers",
-        "old",
-        "sums",
-        "used",
-        "young",
-    )
-
-    def __init__(self, model: LinearModel, limit: int, max_key: int = 256) -> None:
-        model.pair_table()  # second_ids, for the chunks' first words
-        self.model = model
-        self.limit = limit
-        self.max_key = max_key
-        self.young: dict[str, int] = {}
-        self.old: dict[str, int] = {}
-        self.free: list[int] = []
-        self.dropped: list[int] = []
-        self.used = 0
-        size = 1024
-        self.numbers: Floats = np.zeros((size, 6))
-        self.afters: Ints = np.zeros(size, dtype=np.int64)
-        self.firsts: Ints = np.zeros(size, dtype=np.int64)
-        self.flags: Ints = np.zeros(size, dtype=np.int64)
-        self.sums: Floats = np.zeros((size, model.width))
-        self.events: list[_Lex | None] = [None] * size
-
-    def find(self, units: list[str]) -> tuple[Ints, list[int]]:
-        """The rows of ``units`` (chunks), and the scratch rows among them (release them after use)."""
-        if self.dropped:  # rows of a generation dropped during the last batch: free from now on
-            self.free += self.dropped
-            self.dropped = []
-        found: list[Any] = list(map(self.young.get, units))
-        scratch: list[int] = []
-        if None in found:
-            new: list[tuple[int, _ChunkEntry]] = []
-            for at, row in enumerate(found):
-                if row is None:
-                    found[at] = self._miss(units[at], scratch, new)
-            if new:
-                self._write(new)
-        return np.fromiter(found, dtype=np.intp, count=len(found)), scratch
-
-    def _miss(self, unit: str, scratch: list[int], new: list[tuple[int, _ChunkEntry]]) -> int:
-        row = self.young.get(unit)  # a chunk new to this batch, seen earlier in it
-        if row is not None:
-            return row
-        row = self.old.pop(unit, None)
-        if row is None:
-            # This memo is the batch path's chunk memo: the entry is computed, not remembered twice.
-            row = self._allocate()
-            new.append((row, self.model._chunk_entry(unit)))
-            if len(unit) > self.max_key:
-                scratch.append(row)
-                return row
-        if len(self.young) >= self.limit:
-            self.dropped += self.old.values()  # not reused before this batch's rows are read
-            self.old = self.young
-            self.young = {}
-        self.young[unit] = row
-        return row
-
-    def _allocate(self) -> int:
-        if self.free:
-            return self.free.pop()
-        row = self.used
-        self.used += 1
-        if row >= len(self.afters):
-            self._grow()
-        return row
-
-    def _write(self, new: list[tuple[int, _ChunkEntry]]) -> None:
-        """Write the rows of new chunks, all at once (numpy's per-item assignment costs a microsecond)."""
-        count = len(new)
-        rows = np.fromiter(map(_FIRST, new), dtype=np.intp, count=count)
-        entries = list(map(_SECOND, new))
-        self.numbers[rows] = np.fromiter(
-            itertools.chain.from_iterable(map(_NUMBERS, entries)), dtype=np.float64, count=6 * count
-        ).reshape(count, 6)
-        self.afters[rows] = np.fromiter(map(_AFTER, entries), dtype=np.int64, count=count)
-        second = self.model.second_ids.get
-        self.firsts[rows] = np.fromiter((second(entry[6], -1) for entry in entries), dtype=np.int64, count=count)
-        lexes = list(map(_LEX, entries))
-        events = self.events
-        for row, lex in zip(rows.tolist(), lexes, strict=True):
-            events[row] = lex
-        self.flags[rows] = 0
-        valenced = [at for at, lex in enumerate(lexes) if lex is not None]
-        if valenced:
-            where = rows[valenced]
-            self.flags[where] = [1 | (_NEGATED if lexes[at][0] else 0) for at in valenced]
-            self.sums[where] = [lexes[at][1] for at in valenced]
-
-    def _grow(self) -> None:
-        size = 2 * len(self.afters)
-        self.numbers = np.resize(self.numbers, (size, 6))
-        self.afters = np.resize(self.afters, size)
-        self.firsts = np.resize(self.firsts, size)
-        self.flags = np.resize(self.flags, size)
-        self.sums = np.resize(self.sums, (size, self.sums.shape[1]))
-        self.events += [None] * (size - len(self.events))
-
-    def release(self, rows: list[int]) -> None:
-        """Give back scratch rows (:meth:`find`)."""
-        for row in rows:
-            self.events[row] = None
-        self.free += rows
-
-    def __len__(self) -> int:
-        return len(self.young) + len(self.old)
 
 
 def _join(parts: Sequence[_ChunkEntry], follow_list: Sequence[dict[str, Pair]], width: int) -> _ChunkEntry:
@@ -714,19 +513,6 @@ def _softmax(z0: float, z2: float) -> tuple[float, float, float]:
     e0, e1, e2 = math.exp(z0 - top), math.exp(-top), math.exp(z2 - top)
     total = e0 + e1 + e2
     return e0 / total, e1 / total, e2 / total
-
-
-def _result(z0: float, z2: float) -> SentimentResult:
-    """The label and score of a text from its logits (the softmax, inlined: the classifier's hot path)."""
-    top = z0 if z0 > z2 else z2
-    if top < 0.0:
-        top = 0.0
-    e0, e1, e2 = math.exp(z0 - top), math.exp(-top), math.exp(z2 - top)
-    total = e0 + e1 + e2
-    p0, p1, p2 = e0 / total, e1 / total, e2 / total
-    best = 0 if p0 >= p1 and p0 >= p2 else (1 if p1 >= p2 else 2)
-    score = p2 - p0
-    return SentimentResult(LABELS[best], -1.0 if score < -1.0 else (1.0 if score > 1.0 else score))
 
 
 _model: list[LinearModels] = []
@@ -853,121 +639,22 @@ class LinearBackend:
         """Return the label and score of ``text`` (``lang``: ISO 639-1 code or ``None``)."""
         if lang is not None and lang not in MODEL_LANGS:
             return self._lexicon.analyze(text, lang)
-        return _result(*self.logits(text, lang))
+        z0, z2 = self.logits(text, lang)
+        # _softmax, inlined: this is the classifier's hot path.
+        top = z0 if z0 > z2 else z2
+        if top < 0.0:
+            top = 0.0
+        e0, e1, e2 = math.exp(z0 - top), math.exp(-top), math.exp(z2 - top)
+        total = e0 + e1 + e2
+        p0, p1, p2 = e0 / total, e1 / total, e2 / total
+        best = 0 if p0 >= p1 and p0 >= p2 else (1 if p1 >= p2 else 2)
+        score = p2 - p0
+        return SentimentResult(LABELS[best], -1.0 if score < -1.0 else (1.0 if score > 1.0 else score))
 
     def analyze_many(self, texts: Sequence[str], langs: Sequence[str | None] | None = None) -> list[SentimentResult]:
-        """Return :meth:`analyze` of each text with its language (all ``None`` if not given), in order.
-
-        The classifier's path for a fetched batch: the texts of each model (English, French) are
-        scored together (:meth:`_batch_logits`): one lookup pass over all their chunks, and the sums
-        per text, the bigrams across chunks, the word-list evidence and the softmax taken over the
-        whole batch in numpy, so that a text costs its cleaning, its split and its chunks' lookups,
-        not a dozen Python-level calls. The same labels and scores as :meth:`analyze`, to the bit. Under
-        :data:`BATCH_MIN` texts the fixed cost of numpy's calls outweighs that: text by text.
-        """
+        """Return :meth:`analyze` of each text with its language (all ``None`` if not given)."""
         if langs is None:
-            langs = [None] * len(texts)
-        elif len(langs) != len(texts):
+            return [self.analyze(text) for text in texts]
+        if len(langs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(langs)} languages")
-        if len(texts) < BATCH_MIN:
-            return [self.analyze(text, lang) for text, lang in zip(texts, langs, strict=True)]
-        out: list[SentimentResult | None] = [None] * len(texts)
-        groups: dict[str, list[int]] = {}
-        for at, lang in enumerate(langs):
-            if lang is None or lang in MODEL_LANGS:
-                groups.setdefault(lang or "en", []).append(at)
-            else:
-                out[at] = self._lexicon.analyze(texts[at], lang)
-        for lang, places in groups.items():
-            model = self.models.models[lang]
-            if len(places) < BATCH_MIN:
-                for at in places:
-                    out[at] = self.analyze(texts[at], lang)
-                continue
-            z0, z2 = self._batch_logits(model, [texts[at] for at in places])
-            # The softmax text by text, with math.exp as analyze does (numpy's exp may differ in the
-            # last bit, and the classifier's alerts must not depend on the batch).
-            for at, result in zip(places, map(_result, z0.tolist(), z2.tolist()), strict=True):
-                out[at] = result
-        return out  # type: ignore[return-value]  # every place was filled above
-
-    def _batch_logits(self, model: LinearModel, texts: Sequence[str]) -> tuple[Floats, Floats]:
-        """:meth:`logits` of each of ``texts`` (one model), computed over the whole batch from the
-        chunks' rows (:class:`ChunkRows`): the same sums, in the same order."""
-        n = len(texts)
-        lexicon = model.lexicon
-        z0 = np.full(n, model.bias[0])
-        z2 = np.full(n, model.bias[1])
-        # The surface cues (the last three word-list features), as in logits.
-        link = np.fromiter([("http" in text or "www." in text) for text in texts], dtype=np.float64, count=n)
-        ats = np.minimum(np.fromiter(map(_count_ats, texts), dtype=np.float64, count=n), 3.0)
-        tags = np.minimum(np.fromiter(map(_count_tags, texts), dtype=np.float64, count=n), 4.0)
-        for w, x in ((lexicon[-3], link), (lexicon[-2], ats), (lexicon[-1], tags)):
-            z0 += w[0] * x
-            z2 += w[1] * x
-        # Every chunk of every text, in order, as a row; and the text each belongs to.
-        units = [clean(text).split() for text in texts]
-        flat = list(itertools.chain.from_iterable(units))
-        if not flat:
-            return z0, z2
-        table = model.rows()
-        rows, scratch = table.find(flat)
-        try:
-            owner = np.repeat(np.arange(n), np.fromiter(map(len, units), dtype=np.intp, count=n))
-            numbers = table.numbers[rows]  # ua, ub, ca, cb, character n-grams, tokens
-            sizes = numbers[:, 5]
-            if not sizes.all():  # a chunk without a token ("_"): the pair around it is a bigram
-                keep = sizes > 0
-                rows, owner, numbers, sizes = rows[keep], owner[keep], numbers[keep], sizes[keep]
-                if not len(rows):
-                    return z0, z2
-            total = np.bincount(owner, weights=sizes, minlength=n)
-            u0 = np.bincount(owner, weights=numbers[:, 0], minlength=n)
-            u2 = np.bincount(owner, weights=numbers[:, 1], minlength=n)
-            # The bigrams across chunks (two chunks of the same text), found in one sorted table.
-            after = table.afters[rows[:-1]]
-            first = table.firsts[rows[1:]]
-            pair_at = np.flatnonzero((after > 0) & (first >= 0) & (owner[:-1] == owner[1:]))
-            if len(pair_at):
-                keys, weights = model.pair_table()
-                wanted = after[pair_at] * model.second_count + first[pair_at]
-                where = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-                hit = keys[where] == wanted
-                where, holders = where[hit], owner[pair_at[hit]]
-                u0 += np.bincount(holders, weights=weights[where, 0], minlength=n)
-                u2 += np.bincount(holders, weights=weights[where, 1], minlength=n)
-            words = total > 0
-            scale = np.divide(
-                1.0, np.sqrt(2.0 * total - 1.0, where=words, out=np.ones(n)), where=words, out=np.zeros(n)
-            )
-            z0 += u0 * scale
-            z2 += u2 * scale
-            count = np.bincount(owner, weights=numbers[:, 4], minlength=n)
-            grams = count > 0
-            scale = np.divide(1.0, np.sqrt(count, where=grams, out=np.ones(n)), where=grams, out=np.zeros(n))
-            z0 += np.bincount(owner, weights=numbers[:, 2], minlength=n) * scale
-            z2 += np.bincount(owner, weights=numbers[:, 3], minlength=n) * scale
-            # The word-list evidence: each text's chunks' sums (a text with a negator: walked in order).
-            flags = table.flags[rows]
-            valenced = np.flatnonzero(flags)
-            if len(valenced):
-                width = model.width
-                sums = np.zeros((n, width))
-                np.add.at(sums, owner[valenced], table.sums[rows[valenced]])
-                negated = np.flatnonzero(flags & _NEGATED)
-                if len(negated):
-                    events = table.events
-                    starts = np.searchsorted(owner, np.arange(n + 1)).tolist()
-                    for text in set(owner[negated].tolist()):
-                        start, end = starts[text], starts[text + 1]
-                        own = rows[start:end].tolist()
-                        sums[text] = self._negated_sums(sizes[start:end].tolist(), [events[row] for row in own], width)
-                x = sums / np.sqrt(sums * sums + SQUASH_ALPHA)
-                # Feature after feature, as logits adds them (a matrix product would round differently).
-                for column, w in enumerate(lexicon[:width]):
-                    z0 += w[0] * x[:, column]
-                    z2 += w[1] * x[:, column]
-        finally:
-            if scratch:
-                table.release(scratch)
-        return z0, z2
+        return [self.analyze(text, lang) for text, lang in zip(texts, langs, strict=True)]
