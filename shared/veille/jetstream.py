@@ -104,6 +104,12 @@ def publish_command(subject: str, payload: bytes, reply: str = "", headers: dict
     )
 
 
+def _message_size(command: bytes) -> int:
+    """The size a ``PUB``/``HPUB`` command declares for its message (headers and payload)."""
+    end = command.index(b"\r\n")
+    return int(command[command.rindex(b" ", 0, end) + 1 : end])
+
+
 def ack_command(reply: str) -> bytes:
     """The protocol bytes of a JetStream ack (an empty publish to the message's reply subject)."""
     _check_subject(reply)
@@ -230,7 +236,10 @@ class StreamPublisher:
             if len(payload) > limit:
                 raise MaxPayloadError
             size += len(payload)
-            commands.append(publish_command(subject, payload, f"{prefix}{i}", headers))
+            command = publish_command(subject, payload, f"{prefix}{i}", headers)
+            if headers is not None and _message_size(command) > limit:
+                raise MaxPayloadError  # nats-server counts headers and payload, and closes a connection over it
+            commands.append(command)
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[bytes]] = [loop.create_future() for _ in messages]
         pending = self._pending

@@ -63,6 +63,9 @@ async def test_a_batch_that_cannot_be_sent_whole_sends_nothing(nc: NatsClient, j
     rss = bus.classified_subject("rss")
     with pytest.raises(MaxPayloadError):
         await publisher.publish_many([(rss, b"{}", {"Nats-Msg-Id": "a"}), (rss, b"x" * (nc.max_payload + 1), None)])
+    # Under max_payload alone, over it with its headers: nats-server would close the connection on it.
+    with pytest.raises(MaxPayloadError):
+        await publisher.publish_many([(rss, b"x" * (nc.max_payload - 10), {"Nats-Msg-Id": "a"})])
     with pytest.raises(BadSubjectError):
         await publisher.publish_many(
             [(rss, b"{}", {"Nats-Msg-Id": "b"}), ("veille.mentions.classified.a b", b"{}", None)]
