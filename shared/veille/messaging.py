@@ -466,6 +466,7 @@ class BatchConsumer(Generic[M]):
         self.concurrency = max(1, concurrency)
         self._outcomes = metrics.messages
         self._ok = metrics.messages.labels(service, consumer.stream, "ok")
+        self._ack_failed = metrics.messages.labels(service, consumer.stream, "ack_failed")
         self._timing = metrics.processing.labels(service)
         self._client: NatsClient | None = None
         self._fetcher: PullFetcher | None = None
@@ -581,11 +582,33 @@ class BatchConsumer(Generic[M]):
             await asyncio.gather(*(self._one(msg, model) for msg, model in valid))
             return
         assert self._client is not None, "start() first"
-        await ack_all(self._client, [msg for msg, _ in valid])
+        try:
+            await ack_all(self._client, [msg for msg, _ in valid])
+        except Exception as exc:  # reconnecting with a full buffer, closed: each ack as nats-py would take it
+            await self._ack_one_by_one([msg for msg, _ in valid], exc)
         elapsed = time.perf_counter() - started
         self._ok.inc(len(valid))
         for _ in valid:
             self._timing.observe(elapsed)
+
+    async def _ack_one_by_one(self, msgs: Sequence[Msg], exc: Exception) -> None:
+        """Ack what the batch's single write could not, one ``Msg.ack`` each; count and log what still fails.
+
+        A message left unacked is handled and redelivered after the consumer's ``ack_wait``.
+        """
+        failed = 0
+        error = f"{type(exc).__name__}: {exc}"
+        for msg in msgs:
+            if msg._ackd:
+                continue
+            try:
+                await msg.ack()
+            except Exception as one:
+                failed += 1
+                error = f"{type(one).__name__}: {one}"
+        log.warning(f"{self.service}.batch_ack_failed", error=error, size=len(msgs), unacked=failed)
+        if failed:
+            self._ack_failed.inc(failed)
 
     async def _one(self, msg: Msg, model: M) -> None:
         """Handle one message of a failed batch on its own and settle it."""
