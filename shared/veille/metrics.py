@@ -63,7 +63,8 @@ class ServiceMetrics:
         self.build_info.info({"version": __version__, "service": service})
         self.messages = Counter(
             f"{PREFIX}_messages_processed_total",
-            "Messages consumed from the bus, by subject and outcome (ok, dead_lettered, retried, ack_failed: handled, left for redelivery).",
+            "Messages consumed from the bus, by subject and outcome"
+            " (ok, dead_lettered, retried, ack_failed: handled, left for redelivery).",
             ["service", "stream", "outcome"],
             registry=self.registry,
         )
