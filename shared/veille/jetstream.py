@@ -73,12 +73,22 @@ def _check_subject(subject: str) -> None:
         raise BadSubjectError
 
 
-def publish_command(subject: str, payload: bytes, reply: str = "", headers: dict[str, str] | None = None) -> bytes:
+def publish_command(
+    subject: str,
+    payload: bytes,
+    reply: str = "",
+    headers: dict[str, str] | None = None,
+    max_payload: int | None = None,
+) -> bytes:
     """The protocol bytes of one publish (``PUB``, or ``HPUB`` with headers), as ``Client.publish`` writes them.
 
     Subject, reply and header names are checked as nats-py checks them (``BadSubjectError``,
-    ``BadHeaderError``); header values are stripped and their line breaks made spaces.
+    ``BadHeaderError``); header values are stripped and their line breaks made spaces. With ``max_payload``,
+    a message over it raises ``MaxPayloadError``: the payload, then headers and payload together, as
+    nats-server counts an ``HPUB`` (and closes a connection over it).
     """
+    if max_payload is not None and len(payload) > max_payload:
+        raise MaxPayloadError
     _check_subject(subject)
     if reply:
         _check_subject(reply)
@@ -94,6 +104,8 @@ def publish_command(subject: str, payload: bytes, reply: str = "", headers: dict
         lines.append(f"{key}: {value.strip().translate(_HEADER_NEWLINES)}\r\n")
     lines.append("\r\n")
     header = "".join(lines).encode()
+    if max_payload is not None and len(header) + len(payload) > max_payload:
+        raise MaxPayloadError
     return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
         subject.encode(),
         reply.encode(),
@@ -102,12 +114,6 @@ def publish_command(subject: str, payload: bytes, reply: str = "", headers: dict
         header,
         payload,
     )
-
-
-def _message_size(command: bytes) -> int:
-    """The size a ``PUB``/``HPUB`` command declares for its message (headers and payload)."""
-    end = command.index(b"\r\n")
-    return int(command[command.rindex(b" ", 0, end) + 1 : end])
 
 
 def ack_command(reply: str) -> bytes:
@@ -233,13 +239,8 @@ class StreamPublisher:
         commands = []
         size = 0
         for i, (subject, payload, headers) in enumerate(messages, first):
-            if len(payload) > limit:
-                raise MaxPayloadError
+            commands.append(publish_command(subject, payload, f"{prefix}{i}", headers, limit))
             size += len(payload)
-            command = publish_command(subject, payload, f"{prefix}{i}", headers)
-            if headers is not None and _message_size(command) > limit:
-                raise MaxPayloadError  # nats-server counts headers and payload, and closes a connection over it
-            commands.append(command)
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[bytes]] = [loop.create_future() for _ in messages]
         pending = self._pending
