@@ -111,11 +111,15 @@ class Classifier:
         lang = self.language(body, declared)
         label, score = self.sentiment(body, lang)
         result = (lang, label, score)
+        self._remember(key, result)
+        return result
+
+    def _remember(self, key: tuple[str, str | None], result: tuple[str | None, Sentiment, float]) -> None:
+        """Keep ``result`` for ``key`` among the last ``cache_size`` texts analysed."""
         if self.cache_size > 0:
             self._analyzed[key] = result
             if len(self._analyzed) > self.cache_size:
                 self._analyzed.popitem(last=False)
-        return result
 
     def analyze_many(self, bodies: list[str], declared: list[str | None]) -> list[tuple[str | None, Sentiment, float]]:
         """:meth:`analyze` of each body with its declared language; the new texts scored in one batch.
@@ -127,9 +131,10 @@ class Classifier:
         if self.sentiment_many is None:
             return [self.analyze(body, lang) for body, lang in zip(bodies, declared, strict=True)]
         cache = self._analyzed
+        keys = list(zip(bodies, declared, strict=True))
         found: list[tuple[str | None, Sentiment, float] | None] = []
         missing: dict[tuple[str, str | None], str | None] = {}  # key -> detected language, in order
-        for key in zip(bodies, declared, strict=True):
+        for key in keys:
             cached = cache.get(key)
             if cached is not None:
                 cache.move_to_end(key)
@@ -137,19 +142,12 @@ class Classifier:
                 missing[key] = self.language(*key)
             found.append(cached)
         if missing:
-            keys = list(missing)
             langs = list(missing.values())
-            scored = self.sentiment_many([body for body, _ in keys], langs)
-            new = {key: (lang, label, score) for key, lang, (label, score) in zip(keys, langs, scored, strict=True)}
-            if self.cache_size > 0:
-                for key, result in new.items():
-                    cache[key] = result
-                while len(cache) > self.cache_size:
-                    cache.popitem(last=False)
-            found = [
-                result if result is not None else new[key]
-                for result, key in zip(found, zip(bodies, declared, strict=True), strict=True)
-            ]
+            scored = self.sentiment_many([body for body, _ in missing], langs)
+            new = {key: (lang, label, score) for key, lang, (label, score) in zip(missing, langs, scored, strict=True)}
+            for key, result in new.items():
+                self._remember(key, result)
+            found = [result if result is not None else new[key] for result, key in zip(found, keys, strict=True)]
         return found  # type: ignore[return-value]  # every None was replaced
 
     def matching_watches(self, mention: MentionIngested, lang: str | None) -> list[str]:
