@@ -45,6 +45,7 @@ from services.notifier.model import (
     GroupState,
     Notification,
     Target,
+    alert_labels_key,
     group_key_hash,
     kv_keys,
 )
@@ -222,15 +223,7 @@ class Dispatcher:
         group per alert): they are worked out once per set of labels and remembered (the configuration
         does not change in a running dispatcher), which was an eighth of the notifier's time per alert.
         """
-        # The key: what alert_labels builds its labels from (cheaper than building and sorting them per alert).
-        memo_key = (
-            alert.watch,
-            alert.kind,
-            alert.severity,
-            alert.lang,
-            alert.source,
-            tuple(sorted(alert.labels.items())) if alert.labels else (),
-        )
+        memo_key = alert_labels_key(alert)
         found = self._routes_memo.get(memo_key)
         if found is None:
             found = []
