@@ -8,9 +8,15 @@ Idempotence. A mention is one row per id whatever happens: a redelivery, a repla
 second replica writing the same message. Its ``ts`` (published, else ingested time) is fixed the
 first time it is archived: on SQLite ``mentions.id`` is unique; on PostgreSQL, whose partitioned
 table can only be unique on (id, ts), ``mention_keys`` maps each id to the ``ts`` it was first
-stored with, and the upsert uses that ``ts``. A row is rewritten only when the message is another
-classification of the mention (``classified_at`` differs): a plain redelivery writes nothing. An
-alert is one row per (id, status) and never rewritten.
+stored with, and the upsert uses that ``ts``. A row is rewritten only when the message is a later
+classification of the mention (a greater ``classified_at``): a plain redelivery writes nothing, and an
+older classification arriving after a newer one (two writers, two replicas, a replay) changes nothing
+either. An alert is one row per (id, status) and never rewritten.
+
+Writers side by side (PostgreSQL: the service's ``archive.writers``, or replicas) lock rows in one order
+(ids sorted, the counts' and tops' upserts ordered by key), so they wait for each other but do not
+deadlock; should PostgreSQL still end a transaction as a deadlock or a serialization failure, the batch
+is written again (up to :data:`CONFLICT_ATTEMPTS` times), not refused.
 
 Partitions (PostgreSQL). ``mentions`` and ``mention_watches`` have one partition per month of
 ``ts`` (``mentions_p2026_05``), created before a batch needs them and ahead for the coming months,
@@ -37,7 +43,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from operator import itemgetter
@@ -59,6 +65,7 @@ __all__ = [
     "ArchiveStore",
     "WriteResult",
     "is_connection_error",
+    "is_write_conflict",
     "month_of",
     "text_search_config",
 ]
@@ -66,6 +73,9 @@ __all__ = [
 log = structlog.get_logger("archive.store")
 
 DELETE_BATCH = 5_000
+CONFLICT_ATTEMPTS = 5
+"""Times a PostgreSQL batch is tried when the server ends it as a deadlock or a serialization failure."""
+_CONFLICT_STATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 PARTITION_LOCK = 0x7665696C6C6502  # advisory lock key for creating and dropping partitions
 PARTITIONS_AHEAD = 2
 """Months after the current one whose partitions exist before any mention needs them."""
@@ -114,7 +124,7 @@ up AS (
            to_tsvector(cfg::regconfig, DOCUMENT)
     FROM input
     ON CONFLICT (id, ts) DO UPDATE SET {", ".join(f"{name} = EXCLUDED.{name}" for name in [*_UPDATABLE, "tsv"])}
-    WHERE m.classified_at IS DISTINCT FROM EXCLUDED.classified_at
+    WHERE m.classified_at < EXCLUDED.classified_at
     RETURNING m.id, m.ts, m.sentiment, m.watches
 ),
 gone AS (
@@ -132,7 +142,7 @@ watched AS (
 )
 SELECT id FROM up
 """  # noqa: S608 - built from the schema's column names, no input
-"""A batch's mentions upserted (a row rewritten only when ``classified_at`` differs) and, for the rows
+"""A batch's mentions upserted (a row rewritten only by a later ``classified_at``) and, for the rows
 written, their ``mention_watches`` brought in line (watches no longer matched deleted, new ones added, the
 sentiment updated); returns the ids written. The last parameter lists the ids already archived before
 this batch (the others have no watches to delete), so the delete probes the index for those alone, and
@@ -305,6 +315,19 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def is_write_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL ending a transaction for another's sake (a deadlock, a serialization
+    failure): nothing is wrong with the data or the server, the same transaction again goes through."""
+    seen: list[BaseException] = []
+    candidate: BaseException | None = exc
+    while candidate is not None and candidate not in seen and len(seen) < 4:
+        seen.append(candidate)
+        if (getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)) in _CONFLICT_STATES:
+            return True
+        candidate = getattr(candidate, "orig", None) or candidate.__cause__
+    return False
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """Whether ``exc`` says the database is unreachable (not that it refused this data)."""
     if isinstance(exc, OSError | TimeoutError | ConnectionError):
@@ -376,7 +399,7 @@ def _lite_write(
         if stored is None:
             added.append(tuple(values))
             changed[key] = values[_LITE_TS]
-        elif stored[1] != values[_LITE_CLASSIFIED]:  # another classification: rewritten, ts kept
+        elif stored[1] < values[_LITE_CLASSIFIED]:  # a later classification: rewritten, ts kept (same text format)
             updated.append((*(values[i] for i in _LITE_UPDATED), key))
             changed[key] = stored[0]
     if added:
@@ -437,6 +460,7 @@ class ArchiveStore:
             None  # SQLite: whether the schema lets the store index and count its inserts (0010)
         )
         self._archived: tuple[datetime | None, str] = (None, "")  # the last archived_at and its SQLite text
+        self.on_conflict: Callable[[], None] | None = None  # called when a batch is written again (a deadlock)
 
     # ---------------------------------------------------------------- set-up and probes
 
@@ -581,6 +605,26 @@ class ArchiveStore:
         return result
 
     async def _write_postgres(self, rows: dict[str, dict[str, Any]]) -> set[str]:
+        """:meth:`_write_postgres_once`, again when PostgreSQL ended it for another transaction's sake
+        (:func:`is_write_conflict`; the whole transaction was rolled back, so the batch is simply written anew)."""
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                return await self._write_postgres_once(rows)
+            except DBAPIError as exc:
+                if attempt == CONFLICT_ATTEMPTS or not is_write_conflict(exc):
+                    raise
+                log.warning(
+                    "archive.write_conflict",
+                    attempt=attempt,
+                    size=len(rows),
+                    error=str(exc.orig or exc).splitlines()[0][:300],
+                    then="the batch is written again",
+                )
+                if self.on_conflict is not None:
+                    self.on_conflict()
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _write_postgres_once(self, rows: dict[str, dict[str, Any]]) -> set[str]:
         """Keys, mentions and watches of a batch in one transaction, three round trips (see ``_PG_*``)."""
         ordered = sorted(rows)  # one lock order for every writer: two replicas on one batch cannot deadlock
         async with self.engine.begin() as conn:
