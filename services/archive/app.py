@@ -117,6 +117,7 @@ class ArchiveApp:
         self.url = database_url(settings, config.archive)
         self.engine = make_engine(self.url)
         self.store = ArchiveStore(self.engine, retention=config.archive.retention)
+        self.writers = config.archive.writers if self.store.postgres else 1  # SQLite: one writer at a time
         self.api_settings = api or ApiSettings()
         self.reader = make_engine(self.url, write=False)
         token = self.api_settings.archive_api_token
@@ -150,10 +151,12 @@ class ArchiveApp:
         )
         self.database_errors = Counter(
             f"{PREFIX}_archive_database_errors_total",
-            "Failed writes, by kind: unavailable (the database cannot be reached) or refused (it refused the data).",
+            "Failed writes, by kind: unavailable (the database cannot be reached), refused (it refused the data) "
+            "or conflict (PostgreSQL ended the batch's transaction as a deadlock; the batch was written again).",
             ["kind"],
             registry=registry,
         )
+        self.store.on_conflict = self.database_errors.labels("conflict").inc
         self.held = Gauge(
             f"{PREFIX}_archive_held_messages",
             "Messages held unacked while the database is unavailable.",
@@ -300,49 +303,57 @@ class ArchiveApp:
     # ---------------------------------------------------------------- consuming
 
     async def _consume(self, lane: _Lane[Any]) -> None:
-        """Fetch, decode and write one lane's batches, the next one collected while the last one commits.
+        """Fetch, decode and write one lane's batches, the next one collected while the last ones commit.
 
-        A bounded pipeline: at most one batch is being written (a task) while the next is fetched and
-        decoded; the next write starts only once the last one ended, and a batch's messages are acked
-        only after its own commit. So at most two batches are in hand and nothing is acked uncommitted.
+        A bounded pipeline: at most :attr:`writers` batches are being written (tasks, each its own
+        transaction on its own connection) while the next is fetched and decoded; a write starts only
+        once a writer is free, and a batch's messages are acked only after its own commit. So at most
+        ``writers + 1`` batches are in hand and nothing is acked uncommitted. Batches may commit out of
+        stream order; the store makes that harmless (idempotent upserts, a later classification wins).
         """
         fetcher = PullFetcher(lane.consumer.stream, lane.consumer.durable, expires=self.fetch_timeout)
         await fetcher.start(self.broker.connection)
-        writing: asyncio.Task[None] | None = None
+        writing: list[asyncio.Task[None]] = []  # oldest first
         try:
             while not self._stopping.is_set():
                 batch = await self._collect(lane, fetcher, writing)
-                if writing is not None:
-                    await self._wait_written(lane, writing, batch)
-                    writing = None
+                for task in [task for task in writing if task.done()]:
+                    writing.remove(task)
+                    task.result()  # a failure of the write path is the lane's failure, as before
+                if writing and (len(writing) >= self.writers or self._problem is not None):
+                    # every writer busy, or the database down (its write retried): this batch waits its turn
+                    await self._wait_written(lane, writing.pop(0), batch)
                 if batch and self._stopping.is_set() and self._problem is not None:
                     await self._release(batch)  # stopping with the database down: another replica takes it
                 elif batch:
-                    writing = asyncio.create_task(self._commit(lane, batch), name=f"archive-{lane.kind}-write")
+                    writing.append(asyncio.create_task(self._commit(lane, batch), name=f"archive-{lane.kind}-write"))
         finally:
             try:
-                if writing is not None:
-                    await writing
+                ended = await asyncio.gather(*writing, return_exceptions=True)
+                for outcome in ended:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
             finally:
-                await fetcher.stop()  # even when that write failed: the read-ahead goes back to JetStream now
+                await fetcher.stop()  # even when a write failed: the read-ahead goes back to JetStream now
 
     async def _collect(
-        self, lane: _Lane[Any], fetcher: PullFetcher, writing: asyncio.Task[None] | None
+        self, lane: _Lane[Any], fetcher: PullFetcher, writing: Sequence[asyncio.Task[None]]
     ) -> list[tuple[Msg, Any]]:
         """The next batch, decoded: up to ``batch_size`` valid messages (what is no message dead-lettered).
 
-        It waits up to ``fetch_timeout`` for a first message. Then, while the previous batch is being
-        written, it takes what arrives (decoding it meanwhile: the decode overlaps the database's work)
-        until the batch is full; once the writer is free it adds only what is already delivered and
-        returns, so a quiet stream's mention is written at once. The database down: it stops at what it
-        has (no more messages are taken from JetStream while the write is retried).
+        It waits up to ``fetch_timeout`` for a first message. Then, while every writer is busy, it takes
+        what arrives (decoding it meanwhile: the decode overlaps the database's work) until the batch is
+        full; once a writer is free it adds only what is already delivered and returns, so a quiet
+        stream's mention is written at once. The database down: it stops at what it has (no more
+        messages are taken from JetStream while the writes are retried).
         """
         batch: list[tuple[Msg, Any]] = []
         try:
             while len(batch) < self.batch_size and not self._stopping.is_set():
-                busy = writing is not None and not writing.done()
-                if busy and self._problem is not None:
+                running = sum(not task.done() for task in writing)
+                if running and self._problem is not None:
                     break
+                busy = running >= self.writers
                 if busy:
                     timeout = WRITER_POLL
                 elif batch:

@@ -761,6 +761,15 @@ class ArchiveConfig(_Strict):
     )
     retention: Duration = Field(default=timedelta(days=400), description="Mentions and alerts older than this go.")
     batch_size: int = Field(default=500, ge=1, le=10_000, description="Most messages written in one transaction.")
+    writers: int = Field(
+        default=2,
+        ge=1,
+        le=4,
+        description=(
+            "Batches written at once, each in its own transaction on its own connection (PostgreSQL: the "
+            "server works on them side by side). SQLite takes one writer at a time, so it writes one batch at a time."
+        ),
+    )
 
     @field_validator("retention")
     @classmethod

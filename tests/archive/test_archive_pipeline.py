@@ -1,15 +1,21 @@
-"""The archive's write pipeline: the next batch is read and decoded while the last one commits.
+"""The archive's write pipeline: the next batch is read and decoded while the last one commits, and on
+PostgreSQL two batches are written side by side.
 
-SQLite is the database (a file this test can lock from outside: a second connection holding the write
-lock makes the archive's commit wait, exactly as a long checkpoint or another writer would), nats-server real.
+SQLite is the database of the first test (a file this test can lock from outside: a second connection holding
+the write lock makes the archive's commit wait, exactly as a long checkpoint or another writer would); the
+second holds a row lock in Debian's PostgreSQL. nats-server real.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Awaitable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 from nats.js import JetStreamContext
 from sqlalchemy.engine import make_url
 
@@ -72,3 +78,50 @@ async def _consumer_is(js: JetStreamContext, expected: tuple[int, int, int]) -> 
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_postgres_a_batch_waiting_for_a_lock_does_not_hold_up_the_next_one(
+    nats_server: NatsServerProcess, js: JetStreamContext, tmp_path: Path, postgres: Any
+) -> None:
+    """PostgreSQL, ``archive.writers`` 2 (the default): while one batch waits (here for a mention key another
+    session inserted and has not committed, as a second replica would), the next batch is written and acked
+    beside it; the first is written once the lock goes, and every mention is stored once. With one writer
+    the second batch would wait behind the first."""
+    db_url = postgres.create_database()
+    parsed = make_url(db_url)
+    reader = make_engine(parsed, write=False)
+    app = make_archive(nats_server.url, db_url, tmp_path, batch_size=10)
+    assert app.writers == 2
+    await app.start()
+    side = await asyncpg.connect(host=parsed.host, port=parsed.port, user=parsed.username, database=parsed.database)
+    try:
+        await wait_for(lambda: _true(app.health.problems() == {}), "the archive ready")
+        blocked = classified(0)
+        await side.execute("BEGIN")
+        await side.execute(
+            "INSERT INTO mention_keys (id, ts) VALUES ($1, $2)",
+            blocked["mention"]["id"],
+            datetime.fromisoformat(blocked["mention"]["published_at"]),
+        )
+        await publish_mentions(js, [encode(blocked), *(encode(classified(i)) for i in range(1, 10))])
+        await wait_for(lambda: _consumer_is(js, (0, 10, 0)), "the first batch taken, waiting for the key's lock")
+        await publish_mentions(js, [encode(classified(i)) for i in range(10, 20)])
+        await wait_for(
+            lambda: _true_async(scalar(reader, "SELECT count(*) FROM mentions"), 10),
+            "the second batch stored while the first waits",
+        )
+        await wait_for(lambda: _consumer_is(js, (0, 10, 0)), "the second batch acked, the first not")
+        assert await scalar(reader, "SELECT min(id) FROM mentions") == classified(10)["mention"]["id"]
+        await side.execute("ROLLBACK")
+        await wait_for(lambda: _consumer_is(js, (0, 0, 20)), "every message acked once the lock is gone")
+        assert await scalar(reader, "SELECT count(*) FROM mentions") == 20
+        assert await scalar(reader, "SELECT count(DISTINCT id) FROM mentions") == 20
+        assert app.written.labels("mentions", "written")._value.get() == 20
+    finally:
+        await side.close()
+        await app.stop()
+        await reader.dispose()
+
+
+async def _true_async(value: Awaitable[Any], expected: Any) -> bool:
+    return await value == expected
