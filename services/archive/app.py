@@ -5,10 +5,12 @@ Two durable pull consumers (``bus.ARCHIVE_CONSUMER`` on the classified mentions,
 ``archive.batch_size`` messages. A batch is written in one transaction (:mod:`services.archive.store`,
 idempotent) and its messages are acked only once that transaction committed: a crash at any point
 leaves unacked messages that JetStream redelivers, and their second write changes nothing. Each
-consumer is a bounded pipeline: while one batch is written (a task, the database's work in its driver's
-thread or server), the next is fetched, decoded and validated, and fills up to the batch size; the next
-write starts when the last one ended. So a backlog drains in full batches and the decode costs no
-wall time beside the write; at most two batches are in hand, and the acks still follow each one's commit.
+consumer is a bounded pipeline: while a batch is written (a task, the database's work in its driver's
+thread or server), the next is fetched, decoded and validated, and fills up to the batch size; on
+PostgreSQL up to ``archive.writers`` mention batches (2 by default) are written side by side, each its own
+transaction on its own connection (SQLite, and the alerts' consumer: one at a time). So a backlog drains
+in full batches and the decode costs no wall time beside the writes; at most ``writers + 1`` batches are
+in hand, and each batch's acks follow its own commit.
 
 The database down (connection refused, server restarting, SQLite locked past its busy timeout):
 the batch in hand is held, unacked, and kept from redelivery (``+WPI`` progress acks), and so is the
@@ -49,7 +51,7 @@ from pydantic import BaseModel
 from services.archive.api import ApiSettings, ArchiveApi
 from services.archive.clean import decode
 from services.archive.db import database_url, describe_url, make_engine, migrate
-from services.archive.store import ArchiveStore, WriteResult, is_connection_error
+from services.archive.store import ArchiveStore, WriteResult, is_connection_error, is_write_conflict
 from veille import bus
 from veille.config import VeilleConfig, load_config
 from veille.consumerlag import ConsumerLagMonitor
@@ -82,10 +84,19 @@ class _Lane(Generic[M]):
     model: type[M]
     prepare: Callable[[M, datetime], Any]
     write: Callable[[Sequence[Any]], Awaitable[WriteResult]]
+    writers: int = 1
+    """Batches written at once (each its own transaction and connection)."""
 
 
 def _same(message: Any, _now: datetime) -> Any:
     return message
+
+
+def _reap(writing: list[asyncio.Task[None]]) -> None:
+    """Take the finished writes off ``writing``; a failed one's exception is raised (the lane's failure)."""
+    for task in [task for task in writing if task.done()]:
+        writing.remove(task)
+        task.result()
 
 
 class ArchiveApp:
@@ -185,8 +196,9 @@ class ArchiveApp:
                 MentionClassified,
                 self.store.mention_row,
                 self.store.write_mention_rows,
+                self.writers,
             ),
-            _Lane("alerts", bus.ARCHIVE_ALERTS_CONSUMER, AlertRaised, _same, self.store.write_alerts),
+            _Lane("alerts", bus.ARCHIVE_ALERTS_CONSUMER, AlertRaised, _same, self.store.write_alerts),  # one writer
         )
         self.lag = ConsumerLagMonitor(NAME, registry, [lane.consumer for lane in self.lanes])
         self._problem: str | None = "opening the database (migrating the schema)"
@@ -305,7 +317,7 @@ class ArchiveApp:
     async def _consume(self, lane: _Lane[Any]) -> None:
         """Fetch, decode and write one lane's batches, the next one collected while the last ones commit.
 
-        A bounded pipeline: at most :attr:`writers` batches are being written (tasks, each its own
+        A bounded pipeline: at most ``lane.writers`` batches are being written (tasks, each its own
         transaction on its own connection) while the next is fetched and decoded; a write starts only
         once a writer is free, and a batch's messages are acked only after its own commit. So at most
         ``writers + 1`` batches are in hand and nothing is acked uncommitted. Batches may commit out of
@@ -313,16 +325,14 @@ class ArchiveApp:
         """
         fetcher = PullFetcher(lane.consumer.stream, lane.consumer.durable, expires=self.fetch_timeout)
         await fetcher.start(self.broker.connection)
-        writing: list[asyncio.Task[None]] = []  # oldest first
+        writing: list[asyncio.Task[None]] = []
         try:
             while not self._stopping.is_set():
                 batch = await self._collect(lane, fetcher, writing)
-                for task in [task for task in writing if task.done()]:
-                    writing.remove(task)
-                    task.result()  # a failure of the write path is the lane's failure, as before
-                if writing and (len(writing) >= self.writers or self._problem is not None):
-                    # every writer busy, or the database down (its write retried): this batch waits its turn
-                    await self._wait_written(lane, writing.pop(0), batch)
+                _reap(writing)
+                if writing and (len(writing) >= lane.writers or self._problem is not None):
+                    # every writer busy, or the database down (a write retried): this batch waits its turn
+                    await self._wait_written(lane, writing, batch)
                 if batch and self._stopping.is_set() and self._problem is not None:
                     await self._release(batch)  # stopping with the database down: another replica takes it
                 elif batch:
@@ -330,9 +340,11 @@ class ArchiveApp:
         finally:
             try:
                 ended = await asyncio.gather(*writing, return_exceptions=True)
-                for outcome in ended:
-                    if isinstance(outcome, BaseException):
-                        raise outcome
+                failed = [outcome for outcome in ended if isinstance(outcome, BaseException)]
+                for extra in failed[1:]:  # the first is raised: the lane's failure; the others said here
+                    log.error("archive.write_failed", kind=lane.kind, error=f"{type(extra).__name__}: {extra}"[:300])
+                if failed:
+                    raise failed[0]
             finally:
                 await fetcher.stop()  # even when a write failed: the read-ahead goes back to JetStream now
 
@@ -353,7 +365,7 @@ class ArchiveApp:
                 running = sum(not task.done() for task in writing)
                 if running and self._problem is not None:
                     break
-                busy = running >= self.writers
+                busy = running >= lane.writers
                 if busy:
                     timeout = WRITER_POLL
                 elif batch:
@@ -401,19 +413,20 @@ class ArchiveApp:
                 )
 
     async def _wait_written(
-        self, lane: _Lane[Any], writing: asyncio.Task[None], waiting: list[tuple[Msg, Any]]
+        self, lane: _Lane[Any], writing: list[asyncio.Task[None]], waiting: list[tuple[Msg, Any]]
     ) -> None:
-        """Wait for the batch being written; meanwhile keep the next one (``waiting``) from redelivery.
+        """Wait until one of the batches being written (``writing``) is done, and take it off the list;
+        meanwhile keep the next one (``waiting``) from redelivery.
 
-        While the database is down the write is retried for as long as it takes: the waiting batch
-        gets the same progress acks (``+WPI``) as the one being retried, and counts as held."""
+        While the database is down the writes are retried for as long as it takes: the waiting batch
+        gets the same progress acks (``+WPI``) as the ones being retried, and counts as held."""
         progress_every = max(1.0, lane.consumer.ack_wait / 3)
         held = 0
         try:
             while True:
-                done, _ = await asyncio.wait({writing}, timeout=progress_every)
+                done, _ = await asyncio.wait(writing, timeout=progress_every, return_when=asyncio.FIRST_COMPLETED)
                 if done:
-                    writing.result()  # a failure of the write path is the lane's failure, as before
+                    _reap(writing)
                     return
                 if waiting:
                     if not held and self._problem is not None:
@@ -437,6 +450,15 @@ class ArchiveApp:
                 if self._stopping.is_set():
                     await self._release(batch)
                     return
+                if is_write_conflict(exc):  # deadlocked again and again with another writer: later, never refused
+                    self.database_errors.labels("conflict").inc()  # the store counted the attempts before its last
+                    log.warning("archive.write_conflict", kind=lane.kind, size=len(batch), then=f"again in {delay:g} s")
+                    if time.monotonic() - last_progress >= progress_every:
+                        await asyncio.gather(*(msg.in_progress() for msg, _ in batch), return_exceptions=True)
+                        last_progress = time.monotonic()
+                    await self._pause(delay)
+                    delay = min(delay * 2, self.max_retry_delay)
+                    continue
                 if is_connection_error(exc) or not await self._reachable():
                     self.database_errors.labels("unavailable").inc()
                     self._down(exc, f"writing {lane.kind}")

@@ -13,10 +13,13 @@ classification of the mention (a greater ``classified_at``): a plain redelivery 
 older classification arriving after a newer one (two writers, two replicas, a replay) changes nothing
 either. An alert is one row per (id, status) and never rewritten.
 
-Writers side by side (PostgreSQL: the service's ``archive.writers``, or replicas) lock rows in one order
-(ids sorted, the counts' and tops' upserts ordered by key), so they wait for each other but do not
-deadlock; should PostgreSQL still end a transaction as a deadlock or a serialization failure, the batch
-is written again (up to :data:`CONFLICT_ATTEMPTS` times), not refused.
+Writers side by side (PostgreSQL: the service's ``archive.writers``, or replicas) take rows in one order
+(ids sorted, each count and top upsert ordered by key), so batches of new mentions wait for each other
+but do not deadlock. A batch of reclassifications updates the counts and tops in more than one trigger
+pass (what the old classification counted, then the new one), and two such passes can meet another
+writer's in the other order: PostgreSQL then ends one transaction as a deadlock, and the store writes
+the batch again (up to :data:`CONFLICT_ATTEMPTS` times; the service goes on retrying after that, it never
+takes a deadlock for refused data).
 
 Partitions (PostgreSQL). ``mentions`` and ``mention_watches`` have one partition per month of
 ``ts`` (``mentions_p2026_05``), created before a batch needs them and ahead for the coming months,
@@ -588,11 +591,13 @@ class ArchiveStore:
         cutoff = self.clock() - self.retention
         result = WriteResult()
         rows: dict[str, dict[str, Any]] = {}
-        for row in batch:  # the last copy of an id wins (a batch may hold a redelivery)
+        for row in batch:  # of two copies of an id (a redelivery), the later classification, else the last
             if row["ts"] < cutoff:
                 result.expired += 1
                 continue
-            rows[row["id"]] = row
+            kept = rows.get(row["id"])
+            if kept is None or row["classified_at"] >= kept["classified_at"]:
+                rows[row["id"]] = row
         if not rows:
             return result
         if self.postgres:

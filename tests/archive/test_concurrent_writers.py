@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+from nats.js import JetStreamContext
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.archive.db import make_engine, migrate
 from services.archive.store import ArchiveStore
-from tests.archive.conftest import scalar
+from tests.archive.conftest import classified, encode, make_archive, publish_mentions, scalar, wait_for
 from tests.archive.test_tops import NOW, mention
+from veille import bus
+from veille.natsserver import NatsServerProcess
 
 
 async def test_an_older_classification_arriving_after_a_newer_one_changes_nothing(
@@ -46,6 +50,17 @@ async def test_an_older_classification_arriving_after_a_newer_one_changes_nothin
         assert (await store.write_mentions(latest)).written == 20
         assert await scalar(reader, "SELECT count(*) FROM mentions WHERE sentiment = 'negative'") == 20
         assert await scalar(reader, "SELECT sum(n) FROM mention_counts WHERE watch = 'a'") == 20
+        # new mentions, both copies in one batch, the older last (a redelivery behind the newer): the newer kept
+        both = [
+            copy
+            for i in range(100, 105)
+            for copy in (
+                mention(i, at, version=2, watches=["b"]).model_copy(update={"sentiment": "positive"}),
+                mention(i, at, version=1, watches=["a"]),
+            )
+        ]
+        assert (await store.write_mentions(both)).written == 5
+        assert await scalar(reader, "SELECT count(*) FROM mentions WHERE sentiment = 'positive'") == 5
     finally:
         await engine.dispose()
 
@@ -73,6 +88,9 @@ async def test_postgres_a_batch_ended_as_a_deadlock_is_written_again(postgres: A
     conflicts: list[int] = []
     parsed = make_url(url)
     side = await asyncpg.connect(host=parsed.host, port=parsed.port, user=parsed.username, database=parsed.database)
+    # the archive's sessions look for a deadlock 5 s after they start waiting (1 s by default): the side
+    # session's insert, which closes the cycle, starts well within that even on a loaded machine
+    await side.execute(f"ALTER DATABASE {parsed.database} SET deadlock_timeout = '5s'")
     try:
         await migrate(engine)
         store = ArchiveStore(engine, retention=timedelta(days=400))
@@ -91,7 +109,7 @@ async def test_postgres_a_batch_ended_as_a_deadlock_is_written_again(postgres: A
             "INSERT INTO mention_keys (id, ts) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
             later.mention.id,
             later.mention.published_at,
-        )  # waits for the batch's key: a cycle, which PostgreSQL breaks after the batch's deadlock_timeout (1 s)
+        )  # waits for the batch's key: a cycle, which PostgreSQL breaks after the batch's deadlock_timeout (5 s)
         await side.execute("COMMIT")
         result = await asyncio.wait_for(writing, 60)
         assert result.written == 1
@@ -104,3 +122,59 @@ async def test_postgres_a_batch_ended_as_a_deadlock_is_written_again(postgres: A
     finally:
         await side.close()
         await engine.dispose()
+
+
+async def test_postgres_a_batch_deadlocked_again_and_again_is_stored_never_dead_lettered(
+    nats_server: NatsServerProcess, js: JetStreamContext, tmp_path: Path, postgres: Any
+) -> None:
+    """PostgreSQL ends the same batch as a deadlock seven times in a row (a trigger raising SQLSTATE 40P01
+    while a sequence, which no rollback undoes, is under 8): the store's five attempts run out, the service
+    goes on trying later instead of taking it for refused data, and the mentions are stored once, acked,
+    none dead-lettered; each conflict is counted."""
+    db_url = postgres.create_database()
+    parsed = make_url(db_url)
+    reader = make_engine(parsed, write=False)
+    app = make_archive(nats_server.url, db_url, tmp_path, batch_size=50)
+    await app.start()
+    side = await asyncpg.connect(host=parsed.host, port=parsed.port, user=parsed.username, database=parsed.database)
+    try:
+        await wait_for(lambda: _ready(app), "the archive ready")
+        await side.execute(
+            """
+            CREATE SEQUENCE deadlocks;
+            CREATE FUNCTION deadlock_now() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF nextval('deadlocks') < 8 THEN
+                    RAISE EXCEPTION 'deadlock detected (test)' USING ERRCODE = 'deadlock_detected';
+                END IF;
+                RETURN NULL;
+            END $$;
+            CREATE TRIGGER deadlock_now AFTER INSERT ON mention_keys FOR EACH STATEMENT EXECUTE FUNCTION deadlock_now();
+            """
+        )
+        await publish_mentions(js, [encode(classified(i)) for i in range(20)])
+        await wait_for(lambda: _stored(reader, 20), "the mentions stored after the deadlocks", timeout=120)
+        info = await js.consumer_info(bus.ARCHIVE_CONSUMER.stream, bus.ARCHIVE_CONSUMER.durable)
+        await wait_for(lambda: _all_acked(js), "every mention acked")
+        assert info.num_pending == 0
+        assert await scalar(reader, "SELECT count(DISTINCT id) FROM mentions") == 20
+        assert (await js.stream_info(bus.DEADLETTER.name)).state.messages == 0
+        assert app.database_errors.labels("conflict")._value.get() == 7
+        assert app.database_errors.labels("refused")._value.get() == 0
+    finally:
+        await side.close()
+        await app.stop()
+        await reader.dispose()
+
+
+async def _ready(app: Any) -> bool:
+    return bool(app.health.problems() == {})
+
+
+async def _stored(reader: AsyncEngine, n: int) -> bool:
+    return bool(await scalar(reader, "SELECT count(*) FROM mentions") == n)
+
+
+async def _all_acked(js: JetStreamContext) -> bool:
+    info = await js.consumer_info(bus.ARCHIVE_CONSUMER.stream, bus.ARCHIVE_CONSUMER.durable)
+    return (info.num_pending or 0) == 0 and (info.num_ack_pending or 0) == 0

@@ -61,7 +61,7 @@ async def test_an_id_another_writer_is_committing_keeps_that_writers_time(postgr
         )
         await transaction.commit()
         result = await asyncio.wait_for(write, 30)
-        assert (result.written, result.unchanged) == (2, 0)  # rss:1 reclassified (classified_at differs), rss:2 new
+        assert (result.written, result.unchanged) == (2, 0)  # rss:1 reclassified (a later classified_at), rss:2 new
         reader = make_engine(make_url(url), write=False)
         try:
             assert await scalar(reader, "SELECT count(*) FROM mentions WHERE id = 'rss:1'") == 1
@@ -98,7 +98,7 @@ async def test_a_replayed_batch_writes_nothing_and_a_reclassified_one_moves_only
                 update={
                     "watches": ["acme", "initech"] if i % 2 else ["acme"],
                     "sentiment": "positive",
-                    "classified_at": now + timedelta(seconds=1),
+                    "classified_at": datetime.now(UTC) + timedelta(seconds=1),  # later than the first: it wins
                 }
             )
             for i, m in enumerate(batch)
