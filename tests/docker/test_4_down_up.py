@@ -6,18 +6,18 @@ from typing import Any
 
 from tests.docker.conftest import Stack, docker
 from tests.docker.test_3_alerts import alerted_links, let_it_settle, stream_counts
+from tests.helpers.kv import kv_keys
 from veille import bus
 
 
 async def _state(js: Any) -> dict[str, Any]:
     consumer = await js.consumer_info(bus.CLASSIFIER_CONSUMER.stream, bus.CLASSIFIER_CONSUMER.durable)
-    cursors = await js.key_value(bus.CURSORS.name)
     return {
         "mentions": (await js.stream_info(bus.MENTIONS.name)).state.messages,
         "classified": (await js.stream_info(bus.CLASSIFIED.name)).state.messages,
         "alerts": (await js.stream_info(bus.ALERTS.name)).state.messages,
         "classifier_acked": consumer.ack_floor.stream_seq,
-        "cursors": sorted(await cursors.keys()),
+        "cursors": await kv_keys(js, bus.CURSORS.name),
     }
 
 
