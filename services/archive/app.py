@@ -450,26 +450,23 @@ class ArchiveApp:
                 if self._stopping.is_set():
                     await self._release(batch)
                     return
-                if is_write_conflict(exc):  # deadlocked again and again with another writer: later, never refused
-                    self.database_errors.labels("conflict").inc()  # the store counted the attempts before its last
-                    log.warning("archive.write_conflict", kind=lane.kind, size=len(batch), then=f"again in {delay:g} s")
-                    if time.monotonic() - last_progress >= progress_every:
-                        await asyncio.gather(*(msg.in_progress() for msg, _ in batch), return_exceptions=True)
-                        last_progress = time.monotonic()
-                    await self._pause(delay)
-                    delay = min(delay * 2, self.max_retry_delay)
-                    continue
-                if is_connection_error(exc) or not await self._reachable():
-                    self.database_errors.labels("unavailable").inc()
-                    self._down(exc, f"writing {lane.kind}")
-                    self.held.inc(len(batch))
+                conflict = is_write_conflict(exc)  # deadlocked again and again (the store counted it): later
+                if conflict or is_connection_error(exc) or not await self._reachable():
+                    held = 0
+                    if conflict:
+                        log.warning("archive.write_conflict", kind=lane.kind, size=len(batch), again_in=delay)
+                    else:
+                        self.database_errors.labels("unavailable").inc()
+                        self._down(exc, f"writing {lane.kind}")
+                        held = len(batch)
+                    self.held.inc(held)
                     try:
                         if time.monotonic() - last_progress >= progress_every:
                             await asyncio.gather(*(msg.in_progress() for msg, _ in batch), return_exceptions=True)
                             last_progress = time.monotonic()
                         await self._pause(delay)
                     finally:
-                        self.held.dec(len(batch))
+                        self.held.dec(held)
                     delay = min(delay * 2, self.max_retry_delay)
                     continue
                 self.database_errors.labels("refused").inc()

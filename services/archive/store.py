@@ -463,7 +463,7 @@ class ArchiveStore:
             None  # SQLite: whether the schema lets the store index and count its inserts (0010)
         )
         self._archived: tuple[datetime | None, str] = (None, "")  # the last archived_at and its SQLite text
-        self.on_conflict: Callable[[], None] | None = None  # called when a batch is written again (a deadlock)
+        self.on_conflict: Callable[[], None] | None = None  # called at each conflict (is_write_conflict)
 
     # ---------------------------------------------------------------- set-up and probes
 
@@ -616,8 +616,12 @@ class ArchiveStore:
             try:
                 return await self._write_postgres_once(rows)
             except DBAPIError as exc:
-                if attempt == CONFLICT_ATTEMPTS or not is_write_conflict(exc):
+                if not is_write_conflict(exc):
                     raise
+                if self.on_conflict is not None:
+                    self.on_conflict()  # every conflict counted here, the last attempt's too
+                if attempt == CONFLICT_ATTEMPTS:
+                    raise  # the service tries the batch again later
                 log.warning(
                     "archive.write_conflict",
                     attempt=attempt,
@@ -625,8 +629,6 @@ class ArchiveStore:
                     error=str(exc.orig or exc).splitlines()[0][:300],
                     then="the batch is written again",
                 )
-                if self.on_conflict is not None:
-                    self.on_conflict()
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def _write_postgres_once(self, rows: dict[str, dict[str, Any]]) -> set[str]:

@@ -147,6 +147,16 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message).encode()
 
 
+async def is_true(value: bool) -> bool:
+    """``value``, as a check :func:`wait_for` can await (``lambda: is_true(app.health.problems() == {})``)."""
+    return value
+
+
+async def equals(value: Awaitable[Any], expected: Any) -> bool:
+    """Whether the awaited ``value`` is ``expected`` (``lambda: equals(scalar(reader, sql), 20)``)."""
+    return await value == expected
+
+
 async def wait_for(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60.0) -> None:
     """Poll ``check`` until it is true, or fail saying ``what`` never happened."""
     deadline = time.monotonic() + timeout

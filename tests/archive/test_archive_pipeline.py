@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,16 @@ from nats.js import JetStreamContext
 from sqlalchemy.engine import make_url
 
 from services.archive.db import make_engine
-from tests.archive.conftest import classified, encode, make_archive, publish_mentions, scalar, wait_for
+from tests.archive.conftest import (
+    classified,
+    encode,
+    equals,
+    is_true,
+    make_archive,
+    publish_mentions,
+    scalar,
+    wait_for,
+)
 from veille import bus
 from veille.natsserver import NatsServerProcess
 
@@ -48,14 +56,14 @@ async def test_the_next_batch_is_decoded_while_a_commit_waits_and_acked_only_aft
     # are sent from this loop): each would wait for the other until "database is locked".
     lock = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
     try:
-        await wait_for(lambda: _true(app.health.problems() == {}), "the archive ready")
+        await wait_for(lambda: is_true(app.health.problems() == {}), "the archive ready")
         # the database's write lock, held: the archive's commit waits for it
         await asyncio.to_thread(lock.execute, "BEGIN IMMEDIATE")
         await publish_mentions(js, [encode(classified(i)) for i in range(30)])
         await wait_for(lambda: _consumer_is(js, (0, 30, 0)), "the first 30 mentions taken, none acked")
         await publish_mentions(js, [b"{not json", *(encode(classified(i)) for i in range(30, 40))])
         dead = app.metrics.messages.labels("archive", bus.ARCHIVE_CONSUMER.stream, "dead_lettered")
-        await wait_for(lambda: _true(dead._value.get() == 1), "the bad message of the next batch dead-lettered")
+        await wait_for(lambda: is_true(dead._value.get() == 1), "the bad message of the next batch dead-lettered")
         await wait_for(lambda: _consumer_is(js, (0, 40, 0)), "the next 10 mentions taken, none acked")
         await asyncio.sleep(0.5)
         assert await _consumer(js) == (0, 40, 0), "acked before the commit"
@@ -76,10 +84,6 @@ async def _consumer_is(js: JetStreamContext, expected: tuple[int, int, int]) -> 
     return await _consumer(js) == expected
 
 
-async def _true(value: bool) -> bool:
-    return value
-
-
 async def test_postgres_a_batch_waiting_for_a_lock_does_not_hold_up_the_next_one(
     nats_server: NatsServerProcess, js: JetStreamContext, tmp_path: Path, postgres: Any
 ) -> None:
@@ -95,7 +99,7 @@ async def test_postgres_a_batch_waiting_for_a_lock_does_not_hold_up_the_next_one
     await app.start()
     side = await asyncpg.connect(host=parsed.host, port=parsed.port, user=parsed.username, database=parsed.database)
     try:
-        await wait_for(lambda: _true(app.health.problems() == {}), "the archive ready")
+        await wait_for(lambda: is_true(app.health.problems() == {}), "the archive ready")
         blocked = classified(0)
         await side.execute("BEGIN")
         await side.execute(
@@ -107,7 +111,7 @@ async def test_postgres_a_batch_waiting_for_a_lock_does_not_hold_up_the_next_one
         await wait_for(lambda: _consumer_is(js, (0, 1, 0)), "the first batch taken, waiting for the key's lock")
         await publish_mentions(js, [encode(classified(i)) for i in range(1, 20)])
         await wait_for(
-            lambda: _true_async(scalar(reader, "SELECT count(*) FROM mentions"), 19),
+            lambda: equals(scalar(reader, "SELECT count(*) FROM mentions"), 19),
             "the next batches stored while the first waits",
         )
         await wait_for(lambda: _consumer_is(js, (0, 1, 0)), "the next batches acked, the first not")
@@ -121,7 +125,3 @@ async def test_postgres_a_batch_waiting_for_a_lock_does_not_hold_up_the_next_one
         await side.close()
         await app.stop()
         await reader.dispose()
-
-
-async def _true_async(value: Awaitable[Any], expected: Any) -> bool:
-    return await value == expected

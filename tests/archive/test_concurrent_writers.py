@@ -16,7 +16,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.archive.db import make_engine, migrate
 from services.archive.store import ArchiveStore
-from tests.archive.conftest import classified, encode, make_archive, publish_mentions, scalar, wait_for
+from tests.archive.conftest import (
+    classified,
+    encode,
+    equals,
+    is_true,
+    make_archive,
+    publish_mentions,
+    scalar,
+    wait_for,
+)
+from tests.archive.test_archive_faults import settled
 from tests.archive.test_tops import NOW, mention
 from veille import bus
 from veille.natsserver import NatsServerProcess
@@ -138,7 +148,7 @@ async def test_postgres_a_batch_deadlocked_again_and_again_is_stored_never_dead_
     await app.start()
     side = await asyncpg.connect(host=parsed.host, port=parsed.port, user=parsed.username, database=parsed.database)
     try:
-        await wait_for(lambda: _ready(app), "the archive ready")
+        await wait_for(lambda: is_true(app.health.problems() == {}), "the archive ready")
         await side.execute(
             """
             CREATE SEQUENCE deadlocks;
@@ -153,10 +163,12 @@ async def test_postgres_a_batch_deadlocked_again_and_again_is_stored_never_dead_
             """
         )
         await publish_mentions(js, [encode(classified(i)) for i in range(20)])
-        await wait_for(lambda: _stored(reader, 20), "the mentions stored after the deadlocks", timeout=120)
-        info = await js.consumer_info(bus.ARCHIVE_CONSUMER.stream, bus.ARCHIVE_CONSUMER.durable)
-        await wait_for(lambda: _all_acked(js), "every mention acked")
-        assert info.num_pending == 0
+        await wait_for(
+            lambda: equals(scalar(reader, "SELECT count(*) FROM mentions"), 20),
+            "the mentions stored after the deadlocks",
+            timeout=120,
+        )
+        await wait_for(lambda: settled(js), "every mention acked, none pending")
         assert await scalar(reader, "SELECT count(DISTINCT id) FROM mentions") == 20
         assert (await js.stream_info(bus.DEADLETTER.name)).state.messages == 0
         assert app.database_errors.labels("conflict")._value.get() == 7
@@ -165,16 +177,3 @@ async def test_postgres_a_batch_deadlocked_again_and_again_is_stored_never_dead_
         await side.close()
         await app.stop()
         await reader.dispose()
-
-
-async def _ready(app: Any) -> bool:
-    return bool(app.health.problems() == {})
-
-
-async def _stored(reader: AsyncEngine, n: int) -> bool:
-    return bool(await scalar(reader, "SELECT count(*) FROM mentions") == n)
-
-
-async def _all_acked(js: JetStreamContext) -> bool:
-    info = await js.consumer_info(bus.ARCHIVE_CONSUMER.stream, bus.ARCHIVE_CONSUMER.durable)
-    return (info.num_pending or 0) == 0 and (info.num_ack_pending or 0) == 0
