@@ -6,7 +6,7 @@ from typing import Any
 
 from tests.docker.conftest import Stack, docker
 from tests.docker.test_3_alerts import alerted_links, let_it_settle, stream_counts
-from tests.helpers.kv import kv_keys
+from tests.helpers.kv import live_kv_keys
 from veille import bus
 
 
@@ -17,7 +17,7 @@ async def _state(js: Any) -> dict[str, Any]:
         "classified": (await js.stream_info(bus.CLASSIFIED.name)).state.messages,
         "alerts": (await js.stream_info(bus.ALERTS.name)).state.messages,
         "classifier_acked": consumer.ack_floor.stream_seq,
-        "cursors": await kv_keys(js, bus.CURSORS.name),
+        "cursors": await live_kv_keys(js, bus.CURSORS.name),
     }
 
 

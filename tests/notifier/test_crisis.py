@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 
 from services.notifier.grouping import MAX_GROUP_ALERTS, MAX_SEEN, seen_count
 from services.notifier.model import GroupState
-from tests.helpers.kv import kv_keys
+from tests.helpers.kv import live_kv_keys
 from tests.notifier.conftest import (
     AppFactory,
     ManualClock,
@@ -42,7 +42,7 @@ def mention(i: int) -> AlertRaised:
 
 async def group_values(js: JetStreamContext) -> list[bytes]:
     kv = await js.key_value(bus.NOTIFY_GROUPS.name)
-    return [(await kv.get(key)).value or b"" for key in await kv_keys(js, bus.NOTIFY_GROUPS.name)]
+    return [(await kv.get(key)).value or b"" for key in await live_kv_keys(js, bus.NOTIFY_GROUPS.name)]
 
 
 async def test_a_crisis_group_stays_small_and_sends_one_notification_per_interval(

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 
 from services.notifier.dispatcher import Dispatcher, _GroupWork
 from services.notifier.model import GroupState
-from tests.helpers.kv import kv_keys
+from tests.helpers.kv import live_kv_keys
 from tests.notifier.conftest import AppFactory, ScriptedReceiver, make_alert, publish_alert, settled, webhook_config
 from veille import bus
 
@@ -66,7 +66,7 @@ async def test_a_told_single_alert_group_is_emptied_by_its_final_write(
     await receiver.wait_for(1)
     await app.dispatcher.drain()
     kv = await js.key_value(bus.NOTIFY_GROUPS.name)
-    [key] = await kv_keys(js, bus.NOTIFY_GROUPS.name)
+    [key] = await live_kv_keys(js, bus.NOTIFY_GROUPS.name)
     entry = await kv.get(key)
     state = GroupState.model_validate_json(entry.value or b"")
     # before: the told event alert stayed in the group until the next plan wrote the group a third time

@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.notifier.partitions import PARTITIONS, PartitionLeases
-from tests.helpers.kv import kv_keys
+from tests.helpers.kv import live_kv_keys
 from tests.notifier.conftest import AppFactory, ScriptedReceiver, make_alert, publish_alert, settled, webhook_config
 from veille import bus
 
@@ -101,7 +101,7 @@ async def test_single_alert_groups_are_recorded_sent_and_rescanned_without_readi
     await nc.flush()
     for sub in subs:
         await sub.unsubscribe()
-    groups_kept = await kv_keys(js, bus.NOTIFY_GROUPS.name)  # read after: its direct gets are not the notifier's
+    groups_kept = await live_kv_keys(js, bus.NOTIFY_GROUPS.name)  # read after: its direct gets are not the notifier's
     assert len(groups_kept) == groups  # each kept (its digest) for the deduplication window
     assert reads == [], f"{len(reads)} group reads for {groups} single-alert groups sent and rescanned ten times"
     assert sorted(_alert_ids(receiver)) == [f"alert-known-{i:03d}" for i in range(groups)]
@@ -121,7 +121,7 @@ async def test_a_delivery_ending_after_its_partition_was_lost_leaves_no_copy_to_
     app.settings = app.settings.model_copy(update={"notifier_rescan": 0.1})
     await publish_alert(js, make_alert("alert-moved", watch=WATCHES[0]))
     await receiver.wait_for(1, attempts=True)  # the POST is in flight
-    [key] = await kv_keys(js, bus.NOTIFY_GROUPS.name)
+    [key] = await live_kv_keys(js, bus.NOTIFY_GROUPS.name)
     partition = app.dispatcher._partition_of[key]
     held = app.dispatcher.owns
     app.dispatcher.owns = lambda p: p != partition and held(p)  # the lease went to another replica

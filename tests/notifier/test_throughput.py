@@ -19,7 +19,7 @@ from services.notifier import dispatcher
 from services.notifier.app import NotifierSettings, create_app
 from services.notifier.grouping import MAX_GROUP_ALERTS, seen_count
 from services.notifier.model import GroupState
-from tests.helpers.kv import kv_keys
+from tests.helpers.kv import live_kv_keys
 from tests.notifier.conftest import (
     ManualClock,
     ScriptedReceiver,
@@ -44,7 +44,7 @@ WAITING = """
 
 async def _group(js: JetStreamContext) -> GroupState:
     kv = await js.key_value(bus.NOTIFY_GROUPS.name)
-    [key] = await kv_keys(js, bus.NOTIFY_GROUPS.name)
+    [key] = await live_kv_keys(js, bus.NOTIFY_GROUPS.name)
     return GroupState.model_validate_json((await kv.get(key)).value or b"")
 
 
