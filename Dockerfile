@@ -29,13 +29,27 @@ RUN python3 -m venv /opt/venv \
     && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']))" \
        > /tmp/requirements.txt \
     && pip install --quiet $PIP_INSTALL_OPTIONS -r /tmp/requirements.txt
-# Then veille itself (a wheel, not editable).
+# Then veille itself (a wheel, not editable). Its sentiment scorer has an optional C module
+# (hatch_build.py): `make wheelhouse` builds veille's wheel on the host, compiler included, into
+# var/veille-wheel, and that wheel is installed if it was built from exactly these sources
+# (deploy/docker/wheel_matches.py; a stale one fails the build). Otherwise veille is built here, with
+# the C module when the base image has a C compiler (the pure-Python scorer otherwise: same scores,
+# slower; the build log's "sentiment scorer:" line says which).
 COPY shared /src/shared
 COPY services /src/services
 COPY veille_cli /src/veille_cli
+COPY hatch_build.py deploy/docker/wheel_matches.py /src/
+COPY pyproject.toml var/veille-whee[l] /veille-wheel/
 RUN export PATH=/opt/venv/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
-    && pip install --quiet $PIP_INSTALL_OPTIONS --no-deps /src \
+    && if ls /veille-wheel/veille-*.whl >/dev/null 2>&1; then \
+         python3 /src/wheel_matches.py /veille-wheel/veille-*.whl /src \
+         && pip install --quiet --no-index --no-deps /veille-wheel/veille-*.whl; \
+       else \
+         pip install --quiet $PIP_INSTALL_OPTIONS --no-deps /src; \
+       fi \
+    && rm -rf /veille-wheel \
     && veille version \
+    && python3 -c "from veille.sentiment import speedups; print('sentiment scorer:', speedups.STATUS)" \
     && rm -rf /wheelhouse \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \
     && rm -rf /opt/venv/lib/python3.11/site-packages/pip /opt/venv/bin/pip* \

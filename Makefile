@@ -16,7 +16,7 @@ help: ## Show this help
 	@echo "veille — make targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml hatch_build.py shared/veille/sentiment/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
@@ -63,9 +63,9 @@ down: ## Stop the Docker stack (keeps its volumes)
 	$(COMPOSE) down
 
 .PHONY: wheelhouse test-docker
-wheelhouse: $(STAMP) ## Wheels of veille's dependencies in var/wheelhouse, for an air-gapped image build
+wheelhouse: $(STAMP) ## Wheels of veille's dependencies (var/wheelhouse) and of veille (var/veille-wheel), for an air-gapped image build
 	$(BIN)/pip wheel --quiet --disable-pip-version-check -w var/wheelhouse . hatchling pip
-	rm -f var/wheelhouse/veille-*.whl
+	rm -rf var/veille-wheel && mkdir -p var/veille-wheel && mv var/wheelhouse/veille-*.whl var/veille-wheel/
 
 test-docker: $(STAMP) ## Build the image and check the compose stack on a real Docker engine (CI, after make test)
 	bash scripts/docker-test.sh $(PYTEST_ARGS)

@@ -30,7 +30,7 @@ import structlog
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from services.classifier.detection import Clock, DetectionMetrics, SurgeDetection
 from services.classifier.logic import Classification, Classifier
@@ -44,7 +44,7 @@ from veille.language import detect_language, preload
 from veille.messaging import BatchConsumer, DeadLetterSink, gather_publishes, make_broker
 from veille.metrics import KNOWN_LANGUAGES, KNOWN_SOURCES, PREFIX, ServiceMetrics, bounded_label
 from veille.models import AlertRaised, MentionIngested, Sentiment, utcnow
-from veille.sentiment import SentimentBackend, make_backend
+from veille.sentiment import SentimentBackend, make_backend, speedups
 from veille.settings import ServiceSettings
 
 __all__ = ["ClassifierApp", "create_app"]
@@ -106,6 +106,19 @@ class ClassifierApp:
         )
         self.detection_metrics = DetectionMetrics(self.metrics.registry)
         backend = sentiment or make_backend()
+        # The linear scorer's compiled inner loops (same scores, faster) or why they are not used.
+        compiled = Gauge(
+            f"{PREFIX}_sentiment_compiled",
+            "1 when the linear sentiment scorer runs its compiled inner loops, 0 when it runs in pure "
+            "Python (same scores, slower; the classifier.sentiment_scorer log line says why).",
+            registry=self.metrics.registry,
+        )
+        compiled.set(1 if backend.name == "linear" and speedups.MODULE is not None else 0)
+        log.info(
+            "classifier.sentiment_scorer",
+            backend=backend.name,
+            scorer=speedups.STATUS if backend.name == "linear" else "-",
+        )
 
         def score(text: str, lang: str | None) -> tuple[Sentiment, float]:
             result = backend.analyze(text, lang)

@@ -50,11 +50,14 @@ import math
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from itertools import accumulate, compress
 from operator import itemgetter
+from types import ModuleType
 from typing import Any
 
+from veille.sentiment import speedups
 from veille.sentiment.base import LABELS, SentimentResult
 from veille.sentiment.lexicon import LanguageProfile, LexiconBackend, load_profile
 from veille.sentiment.memo import Memo
@@ -102,6 +105,8 @@ _CHAR_COUNTS = tuple(sum(max(0, size - n + 1) for n in range(CHAR_RANGE[0], CHAR
 _NEGATOR = 1
 _FIRST = itemgetter(0)
 _SECOND = itemgetter(1)
+_fast = speedups.MODULE
+"""The compiled inner loops (:mod:`veille.sentiment.speedups`), or ``None``: this module's own code."""
 
 
 def lexicon_feature_names(profile: LanguageProfile) -> tuple[str, ...]:
@@ -302,9 +307,14 @@ class LinearModel:
         self.prefix_sums = sums
         self.profile = load_profile(self.lang)
         self.width = len(self.lexicon) - len(SURFACE_FEATURES)
-        self.tokens = Memo(self._token_entry, TOKEN_MEMO_SIZE)
-        self.pieces = Memo(self._piece_entry, PIECE_MEMO_SIZE)
-        self.chunks = Memo(self._chunk_entry, MEMO_SIZE)
+        if _fast is not None:  # the same entries, computed by the compiled loops (speedups.py)
+            self.tokens = Memo(partial(_fast.token_entry, self), TOKEN_MEMO_SIZE)
+            self.pieces = Memo(partial(_fast.piece_entry, self, fold), PIECE_MEMO_SIZE)
+            self.chunks = Memo(partial(_fast.chunk_entry, self, pieces), MEMO_SIZE)
+        else:
+            self.tokens = Memo(self._token_entry, TOKEN_MEMO_SIZE)
+            self.pieces = Memo(self._piece_entry, PIECE_MEMO_SIZE)
+            self.chunks = Memo(self._chunk_entry, MEMO_SIZE)
 
     def char_weights(self, key: str) -> tuple[float, float, int]:
         """The summed weights of the character n-grams of a word (see :attr:`prefix_sums`), and
@@ -312,6 +322,9 @@ class LinearModel:
         padded = f" {key} "
         size = len(padded)
         low, high = CHAR_RANGE
+        if _fast is not None:
+            a, b = _fast.char_weights(padded, self.prefix_sums, low, high)
+            return a, b, _CHAR_COUNTS[size] if size < len(_CHAR_COUNTS) else 4 * size - 10
         get = self.prefix_sums.get
         a = b = 0.0
         for start in range(size - low + 1):
@@ -500,6 +513,27 @@ def _language_model(lang: str, part: dict[str, Any]) -> LinearModel:
     return LinearModel(lang, bias, lex, groups["u"], groups["b"], groups["c"])
 
 
+def _negated_sums_at(starts: Sequence[int], lexes: Sequence[_Lex], width: int) -> list[float]:
+    """The word-list sums of a text with a negator, from its chunks' :data:`_Lex` es in order and the
+    place of each chunk's first token: each valence goes in the negated columns when it is in a
+    negator's scope (:data:`NEGATION_SCOPE`); a clause break ends the scope."""
+    sums = [0.0] * width
+    negated_until = -1
+    for start, lex in zip(starts, lexes, strict=True):
+        for at, role, values in lex[2]:
+            if role:
+                negated_until = start + at + NEGATION_SCOPE if role == _NEGATOR else -1
+                continue
+            slot = 2 if start + at <= negated_until else 0
+            for value in values:
+                if value > 0:
+                    sums[slot] += value
+                elif value < 0:
+                    sums[slot + 1] += value
+                slot += 4
+    return sums
+
+
 def _pair(values: Sequence[float]) -> Pair:
     """Weights as stored (negative, positive; neutral is the reference class, 0)."""
     if len(values) != 2:
@@ -575,6 +609,8 @@ class LinearBackend:
         # role or word-list valences, and for the chunks never seen before.
         units = clean(text).split()
         memo = model.chunks
+        if _fast is not None:
+            return self._compiled_logits(_fast, z0, z2, model, units)
         entries: list[Any] = list(map(memo.young.get, units))  # _ChunkEntry, or None for a new chunk
         if None in entries:
             miss = memo.miss
@@ -616,24 +652,45 @@ class LinearBackend:
         return z0, z2
 
     @staticmethod
+    def _compiled_logits(
+        fast: ModuleType, z0: float, z2: float, model: LinearModel, units: list[str]
+    ) -> tuple[float, float]:
+        """The rest of :meth:`logits` with the chunks summed by :func:`_speedups.chunk_sums` (the same
+        additions in the same order: equal to the bit)."""
+        memo = model.chunks
+        got = fast.chunk_sums(units, memo, model.follow_list)
+        if got is None:
+            return z0, z2
+        ua, ub, pa, pb, pairs, total, ca, cb, count, lexes, starts, negator = got
+        scale = 1.0 / math.sqrt(2 * total - 1)
+        if pairs:
+            z0 += (ua + pa) * scale
+            z2 += (ub + pb) * scale
+        else:
+            z0 += ua * scale
+            z2 += ub * scale
+        if count:
+            scale = 1.0 / math.sqrt(count)
+            z0 += ca * scale
+            z2 += cb * scale
+        if lexes:
+            if not negator:
+                sums: list[float] = list(map(sum, zip(*map(_SECOND, lexes), strict=True)))
+            else:
+                sums = _negated_sums_at(starts, lexes, model.width)
+            for w, x in zip(model.lexicon, sums, strict=False):
+                if x:
+                    x = x / math.sqrt(x * x + SQUASH_ALPHA)
+                    z0 += w[0] * x
+                    z2 += w[1] * x
+        return z0, z2
+
+    @staticmethod
     def _negated_sums(sizes: Sequence[int], events: Sequence[_Lex | None], width: int) -> list[float]:
         """The word-list sums of a text with a negator: its chunks' events in order, each valence in
         the negated columns when it is in a negator's scope (:data:`NEGATION_SCOPE`)."""
-        sums = [0.0] * width
-        negated_until = -1
-        for start, lex in compress(zip(accumulate(sizes, initial=0), events, strict=False), events):
-            for at, role, values in lex[2]:  # type: ignore[index]
-                if role:
-                    negated_until = start + at + NEGATION_SCOPE if role == _NEGATOR else -1
-                    continue
-                slot = 2 if start + at <= negated_until else 0
-                for value in values:
-                    if value > 0:
-                        sums[slot] += value
-                    elif value < 0:
-                        sums[slot + 1] += value
-                    slot += 4
-        return sums
+        placed = list(compress(zip(accumulate(sizes, initial=0), events, strict=False), events))
+        return _negated_sums_at([start for start, _ in placed], [lex for _, lex in placed], width)  # type: ignore[misc]
 
     def analyze(self, text: str, lang: str | None = None) -> SentimentResult:
         """Return the label and score of ``text`` (``lang``: ISO 639-1 code or ``None``)."""

@@ -1,0 +1,48 @@
+"""The linear scorer's compiled inner loops (``_speedups.c``), or the reason they are not used.
+
+``pip install`` (and so ``make install``) compiles ``_speedups.c`` when a C compiler is there
+(``hatch_build.py``). :mod:`veille.sentiment.linear` then sums a text's remembered chunk entries and a
+new word's character n-grams in C, on the same Python objects and in the same order as its own code,
+so every score is equal to the bit either way; only the speed differs. The module is not used when
+it is missing (no compiler at install, or run from a source tree never installed), when it was built
+from another version of ``_speedups.c`` (a stale build: its ``SOURCE_HASH`` is checked against the file
+beside it), or when ``VEILLE_PURE_PYTHON`` is set to ``1``. :data:`STATUS` says which, for the logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import resources
+from types import ModuleType
+
+__all__ = ["MODULE", "STATUS", "load"]
+
+
+def _source_hash() -> str | None:
+    """The sha256 of ``_speedups.c`` beside this file (``None`` when it was not installed)."""
+    try:
+        data = resources.files("veille.sentiment").joinpath("_speedups.c").read_bytes()
+    except OSError:
+        return None
+    return hashlib.sha256(data).hexdigest()
+
+
+def load() -> tuple[ModuleType | None, str]:
+    """Return the compiled module (or ``None``) and a line saying which scorer runs and why."""
+    if os.environ.get("VEILLE_PURE_PYTHON", "").strip() in ("1", "true", "yes"):
+        return None, "pure Python (VEILLE_PURE_PYTHON is set)"
+    try:
+        from veille.sentiment import _speedups
+    except ImportError as exc:
+        return None, f"pure Python (no compiled module: {exc}; `make install` builds it with a C compiler)"
+    expected = _source_hash()
+    built = getattr(_speedups, "SOURCE_HASH", "")
+    if expected is not None and built != expected:
+        return None, "pure Python (the compiled module is stale: built from another _speedups.c; `make install`)"
+    module: ModuleType = _speedups
+    return module, "compiled (C inner loops)"
+
+
+MODULE, STATUS = load()
+"""What :mod:`veille.sentiment.linear` uses: the compiled module or ``None``, and why."""

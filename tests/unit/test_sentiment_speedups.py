@@ -1,0 +1,253 @@
+"""The linear scorer's compiled inner loops (``_speedups.c``): built by the install, used by default,
+equal to the pure-Python scorer to the bit, refused when stale or disabled, and safe on bad input."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import json
+import random
+import shlex
+import shutil
+import sysconfig
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.helpers.shared_data import requires_shared_data, shared_data
+from veille.sentiment import linear as linear_module
+from veille.sentiment import speedups
+from veille.sentiment.evaluation import load_labelled
+from veille.sentiment.linear import LinearBackend, LinearModels
+from veille.sentiment.memo import Memo
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_FILE = ROOT / "shared" / "veille" / "sentiment" / "model" / "linear.json"
+CC = shlex.split(sysconfig.get_config_var("CC") or "cc")[0]
+HAS_COMPILER = shutil.which(CC) is not None and Path(sysconfig.get_paths()["include"], "Python.h").is_file()
+needs_compiler = pytest.mark.skipif(
+    not HAS_COMPILER, reason=f"no C compiler ({CC}) or Python headers here: the pure-Python scorer runs instead"
+)
+
+TEXTS = [
+    ("Sooo HAPPY with #GreatService!!! 😍 @user http://t.co/x", "en"),
+    ("I don't like it, but the staff were nice :)", "en"),
+    ("not _ good :-) <3 143 #NotGood sooo baaad", "en"),
+    ("so _ _ happy :D XD", "en"),
+    ("_", "en"),
+    ("", "en"),
+    ("never ever again. Worst. Airline. Ever!!! not good, not bad", "en"),
+    ("Acme's new phone is not bad at all, I'm not disappointed", "en"),
+    ("x" * 400 + " terrible", "en"),  # a chunk longer than the memos keep
+    ("Je n'aime pas l'écologie punitive... #nucléaire", "fr"),
+    ("pas _ terrible :( l'écologie n'est PAS géniale #FauxProgrès", "fr"),
+    ("Merci beaucoup, c'est génial ! Ce n'est pas du tout décevant", "fr"),
+    ("ÇA SUFFIT, service client nul, jamais plus", "fr"),
+]
+
+
+def _fresh_backend() -> LinearBackend:
+    """A backend with its own models (its own memos), read from the shipped file."""
+    return LinearBackend(LinearModels.from_json(json.loads(MODEL_FILE.read_text(encoding="utf-8"))))
+
+
+def _logits(texts: list[tuple[str, str]], compiled: ModuleType | None, monkeypatch: pytest.MonkeyPatch) -> list:
+    """The logits of each text, cold then warm then with tiny memos, with the given inner loops."""
+    monkeypatch.setattr(linear_module, "_fast", compiled)
+    backend = _fresh_backend()
+    out = [backend.logits(text, lang) for _ in range(2) for text, lang in texts]
+    for model in backend.models.models.values():
+        model.clear_memos()
+        model.chunks = Memo(model.chunks.compute, 7)
+        model.pieces = Memo(model.pieces.compute, 5)
+        model.tokens = Memo(model.tokens.compute, 3)
+    out += [backend.logits(text, lang) for text, lang in texts]
+    return out
+
+
+@pytest.fixture
+def compiled() -> Iterator[ModuleType]:
+    if speedups.MODULE is None:
+        pytest.skip(f"the compiled module is not in use here: {speedups.STATUS}")
+    yield speedups.MODULE
+
+
+@needs_compiler
+def test_an_install_with_a_compiler_runs_the_compiled_scorer() -> None:
+    """`make install` on a machine with a C compiler builds the module, and the scorer uses it."""
+    assert speedups.MODULE is not None, speedups.STATUS
+    assert speedups.STATUS == "compiled (C inner loops)"
+    assert linear_module._fast is speedups.MODULE
+
+
+def test_compiled_and_pure_python_scores_are_equal_to_the_bit(
+    compiled: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Negation scopes, emoticons, empty chunks, hashtags, accents and a chunk too long to remember:
+    the same floats from both scorers, cold, warm and with memos that drop entries between texts."""
+    assert _logits(TEXTS, compiled, monkeypatch) == _logits(TEXTS, None, monkeypatch)
+
+
+@requires_shared_data("sentiment", "en_tweets_train.csv")
+@pytest.mark.parametrize(("lang", "name", "step"), [("en", "en_tweets_train.csv", 24), ("fr", "fr_tweets_dev.csv", 1)])
+def test_compiled_and_pure_python_agree_on_real_tweets(
+    compiled: ModuleType, monkeypatch: pytest.MonkeyPatch, lang: str, name: str, step: int
+) -> None:
+    texts = [(text, lang) for text, _ in load_labelled(shared_data("sentiment", name))][::step][:2_200]
+    assert _logits(texts, compiled, monkeypatch) == _logits(texts, None, monkeypatch)
+
+
+def test_character_ngram_sums_are_the_same(compiled: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new word's character n-gram weights: short words, accents, emoji, words the model never saw."""
+    model = _fresh_backend().models.models["fr"]
+    rng = random.Random(7)
+    alphabet = "abcdeéèçàùxyz'-😍"
+    words = ["a", "ab", "nul", "génial", "décevant", "😍😍", "zzzzzzzzzzzz"]
+    words += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 14))) for _ in range(300)]
+    with_c = [model.char_weights(word) for word in words]
+    monkeypatch.setattr(linear_module, "_fast", None)
+    assert with_c == [model.char_weights(word) for word in words]
+
+
+def test_malformed_entries_raise_instead_of_crashing(compiled: ModuleType) -> None:
+    """The C loops check what they read: a wrong entry is a Python exception, never a crash."""
+    good = (0.1, 0.2, 0.3, 0.4, 5, 1, "good", 0, None)
+    follow: list[dict[str, tuple[float, float]]] = [{}]
+
+    def memo_of(entry: object) -> Memo[str, object]:
+        return Memo(lambda unit: entry, 10)
+
+    assert compiled.chunk_sums(["good"], memo_of(good), follow) is not None
+    assert compiled.chunk_sums(["_"], memo_of((0.0, 0.0, 0.0, 0.0, 0, 0, "", 0, None)), follow) is None
+    bad_entries = [
+        (0.1, 0.2),  # too short
+        ("0.1", 0.2, 0.3, 0.4, 5, 1, "good", 0, None),  # not a float
+        (0.1, 0.2, 0.3, 0.4, 5, 1, "good", 0, ("x",)),  # word-list evidence of the wrong shape
+        (0.1, 0.2, 0.3, 0.4, 5, 1, "good", -1, None),  # a negative bigram index
+        None,  # nothing at all
+    ]
+    for bad in bad_entries:
+        with pytest.raises((TypeError, IndexError)):
+            compiled.chunk_sums(["a", "b"], memo_of(bad), follow)
+    with pytest.raises(IndexError):  # a bigram index past the list
+        compiled.chunk_sums(["a", "b"], memo_of((0.1, 0.2, 0.3, 0.4, 5, 1, "a", 9, None)), follow)
+
+    def failing(unit: str) -> tuple[float, ...]:
+        raise RuntimeError("compute failed")
+
+    with pytest.raises(RuntimeError, match="compute failed"):
+        compiled.chunk_sums(["new"], Memo(failing, 10), follow)
+    with pytest.raises(TypeError):
+        compiled.char_weights(" word ", {"wo": (1.0,)}, 2, 5)
+    with pytest.raises(ValueError, match="low"):
+        compiled.char_weights(" word ", {}, 0, 5)
+    with pytest.raises(TypeError):
+        compiled.join([(0.1,)], follow, 4)
+    with pytest.raises(IndexError):  # more valences than the word-list sums hold
+        compiled.join([(0.1, 0.2, 0.3, 0.4, 5, 1, "a", 0, (False, (), ((0, 0, (1.0, 2.0)),)))], follow, 4)
+
+
+def test_the_compiled_memo_keeps_what_the_python_memo_keeps(compiled: ModuleType) -> None:
+    """memo_miss is Memo.miss: the same values, the same two generations after every step (a full
+    young generation becomes the old one; a hit in the old one is promoted; a key longer than
+    max_key is computed and never held)."""
+    rng = random.Random(11)
+    keys = [rng.choice("abcdefghij") * rng.randrange(1, 5) for _ in range(400)] + ["k" * 40, "k" * 40]
+    python_memo: Memo[str, str] = Memo(str.upper, 6, max_key=30)
+    c_memo: Memo[str, str] = Memo(str.upper, 6, max_key=30)
+    for key in keys:
+        if key in python_memo.young:
+            continue  # a hit in young never reaches miss
+        assert compiled.memo_miss(c_memo, key) == python_memo.miss(key) == key.upper()
+        assert (c_memo.young, c_memo.old) == (python_memo.young, python_memo.old)
+    assert "k" * 40 not in c_memo.young and "k" * 40 not in c_memo.old
+
+
+def test_new_chunks_pieces_and_words_get_the_python_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every chunk of the test texts, split into pieces and words, gets from the compiled memos the
+    entry the Python methods compute: the same floats, counts, keys and word-list evidence."""
+    if speedups.MODULE is None:
+        pytest.skip(f"the compiled module is not in use here: {speedups.STATUS}")
+    compiled_backend = _fresh_backend()
+    monkeypatch.setattr(linear_module, "_fast", None)
+    python_backend = _fresh_backend()
+    extra = ["(génial!)", "l'écologie,", "NUL!!!", "#JeSuisDéçu", "don't", "baaad", ":-)", "<3", "_", "a-b-c", "😍x"]
+    for text, lang in [*TEXTS, *[(chunk, lang) for chunk in extra for lang in ("en", "fr")]]:
+        with_c, with_python = compiled_backend.models.models[lang], python_backend.models.models[lang]
+        for chunk in text.split():
+            assert with_c.chunks.get(chunk) == with_python.chunks.get(chunk), chunk
+
+
+def test_disabled_or_stale_modules_are_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """VEILLE_PURE_PYTHON=1 turns the module off; a module built from another _speedups.c (an
+    install older than the source tree) is refused rather than trusted; each says why."""
+    monkeypatch.setenv("VEILLE_PURE_PYTHON", "1")
+    assert speedups.load() == (None, "pure Python (VEILLE_PURE_PYTHON is set)")
+    monkeypatch.delenv("VEILLE_PURE_PYTHON")
+    if speedups.MODULE is None:
+        pytest.skip(f"the compiled module is not in use here: {speedups.STATUS}")
+    monkeypatch.setattr(speedups, "_source_hash", lambda: "0" * 64)
+    module, status = speedups.load()
+    assert module is None and "stale" in status
+
+
+@needs_compiler
+def test_the_build_hook_compiles_a_module_that_knows_its_source(tmp_path: Path) -> None:
+    """hatch_build.compile_speedups (what pip runs) makes an importable module carrying the sha256 of
+    the C file it was built from, the check that keeps a stale build out."""
+    spec = importlib.util.spec_from_file_location("hatch_build_under_test", ROOT / "hatch_build.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    built = hook.compile_speedups(ROOT, tmp_path)
+    module_spec = importlib.util.spec_from_file_location("_speedups", built)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    source = ROOT / "shared" / "veille" / "sentiment" / "_speedups.c"
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == module.SOURCE_HASH
+    assert module.char_weights(" ab ", {" a": (1.0, 2.0), "ab": (0.5, 0.5)}, 2, 5) == (1.5, 2.5)
+
+
+def _wheel(path: Path, files: dict[str, bytes]) -> Path:
+    """A wheel holding ``files`` and a RECORD of their sha256, as pip writes it."""
+    rows = []
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            rows.append(f"{name},sha256={digest},{len(data)}")
+        rows.append("veille-0.1.0.dist-info/RECORD,,")
+        archive.writestr("veille-0.1.0.dist-info/RECORD", "\n".join(rows) + "\n")
+    return path
+
+
+def test_the_image_installs_a_host_built_wheel_only_if_it_matches_the_sources(tmp_path: Path) -> None:
+    """deploy/docker/wheel_matches.py: a wheel from these sources passes; one from an older checkout
+    (a file changed, added or removed since) fails, naming the files."""
+    spec = importlib.util.spec_from_file_location("wheel_matches", ROOT / "deploy" / "docker" / "wheel_matches.py")
+    assert spec is not None and spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    src = tmp_path / "src"
+    for rel, data in {"shared/veille/a.py": b"A = 1\n", "services/b.py": b"B = 2\n", "veille_cli/c.py": b""}.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    (src / "shared" / "veille" / "_speedups.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    files = {"veille/a.py": b"A = 1\n", "services/b.py": b"B = 2\n", "veille_cli/c.py": b"", "veille/_x.so": b"\x7fELF"}
+    wheel = _wheel(tmp_path / "veille-0.1.0-cp311-cp311-linux_x86_64.whl", files)
+    assert check.mismatches(wheel, src) == []
+    assert check.main(["wheel_matches.py", str(wheel), str(src)]) == 0
+    (src / "services" / "b.py").write_bytes(b"B = 3\n")
+    (src / "services" / "new.py").write_bytes(b"")
+    (src / "veille_cli" / "c.py").unlink()
+    assert check.mismatches(wheel, src) == [
+        "not in the wheel: services/new.py",
+        "not in the sources: veille_cli/c.py",
+        "differs: services/b.py",
+    ]
+    assert check.main(["wheel_matches.py", str(wheel), str(src)]) == 1
