@@ -167,6 +167,22 @@ def test_the_compiled_memo_keeps_what_the_python_memo_keeps(compiled: ModuleType
     assert "k" * 40 not in c_memo.young and "k" * 40 not in c_memo.old
 
 
+def test_word_list_lookups_are_the_profiles_own(compiled: ModuleType) -> None:
+    """lookup: a listed word, an inflected one found by its stem (French ``-es``, ``-s``, ``-x``,
+    ``-e``, 4 letters left), a word of the further lists (English AFINN) and an unknown one."""
+    from veille.sentiment.lexicon import load_profile
+
+    words = ["good", "bad", "awful", "hate", "unknownword", "nul", "nulles", "décevantes", "horribles", "genial", "xyz"]
+    for lang in ("en", "fr"):
+        profile = load_profile(lang)
+        for word in words:
+            profile._lookups.clear()
+            with_c = compiled.lookup(profile, word)
+            assert profile._lookups[word] == with_c  # remembered, as the method does
+            profile._lookups.clear()
+            assert with_c == profile.lookup(word), (lang, word)
+
+
 def test_new_chunks_pieces_and_words_get_the_python_entries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every chunk of the test texts, split into pieces and words, gets from the compiled memos the
     entry the Python methods compute: the same floats, counts, keys and word-list evidence."""

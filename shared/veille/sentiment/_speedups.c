@@ -1,12 +1,24 @@
-/* The linear sentiment scorer's two innermost loops, in C (veille.sentiment.linear).
+/* The linear sentiment scorer's hot paths, in C (veille.sentiment.linear; loaded by speedups.py).
  *
- * The pure-Python scorer spends most of a known text's time summing its chunks' remembered entries
- * (nine columns, through zip/sum/map) and most of a new word's time summing the weights of its
- * character n-grams (one slice and one dict lookup per place). These two functions do the same
- * arithmetic, in the same order, on the same Python objects (the memos' dicts and tuples), so the
- * scores are equal to the bit; linear.py falls back to its own code when this module is absent, stale
- * (its SOURCE_HASH differs from the sha256 of this file) or disabled (VEILLE_PURE_PYTHON=1).
- * tests/unit/test_sentiment_speedups.py checks both paths against each other.
+ * In pure Python, a text's steady-state cost (new texts, known words) was Python frames around dict
+ * lookups: summing its chunks' remembered entries, and for a chunk never seen, the chunk, piece and
+ * word memos, joining the pieces' entries, the word-list evidence and a new word's character n-grams.
+ * These functions do the same steps, the same arithmetic in the same order, on the same Python
+ * objects (the memos' dicts and the entries' tuples), so every score is equal to the bit:
+ *
+ *   chunk_sums    LinearBackend.logits's sums over a text's chunks (memo hits and misses)
+ *   memo_miss     Memo.miss
+ *   chunk_entry   LinearModel._chunk_entry (an emoticon chunk: the Python method)
+ *   piece_entry   LinearModel._piece_entry (a piece of letters; others tokenised by text.piece_tokens)
+ *   tokens_entry  LinearModel._tokens_entry
+ *   token_entry   LinearModel._token_entry for a word's key (other tokens: the Python method)
+ *   join          _join;  lookup: LanguageProfile.lookup
+ *   ngram_table   the character n-grams' prefix sums as a C table looked up by code points
+ *   char_weights  LinearModel.char_weights on the dict
+ *
+ * Every entry read is type-checked: a malformed one raises, it never crashes. linear.py falls back to
+ * its own code when this module is absent, stale (its SOURCE_HASH differs from the sha256 of this file)
+ * or disabled (VEILLE_PURE_PYTHON=1); tests/unit/test_sentiment_speedups.py checks both paths agree.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -285,8 +297,8 @@ static PyObject *char_weights(PyObject *self, PyObject *args) {
  * ones: a chunk that is not an emoticon, a piece of letters only, a word's key. */
 
 static PyObject *str_pieces, *str_tokens, *str_profile, *str_emoticons, *str_lower,
-    *str_unigrams, *str_prefix_sums, *str_follow_list, *str_follow_ids, *str_width, *str_negators, *str_ne_words,
-    *str_lookup, *str_nt, *str_token_entry, *str_piece_entry, *str_chunk_entry, *empty_tuple, *empty_str, *int_zero, *int_one;
+    *str_unigrams, *str_char_table, *str_follow_list, *str_follow_ids, *str_width, *str_negators, *str_ne_words,
+    *str__lookups, *str_lexicon, *str_inflections, *str_extra_lexicons, *str_nt, *str_lang, *str_token_entry, *str_piece_entry, *str_chunk_entry, *empty_tuple, *empty_str, *int_zero, *int_one;
 
 #define NEGATOR 1
 #define CHAR_LOW 2
@@ -302,12 +314,13 @@ static PyObject *memo_get(PyObject *model, PyObject *name, PyObject *key) {
         return NULL;
     }
     PyObject *found = PyDict_Check(young) ? PyDict_GetItemWithError(young, key) : NULL;
-    Py_DECREF(young);
     if (found != NULL && found != Py_None) {
-        Py_DECREF(memo);
         Py_INCREF(found);
+        Py_DECREF(young);
+        Py_DECREF(memo);
         return found;
     }
+    Py_DECREF(young);
     if (PyErr_Occurred()) {
         Py_DECREF(memo);
         return NULL;
@@ -373,6 +386,270 @@ static PyObject *make_lex(PyObject *events, Py_ssize_t width) {
     return Py_BuildValue("(ONO)", negator ? Py_True : Py_False, tuple, events);
 }
 
+
+/* ---- The character n-grams' prefix sums as a C hash table (no string object per window) ----
+ * ngram_table(prefix_sums) copies the dict {n-gram: (a, b)} into an open-addressing table keyed by
+ * the n-gram's code points; a lookup compares code points, so it finds exactly what the dict finds. */
+
+#include <stdint.h>
+
+typedef struct {
+    uint64_t hash;
+    uint32_t offset;  /* into the code point pool */
+    uint32_t len;     /* 0: an empty slot */
+    double a, b;
+} NgramSlot;
+
+typedef struct {
+    NgramSlot *slots;
+    size_t mask;
+    Py_UCS4 *pool;
+} NgramTable;
+
+#define NGRAM_CAPSULE "veille.sentiment._speedups.NgramTable"
+#define MAX_NGRAM 16
+
+static uint64_t ngram_hash(const Py_UCS4 *cp, Py_ssize_t len) {
+    uint64_t h = 1469598103934665603ULL;  /* FNV-1a over the code points */
+    for (Py_ssize_t i = 0; i < len; i++) {
+        h ^= (uint64_t)cp[i];
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+static const NgramSlot *ngram_find(const NgramTable *t, const Py_UCS4 *cp, Py_ssize_t len, uint64_t h) {
+    size_t i = (size_t)h & t->mask;
+    for (;;) {
+        const NgramSlot *slot = &t->slots[i];
+        if (slot->len == 0) return NULL;
+        if (slot->hash == h && (Py_ssize_t)slot->len == len &&
+            memcmp(t->pool + slot->offset, cp, (size_t)len * sizeof(Py_UCS4)) == 0)
+            return slot;
+        i = (i + 1) & t->mask;
+    }
+}
+
+static void ngram_table_free(PyObject *capsule) {
+    NgramTable *t = PyCapsule_GetPointer(capsule, NGRAM_CAPSULE);
+    if (t == NULL) return;
+    PyMem_Free(t->slots);
+    PyMem_Free(t->pool);
+    PyMem_Free(t);
+}
+
+PyDoc_STRVAR(ngram_table_doc, "ngram_table(prefix_sums) -> a capsule: the dict's n-grams and weight pairs in a C table.");
+
+static PyObject *ngram_table(PyObject *self, PyObject *sums) {
+    if (!PyDict_Check(sums)) {
+        PyErr_SetString(PyExc_TypeError, "ngram_table needs a dict");
+        return NULL;
+    }
+    Py_ssize_t n = PyDict_GET_SIZE(sums), total = 0, pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(sums, &pos, &key, &value)) {
+        if (!PyUnicode_Check(key) || PyUnicode_GET_LENGTH(key) == 0 || PyUnicode_GET_LENGTH(key) > MAX_NGRAM) {
+            PyErr_SetString(PyExc_ValueError, "n-grams must be strings of 1 to 16 characters");
+            return NULL;
+        }
+        total += PyUnicode_GET_LENGTH(key);
+    }
+    size_t size = 16;
+    while (size < (size_t)n * 2 + 1) size <<= 1;  /* at most half full */
+    NgramTable *t = PyMem_Calloc(1, sizeof(NgramTable));
+    if (t == NULL) return PyErr_NoMemory();
+    t->slots = PyMem_Calloc(size, sizeof(NgramSlot));
+    t->pool = PyMem_Calloc((size_t)total + 1, sizeof(Py_UCS4));
+    if (t->slots == NULL || t->pool == NULL) {
+        PyMem_Free(t->slots);
+        PyMem_Free(t->pool);
+        PyMem_Free(t);
+        return PyErr_NoMemory();
+    }
+    t->mask = size - 1;
+    PyObject *capsule = PyCapsule_New(t, NGRAM_CAPSULE, ngram_table_free);
+    if (capsule == NULL) {
+        PyMem_Free(t->slots);
+        PyMem_Free(t->pool);
+        PyMem_Free(t);
+        return NULL;
+    }
+    uint32_t offset = 0;
+    pos = 0;
+    while (PyDict_Next(sums, &pos, &key, &value)) {
+        double a, b;
+        if (!pair_values(value, &a, &b)) {
+            Py_DECREF(capsule);
+            return NULL;
+        }
+        Py_ssize_t len = PyUnicode_GET_LENGTH(key);
+        if (PyUnicode_AsUCS4(key, t->pool + offset, len, 0) == NULL) {
+            Py_DECREF(capsule);
+            return NULL;
+        }
+        uint64_t h = ngram_hash(t->pool + offset, len);
+        size_t i = (size_t)h & t->mask;
+        while (t->slots[i].len != 0) i = (i + 1) & t->mask;  /* dict keys are distinct */
+        t->slots[i] = (NgramSlot){h, offset, (uint32_t)len, a, b};
+        offset += (uint32_t)len;
+    }
+    return capsule;
+}
+
+/* At each place of " word ", the prefix sum of the longest of its CHAR_HIGH..CHAR_LOW characters
+ * in the table (LinearModel.char_weights): -1 with an exception, or 0. */
+static int table_char_weights(const NgramTable *t, PyObject *key, double *a, double *b, Py_ssize_t *size_out) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(key), size = n + 2;
+    Py_UCS4 stack[256], *cp = size <= 256 ? stack : PyMem_Malloc((size_t)size * sizeof(Py_UCS4));
+    if (cp == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    cp[0] = ' ';
+    if (PyUnicode_AsUCS4(key, cp + 1, n, 0) == NULL) {
+        if (cp != stack) PyMem_Free(cp);
+        return -1;
+    }
+    cp[size - 1] = ' ';
+    double x = 0.0, y = 0.0;
+    for (Py_ssize_t start = 0; start + CHAR_LOW <= size; start++) {
+        Py_ssize_t longest = size - start < CHAR_HIGH ? size - start : CHAR_HIGH;
+        uint64_t hashes[CHAR_HIGH + 1];
+        uint64_t h = 1469598103934665603ULL;
+        for (Py_ssize_t len = 1; len <= longest; len++) {  /* ngram_hash of each prefix, in one pass */
+            h ^= (uint64_t)cp[start + len - 1];
+            h *= 1099511628211ULL;
+            hashes[len] = h ^ (h >> 29);
+        }
+        for (Py_ssize_t len = longest; len >= CHAR_LOW; len--) {
+            const NgramSlot *slot = ngram_find(t, cp + start, len, hashes[len]);
+            if (slot != NULL) {
+                x += slot->a;
+                y += slot->b;
+                break;
+            }
+        }
+    }
+    if (cp != stack) PyMem_Free(cp);
+    *a = x;
+    *b = y;
+    *size_out = size;
+    return 0;
+}
+
+PyDoc_STRVAR(table_char_weights_doc, "table_char_weights(table, key) -> (a, b): char_weights of a word's key through an ngram_table.");
+
+static PyObject *table_char_weights_py(PyObject *self, PyObject *args) {
+    PyObject *capsule, *key;
+    if (!PyArg_ParseTuple(args, "OU:table_char_weights", &capsule, &key)) return NULL;
+    NgramTable *t = PyCapsule_GetPointer(capsule, NGRAM_CAPSULE);
+    if (t == NULL) return NULL;
+    double a, b;
+    Py_ssize_t size;
+    if (table_char_weights(t, key, &a, &b, &size) < 0) return NULL;
+    return Py_BuildValue("(dd)", a, b);
+}
+
+
+/* LanguageProfile.lookup(key), the same steps (veille/sentiment/lexicon.py): the memo, else the
+ * word list, else a stem without one of the inflection endings (4 letters left at least), and the
+ * further word lists; remembered in profile._lookups (emptied past 200,000). A new reference. */
+static PyObject *profile_lookup(PyObject *profile, PyObject *key) {
+    PyObject *memo = NULL, *lexicon = NULL, *endings = NULL, *extra = NULL, *extras = NULL, *found = NULL,
+             *value = NULL;
+    memo = PyObject_GetAttr(profile, str__lookups);
+    if (memo == NULL) return NULL;
+    if (!PyDict_Check(memo)) {
+        PyErr_SetString(PyExc_TypeError, "profile._lookups must be a dict");
+        goto done;
+    }
+    found = PyDict_GetItemWithError(memo, key);
+    if (found != NULL && found != Py_None) {
+        Py_INCREF(found);
+        goto done;
+    }
+    found = NULL;
+    if (PyErr_Occurred()) goto done;
+    lexicon = PyObject_GetAttr(profile, str_lexicon);
+    endings = lexicon ? PyObject_GetAttr(profile, str_inflections) : NULL;
+    extra = endings ? PyObject_GetAttr(profile, str_extra_lexicons) : NULL;
+    if (extra == NULL) goto done;
+    if (!PyDict_Check(lexicon) || !PyTuple_Check(endings) || !PyTuple_Check(extra)) {
+        PyErr_SetString(PyExc_TypeError, "a profile's word lists must be dicts in tuples");
+        goto done;
+    }
+    value = PyDict_GetItemWithError(lexicon, key);
+    if (value != NULL) {
+        Py_INCREF(value);
+    } else {
+        if (PyErr_Occurred()) goto done;
+        Py_ssize_t length = PyUnicode_GET_LENGTH(key);
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(endings) && value == NULL; i++) {
+            PyObject *ending = PyTuple_GET_ITEM(endings, i);
+            if (!PyUnicode_Check(ending)) {
+                PyErr_SetString(PyExc_TypeError, "inflection endings must be strings");
+                goto done;
+            }
+            Py_ssize_t cut = PyUnicode_GET_LENGTH(ending);
+            Py_ssize_t ends = PyUnicode_Tailmatch(key, ending, 0, PY_SSIZE_T_MAX, 1);
+            if (ends < 0) goto done;
+            if (!ends || length - cut < 4) continue;
+            PyObject *stem = PyUnicode_Substring(key, 0, length - cut);
+            if (stem == NULL) goto done;
+            value = PyDict_GetItemWithError(lexicon, stem);
+            Py_DECREF(stem);
+            if (value != NULL) Py_INCREF(value);
+            else if (PyErr_Occurred()) goto done;
+        }
+        if (value == NULL && (value = PyFloat_FromDouble(0.0)) == NULL) goto done;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(extra);
+    extras = PyTuple_New(n);
+    if (extras == NULL) goto done;
+    int any = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *words = PyTuple_GET_ITEM(extra, i);
+        if (!PyDict_Check(words)) {
+            PyErr_SetString(PyExc_TypeError, "a profile's word lists must be dicts in tuples");
+            goto done;
+        }
+        PyObject *v = PyDict_GetItemWithError(words, key);
+        if (v == NULL) {
+            if (PyErr_Occurred()) goto done;
+            v = PyFloat_FromDouble(0.0);
+            if (v == NULL) goto done;
+        } else {
+            Py_INCREF(v);
+        }
+        PyTuple_SET_ITEM(extras, i, v);
+        int truth = PyObject_IsTrue(v);
+        if (truth < 0) goto done;
+        any |= truth;
+    }
+    found = PyTuple_Pack(2, value, any ? extras : empty_tuple);
+    if (found == NULL) goto done;
+    if (PyDict_GET_SIZE(memo) > 200000) PyDict_Clear(memo);
+    if (PyDict_SetItem(memo, key, found) < 0) Py_CLEAR(found);
+done:
+    Py_XDECREF(memo);
+    Py_XDECREF(lexicon);
+    Py_XDECREF(endings);
+    Py_XDECREF(extra);
+    Py_XDECREF(extras);
+    Py_XDECREF(value);
+    return found;
+}
+
+PyDoc_STRVAR(lookup_doc, "lookup(profile, key) -> LanguageProfile.lookup(key), in C.");
+
+static PyObject *lookup_py(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyUnicode_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "lookup(profile, key: str)");
+        return NULL;
+    }
+    return profile_lookup(args[0], args[1]);
+}
+
 PyDoc_STRVAR(token_entry_doc, "token_entry(model, key) -> LinearModel._token_entry(key) for a word's key.");
 
 static PyObject *token_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -383,7 +660,7 @@ static PyObject *token_entry(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *model = args[0], *key = args[1];
     if (!PyUnicode_CheckExact(key)) return PyObject_CallMethodOneArg(model, str_token_entry, key);
     PyObject *unigrams = NULL, *sums = NULL, *profile = NULL, *set = NULL, *found = NULL, *values = NULL,
-             *ids = NULL, *padded = NULL, *result = NULL;
+             *ids = NULL, *result = NULL;
     double u0 = 0.0, u2 = 0.0, a = 0.0, b = 0.0;
     unigrams = PyObject_GetAttr(model, str_unigrams);
     if (unigrams == NULL || !PyDict_Check(unigrams)) goto done;
@@ -391,28 +668,11 @@ static PyObject *token_entry(PyObject *self, PyObject *const *args, Py_ssize_t n
     if (u != NULL) {
         if (!pair_values(u, &u0, &u2)) goto done;
     } else if (PyErr_Occurred()) goto done;
-    sums = PyObject_GetAttr(model, str_prefix_sums);
+    Py_ssize_t size;
+    sums = PyObject_GetAttr(model, str_char_table);
     if (sums == NULL) goto done;
-    padded = PyUnicode_FromFormat(" %U ", key);
-    if (padded == NULL) goto done;
-    Py_ssize_t size = PyUnicode_GET_LENGTH(padded);
-    for (Py_ssize_t start = 0; start + CHAR_LOW <= size; start++) {
-        Py_ssize_t len = size - start < CHAR_HIGH ? size - start : CHAR_HIGH;
-        for (; len >= CHAR_LOW; len--) {
-            PyObject *window = PyUnicode_Substring(padded, start, start + len);
-            if (window == NULL) goto done;
-            PyObject *w = PyDict_GetItemWithError(sums, window);
-            Py_DECREF(window);
-            if (w != NULL) {
-                double x, y;
-                if (!pair_values(w, &x, &y)) goto done;
-                a += x;
-                b += y;
-                break;
-            }
-            if (PyErr_Occurred()) goto done;
-        }
-    }
+    NgramTable *table = PyCapsule_GetPointer(sums, NGRAM_CAPSULE);
+    if (table == NULL || table_char_weights(table, key, &a, &b, &size) < 0) goto done;
     long long count = 0;  /* the n-grams of 2 to 5 characters of the padded word, found or not */
     for (Py_ssize_t n = CHAR_LOW; n <= CHAR_HIGH; n++) count += size - n + 1 > 0 ? size - n + 1 : 0;
     profile = PyObject_GetAttr(model, str_profile);
@@ -431,7 +691,7 @@ static PyObject *token_entry(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (ends < 0) goto done;
         negator = ends > 0;
     }
-    found = PyObject_CallMethodOneArg(profile, str_lookup, key);
+    found = profile_lookup(profile, key);
     if (found == NULL) goto done;
     if (!PyTuple_CheckExact(found) || PyTuple_GET_SIZE(found) != 2 || !PyTuple_CheckExact(PyTuple_GET_ITEM(found, 1))) {
         PyErr_SetString(PyExc_TypeError, "profile.lookup must return (valence, extras)");
@@ -468,7 +728,6 @@ done:
     Py_XDECREF(found);
     Py_XDECREF(values);
     Py_XDECREF(ids);
-    Py_XDECREF(padded);
     return result;
 }
 
@@ -486,15 +745,162 @@ static int plain_word(PyObject *piece) {
     return 1;
 }
 
-PyDoc_STRVAR(piece_entry_doc, "piece_entry(model, fold, piece) -> LinearModel._piece_entry(piece).");
 
-static PyObject *piece_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "piece_entry(model, fold, piece)");
+/* LinearModel._tokens_entry(tokens): the entry of a run of Token s (text.Token: key at 1, kind at 2),
+ * each token's entry from the tokens memo (a word by its key, another token by (kind, key)). */
+static PyObject *tokens_entry_impl(PyObject *model, PyObject *tokens) {
+    PyObject *seq = PySequence_Fast(tokens, "tokens must be a sequence");
+    if (seq == NULL) return NULL;
+    PyObject *follow_list = NULL, *events = NULL, *result = NULL, *lex = NULL;
+    double ua = 0.0, ub = 0.0, ca = 0.0, cb = 0.0;
+    long long count = 0;
+    Py_ssize_t follow = 0, n = PySequence_Fast_GET_SIZE(seq);
+    follow_list = PyObject_GetAttr(model, str_follow_list);
+    if (follow_list == NULL) goto done;
+    if (!PyList_Check(follow_list)) {
+        PyErr_SetString(PyExc_TypeError, "follow_list must be a list");
+        goto done;
+    }
+    events = PyList_New(0);
+    if (events == NULL) goto done;
+    for (Py_ssize_t at = 0; at < n; at++) {
+        PyObject *token = PySequence_Fast_GET_ITEM(seq, at);
+        if (!PyTuple_Check(token) || PyTuple_GET_SIZE(token) < 3) {
+            PyErr_SetString(PyExc_TypeError, "a token must be a veille.sentiment.text.Token");
+            goto done;
+        }
+        PyObject *key = PyTuple_GET_ITEM(token, 1), *kind = PyTuple_GET_ITEM(token, 2), *entry;
+        if (!PyUnicode_Check(kind)) {
+            PyErr_SetString(PyExc_TypeError, "a token's kind must be a string");
+            goto done;
+        }
+        if (PyUnicode_CompareWithASCIIString(kind, "word") == 0) {
+            entry = memo_get(model, str_tokens, key);
+        } else {
+            PyObject *pair_key = PyTuple_Pack(2, kind, key);
+            if (pair_key == NULL) goto done;
+            entry = memo_get(model, str_tokens, pair_key);
+            Py_DECREF(pair_key);
+        }
+        if (entry == NULL) goto done;
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 8 || !PyFloat_CheckExact(PyTuple_GET_ITEM(entry, 0)) ||
+            !PyFloat_CheckExact(PyTuple_GET_ITEM(entry, 1)) || !PyFloat_CheckExact(PyTuple_GET_ITEM(entry, 2)) ||
+            !PyFloat_CheckExact(PyTuple_GET_ITEM(entry, 3)) || !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 6))) {
+            Py_DECREF(entry);
+            PyErr_SetString(PyExc_TypeError, "a token entry must be a tuple of 8 items");
+            goto done;
+        }
+        double u0 = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(entry, 0)), u2 = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(entry, 1));
+        if (follow) {
+            if (follow >= PyList_GET_SIZE(follow_list) || !PyDict_Check(PyList_GET_ITEM(follow_list, follow))) {
+                Py_DECREF(entry);
+                PyErr_SetString(PyExc_IndexError, "a bigram index out of range");
+                goto done;
+            }
+            PyObject *pair = PyDict_GetItemWithError(PyList_GET_ITEM(follow_list, follow), key);
+            if (pair != NULL) {
+                double a, b;
+                if (!pair_values(pair, &a, &b)) {
+                    Py_DECREF(entry);
+                    goto done;
+                }
+                u0 += a;  /* the bigram joins the token's own unigram weight first, as in Python */
+                u2 += b;
+            } else if (PyErr_Occurred()) {
+                Py_DECREF(entry);
+                goto done;
+            }
+        }
+        ua += u0;
+        ub += u2;
+        ca += PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(entry, 2));
+        cb += PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(entry, 3));
+        long long c = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 4));
+        Py_ssize_t after = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 7));
+        if ((c == -1 || after == -1) && PyErr_Occurred()) {
+            Py_DECREF(entry);
+            goto done;
+        }
+        count += c;
+        PyObject *role = PyTuple_GET_ITEM(entry, 5), *values = PyTuple_GET_ITEM(entry, 6);
+        int has_role = PyObject_IsTrue(role);
+        if (has_role < 0) {
+            Py_DECREF(entry);
+            goto done;
+        }
+        if (has_role || PyTuple_GET_SIZE(values)) {
+            PyObject *event = Py_BuildValue("(nOO)", at, role, values);
+            int bad = event == NULL || PyList_Append(events, event) < 0;
+            Py_XDECREF(event);
+            if (bad) {
+                Py_DECREF(entry);
+                goto done;
+            }
+        }
+        Py_DECREF(entry);
+        if (after < 0) {
+            PyErr_SetString(PyExc_IndexError, "a token entry's bigram index is negative");
+            goto done;
+        }
+        follow = after;
+    }
+    PyObject *first = empty_str;
+    if (n) {
+        PyObject *head = PySequence_Fast_GET_ITEM(seq, 0);
+        first = PyTuple_GET_ITEM(head, 1);
+    }
+    if (PyList_GET_SIZE(events)) {
+        PyObject *tuple = PyList_AsTuple(events);
+        if (tuple == NULL) goto done;
+        Py_ssize_t width = model_width(model);
+        if (width == -1 && PyErr_Occurred()) {
+            Py_DECREF(tuple);
+            goto done;
+        }
+        lex = make_lex(tuple, width);
+        Py_DECREF(tuple);
+        if (lex == NULL) goto done;
+    }
+    result = Py_BuildValue("(ddddLnOnO)", ua, ub, ca, cb, count, n, first, follow, lex ? lex : Py_None);
+done:
+    Py_DECREF(seq);
+    Py_XDECREF(follow_list);
+    Py_XDECREF(events);
+    Py_XDECREF(lex);
+    return result;
+}
+
+PyDoc_STRVAR(tokens_entry_doc, "tokens_entry(model, tokens) -> LinearModel._tokens_entry(tokens), in C.");
+
+static PyObject *tokens_entry_py(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "tokens_entry(model, tokens)");
         return NULL;
     }
-    PyObject *model = args[0], *fold = args[1], *piece = args[2];
-    if (!PyUnicode_CheckExact(piece) || !plain_word(piece)) return PyObject_CallMethodOneArg(model, str_piece_entry, piece);
+    return tokens_entry_impl(args[0], args[1]);
+}
+
+PyDoc_STRVAR(piece_entry_doc,
+"piece_entry(model, fold, piece_tokens, piece) -> LinearModel._piece_entry(piece) (fold and piece_tokens:\n"
+"veille.sentiment.text's).");
+
+static PyObject *piece_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "piece_entry(model, fold, piece_tokens, piece)");
+        return NULL;
+    }
+    PyObject *model = args[0], *fold = args[1], *piece_tokens = args[2], *piece = args[3];
+    if (!PyUnicode_CheckExact(piece)) return PyObject_CallMethodOneArg(model, str_piece_entry, piece);
+    if (!plain_word(piece)) {  /* a #tag, an elision, digits ...: Python's tokens, then their entry here */
+        PyObject *lang = PyObject_GetAttr(model, str_lang);
+        if (lang == NULL) return NULL;
+        PyObject *tokens = PyObject_CallFunctionObjArgs(piece_tokens, piece, lang, NULL);
+        Py_DECREF(lang);
+        if (tokens == NULL) return NULL;
+        PyObject *entry = tokens_entry_impl(model, tokens);
+        Py_DECREF(tokens);
+        return entry;
+    }
     PyObject *key = NULL, *token = NULL, *lex = NULL, *result = NULL;
     if (PyUnicode_IS_ASCII(piece)) {
         key = PyObject_CallMethodNoArgs(piece, str_lower);
@@ -693,6 +1099,10 @@ static PyMethodDef methods[] = {
     {"piece_entry", (PyCFunction)(void (*)(void))piece_entry, METH_FASTCALL, piece_entry_doc},
     {"chunk_entry", (PyCFunction)(void (*)(void))chunk_entry, METH_FASTCALL, chunk_entry_doc},
     {"join", join_py, METH_VARARGS, join_doc},
+    {"tokens_entry", (PyCFunction)(void (*)(void))tokens_entry_py, METH_FASTCALL, tokens_entry_doc},
+    {"ngram_table", ngram_table, METH_O, ngram_table_doc},
+    {"lookup", (PyCFunction)(void (*)(void))lookup_py, METH_FASTCALL, lookup_doc},
+    {"table_char_weights", table_char_weights_py, METH_VARARGS, table_char_weights_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -714,14 +1124,18 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(str_emoticons, "emoticons");
     INTERN(str_lower, "lower");
     INTERN(str_unigrams, "unigrams");
-    INTERN(str_prefix_sums, "prefix_sums");
+    INTERN(str_char_table, "char_table");
     INTERN(str_follow_list, "follow_list");
     INTERN(str_follow_ids, "follow_ids");
     INTERN(str_width, "width");
     INTERN(str_negators, "negators");
     INTERN(str_ne_words, "ne_words");
-    INTERN(str_lookup, "lookup");
+    INTERN(str__lookups, "_lookups");
+    INTERN(str_lexicon, "lexicon");
+    INTERN(str_inflections, "inflections");
+    INTERN(str_extra_lexicons, "extra_lexicons");
     INTERN(str_nt, "n't");
+    INTERN(str_lang, "lang");
     INTERN(str_token_entry, "_token_entry");
     INTERN(str_piece_entry, "_piece_entry");
     INTERN(str_chunk_entry, "_chunk_entry");

@@ -34,7 +34,10 @@ in C, one lookup per chunk pair (the bigram across them), the word-list sums of 
 column by column, and Python code only for a text with a negator (its scope is walked token by
 token). A chunk never seen before is joined from its pieces; a word never seen before costs one
 lookup per place in it (:attr:`LinearModel.prefix_sums`).
-No numpy, no scikit-learn at run time.
+No numpy, no scikit-learn at run time. Where ``make install`` could compile it, the same steps run in
+C (``_speedups.c``, loaded by :mod:`veille.sentiment.speedups`): the sums over a text's chunks, the
+memos' misses and a new chunk's, piece's and word's entry, on the same objects and in the same order,
+so the scores are equal to the bit; about twice as fast in steady state (``docs/benchmarks.md``).
 
 The weights are in ``model/linear.json``, written by ``scripts/train_sentiment.py`` (``make
 train``) from ``../shared/data/sentiment``; ``model/README.md`` says what it was trained on, how
@@ -271,6 +274,9 @@ class LinearModel:
     characters (itself included). The vocabulary is prefix-closed (a prefix occurs in every tweet
     its extension occurs in), so the n-grams of 2 to 5 characters starting at one place of a word
     weigh the prefix sum of the longest of them in the vocabulary: one lookup per place, not four."""
+    char_table: Any = field(init=False, repr=False, default=None)
+    """:attr:`prefix_sums` as the compiled module's table (``None`` without it): a new word's n-grams
+    are looked up by their characters, with no string made per window."""
     profile: LanguageProfile = field(init=False, repr=False)
     width: int = field(init=False, repr=False)
     """The number of word-list sums (:data:`LEXICON_FEATURES` per word list)."""
@@ -308,8 +314,9 @@ class LinearModel:
         self.profile = load_profile(self.lang)
         self.width = len(self.lexicon) - len(SURFACE_FEATURES)
         if _fast is not None:  # the same entries, computed by the compiled loops (speedups.py)
+            self.char_table = _fast.ngram_table(sums)
             self.tokens = Memo(partial(_fast.token_entry, self), TOKEN_MEMO_SIZE)
-            self.pieces = Memo(partial(_fast.piece_entry, self, fold), PIECE_MEMO_SIZE)
+            self.pieces = Memo(partial(_fast.piece_entry, self, fold, piece_tokens), PIECE_MEMO_SIZE)
             self.chunks = Memo(partial(_fast.chunk_entry, self, pieces), MEMO_SIZE)
         else:
             self.tokens = Memo(self._token_entry, TOKEN_MEMO_SIZE)
