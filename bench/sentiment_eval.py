@@ -36,8 +36,11 @@ used before:
 * **cold**: memos emptied, one pass over tweets never seen (a service's first seconds);
 * **warm**: the steady-state slice again (texts seen before: retweets, replays), best of three passes.
 
-Medians over the rounds. Also language detection alone, and detection + linear as the
-classifier's hot path runs them (warm). Writes ``bench/results/sentiment.json``.
+The linear model runs twice, in turns: as installed (with its compiled loops when they were built,
+``veille.sentiment.speedups``) and as ``linear_python``, the same model on its own Python code: the
+side-by-side peer of the compiled loops (equal scores). Medians over the rounds. Also language
+detection alone, and detection + linear as the classifier's hot path runs them (warm). Writes
+``bench/results/sentiment.json``.
 """
 
 from __future__ import annotations
@@ -53,15 +56,22 @@ import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "shared"))
 
 from veille.language import detect_language, preload  # noqa: E402
-from veille.sentiment import LABELS, Label, LexiconBackend, label_for_score  # noqa: E402
+from veille.sentiment import (  # noqa: E402
+    LABELS,
+    Label,
+    LexiconBackend,
+    label_for_score,
+    speedups,
+)
 from veille.sentiment.calibration import Calibration, fit  # noqa: E402
 from veille.sentiment.evaluation import Scores, evaluate, load_labelled, split_labelled  # noqa: E402
-from veille.sentiment.linear import LinearBackend  # noqa: E402
+from veille.sentiment.linear import LinearBackend, LinearModels  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "sentiment"
 RESULTS = REPO / "bench" / "results" / "sentiment.json"
@@ -123,13 +133,17 @@ SPEED_PLAN = {"en": (30_000, 2_000), "fr": (1_000, 140)}
 timed slice (two new slices per round: one cold, one steady state)."""
 
 
+_OTHER_MODELS: list[Any] = []
+"""Linear models of the bench's own other backends (the pure-Python peer), emptied with the rest."""
+
+
 def forget_memos() -> None:
     """Empty every memo the scorers keep (linear: chunks, pieces, tokens; tokenizer; word lists)."""
     from veille.sentiment import lexicon as lexicon_module
     from veille.sentiment import linear as linear_module
     from veille.sentiment import text as text_module
 
-    for model in linear_module.load_model().models.values():
+    for model in [*linear_module.load_model().models.values(), *_OTHER_MODELS]:
         model.clear_memos()
     for memo in text_module._CHUNK_MEMOS.values():
         memo.clear()
@@ -257,6 +271,10 @@ def _row(lang: str, name: str, on: str, sc: dict[str, object]) -> str:
 def run(speed_only: bool = False, note: str = "sentiment_eval run") -> dict[str, object]:
     """Measure every system on each language, print a table and return the JSON report."""
     linear = LinearBackend()
+    # The same model run by its own Python code, side by side: what the compiled loops gain.
+    model_data = json.loads((MODEL_DIR / "linear.json").read_text(encoding="utf-8"))
+    linear_python = LinearBackend(LinearModels.from_json(model_data, compiled=False))
+    _OTHER_MODELS.extend(linear_python.models.models.values())
     lexicon = LexiconBackend()
     cv = json.loads((MODEL_DIR / "cv.json").read_text(encoding="utf-8"))
     looks = None if speed_only else _record_look(note)
@@ -264,6 +282,7 @@ def run(speed_only: bool = False, note: str = "sentiment_eval run") -> dict[str,
         "python": platform.python_version(),
         "en_dev_looks": looks,
         "model_settings": linear.models.meta.get("settings", {}),
+        "linear_scorer": speedups.STATUS,
         "languages": {},
     }
     languages: dict[str, object] = {}
@@ -309,6 +328,9 @@ def run(speed_only: bool = False, note: str = "sentiment_eval run") -> dict[str,
         def linear_one(text: str, lang: str = lang) -> object:
             return linear.analyze(text, lang)
 
+        def linear_python_one(text: str, lang: str = lang) -> object:
+            return linear_python.analyze(text, lang)
+
         def lexicon_one(text: str, lang: str = lang) -> object:
             return lexicon.analyze(text, lang)
 
@@ -319,7 +341,7 @@ def run(speed_only: bool = False, note: str = "sentiment_eval run") -> dict[str,
         sample = pool[-2_000:]  # language detection's figures: warm, on tweets of the same file
         load_before = os.getloadavg()
         turns, per_round = speed_in_turns(
-            {"linear": linear_one, "lexicon": lexicon_one, "vader": vader},
+            {"linear": linear_one, "linear_python": linear_python_one, "lexicon": lexicon_one, "vader": vader},
             pool,
             *SPEED_PLAN[lang],
             rounds=SPEED_ROUNDS,
@@ -332,6 +354,7 @@ def run(speed_only: bool = False, note: str = "sentiment_eval run") -> dict[str,
         load_after = os.getloadavg()
         entry["texts_per_second"] = speed | {
             "linear_over_lexicon_steady": round(turns["linear"]["steady"] / turns["lexicon"]["steady"], 2),
+            "linear_over_linear_python_steady": round(turns["linear"]["steady"] / turns["linear_python"]["steady"], 2),
             "linear_over_vader_steady": round(turns["linear"]["steady"] / turns["vader"]["steady"], 2),
             "load_average_1min": [round(load_before[0], 2), round(load_after[0], 2)],
             "warm_tweets": SPEED_PLAN[lang][0],
@@ -345,7 +368,9 @@ def run(speed_only: bool = False, note: str = "sentiment_eval run") -> dict[str,
             + ", ".join(f"{k} {v:,}" for k, v in speed.items())
         )
         ratio = turns["linear"]["steady"] / turns["lexicon"]["steady"]
+        compiled_ratio = turns["linear"]["steady"] / turns["linear_python"]["steady"]
         print(f"{lang:4} linear / lexicon, steady state: {ratio:.2f}")
+        print(f"{lang:4} linear ({speedups.STATUS}) / its pure Python, steady state: {compiled_ratio:.2f}")
         languages[lang] = entry
     report["languages"] = languages
     if speed_only:

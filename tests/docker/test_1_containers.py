@@ -98,3 +98,10 @@ def test_nats_refuses_a_client_without_the_password(stack: Stack) -> None:
         stack.nats_call(_account_info, user="classifier", password=stack.env["VEILLE_NATS_PASSWORD"])
     info = stack.nats_call(_account_info)
     assert info.streams >= 5, "nats-topology created veille's streams"
+
+
+def test_the_classifier_runs_the_compiled_sentiment_scorer(stack: Stack) -> None:
+    """The image carries the sentiment scorer's C module, built by `make wheelhouse` on the host and
+    installed because it matches the sources: the classifier runs what `make test` tested."""
+    status = stack.exec("classifier", "python", "-c", "from veille.sentiment import speedups; print(speedups.STATUS)")
+    assert status.stdout.strip() == "compiled (C inner loops)", status

@@ -50,15 +50,17 @@ TEXTS = [
 ]
 
 
-def _fresh_backend() -> LinearBackend:
-    """A backend with its own models (its own memos), read from the shipped file."""
-    return LinearBackend(LinearModels.from_json(json.loads(MODEL_FILE.read_text(encoding="utf-8"))))
+def _fresh_backend(compiled: bool = True) -> LinearBackend:
+    """A backend with its own models (its own memos), read from the shipped file, with the compiled
+    loops (when built) or this module's own code."""
+    data = json.loads(MODEL_FILE.read_text(encoding="utf-8"))
+    return LinearBackend(LinearModels.from_json(data, compiled=compiled))
 
 
-def _logits(texts: list[tuple[str, str]], compiled: ModuleType | None, monkeypatch: pytest.MonkeyPatch) -> list:
-    """The logits of each text, cold then warm then with tiny memos, with the given inner loops."""
-    monkeypatch.setattr(linear_module, "_fast", compiled)
-    backend = _fresh_backend()
+def _logits(texts: list[tuple[str, str]], compiled: bool) -> list[tuple[float, float]]:
+    """The logits of each text, cold then warm then with tiny memos, with or without the compiled loops."""
+    backend = _fresh_backend(compiled)
+    assert all((model.fast is not None) == compiled for model in backend.models.models.values())
     out = [backend.logits(text, lang) for _ in range(2) for text, lang in texts]
     for model in backend.models.models.values():
         model.clear_memos()
@@ -84,33 +86,31 @@ def test_an_install_with_a_compiler_runs_the_compiled_scorer() -> None:
     assert linear_module._fast is speedups.MODULE
 
 
-def test_compiled_and_pure_python_scores_are_equal_to_the_bit(
-    compiled: ModuleType, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_compiled_and_pure_python_scores_are_equal_to_the_bit(compiled: ModuleType) -> None:
     """Negation scopes, emoticons, empty chunks, hashtags, accents and a chunk too long to remember:
     the same floats from both scorers, cold, warm and with memos that drop entries between texts."""
-    assert _logits(TEXTS, compiled, monkeypatch) == _logits(TEXTS, None, monkeypatch)
+    assert _logits(TEXTS, True) == _logits(TEXTS, False)
 
 
 @requires_shared_data("sentiment", "en_tweets_train.csv")
 @pytest.mark.parametrize(("lang", "name", "step"), [("en", "en_tweets_train.csv", 24), ("fr", "fr_tweets_dev.csv", 1)])
-def test_compiled_and_pure_python_agree_on_real_tweets(
-    compiled: ModuleType, monkeypatch: pytest.MonkeyPatch, lang: str, name: str, step: int
-) -> None:
+def test_compiled_and_pure_python_agree_on_real_tweets(compiled: ModuleType, lang: str, name: str, step: int) -> None:
     texts = [(text, lang) for text, _ in load_labelled(shared_data("sentiment", name))][::step][:2_200]
-    assert _logits(texts, compiled, monkeypatch) == _logits(texts, None, monkeypatch)
+    assert _logits(texts, True) == _logits(texts, False)
 
 
-def test_character_ngram_sums_are_the_same(compiled: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A new word's character n-gram weights: short words, accents, emoji, words the model never saw."""
+def test_character_ngram_sums_are_the_same(compiled: ModuleType) -> None:
+    """A new word's character n-gram weights (on the dict and through the C table): short words,
+    accents, emoji, words the model never saw."""
     model = _fresh_backend().models.models["fr"]
+    python_model = _fresh_backend(compiled=False).models.models["fr"]
     rng = random.Random(7)
     alphabet = "abcdeéèçàùxyz'-😍"
     words = ["a", "ab", "nul", "génial", "décevant", "😍😍", "zzzzzzzzzzzz"]
     words += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 14))) for _ in range(300)]
     with_c = [model.char_weights(word) for word in words]
-    monkeypatch.setattr(linear_module, "_fast", None)
-    assert with_c == [model.char_weights(word) for word in words]
+    assert with_c == [python_model.char_weights(word) for word in words]
+    assert [compiled.table_char_weights(model.char_table, word) for word in words] == [w[:2] for w in with_c]
 
 
 def test_malformed_entries_raise_instead_of_crashing(compiled: ModuleType) -> None:
@@ -183,14 +183,11 @@ def test_word_list_lookups_are_the_profiles_own(compiled: ModuleType) -> None:
             assert with_c == profile.lookup(word), (lang, word)
 
 
-def test_new_chunks_pieces_and_words_get_the_python_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_chunks_pieces_and_words_get_the_python_entries(compiled: ModuleType) -> None:
     """Every chunk of the test texts, split into pieces and words, gets from the compiled memos the
     entry the Python methods compute: the same floats, counts, keys and word-list evidence."""
-    if speedups.MODULE is None:
-        pytest.skip(f"the compiled module is not in use here: {speedups.STATUS}")
     compiled_backend = _fresh_backend()
-    monkeypatch.setattr(linear_module, "_fast", None)
-    python_backend = _fresh_backend()
+    python_backend = _fresh_backend(compiled=False)
     extra = ["(génial!)", "l'écologie,", "NUL!!!", "#JeSuisDéçu", "don't", "baaad", ":-)", "<3", "_", "a-b-c", "😍x"]
     for text, lang in [*TEXTS, *[(chunk, lang) for chunk in extra for lang in ("en", "fr")]]:
         with_c, with_python = compiled_backend.models.models[lang], python_backend.models.models[lang]

@@ -258,6 +258,11 @@ class LinearModel:
     unigrams: dict[str, Pair]
     bigrams: dict[str, Pair]
     chars: dict[str, Pair]
+    compiled: bool = True
+    """Use the compiled loops when they are there (:mod:`veille.sentiment.speedups`); ``False``: this
+    module's own code (the benchmark's side-by-side peer; the scores are the same)."""
+    fast: ModuleType | None = field(init=False, repr=False, default=None)
+    """The compiled module this model runs with, or ``None``."""
     follows: dict[str, dict[str, Pair]] = field(init=False, repr=False)
     """:attr:`bigrams` by first word: ``follows[a][b]`` is ``bigrams[f"{a} {b}"]`` (no string built
     per token pair at run time)."""
@@ -313,11 +318,12 @@ class LinearModel:
         self.prefix_sums = sums
         self.profile = load_profile(self.lang)
         self.width = len(self.lexicon) - len(SURFACE_FEATURES)
-        if _fast is not None:  # the same entries, computed by the compiled loops (speedups.py)
-            self.char_table = _fast.ngram_table(sums)
-            self.tokens = Memo(partial(_fast.token_entry, self), TOKEN_MEMO_SIZE)
-            self.pieces = Memo(partial(_fast.piece_entry, self, fold, piece_tokens), PIECE_MEMO_SIZE)
-            self.chunks = Memo(partial(_fast.chunk_entry, self, pieces), MEMO_SIZE)
+        fast = self.fast = _fast if self.compiled else None
+        if fast is not None:  # the same entries, computed by the compiled loops (speedups.py)
+            self.char_table = fast.ngram_table(sums)
+            self.tokens = Memo(partial(fast.token_entry, self), TOKEN_MEMO_SIZE)
+            self.pieces = Memo(partial(fast.piece_entry, self, fold, piece_tokens), PIECE_MEMO_SIZE)
+            self.chunks = Memo(partial(fast.chunk_entry, self, pieces), MEMO_SIZE)
         else:
             self.tokens = Memo(self._token_entry, TOKEN_MEMO_SIZE)
             self.pieces = Memo(self._piece_entry, PIECE_MEMO_SIZE)
@@ -329,8 +335,8 @@ class LinearModel:
         padded = f" {key} "
         size = len(padded)
         low, high = CHAR_RANGE
-        if _fast is not None:
-            a, b = _fast.char_weights(padded, self.prefix_sums, low, high)
+        if self.fast is not None:
+            a, b = self.fast.char_weights(padded, self.prefix_sums, low, high)
             return a, b, _CHAR_COUNTS[size] if size < len(_CHAR_COUNTS) else 4 * size - 10
         get = self.prefix_sums.get
         a = b = 0.0
@@ -486,8 +492,8 @@ class LinearModels:
     meta: dict[str, Any]
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> LinearModels:
-        """Build the models from the parsed ``linear.json``."""
+    def from_json(cls, data: dict[str, Any], *, compiled: bool = True) -> LinearModels:
+        """Build the models from the parsed ``linear.json`` (``compiled``: see :attr:`LinearModel.compiled`)."""
         if data.get("format") != FORMAT:
             raise ValueError(
                 f"not a veille linear sentiment model of format {FORMAT!r} (format {data.get('format')!r}); "
@@ -499,11 +505,11 @@ class LinearModels:
         missing = set(MODEL_LANGS) - set(data.get("models", {}))
         if missing:
             raise ValueError(f"the model file has no weights for {', '.join(sorted(missing))}")
-        models = {lang: _language_model(lang, part) for lang, part in data["models"].items()}
+        models = {lang: _language_model(lang, part, compiled) for lang, part in data["models"].items()}
         return cls(models, dict(data.get("meta", {})))
 
 
-def _language_model(lang: str, part: dict[str, Any]) -> LinearModel:
+def _language_model(lang: str, part: dict[str, Any], compiled: bool = True) -> LinearModel:
     weights: dict[str, list[float]] = part["weights"]
     intercept = _pair(part["intercept"])
     extra = _pair(weights.get(f"lang:{lang}", (0.0, 0.0)))
@@ -517,7 +523,7 @@ def _language_model(lang: str, part: dict[str, Any]) -> LinearModel:
         kind, _, gram = name.partition(":")
         if kind in groups:
             groups[kind][gram] = _pair(pair)
-    return LinearModel(lang, bias, lex, groups["u"], groups["b"], groups["c"])
+    return LinearModel(lang, bias, lex, groups["u"], groups["b"], groups["c"], compiled)
 
 
 def _negated_sums_at(starts: Sequence[int], lexes: Sequence[_Lex], width: int) -> list[float]:
@@ -616,8 +622,8 @@ class LinearBackend:
         # role or word-list valences, and for the chunks never seen before.
         units = clean(text).split()
         memo = model.chunks
-        if _fast is not None:
-            return self._compiled_logits(_fast, z0, z2, model, units)
+        if model.fast is not None:
+            return self._compiled_logits(model.fast, z0, z2, model, units)
         entries: list[Any] = list(map(memo.young.get, units))  # _ChunkEntry, or None for a new chunk
         if None in entries:
             miss = memo.miss
