@@ -58,14 +58,22 @@ def compile_speedups(root: Path, out_dir: Path) -> Path:
     return target
 
 
+BUILD_INPUTS = ("pyproject.toml", "hatch_build.py")
+"""Files that shape a wheel besides its packages (metadata, dependencies, entry points, compile flags):
+their sha256 go into the wheel (``.dist-info/extra_metadata/build-inputs.sha256``), which
+``deploy/docker/wheel_matches.py`` checks with the packages' files."""
+
+
+def build_inputs(root: Path) -> str:
+    """``sha256  name`` lines of :data:`BUILD_INPUTS` (as ``sha256sum`` prints them)."""
+    return "".join(f"{hashlib.sha256((root / name).read_bytes()).hexdigest()}  {name}\n" for name in BUILD_INPUTS)
+
+
 class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
     """Compiles ``_speedups.c`` for wheels and editable installs (see the module docstring)."""
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if self.target_name != "wheel":
-            return
-        wanted = os.environ.get("VEILLE_SPEEDUPS", "").strip()
-        if wanted == "0":
             return
         root = Path(self.root)
         editable = version == "editable"
@@ -74,6 +82,12 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         else:
             self._scratch = tempfile.TemporaryDirectory(prefix="veille-speedups-")
             out_dir = Path(self._scratch.name)
+            inputs = out_dir / "build-inputs.sha256"
+            inputs.write_text(build_inputs(root), encoding="utf-8")
+            build_data["extra_metadata"][str(inputs)] = inputs.name
+        wanted = os.environ.get("VEILLE_SPEEDUPS", "").strip()
+        if wanted == "0":
+            return
         try:
             built = compile_speedups(root, out_dir)
         except (OSError, subprocess.CalledProcessError) as exc:

@@ -47,6 +47,11 @@ static int entry_ok(PyObject *e) {
         PyErr_SetString(PyExc_TypeError, "a chunk entry's counts must be ints");
         return 0;
     }
+    /* a str: looking it up runs no Python code (no __hash__ or __eq__ of its own) */
+    if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(e, 6))) {
+        PyErr_SetString(PyExc_TypeError, "a chunk entry's first key must be a str");
+        return 0;
+    }
     return 1;
 }
 
@@ -159,9 +164,19 @@ static PyObject *chunk_sums(PyObject *self, PyObject *args) {
     int negator = 0;
     Py_ssize_t after = 0;
     PyObject *lexes = NULL, *starts = NULL, *e = NULL;
-    Py_ssize_t n = PyList_GET_SIZE(units);
+    /* Our own tuple of the units: a memo's compute may run any Python code, the caller's list with it. */
+    PyObject *owned = PySequence_Tuple(units);
+    if (owned == NULL) {
+        Py_DECREF(young);
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(owned);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *unit = PyList_GET_ITEM(units, i);
+        PyObject *unit = PyTuple_GET_ITEM(owned, i);
+        if (!PyUnicode_CheckExact(unit)) {
+            PyErr_SetString(PyExc_TypeError, "units must be strs");
+            goto fail;
+        }
         e = PyDict_GetItemWithError(young, unit);
         if (e != NULL) {
             Py_INCREF(e);
@@ -234,7 +249,8 @@ static PyObject *chunk_sums(PyObject *self, PyObject *args) {
         }
         Py_CLEAR(e);
     }
-    Py_DECREF(young);
+    Py_CLEAR(young);
+    Py_CLEAR(owned);
     if (total == 0) {
         Py_XDECREF(lexes);
         Py_XDECREF(starts);
@@ -249,6 +265,7 @@ static PyObject *chunk_sums(PyObject *self, PyObject *args) {
                          negator ? Py_True : Py_False);
 fail:
     Py_XDECREF(young);
+    Py_XDECREF(owned);
     Py_XDECREF(e);
     Py_XDECREF(lexes);
     Py_XDECREF(starts);
@@ -303,6 +320,7 @@ static PyObject *str_pieces, *str_tokens, *str_profile, *str_emoticons, *str_low
 #define NEGATOR 1
 #define CHAR_LOW 2
 #define CHAR_HIGH 5
+#define LOOKUPS_KEPT 200000
 
 /* memo.young.get(key) or memo.miss(key), for the memo ``model.<name>`` (a new reference). */
 static PyObject *memo_get(PyObject *model, PyObject *name, PyObject *key) {
@@ -628,7 +646,7 @@ static PyObject *profile_lookup(PyObject *profile, PyObject *key) {
     }
     found = PyTuple_Pack(2, value, any ? extras : empty_tuple);
     if (found == NULL) goto done;
-    if (PyDict_GET_SIZE(memo) > 200000) PyDict_Clear(memo);
+    if (PyDict_GET_SIZE(memo) > LOOKUPS_KEPT) PyDict_Clear(memo);
     if (PyDict_SetItem(memo, key, found) < 0) Py_CLEAR(found);
 done:
     Py_XDECREF(memo);
@@ -749,12 +767,12 @@ static int plain_word(PyObject *piece) {
 /* LinearModel._tokens_entry(tokens): the entry of a run of Token s (text.Token: key at 1, kind at 2),
  * each token's entry from the tokens memo (a word by its key, another token by (kind, key)). */
 static PyObject *tokens_entry_impl(PyObject *model, PyObject *tokens) {
-    PyObject *seq = PySequence_Fast(tokens, "tokens must be a sequence");
+    PyObject *seq = PySequence_Tuple(tokens);  /* our own: a memo's compute may run any Python code */
     if (seq == NULL) return NULL;
     PyObject *follow_list = NULL, *events = NULL, *result = NULL, *lex = NULL;
     double ua = 0.0, ub = 0.0, ca = 0.0, cb = 0.0;
     long long count = 0;
-    Py_ssize_t follow = 0, n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t follow = 0, n = PyTuple_GET_SIZE(seq);
     follow_list = PyObject_GetAttr(model, str_follow_list);
     if (follow_list == NULL) goto done;
     if (!PyList_Check(follow_list)) {
@@ -764,14 +782,14 @@ static PyObject *tokens_entry_impl(PyObject *model, PyObject *tokens) {
     events = PyList_New(0);
     if (events == NULL) goto done;
     for (Py_ssize_t at = 0; at < n; at++) {
-        PyObject *token = PySequence_Fast_GET_ITEM(seq, at);
+        PyObject *token = PyTuple_GET_ITEM(seq, at);
         if (!PyTuple_Check(token) || PyTuple_GET_SIZE(token) < 3) {
             PyErr_SetString(PyExc_TypeError, "a token must be a veille.sentiment.text.Token");
             goto done;
         }
         PyObject *key = PyTuple_GET_ITEM(token, 1), *kind = PyTuple_GET_ITEM(token, 2), *entry;
-        if (!PyUnicode_Check(kind)) {
-            PyErr_SetString(PyExc_TypeError, "a token's kind must be a string");
+        if (!PyUnicode_Check(kind) || !PyUnicode_CheckExact(key)) {
+            PyErr_SetString(PyExc_TypeError, "a token's key and kind must be strs");
             goto done;
         }
         if (PyUnicode_CompareWithASCIIString(kind, "word") == 0) {
@@ -816,8 +834,12 @@ static PyObject *tokens_entry_impl(PyObject *model, PyObject *tokens) {
         ca += PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(entry, 2));
         cb += PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(entry, 3));
         long long c = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 4));
+        if (c == -1 && PyErr_Occurred()) {
+            Py_DECREF(entry);
+            goto done;
+        }
         Py_ssize_t after = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 7));
-        if ((c == -1 || after == -1) && PyErr_Occurred()) {
+        if (after == -1 && PyErr_Occurred()) {
             Py_DECREF(entry);
             goto done;
         }
@@ -846,7 +868,7 @@ static PyObject *tokens_entry_impl(PyObject *model, PyObject *tokens) {
     }
     PyObject *first = empty_str;
     if (n) {
-        PyObject *head = PySequence_Fast_GET_ITEM(seq, 0);
+        PyObject *head = PyTuple_GET_ITEM(seq, 0);
         first = PyTuple_GET_ITEM(head, 1);
     }
     if (PyList_GET_SIZE(events)) {
@@ -937,14 +959,16 @@ done:
 }
 
 /* _join(parts, follow_list, width): the entry of consecutive runs of tokens, from theirs. */
-static PyObject *join_parts(PyObject *parts, PyObject *follow_list, Py_ssize_t width) {
+static PyObject *join_parts(PyObject *list, PyObject *follow_list, Py_ssize_t width) {
     double ua = 0.0, ub = 0.0, ca = 0.0, cb = 0.0;
     long long count = 0, total = 0;
     Py_ssize_t follow = 0;
     PyObject *first = empty_str, *events = NULL, *result = NULL;
-    Py_ssize_t n = PyList_GET_SIZE(parts);
+    PyObject *parts = PySequence_Tuple(list);  /* our own: the entries' items stay alive */
+    if (parts == NULL) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(parts);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *e = PyList_GET_ITEM(parts, i);
+        PyObject *e = PyTuple_GET_ITEM(parts, i);
         if (!entry_ok(e)) goto done;
         long long size = PyLong_AsLongLong(PyTuple_GET_ITEM(e, 5));
         if (size == -1 && PyErr_Occurred()) goto done;
@@ -1016,6 +1040,7 @@ static PyObject *join_parts(PyObject *parts, PyObject *follow_list, Py_ssize_t w
     result = Py_BuildValue("(ddddLLOnN)", ua, ub, ca, cb, count, total, first, follow, lex);
 done:
     Py_XDECREF(events);
+    Py_DECREF(parts);
     return result;
 }
 
@@ -1145,6 +1170,14 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+    /* What this file hard-codes of linear.py and text.py: linear.py refuses the module if they differ. */
+    if (PyModule_AddObject(m, "ASSUMED", Py_BuildValue("{s(ii)sisssisisi}", "CHAR_RANGE", CHAR_LOW, CHAR_HIGH,
+                                                     "NEGATOR", NEGATOR, "NEGATOR_ENDING", "n't",
+                                                     "LOOKUPS_KEPT", LOOKUPS_KEPT, "TOKEN_KEY", 1,
+                                                     "TOKEN_KIND", 2)) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddStringConstant(m, "SOURCE_HASH", VEILLE_SOURCE_HASH) < 0) {
         Py_DECREF(m);
         return NULL;

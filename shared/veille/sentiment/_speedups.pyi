@@ -4,11 +4,11 @@ from collections.abc import Callable
 from typing import Any
 
 SOURCE_HASH: str
+ASSUMED: dict[str, object]
 
 def chunk_sums(
     units: list[str],
-    young: dict[str, Any],
-    miss: Callable[[str], Any],
+    memo: Any,
     follow_list: list[dict[str, tuple[float, float]]],
 ) -> tuple[float, float, float, float, int, int, float, float, int, list[Any], list[int], bool] | None: ...
 def char_weights(

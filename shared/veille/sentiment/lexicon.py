@@ -44,6 +44,10 @@ def _word_list(text: str) -> list[str]:
 __all__ = ["LanguageProfile", "LexiconBackend", "Tuning", "load_profile"]
 
 
+LOOKUPS_KEPT = 200_000
+"""Word-list look-ups a profile remembers (:meth:`LanguageProfile.lookup`; emptied past this)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Tuning:
     """The numeric knobs of the rules for one language (defaults are VADER's where it has one)."""
@@ -140,7 +144,7 @@ class LanguageProfile:
                         break
         extras = tuple(lexicon.get(key, 0.0) for lexicon in self.extra_lexicons)
         found = (value, extras if any(extras) else ())
-        if len(self._lookups) > 200_000:
+        if len(self._lookups) > LOOKUPS_KEPT:
             self._lookups.clear()
         self._lookups[key] = found
         return found

@@ -62,7 +62,7 @@ from typing import Any
 
 from veille.sentiment import speedups
 from veille.sentiment.base import LABELS, SentimentResult
-from veille.sentiment.lexicon import LanguageProfile, LexiconBackend, load_profile
+from veille.sentiment.lexicon import LOOKUPS_KEPT, LanguageProfile, LexiconBackend, load_profile
 from veille.sentiment.memo import Memo
 from veille.sentiment.text import (
     Token,
@@ -96,6 +96,8 @@ MODEL_LANGS: tuple[str, ...] = ("en", "fr")
 CHAR_RANGE: tuple[int, int] = (2, 5)
 """Lengths of the character n-grams of each word (inclusive)."""
 NEGATION_SCOPE = 3
+NEGATOR_ENDING = "n't"
+"""A word ending so is a negator (``don't``, ``can't``), besides the language's negator words."""
 """How many tokens after a negator its scope reaches (VADER's three words)."""
 SQUASH_ALPHA = 15.0
 """VADER's normalisation constant: a valence sum ``x`` becomes ``x / sqrt(x² + 15)``."""
@@ -108,7 +110,16 @@ _CHAR_COUNTS = tuple(sum(max(0, size - n + 1) for n in range(CHAR_RANGE[0], CHAR
 _NEGATOR = 1
 _FIRST = itemgetter(0)
 _SECOND = itemgetter(1)
-_fast = speedups.MODULE
+_fast = speedups.accept(
+    {
+        "CHAR_RANGE": CHAR_RANGE,
+        "NEGATOR": _NEGATOR,
+        "NEGATOR_ENDING": NEGATOR_ENDING,
+        "LOOKUPS_KEPT": LOOKUPS_KEPT,
+        "TOKEN_KEY": Token._fields.index("key"),
+        "TOKEN_KIND": Token._fields.index("kind"),
+    }
+)
 """The compiled inner loops (:mod:`veille.sentiment.speedups`), or ``None``: this module's own code."""
 
 
@@ -135,7 +146,7 @@ def _role(token: Token, profile: LanguageProfile) -> int:
     if kind == "bang" or (kind == "stop" and token.key != ":"):
         return _BREAK
     key = token.key
-    if kind == "word" and (key in profile.negators or key in profile.ne_words or key.endswith("n't")):
+    if kind == "word" and (key in profile.negators or key in profile.ne_words or key.endswith(NEGATOR_ENDING)):
         return _NEGATOR
     return 0
 
@@ -359,7 +370,7 @@ class LinearModel:
             key = token_key
             u = uni(key, _ZERO)
             a, b, count = self.char_weights(key)
-            negator = key in profile.negators or key in profile.ne_words or key.endswith("n't")
+            negator = key in profile.negators or key in profile.ne_words or key.endswith(NEGATOR_ENDING)
             valence, extras = profile.lookup(key)
             values = (valence, *extras) if extras else ((valence,) if valence else ())
             return (u[0], u[1], a, b, count, _NEGATOR if negator else 0, values, self.follow_ids.get(key, 0))

@@ -16,7 +16,7 @@ import os
 from importlib import resources
 from types import ModuleType
 
-__all__ = ["MODULE", "STATUS", "load"]
+__all__ = ["MODULE", "STATUS", "accept", "load"]
 
 
 def _source_hash() -> str | None:
@@ -46,3 +46,15 @@ def load() -> tuple[ModuleType | None, str]:
 
 MODULE, STATUS = load()
 """What :mod:`veille.sentiment.linear` uses: the compiled module or ``None``, and why."""
+
+
+def accept(assumed: dict[str, object]) -> ModuleType | None:
+    """:data:`MODULE` if it was written for these constants of the Python scorer (its ``ASSUMED``:
+    the n-gram lengths, the negator's role and ending, the look-ups kept, where a token keeps its kind),
+    else ``None``, with :data:`STATUS` saying why: a module that assumes other constants would score
+    differently, and the pure-Python scorer is used instead."""
+    global MODULE, STATUS
+    built_for = getattr(MODULE, "ASSUMED", None)
+    if MODULE is not None and built_for != assumed:
+        MODULE, STATUS = None, f"pure Python (the compiled module assumes {built_for}, not {assumed})"
+    return MODULE
