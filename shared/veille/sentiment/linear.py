@@ -96,9 +96,9 @@ MODEL_LANGS: tuple[str, ...] = ("en", "fr")
 CHAR_RANGE: tuple[int, int] = (2, 5)
 """Lengths of the character n-grams of each word (inclusive)."""
 NEGATION_SCOPE = 3
+"""How many tokens after a negator its scope reaches (VADER's three words)."""
 NEGATOR_ENDING = "n't"
 """A word ending so is a negator (``don't``, ``can't``), besides the language's negator words."""
-"""How many tokens after a negator its scope reaches (VADER's three words)."""
 SQUASH_ALPHA = 15.0
 """VADER's normalisation constant: a valence sum ``x`` becomes ``x / sqrt(x² + 15)``."""
 LEXICON_FEATURES: tuple[str, ...] = ("positive", "negative", "negated_positive", "negated_negative")
