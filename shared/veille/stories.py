@@ -29,6 +29,13 @@ that is almost identical to a known one refreshes it instead of adding a sketch.
 
 Everything is deterministic: the same sequence of ``assign`` calls gives the same ids in any
 process, which is what lets replicas replaying the same stream agree.
+
+The sketch's 3-gram hashing and bottom-k, the ranking of candidates and the comparison of two sketches
+run in C when the classifier's compiled module is installed (``story_sketch``, ``story_ranked`` and
+``story_compare`` in ``veille/sentiment/_speedups.c``, loaded by :mod:`veille.sentiment.speedups`): the
+same results, checked against this module's own code when it is imported, so a replica with the module
+and one without give the same story ids. About a quarter of :meth:`StoryIndex.assign`'s time on real
+tweets (see docs/benchmarks.md, "Classifier alone").
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import ModuleType
 from typing import Final
 
+from veille.sentiment import speedups
 from veille.text import normalise_for_match
 
 __all__ = [
@@ -178,6 +187,14 @@ def sketch(words: list[str], size: int = SKETCH_SIZE) -> Sketch:
         hashes = [h if h is not None else _word_hash(w) for h, w in zip(hashes, words, strict=True)]
     if len(hashes) < SHINGLE_WORDS:
         return Sketch((hash(tuple(hashes)) & _MASK,), 1)
+    if _compiled is not None:
+        kept, distinct = _compiled.story_sketch(hashes, size)
+        return Sketch(kept, distinct)
+    return _sketch_of_hashes(hashes, size)  # type: ignore[arg-type]  # every None was replaced
+
+
+def _sketch_of_hashes(hashes: list[int], size: int) -> Sketch:
+    """:func:`sketch` of three words or more, from their hashes, in Python."""
     # CPython's hash of a tuple of ints is not salted (only str and bytes hashes are) and mixes
     # its items well (xxHash-style): stable across processes, and much faster than BLAKE2b.
     shingles = sorted(set(map(hash, zip(hashes, hashes[1:], hashes[2:], strict=False))))
@@ -190,6 +207,63 @@ def sketch(words: list[str], size: int = SKETCH_SIZE) -> Sketch:
     if len(smallest) < size and start:
         smallest += [h & _MASK for h in shingles[: min(start, size - len(smallest))]]
     return Sketch(tuple(smallest), len(shingles))
+
+
+def _ranked(postings: dict[int, list[int]], hashes: tuple[int, ...], most: int) -> list[int]:
+    """The entries listed under ``hashes`` in ``postings``: those listed most first, the oldest (lowest
+    id) first among equals, at most ``most`` of them."""
+    hits: list[int] = []
+    for ids in map(postings.get, hashes):
+        if ids:
+            hits += ids
+    counts: dict[int, int] = {}  # a dict beats Counter's set-up on the ~16 hits of a tweet
+    seen = counts.get
+    for entry_id in hits:
+        counts[entry_id] = seen(entry_id, 0) + 1
+    # Sorted by id, then a stable sort on the count alone (``reverse`` keeps equal counts in id order).
+    ranked = sorted(counts)
+    ranked.sort(key=counts.__getitem__, reverse=True)
+    del ranked[most:]
+    return ranked
+
+
+def _accept_compiled() -> ModuleType | None:
+    """The compiled sketch and comparison (``story_sketch``, ``story_compare`` in
+    :mod:`veille.sentiment.speedups`' module) if they give this module's own results, else ``None``.
+
+    ``story_sketch`` hashes each 3-gram as CPython hashes a tuple of three ints, an algorithm a later
+    Python could change: it is checked here, at import, against :func:`_sketch_of_hashes` on texts with
+    repeated 3-grams and at several sketch sizes, and against :func:`_compare` on their pairs. The story
+    ids are then the same with or without the compiled module, in every process.
+    """
+    module = speedups.MODULE
+    if module is None or not all(hasattr(module, name) for name in ("story_sketch", "story_compare", "story_ranked")):
+        return None
+    words = [int.from_bytes(hashlib.blake2b(b"%d" % (i % 97), digest_size=8).digest(), "little") for i in range(300)]
+    texts = [words[:n] for n in (3, 4, 9, 40, 70, 300)] + [words[5:80] + words[:30], [words[0]] * 5 + words[1:4] * 3]
+    sketches = []
+    for text in texts:
+        for size in (1, 8, SKETCH_SIZE, 500):
+            mine = _sketch_of_hashes(text, size)
+            kept, distinct = module.story_sketch(text, size)
+            if (kept, distinct) != (mine.hashes, mine.size):
+                return None
+            sketches.append(mine)
+    for one in sketches[::3]:
+        for other in sketches[1::5]:
+            expected = _compare(one.hashes, set(one.hashes), one.size, other.hashes, other.size)
+            if module.story_compare(array("Q", one.hashes), one.size, array("Q", other.hashes), other.size) != expected:
+                return None
+    postings = {h: [i % 7, i % 3, i] for i, h in enumerate(sketches[-1].hashes)}
+    for most in (0, 2, MAX_CANDIDATES):
+        for one in sketches[::7]:
+            if module.story_ranked(postings, one.hashes, most) != _ranked(postings, one.hashes, most):
+                return None
+    return module
+
+
+_compiled = _accept_compiled()
+"""The compiled sketch and comparison, or ``None``: the Python code then runs (same story ids, slower)."""
 
 
 def new_story_id(mention_id: str) -> str:
@@ -298,30 +372,29 @@ class StoryIndex:
 
     def _nearest(self, found: Sketch) -> tuple[int, float] | None:
         """Return the most similar live near-duplicate entry and its Jaccard similarity, if any."""
-        postings = self._postings
-        hits: list[int] = []
-        for ids in map(postings.get, found.hashes[:INDEXED_HASHES]):
-            if ids:
-                hits += ids
-        if not hits:
+        compiled = _compiled
+        if compiled is not None:
+            ranked = compiled.story_ranked(self._postings, found.hashes[:INDEXED_HASHES], MAX_CANDIDATES)
+        else:
+            ranked = _ranked(self._postings, found.hashes[:INDEXED_HASHES], MAX_CANDIDATES)
+        if not ranked:
             return None
-        counts: dict[int, int] = {}  # a dict beats Counter's set-up on the ~16 hits of a tweet
-        seen = counts.get
-        for entry_id in hits:
-            counts[entry_id] = seen(entry_id, 0) + 1
-        # Most shared hashes first, the oldest entry first among equals (ids grow with age): sorted
-        # by id, then a stable sort on the count alone (``reverse`` keeps equal counts in id order).
-        ranked = sorted(counts)
-        ranked.sort(key=counts.__getitem__, reverse=True)
-        del ranked[MAX_CANDIDATES:]
         horizon = self._now - self.ttl
-        found_hashes, found_set, found_size = found.hashes, set(found.hashes), found.size
+        found_size = found.size
+        if compiled is not None:
+            compare = compiled.story_compare
+            found_array = array("Q", found.hashes)
+        else:
+            found_hashes, found_set = found.hashes, set(found.hashes)
         best: tuple[int, float, float] | None = None  # entry, jaccard, score
         for entry_id in ranked:
             entry = self._entries[entry_id]
             if entry.last_seen < horizon:
                 continue
-            jaccard, containment = _compare(found_hashes, found_set, found_size, entry.hashes, entry.size)
+            if compiled is not None:
+                jaccard, containment = compare(found_array, found_size, entry.hashes, entry.size)
+            else:
+                jaccard, containment = _compare(found_hashes, found_set, found_size, entry.hashes, entry.size)
             contained = min(found_size, entry.size) >= MIN_CONTAINED_SHINGLES and containment >= CONTAINMENT_THRESHOLD
             if jaccard < JACCARD_THRESHOLD and not contained:
                 continue

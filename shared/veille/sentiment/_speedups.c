@@ -1,4 +1,5 @@
-/* The linear sentiment scorer's hot paths, in C (veille.sentiment.linear; loaded by speedups.py).
+/* The classifier's hot paths in C: the linear sentiment scorer's (veille.sentiment.linear) and, at the end
+ * of this file, the near-duplicate stories' (veille.stories). Loaded by speedups.py.
  *
  * In pure Python, a text's steady-state cost (new texts, known words) was Python frames around dict
  * lookups: summing its chunks' remembered entries, and for a chunk never seen, the chunk, piece and
@@ -15,6 +16,7 @@
  *   join          _join;  lookup: LanguageProfile.lookup
  *   ngram_table   the character n-grams' prefix sums as a C table looked up by code points
  *   char_weights  LinearModel.char_weights on the dict
+ *   story_sketch, story_compare, story_ranked: veille.stories (see there)
  *
  * Every entry read is type-checked: a malformed one raises, it never crashes. linear.py falls back to
  * its own code when this module is absent, stale (its SOURCE_HASH differs from the sha256 of this file)
@@ -1116,6 +1118,277 @@ static PyObject *join_py(PyObject *self, PyObject *args) {
     return join_parts(parts, follow_list, width);
 }
 
+/* ---- Near-duplicate stories (veille.stories): a text's bottom-k sketch and two sketches' overlap ----
+ *
+ * story_sketch  sketch() for three words or more: the word 3-grams hashed as CPython hashes a tuple
+ *               of three ints (xxHash-style, stable across processes: ints are not salted), the
+ *               smallest `size` as unsigned 64-bit values, ascending, and the count of distinct ones
+ * story_compare _compare() on two ascending arrays of distinct unsigned 64-bit hashes
+ *
+ * stories.py checks at import that story_sketch gives its own sketches (the tuple hash is CPython's
+ * own algorithm, which a later Python could change) and uses its own code otherwise. */
+
+#define XXPRIME_1 ((uint64_t)11400714785074694791ULL)
+#define XXPRIME_2 ((uint64_t)14029467366897019727ULL)
+#define XXPRIME_5 ((uint64_t)2870177450012600261ULL)
+#define XXROTATE(x) (((x) << 31) | ((x) >> 33))
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+PyDoc_STRVAR(story_sketch_doc,
+             "story_sketch(word_hashes, size) -> (hashes, distinct)\n\n"
+             "The bottom-`size` sketch of the word 3-grams of a text of three words or more, each hashed as\n"
+             "hash((a, b, c)) of its words' hashes (ints): the smallest as unsigned 64-bit ints, ascending,\n"
+             "and the number of distinct 3-gram hashes.");
+
+static PyObject *story_sketch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "story_sketch(word_hashes: list[int], size: int)");
+        return NULL;
+    }
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if (size == -1 && PyErr_Occurred()) return NULL;
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "the sketch size must not be negative");
+        return NULL;
+    }
+    PyObject *words = args[0];
+    Py_ssize_t n = PyList_GET_SIZE(words);
+    if (n < 3) {
+        PyErr_SetString(PyExc_ValueError, "story_sketch needs three words or more");
+        return NULL;
+    }
+    uint64_t *lanes = PyMem_Malloc(sizeof(uint64_t) * (size_t)n);
+    uint64_t *shingles = PyMem_Malloc(sizeof(uint64_t) * (size_t)(n - 2));
+    if (lanes == NULL || shingles == NULL) {
+        PyMem_Free(lanes);
+        PyMem_Free(shingles);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *h = PyList_GET_ITEM(words, i);
+        if (!PyLong_CheckExact(h)) { /* an int's hash runs no Python code */
+            PyMem_Free(lanes);
+            PyMem_Free(shingles);
+            PyErr_SetString(PyExc_TypeError, "word hashes must be ints");
+            return NULL;
+        }
+        Py_hash_t lane = PyObject_Hash(h);
+        if (lane == -1) {
+            PyMem_Free(lanes);
+            PyMem_Free(shingles);
+            return NULL;
+        }
+        lanes[i] = (uint64_t)lane;
+    }
+    for (Py_ssize_t i = 0; i + 2 < n; i++) { /* CPython's tuplehash for a tuple of three items */
+        uint64_t acc = XXPRIME_5;
+        for (int j = 0; j < 3; j++) {
+            acc += lanes[i + j] * XXPRIME_2;
+            acc = XXROTATE(acc);
+            acc *= XXPRIME_1;
+        }
+        acc += (uint64_t)3 ^ (XXPRIME_5 ^ 3527539UL);
+        if (acc == (uint64_t)-1) acc = 1546275796;
+        shingles[i] = acc;
+    }
+    PyMem_Free(lanes);
+    Py_ssize_t m = n - 2;
+    qsort(shingles, (size_t)m, sizeof(uint64_t), cmp_u64);
+    Py_ssize_t distinct = 0;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        if (distinct == 0 || shingles[i] != shingles[distinct - 1]) shingles[distinct++] = shingles[i];
+    }
+    Py_ssize_t kept = distinct < size ? distinct : size;
+    PyObject *out = PyTuple_New(kept);
+    if (out == NULL) {
+        PyMem_Free(shingles);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < kept; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong((unsigned long long)shingles[i]);
+        if (v == NULL) {
+            Py_DECREF(out);
+            PyMem_Free(shingles);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, i, v);
+    }
+    PyMem_Free(shingles);
+    return Py_BuildValue("(Nn)", out, distinct);
+}
+
+static int u64_buffer(PyObject *obj, Py_buffer *view) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return 0;
+    if (view->itemsize != 8 || view->format == NULL || (strcmp(view->format, "Q") != 0 && strcmp(view->format, "L") != 0)) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "sketch hashes must be an array of unsigned 64-bit ints ('Q')");
+        return 0;
+    }
+    return 1;
+}
+
+static Py_ssize_t count_upto(const uint64_t *a, Py_ssize_t n, uint64_t limit) { /* bisect_right */
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (limit < a[mid]) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+PyDoc_STRVAR(story_compare_doc,
+             "story_compare(mine, mine_size, theirs, theirs_size) -> (jaccard, containment)\n\n"
+             "stories._compare on two sketches held as arrays of unsigned 64-bit ints ('Q'), ascending.");
+
+static PyObject *story_compare(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "story_compare(mine, mine_size, theirs, theirs_size)");
+        return NULL;
+    }
+    Py_ssize_t mine_size = PyLong_AsSsize_t(args[1]);
+    if (mine_size == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t theirs_size = PyLong_AsSsize_t(args[3]);
+    if (theirs_size == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer mv, tv;
+    if (!u64_buffer(args[0], &mv)) return NULL;
+    if (!u64_buffer(args[2], &tv)) {
+        PyBuffer_Release(&mv);
+        return NULL;
+    }
+    const uint64_t *mine = mv.buf, *theirs = tv.buf;
+    Py_ssize_t nm = mv.len / 8, nt = tv.len / 8;
+    double jaccard = 0.0, containment = 0.0;
+    if (nm > 0 && nt > 0) {
+        uint64_t lm = mine_size > nm ? mine[nm - 1] : UINT64_MAX;
+        uint64_t lt = theirs_size > nt ? theirs[nt - 1] : UINT64_MAX;
+        uint64_t limit = lm < lt ? lm : lt;
+        Py_ssize_t shared = 0, i = 0, j = 0;
+        while (i < nm && j < nt) { /* the size of the two sets' intersection */
+            if (mine[i] < theirs[j]) i++;
+            else if (theirs[j] < mine[i]) j++;
+            else {
+                uint64_t v = mine[i];
+                shared++;
+                while (i < nm && mine[i] == v) i++;
+                while (j < nt && theirs[j] == v) j++;
+            }
+        }
+        Py_ssize_t cm = limit >= mine[nm - 1] ? nm : count_upto(mine, nm, limit);
+        Py_ssize_t ct = limit >= theirs[nt - 1] ? nt : count_upto(theirs, nt, limit);
+        Py_ssize_t uni = cm + ct - shared;
+        jaccard = uni ? (double)shared / (double)uni : 0.0;
+        Py_ssize_t smaller = mine_size <= theirs_size ? cm : ct;
+        containment = smaller ? (double)shared / (double)smaller : 0.0;
+    }
+    PyBuffer_Release(&mv);
+    PyBuffer_Release(&tv);
+    return Py_BuildValue("(dd)", jaccard, containment);
+}
+
+typedef struct {
+    long long id;
+    Py_ssize_t count;
+} story_hit;
+
+static int cmp_hit_id(const void *a, const void *b) {
+    long long x = ((const story_hit *)a)->id, y = ((const story_hit *)b)->id;
+    return (x > y) - (x < y);
+}
+
+static int cmp_hit_rank(const void *a, const void *b) { /* most hits first, then the lower id */
+    const story_hit *x = a, *y = b;
+    if (x->count != y->count) return x->count < y->count ? 1 : -1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+PyDoc_STRVAR(story_ranked_doc,
+             "story_ranked(postings, hashes, most) -> list[int]\n\n"
+             "The ids listed under `hashes` in `postings` (a dict of int to list of int ids), most listed\n"
+             "first and the lower id first among equals, at most `most` of them.");
+
+static PyObject *story_ranked(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyDict_CheckExact(args[0]) || !PyTuple_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "story_ranked(postings: dict, hashes: tuple, most: int)");
+        return NULL;
+    }
+    Py_ssize_t most = PyLong_AsSsize_t(args[2]);
+    if (most == -1 && PyErr_Occurred()) return NULL;
+    if (most < 0) {
+        PyErr_SetString(PyExc_ValueError, "story_ranked keeps a number of candidates, not a negative one");
+        return NULL;
+    }
+    PyObject *postings = args[0], *hashes = args[1];
+    Py_ssize_t n = PyTuple_GET_SIZE(hashes), total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyTuple_GET_ITEM(hashes, i);
+        if (!PyLong_CheckExact(key)) { /* an int key: the look-up runs no Python code */
+            PyErr_SetString(PyExc_TypeError, "sketch hashes must be ints");
+            return NULL;
+        }
+        PyObject *ids = PyDict_GetItemWithError(postings, key);
+        if (ids == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            continue;
+        }
+        if (!PyList_CheckExact(ids)) {
+            PyErr_SetString(PyExc_TypeError, "a posting must be a list of ids");
+            return NULL;
+        }
+        total += PyList_GET_SIZE(ids);
+    }
+    if (total == 0) return PyList_New(0);
+    story_hit *hits = PyMem_Malloc(sizeof(story_hit) * (size_t)total);
+    if (hits == NULL) return PyErr_NoMemory();
+    Py_ssize_t h = 0;
+    for (Py_ssize_t i = 0; i < n && h < total; i++) {
+        PyObject *ids = PyDict_GetItemWithError(postings, PyTuple_GET_ITEM(hashes, i));
+        if (ids == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            continue;
+        }
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(ids) && h < total; j++) {
+            PyObject *id = PyList_GET_ITEM(ids, j);
+            if (!PyLong_CheckExact(id)) {
+                PyErr_SetString(PyExc_TypeError, "a posting's ids must be ints");
+                goto fail;
+            }
+            long long value = PyLong_AsLongLong(id);
+            if (value == -1 && PyErr_Occurred()) goto fail;
+            hits[h].id = value;
+            hits[h].count = 1;
+            h++;
+        }
+    }
+    qsort(hits, (size_t)h, sizeof(story_hit), cmp_hit_id);
+    Py_ssize_t distinct = 0;
+    for (Py_ssize_t i = 0; i < h; i++) {
+        if (distinct > 0 && hits[distinct - 1].id == hits[i].id) hits[distinct - 1].count++;
+        else hits[distinct++] = hits[i];
+    }
+    qsort(hits, (size_t)distinct, sizeof(story_hit), cmp_hit_rank);
+    Py_ssize_t kept = distinct < most ? distinct : most;
+    PyObject *out = PyList_New(kept);
+    if (out == NULL) goto fail;
+    for (Py_ssize_t i = 0; i < kept; i++) {
+        PyObject *v = PyLong_FromLongLong(hits[i].id);
+        if (v == NULL) {
+            Py_DECREF(out);
+            goto fail;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+    PyMem_Free(hits);
+    return out;
+fail:
+    PyMem_Free(hits);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"chunk_sums", chunk_sums, METH_VARARGS, chunk_sums_doc},
     {"memo_miss", (PyCFunction)(void (*)(void))memo_miss, METH_FASTCALL, memo_miss_doc},
@@ -1128,11 +1401,14 @@ static PyMethodDef methods[] = {
     {"ngram_table", ngram_table, METH_O, ngram_table_doc},
     {"lookup", (PyCFunction)(void (*)(void))lookup_py, METH_FASTCALL, lookup_doc},
     {"table_char_weights", table_char_weights_py, METH_VARARGS, table_char_weights_doc},
+    {"story_sketch", (PyCFunction)(void (*)(void))story_sketch, METH_FASTCALL, story_sketch_doc},
+    {"story_compare", (PyCFunction)(void (*)(void))story_compare, METH_FASTCALL, story_compare_doc},
+    {"story_ranked", (PyCFunction)(void (*)(void))story_ranked, METH_FASTCALL, story_ranked_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_speedups", "The linear sentiment scorer's inner loops (see linear.py).", -1, methods,
+    PyModuleDef_HEAD_INIT, "_speedups", "The classifier's inner loops: sentiment (see linear.py) and stories (stories.py).", -1, methods,
 };
 
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL

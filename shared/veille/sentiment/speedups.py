@@ -1,4 +1,7 @@
-"""The linear scorer's compiled inner loops (``_speedups.c``), or the reason they are not used.
+"""The classifier's compiled inner loops (``_speedups.c``), or the reason they are not used.
+
+They are the linear sentiment scorer's (below) and the near-duplicate stories' (:mod:`veille.stories`
+checks those against its own code at import and uses them only if they agree).
 
 ``pip install`` (and so ``make install``) compiles ``_speedups.c`` when a C compiler is there
 (``hatch_build.py``). :mod:`veille.sentiment.linear` then sums a text's remembered chunk entries and a
