@@ -56,6 +56,13 @@ def test_sketches_are_the_python_ones(compiled: ModuleType) -> None:
         assert compiled.story_sketch(words, size) == (mine.hashes, mine.size)
 
 
+def test_a_3gram_whose_tuple_hash_would_be_minus_one_is_hashed_as_python_hashes_it(compiled: ModuleType) -> None:
+    """CPython never returns -1 as a hash: a tuple whose hash would be -1 hashes to 1546275796."""
+    words = [7, 7, 50486940502069109]
+    assert hash(tuple(words)) == 1546275796
+    assert compiled.story_sketch(words, SKETCH_SIZE) == ((1546275796,), 1)
+
+
 def test_overlaps_are_the_python_ones(compiled: ModuleType) -> None:
     """Jaccard and containment of complete and partial sketches, sharing nothing, some or all."""
     rng = random.Random(11)
@@ -78,7 +85,8 @@ def test_candidates_are_ranked_as_in_python(compiled: ModuleType) -> None:
     rng = random.Random(3)
     keys = [rng.getrandbits(64) for _ in range(60)]
     for _ in range(2_000):
-        postings = {key: [rng.randrange(40) for _ in range(rng.randint(0, 32))] for key in rng.sample(keys, 30)}
+        ids = [rng.randrange(2**62) for _ in range(rng.choice((3, 40)))]  # few ids: many ties
+        postings = {key: [rng.choice(ids) for _ in range(rng.randint(0, 32))] for key in rng.sample(keys, 30)}
         asked = tuple(rng.sample(keys, 12))
         most = rng.choice((0, 1, 5, MAX_CANDIDATES, 100))
         assert compiled.story_ranked(postings, asked, most) == _ranked(postings, asked, most)
@@ -151,6 +159,33 @@ def test_bad_input_raises_instead_of_crashing(compiled: ModuleType) -> None:
         compiled.story_ranked({1: [2]}, (1,), -1)
     with pytest.raises(TypeError, match="ids must be ints"):
         compiled.story_ranked({1: [2.0]}, (1,), 4)
+
+
+def test_a_posting_replaced_during_a_lookup_is_not_read(compiled: ModuleType) -> None:
+    """A dict key that collides with a looked-up hash runs its own ``__eq__`` during that look-up, which
+    could replace (and free) a posting looked up before: the function holds what it looked up, and
+    never crashes."""
+    first, second = 12345, 67890
+    postings: dict[object, object] = {}
+    armed = swapped = False
+
+    class Colliding:
+        def __hash__(self) -> int:
+            return hash(second)
+
+        def __eq__(self, other: object) -> bool:
+            nonlocal swapped
+            if armed and not swapped:
+                swapped = True
+                postings[first] = b"x" * 64  # the list looked up first loses its last other reference
+            return False
+
+    postings[first] = [1, 2, 3]
+    postings[Colliding()] = []
+    postings[second] = [4]
+    armed = True
+    assert compiled.story_ranked(postings, (first, second), 4) == [1, 2, 3, 4]
+    assert swapped
 
 
 def test_a_module_giving_other_sketches_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:

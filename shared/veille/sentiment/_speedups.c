@@ -1323,47 +1323,61 @@ static PyObject *story_ranked(PyObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     PyObject *postings = args[0], *hashes = args[1];
-    Py_ssize_t n = PyTuple_GET_SIZE(hashes), total = 0;
+    Py_ssize_t n = PyTuple_GET_SIZE(hashes), total = 0, h = 0;
+    story_hit *hits = NULL;
+    /* The postings are held (strong references) from one look-up each: a key of the dict that is not an
+     * int but collides with one runs its own __eq__ during a look-up, which could replace a posting
+     * looked up before. No Python code runs once they are all held. */
+    PyObject **lists = PyMem_Calloc((size_t)(n ? n : 1), sizeof(PyObject *));
+    if (lists == NULL) return PyErr_NoMemory();
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *key = PyTuple_GET_ITEM(hashes, i);
-        if (!PyLong_CheckExact(key)) { /* an int key: the look-up runs no Python code */
+        if (!PyLong_CheckExact(key)) {
             PyErr_SetString(PyExc_TypeError, "sketch hashes must be ints");
-            return NULL;
+            goto fail;
         }
         PyObject *ids = PyDict_GetItemWithError(postings, key);
-        if (ids == NULL) {
-            if (PyErr_Occurred()) return NULL;
-            continue;
-        }
-        if (!PyList_CheckExact(ids)) {
-            PyErr_SetString(PyExc_TypeError, "a posting must be a list of ids");
-            return NULL;
-        }
-        total += PyList_GET_SIZE(ids);
-    }
-    if (total == 0) return PyList_New(0);
-    story_hit *hits = PyMem_Malloc(sizeof(story_hit) * (size_t)total);
-    if (hits == NULL) return PyErr_NoMemory();
-    Py_ssize_t h = 0;
-    for (Py_ssize_t i = 0; i < n && h < total; i++) {
-        PyObject *ids = PyDict_GetItemWithError(postings, PyTuple_GET_ITEM(hashes, i));
         if (ids == NULL) {
             if (PyErr_Occurred()) goto fail;
             continue;
         }
+        if (!PyList_CheckExact(ids)) {
+            PyErr_SetString(PyExc_TypeError, "a posting must be a list of ids");
+            goto fail;
+        }
+        Py_INCREF(ids);
+        lists[i] = ids;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) { /* sized now: a later look-up's __eq__ could have changed one */
+        if (lists[i] != NULL) total += PyList_GET_SIZE(lists[i]);
+    }
+    if (total == 0) {
+        for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(lists[i]);
+        PyMem_Free(lists);
+        return PyList_New(0);
+    }
+    hits = PyMem_Malloc(sizeof(story_hit) * (size_t)total);
+    if (hits == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ids = lists[i];
+        if (ids == NULL) continue;
         for (Py_ssize_t j = 0; j < PyList_GET_SIZE(ids) && h < total; j++) {
             PyObject *id = PyList_GET_ITEM(ids, j);
             if (!PyLong_CheckExact(id)) {
                 PyErr_SetString(PyExc_TypeError, "a posting's ids must be ints");
                 goto fail;
             }
-            long long value = PyLong_AsLongLong(id);
+            long long value = PyLong_AsLongLong(id); /* an exact int: no __index__ runs */
             if (value == -1 && PyErr_Occurred()) goto fail;
             hits[h].id = value;
             hits[h].count = 1;
             h++;
         }
     }
+    for (Py_ssize_t i = 0; i < n; i++) Py_CLEAR(lists[i]);
     qsort(hits, (size_t)h, sizeof(story_hit), cmp_hit_id);
     Py_ssize_t distinct = 0;
     for (Py_ssize_t i = 0; i < h; i++) {
@@ -1382,9 +1396,12 @@ static PyObject *story_ranked(PyObject *self, PyObject *const *args, Py_ssize_t 
         }
         PyList_SET_ITEM(out, i, v);
     }
+    PyMem_Free(lists);
     PyMem_Free(hits);
     return out;
 fail:
+    for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(lists[i]);
+    PyMem_Free(lists);
     PyMem_Free(hits);
     return NULL;
 }
