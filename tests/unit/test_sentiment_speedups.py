@@ -7,6 +7,7 @@ import base64
 import hashlib
 import importlib.util
 import json
+import math
 import random
 import shlex
 import shutil
@@ -161,6 +162,55 @@ def test_malformed_entries_raise_instead_of_crashing(compiled: ModuleType) -> No
         compiled.join([(0.1,)], follow, 4)
     with pytest.raises(IndexError):  # more valences than the word-list sums hold
         compiled.join([(0.1, 0.2, 0.3, 0.4, 5, 1, "a", 0, (False, (), ((0, 0, (1.0, 2.0)),)))], follow, 4)
+
+
+def test_word_list_sums_are_squashed_and_weighted_as_in_python(compiled: ModuleType) -> None:
+    """``lex_logits`` and ``negated_logits`` (the end of the compiled logits) against the Python code:
+    valences in and out of a negator's scope, a clause break, zero columns; malformed input raises."""
+    rng = random.Random(4)
+    width = 8
+    lexicon = tuple((rng.uniform(-2, 2), rng.uniform(-2, 2)) for _ in range(width + 3))
+
+    def python_tail(z0: float, z2: float, sums: list[float]) -> tuple[float, float]:
+        for w, x in zip(lexicon, sums, strict=False):
+            if x:
+                x = x / math.sqrt(x * x + linear_module.SQUASH_ALPHA)
+                z0 += w[0] * x
+                z2 += w[1] * x
+        return z0, z2
+
+    for _ in range(2_000):
+        starts, lexes, at = [], [], 0
+        for _ in range(rng.randint(1, 6)):
+            events = []
+            for position in range(rng.randint(1, 3)):
+                role = rng.choice((0, 0, 0, linear_module._NEGATOR, 2))
+                values = tuple(rng.choice((0.0, rng.uniform(-3, 3))) for _ in range(width // 4))
+                events.append((position, role, values if not role else ()))
+            sums = tuple(rng.choice((0.0, rng.uniform(-3, 3))) for _ in range(width))
+            starts.append(at)
+            lexes.append((False, sums, tuple(events)))
+            at += rng.randint(1, 4)
+        z0, z2 = rng.uniform(-1, 1), rng.uniform(-1, 1)
+        plain = list(map(sum, zip(*(lex[1] for lex in lexes), strict=True)))
+        negated = linear_module._negated_sums_at(starts, lexes, width)
+        found = [
+            compiled.lex_logits(z0, z2, lexes, lexicon, linear_module.SQUASH_ALPHA),
+            compiled.negated_logits(
+                z0, z2, starts, lexes, lexicon, width, linear_module.NEGATION_SCOPE, linear_module.SQUASH_ALPHA
+            ),
+        ]
+        assert_same_scores(found, [python_tail(z0, z2, plain), python_tail(z0, z2, negated)])
+    with pytest.raises(TypeError):
+        compiled.lex_logits(0.0, 0.0, [(False, (1,), ())], lexicon, 15.0)  # an int valence sum
+    with pytest.raises(ValueError, match="width"):
+        compiled.lex_logits(0.0, 0.0, [(False, (1.0,), ()), (False, (1.0, 2.0), ())], lexicon, 15.0)
+    with pytest.raises(TypeError):
+        compiled.negated_logits(0.0, 0.0, [0], [(False, (), ((0, 0, (1,)),))], lexicon, 4, 3, 15.0)
+    with pytest.raises(IndexError):  # more valences than the width holds
+        compiled.negated_logits(0.0, 0.0, [0], [(False, (), ((0, 0, (1.0, 2.0)),))], lexicon, 4, 3, 15.0)
+    with pytest.raises(ValueError, match="one start per lex"):
+        compiled.negated_logits(0.0, 0.0, [], [(False, (), ())], lexicon, 4, 3, 15.0)
 
 
 def test_python_code_run_by_a_memo_cannot_pull_objects_from_under_the_c_loops(compiled: ModuleType) -> None:

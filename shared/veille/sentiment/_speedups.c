@@ -16,6 +16,7 @@
  *   join          _join;  lookup: LanguageProfile.lookup
  *   ngram_table   the character n-grams' prefix sums as a C table looked up by code points
  *   char_weights  LinearModel.char_weights on the dict
+ *   lex_logits, negated_logits: the end of LinearBackend._compiled_logits (word-list sums, squashed)
  *   story_sketch, story_compare, story_ranked: veille.stories (see there)
  *
  * Every entry read is type-checked: a malformed one raises, it never crashes. linear.py falls back to
@@ -1118,6 +1119,163 @@ static PyObject *join_py(PyObject *self, PyObject *args) {
     return join_parts(parts, follow_list, width);
 }
 
+/* The word-list sums squashed (x / sqrt(x * x + alpha)) and weighted by the lexicon's pairs into z0 and z2:
+ * the loop that ends LinearBackend._compiled_logits (zip(model.lexicon, sums) in order, only x != 0). */
+static int squash_into(const double *sums, Py_ssize_t width, PyObject *lexicon, double alpha, double *z0, double *z2) {
+    Py_ssize_t columns = width < PyTuple_GET_SIZE(lexicon) ? width : PyTuple_GET_SIZE(lexicon);
+    for (Py_ssize_t j = 0; j < columns; j++) {
+        double x = sums[j];
+        if (x != 0.0) { /* Python's `if x:` (a NaN is unequal to 0 too) */
+            double a, b;
+            if (!pair_values(PyTuple_GET_ITEM(lexicon, j), &a, &b)) return 0;
+            x = x / sqrt(x * x + alpha);
+            *z0 += a * x;
+            *z2 += b * x;
+        }
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(lex_logits_doc,
+             "lex_logits(z0, z2, lexes, lexicon, alpha) -> (z0, z2)\n\n"
+             "The end of LinearBackend._compiled_logits for a text without a negator: the word-list sums of\n"
+             "its chunks' lexes, column by column, each squashed (x / sqrt(x * x + alpha)) and weighted by\n"
+             "`lexicon`'s pairs into z0 and z2, in the Python code's order.");
+
+static PyObject *lex_logits(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyFloat_CheckExact(args[0]) || !PyFloat_CheckExact(args[1]) || !PyList_CheckExact(args[2]) ||
+        !PyTuple_CheckExact(args[3]) || !PyFloat_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "lex_logits(z0: float, z2: float, lexes: list, lexicon: tuple, alpha: float)");
+        return NULL;
+    }
+    double z0 = PyFloat_AS_DOUBLE(args[0]), z2 = PyFloat_AS_DOUBLE(args[1]), alpha = PyFloat_AS_DOUBLE(args[4]);
+    PyObject *lexes = args[2], *lexicon = args[3];
+    Py_ssize_t k = PyList_GET_SIZE(lexes);
+    if (k == 0) return Py_BuildValue("(dd)", z0, z2);
+    /* Each lex is (negator, sums, events), its sums a tuple of floats of one width for all. No Python code
+     * runs below: the lexes' items are only read. */
+    Py_ssize_t width = -1;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *lex = PyList_GET_ITEM(lexes, i);
+        if (!PyTuple_CheckExact(lex) || PyTuple_GET_SIZE(lex) < 2 || !PyTuple_CheckExact(PyTuple_GET_ITEM(lex, 1))) {
+            PyErr_SetString(PyExc_TypeError, "a lex must be a tuple (negator, sums, events) with sums a tuple");
+            return NULL;
+        }
+        Py_ssize_t w = PyTuple_GET_SIZE(PyTuple_GET_ITEM(lex, 1));
+        if (width >= 0 && w != width) {
+            PyErr_SetString(PyExc_ValueError, "the lexes' sums must all have the same width");
+            return NULL;
+        }
+        width = w;
+    }
+    double *sums = PyMem_Calloc((size_t)(width ? width : 1), sizeof(double));
+    if (sums == NULL) return PyErr_NoMemory();
+    for (Py_ssize_t j = 0; j < width; j++) {
+        double x = 0.0; /* sum() of the column: 0, then each value in order */
+        for (Py_ssize_t i = 0; i < k; i++) {
+            PyObject *v = PyTuple_GET_ITEM(PyTuple_GET_ITEM(PyList_GET_ITEM(lexes, i), 1), j);
+            if (!PyFloat_CheckExact(v)) {
+                PyMem_Free(sums);
+                PyErr_SetString(PyExc_TypeError, "a lex's sums must be floats");
+                return NULL;
+            }
+            x += PyFloat_AS_DOUBLE(v);
+        }
+        sums[j] = x;
+    }
+    int ok = squash_into(sums, width, lexicon, alpha, &z0, &z2);
+    PyMem_Free(sums);
+    if (!ok) return NULL;
+    return Py_BuildValue("(dd)", z0, z2);
+}
+
+PyDoc_STRVAR(negated_logits_doc,
+             "negated_logits(z0, z2, starts, lexes, lexicon, width, scope, alpha) -> (z0, z2)\n\n"
+             "The end of LinearBackend._compiled_logits for a text with a negator: linear._negated_sums_at\n"
+             "(each valence in the negated columns while within `scope` tokens of a negator, a clause break\n"
+             "ending the scope), then squashed and weighted as by lex_logits.");
+
+static PyObject *negated_logits(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8 || !PyFloat_CheckExact(args[0]) || !PyFloat_CheckExact(args[1]) || !PyList_CheckExact(args[2]) ||
+        !PyList_CheckExact(args[3]) || !PyTuple_CheckExact(args[4]) || !PyFloat_CheckExact(args[7])) {
+        PyErr_SetString(PyExc_TypeError, "negated_logits(z0: float, z2: float, starts: list, lexes: list, "
+                                         "lexicon: tuple, width: int, scope: int, alpha: float)");
+        return NULL;
+    }
+    double z0 = PyFloat_AS_DOUBLE(args[0]), z2 = PyFloat_AS_DOUBLE(args[1]), alpha = PyFloat_AS_DOUBLE(args[7]);
+    PyObject *starts = args[2], *lexes = args[3], *lexicon = args[4];
+    Py_ssize_t width = PyLong_AsSsize_t(args[5]);
+    if (width == -1 && PyErr_Occurred()) return NULL;
+    long long scope = PyLong_AsLongLong(args[6]);
+    if (scope == -1 && PyErr_Occurred()) return NULL;
+    if (width < 0) {
+        PyErr_SetString(PyExc_ValueError, "the width must not be negative");
+        return NULL;
+    }
+    if (PyList_GET_SIZE(starts) != PyList_GET_SIZE(lexes)) {
+        PyErr_SetString(PyExc_ValueError, "one start per lex");
+        return NULL;
+    }
+    double *sums = PyMem_Calloc((size_t)(width ? width : 1), sizeof(double));
+    if (sums == NULL) return PyErr_NoMemory();
+    long long negated_until = -1;
+    /* No Python code runs below: only exact ints, floats and tuples are read. */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lexes); i++) {
+        PyObject *start_obj = PyList_GET_ITEM(starts, i), *lex = PyList_GET_ITEM(lexes, i);
+        if (!PyLong_CheckExact(start_obj) || !PyTuple_CheckExact(lex) || PyTuple_GET_SIZE(lex) < 3 ||
+            !PyTuple_CheckExact(PyTuple_GET_ITEM(lex, 2))) {
+            PyErr_SetString(PyExc_TypeError, "starts must be ints and lexes tuples (negator, sums, events)");
+            goto fail;
+        }
+        long long start = PyLong_AsLongLong(start_obj);
+        if (start == -1 && PyErr_Occurred()) goto fail;
+        PyObject *events = PyTuple_GET_ITEM(lex, 2);
+        for (Py_ssize_t e = 0; e < PyTuple_GET_SIZE(events); e++) {
+            PyObject *event = PyTuple_GET_ITEM(events, e);
+            if (!PyTuple_CheckExact(event) || PyTuple_GET_SIZE(event) != 3 ||
+                !PyLong_CheckExact(PyTuple_GET_ITEM(event, 0)) || !PyLong_CheckExact(PyTuple_GET_ITEM(event, 1)) ||
+                !PyTuple_CheckExact(PyTuple_GET_ITEM(event, 2))) {
+                PyErr_SetString(PyExc_TypeError, "an event must be a tuple (at: int, role: int, values: tuple)");
+                goto fail;
+            }
+            long long at = PyLong_AsLongLong(PyTuple_GET_ITEM(event, 0));
+            if (at == -1 && PyErr_Occurred()) goto fail;
+            long role = PyLong_AsLong(PyTuple_GET_ITEM(event, 1));
+            if (role == -1 && PyErr_Occurred()) goto fail;
+            if (role) {
+                negated_until = role == NEGATOR ? start + at + scope : -1;
+                continue;
+            }
+            Py_ssize_t slot = start + at <= negated_until ? 2 : 0;
+            PyObject *values = PyTuple_GET_ITEM(event, 2);
+            for (Py_ssize_t v = 0; v < PyTuple_GET_SIZE(values); v++, slot += 4) {
+                PyObject *value_obj = PyTuple_GET_ITEM(values, v);
+                if (!PyFloat_CheckExact(value_obj)) {
+                    PyErr_SetString(PyExc_TypeError, "valences must be floats");
+                    goto fail;
+                }
+                double value = PyFloat_AS_DOUBLE(value_obj);
+                if (value > 0) {
+                    if (slot >= width) goto out_of_range;
+                    sums[slot] += value;
+                } else if (value < 0) {
+                    if (slot + 1 >= width) goto out_of_range;
+                    sums[slot + 1] += value;
+                }
+            }
+        }
+    }
+    if (!squash_into(sums, width, lexicon, alpha, &z0, &z2)) goto fail;
+    PyMem_Free(sums);
+    return Py_BuildValue("(dd)", z0, z2);
+out_of_range:
+    PyErr_SetString(PyExc_IndexError, "a valence's column is beyond the width");
+fail:
+    PyMem_Free(sums);
+    return NULL;
+}
+
 /* ---- Near-duplicate stories (veille.stories): a text's bottom-k sketch and two sketches' overlap ----
  *
  * story_sketch  sketch() for three words or more: the word 3-grams hashed as CPython hashes a tuple
@@ -1418,6 +1576,8 @@ static PyMethodDef methods[] = {
     {"ngram_table", ngram_table, METH_O, ngram_table_doc},
     {"lookup", (PyCFunction)(void (*)(void))lookup_py, METH_FASTCALL, lookup_doc},
     {"table_char_weights", table_char_weights_py, METH_VARARGS, table_char_weights_doc},
+    {"lex_logits", (PyCFunction)(void (*)(void))lex_logits, METH_FASTCALL, lex_logits_doc},
+    {"negated_logits", (PyCFunction)(void (*)(void))negated_logits, METH_FASTCALL, negated_logits_doc},
     {"story_sketch", (PyCFunction)(void (*)(void))story_sketch, METH_FASTCALL, story_sketch_doc},
     {"story_compare", (PyCFunction)(void (*)(void))story_compare, METH_FASTCALL, story_compare_doc},
     {"story_ranked", (PyCFunction)(void (*)(void))story_ranked, METH_FASTCALL, story_ranked_doc},

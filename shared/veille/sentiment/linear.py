@@ -697,17 +697,15 @@ class LinearBackend:
             scale = 1.0 / math.sqrt(count)
             z0 += ca * scale
             z2 += cb * scale
-        if lexes:
-            if not negator:
-                sums: list[float] = list(map(sum, zip(*map(_SECOND, lexes), strict=True)))
-            else:
-                sums = _negated_sums_at(starts, lexes, model.width)
-            for w, x in zip(model.lexicon, sums, strict=False):
-                if x:
-                    x = x / math.sqrt(x * x + SQUASH_ALPHA)
-                    z0 += w[0] * x
-                    z2 += w[1] * x
-        return z0, z2
+        if not lexes:
+            return z0, z2
+        # The word-list sums (column by column; with a negator, :func:`_negated_sums_at`), squashed and
+        # weighted into z0 and z2 as :meth:`logits` does, in C.
+        if not negator:
+            return fast.lex_logits(z0, z2, lexes, model.lexicon, SQUASH_ALPHA)  # type: ignore[no-any-return]
+        return fast.negated_logits(  # type: ignore[no-any-return]
+            z0, z2, starts, lexes, model.lexicon, model.width, NEGATION_SCOPE, SQUASH_ALPHA
+        )
 
     @staticmethod
     def _negated_sums(sizes: Sequence[int], events: Sequence[_Lex | None], width: int) -> list[float]:
