@@ -62,6 +62,7 @@ __all__ = [
     "Sketch",
     "StoryIndex",
     "StoryStats",
+    "compiled",
     "new_story_id",
     "sketch",
     "story_text",
@@ -266,6 +267,11 @@ def _accept_compiled() -> ModuleType | None:
 
 _compiled = _accept_compiled()
 """The compiled sketch and comparison, or ``None``: the Python code then runs (same story ids, slower)."""
+
+
+def compiled() -> bool:
+    """Whether the stories run the compiled loops (for the classifier's start-up log line)."""
+    return _compiled is not None
 
 
 def new_story_id(mention_id: str) -> str:

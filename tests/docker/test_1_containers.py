@@ -105,3 +105,6 @@ def test_the_classifier_runs_the_compiled_sentiment_scorer(stack: Stack) -> None
     installed because it matches the sources: the classifier runs what `make test` tested."""
     status = stack.exec("classifier", "python", "-c", "from veille.sentiment import speedups; print(speedups.STATUS)")
     assert status.stdout.strip() == "compiled (C inner loops)", status
+    # the near-duplicate stories use the same module's loops once they pass their check at import
+    stories = stack.exec("classifier", "python", "-c", "from veille import stories; print(stories.compiled())")
+    assert stories.stdout.strip() == "True", stories
