@@ -46,7 +46,21 @@ def compile_speedups(root: Path, out_dir: Path) -> Path:
         module = Path(scratch) / target.name
         define = f'-DVEILLE_SOURCE_HASH="{digest}"'
         # The commands are this Python's own compiler settings (sysconfig) or the builder's CC/LDSHARED.
-        compile_command = [*cc, *cflags, *ccshared, "-O2", f"-I{include}", define, "-c", str(source), "-o", str(obj)]
+        # -ffp-contract=off: no fused multiply-add (aarch64 compilers fuse by default), so the module rounds
+        # every product and sum as Python does and gives the same scores to the bit.
+        compile_command = [
+            *cc,
+            *cflags,
+            *ccshared,
+            "-O2",
+            "-ffp-contract=off",
+            f"-I{include}",
+            define,
+            "-c",
+            str(source),
+            "-o",
+            str(obj),
+        ]
         subprocess.run(compile_command, check=True)  # noqa: S603
         subprocess.run([*ldshared, str(obj), "-o", str(module)], check=True)  # noqa: S603
         out_dir.mkdir(parents=True, exist_ok=True)

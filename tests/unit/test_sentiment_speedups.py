@@ -201,16 +201,45 @@ def test_word_list_sums_are_squashed_and_weighted_as_in_python(compiled: ModuleT
             ),
         ]
         assert_same_scores(found, [python_tail(z0, z2, plain), python_tail(z0, z2, negated)])
+    short = lexicon[:3]  # fewer pairs than columns: the columns past them are left out, as zip() does
+    lexes = [(False, (1.0, 2.0, -1.0, 0.5, 3.0), ((0, 0, (1.5, -2.0)),))]
+    assert compiled.lex_logits(0.1, 0.2, lexes, short, 15.0) == python_tail(0.1, 0.2, [1.0, 2.0, -1.0])
+    # whole-number valences (the word lists hold floats, but the Python code takes ints too)
+    with_ints = [(False, (), ((0, 0, (2, -1)), (1, linear_module._NEGATOR, ()), (2, 0, (1, 3))))]
+    assert compiled.negated_logits(0.1, 0.2, [0], with_ints, lexicon, 8, 3, 15.0) == python_tail(
+        0.1, 0.2, linear_module._negated_sums_at([0], with_ints, 8)
+    )
     with pytest.raises(TypeError):
         compiled.lex_logits(0.0, 0.0, [(False, (1,), ())], lexicon, 15.0)  # an int valence sum
     with pytest.raises(ValueError, match="width"):
         compiled.lex_logits(0.0, 0.0, [(False, (1.0,), ()), (False, (1.0, 2.0), ())], lexicon, 15.0)
     with pytest.raises(TypeError):
-        compiled.negated_logits(0.0, 0.0, [0], [(False, (), ((0, 0, (1,)),))], lexicon, 4, 3, 15.0)
+        compiled.negated_logits(0.0, 0.0, [0], [(False, (), ((0, 0, ("1",)),))], lexicon, 4, 3, 15.0)
     with pytest.raises(IndexError):  # more valences than the width holds
         compiled.negated_logits(0.0, 0.0, [0], [(False, (), ((0, 0, (1.0, 2.0)),))], lexicon, 4, 3, 15.0)
     with pytest.raises(ValueError, match="one start per lex"):
         compiled.negated_logits(0.0, 0.0, [], [(False, (), ())], lexicon, 4, 3, 15.0)
+
+
+def test_a_module_that_rounds_otherwise_is_refused(compiled: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiler that fuses multiply-adds (aarch64's default) rounds products and sums once, Python twice:
+    the import checks the module's arithmetic on values where that shows, and refuses it."""
+    assert linear_module._same_arithmetic(compiled)
+
+    class Fused:
+        def lex_logits(self, z0: float, z2: float, lexes: object, lexicon: object, alpha: float) -> tuple[float, float]:
+            found = compiled.lex_logits(z0, z2, lexes, lexicon, alpha)
+            return math.nextafter(found[0], math.inf), found[1]  # one unit in the last place
+
+        def negated_logits(self, *args: object) -> tuple[float, float]:
+            return compiled.negated_logits(*args)  # type: ignore[no-any-return]
+
+    assert not linear_module._same_arithmetic(Fused())  # type: ignore[arg-type]
+    monkeypatch.setattr(speedups, "MODULE", compiled)
+    monkeypatch.setattr(speedups, "STATUS", "compiled (C inner loops)")
+    speedups.refuse("rounds otherwise")
+    assert speedups.MODULE is None
+    assert speedups.STATUS == "pure Python (rounds otherwise)"
 
 
 def test_python_code_run_by_a_memo_cannot_pull_objects_from_under_the_c_loops(compiled: ModuleType) -> None:

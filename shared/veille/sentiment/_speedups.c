@@ -26,6 +26,13 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+/* Python rounds every multiplication and addition: a fused multiply-add would round once and give other
+ * scores in the last bits. hatch_build.py compiles with -ffp-contract=off (GCC and clang); clang also
+ * honours the standard pragma, which GCC ignores. linear.py checks the arithmetic at import anyway. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #ifndef VEILLE_SOURCE_HASH
 #define VEILLE_SOURCE_HASH ""
 #endif
@@ -1251,11 +1258,16 @@ static PyObject *negated_logits(PyObject *self, PyObject *const *args, Py_ssize_
             PyObject *values = PyTuple_GET_ITEM(event, 2);
             for (Py_ssize_t v = 0; v < PyTuple_GET_SIZE(values); v++, slot += 4) {
                 PyObject *value_obj = PyTuple_GET_ITEM(values, v);
-                if (!PyFloat_CheckExact(value_obj)) {
-                    PyErr_SetString(PyExc_TypeError, "valences must be floats");
+                double value; /* a float, or an int (as make_lex takes them; neither runs Python code) */
+                if (PyFloat_CheckExact(value_obj)) {
+                    value = PyFloat_AS_DOUBLE(value_obj);
+                } else if (PyLong_CheckExact(value_obj)) {
+                    value = PyLong_AsDouble(value_obj);
+                    if (value == -1.0 && PyErr_Occurred()) goto fail;
+                } else {
+                    PyErr_SetString(PyExc_TypeError, "valences must be floats or ints");
                     goto fail;
                 }
-                double value = PyFloat_AS_DOUBLE(value_obj);
                 if (value > 0) {
                     if (slot >= width) goto out_of_range;
                     sums[slot] += value;

@@ -123,6 +123,36 @@ _fast = speedups.accept(
 """The compiled inner loops (:mod:`veille.sentiment.speedups`), or ``None``: this module's own code."""
 
 
+def _squashed(z0: float, z2: float, lexicon: Sequence[Pair], sums: Sequence[float]) -> tuple[float, float]:
+    """``z0`` and ``z2`` plus the word-list sums, each squashed and weighted by its pair of ``lexicon``."""
+    for w, x in zip(lexicon, sums, strict=False):
+        if x:
+            x = x / math.sqrt(x * x + SQUASH_ALPHA)
+            z0 += w[0] * x
+            z2 += w[1] * x
+    return z0, z2
+
+
+def _same_arithmetic(fast: ModuleType) -> bool:
+    """Whether the module's word-list tail (``lex_logits``, ``negated_logits``) rounds as this module does,
+    on values where a fused multiply-add would round otherwise (a compiler can fuse them: ``hatch_build.py``
+    asks it not to, and this checks the module that was built)."""
+    lexicon = tuple((1.03181761176121 - i / 7, -0.4821664994140733 + i / 9) for i in range(8))
+    for i in range(40):
+        z0, z2 = -0.4821664994140733 + i / 13, 0.2035100206825039 - i / 17
+        values = (3.4442185152504816 - i / 5, -1.1 + i / 11)
+        sums = (values[0], 0.0, values[1], 0.7 - i / 3, 0.0, 0.0, 2.5 / (i + 1), -0.3)
+        lexes = [(False, sums, ((0, 0, values), (1, _NEGATOR, ()), (2, 0, values[::-1])))]
+        if fast.lex_logits(z0, z2, lexes, lexicon, SQUASH_ALPHA) != _squashed(z0, z2, lexicon, sums):
+            return False
+        negated = _negated_sums_at([i % 3], lexes, len(sums))
+        if fast.negated_logits(z0, z2, [i % 3], lexes, lexicon, len(sums), NEGATION_SCOPE, SQUASH_ALPHA) != _squashed(
+            z0, z2, lexicon, negated
+        ):
+            return False
+    return True
+
+
 def lexicon_feature_names(profile: LanguageProfile) -> tuple[str, ...]:
     """Names of the word-list features of a language (``x<lang>:<i>`` is the i-th of these)."""
     names = [f"vader_{name}" for name in LEXICON_FEATURES]
@@ -668,11 +698,7 @@ class LinearBackend:
                 sums: list[float] = list(map(sum, zip(*map(_SECOND, lexes), strict=True)))
             else:
                 sums = self._negated_sums(sizes, events, model.width)
-            for w, x in zip(lexicon, sums, strict=False):
-                if x:
-                    x = x / math.sqrt(x * x + SQUASH_ALPHA)
-                    z0 += w[0] * x
-                    z2 += w[1] * x
+            return _squashed(z0, z2, lexicon, sums)
         return z0, z2
 
     @staticmethod
@@ -737,3 +763,8 @@ class LinearBackend:
         if len(langs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(langs)} languages")
         return [self.analyze(text, lang) for text, lang in zip(texts, langs, strict=True)]
+
+
+if _fast is not None and not _same_arithmetic(_fast):
+    speedups.refuse("the compiled module rounds otherwise than Python: built with fused multiply-adds?")
+    _fast = None

@@ -19,7 +19,7 @@ import os
 from importlib import resources
 from types import ModuleType
 
-__all__ = ["MODULE", "STATUS", "accept", "load"]
+__all__ = ["MODULE", "STATUS", "accept", "load", "refuse"]
 
 
 def _source_hash() -> str | None:
@@ -61,3 +61,10 @@ def accept(assumed: dict[str, object]) -> ModuleType | None:
     if MODULE is not None and built_for != assumed:
         MODULE, STATUS = None, f"pure Python (the compiled module assumes {built_for}, not {assumed})"
     return MODULE
+
+
+def refuse(reason: str) -> None:
+    """Stop using the module (:data:`MODULE` ``None``), with :data:`STATUS` saying why: a check by its user
+    found it computes otherwise than the Python code."""
+    global MODULE, STATUS
+    MODULE, STATUS = None, f"pure Python ({reason})"
