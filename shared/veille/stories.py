@@ -229,12 +229,13 @@ def _ranked(postings: dict[int, list[int]], hashes: tuple[int, ...], most: int) 
 
 
 def _accept_compiled() -> ModuleType | None:
-    """The compiled sketch and comparison (``story_sketch``, ``story_compare`` in
+    """The compiled sketch, ranking and comparison (``story_sketch``, ``story_ranked``, ``story_compare`` in
     :mod:`veille.sentiment.speedups`' module) if they give this module's own results, else ``None``.
 
     ``story_sketch`` hashes each 3-gram as CPython hashes a tuple of three ints, an algorithm a later
     Python could change: it is checked here, at import, against :func:`_sketch_of_hashes` on texts with
-    repeated 3-grams and at several sketch sizes, and against :func:`_compare` on their pairs. The story
+    repeated 3-grams and at several sketch sizes, against :func:`_compare` on their pairs and against
+    :func:`_ranked` on postings with ties. The story
     ids are then the same with or without the compiled module, in every process.
     """
     module = speedups.MODULE
@@ -266,7 +267,8 @@ def _accept_compiled() -> ModuleType | None:
 
 
 _compiled = _accept_compiled()
-"""The compiled sketch and comparison, or ``None``: the Python code then runs (same story ids, slower)."""
+"""The compiled sketch, ranking and comparison, or ``None``: the Python code then runs (same story ids,
+slower)."""
 
 
 def compiled() -> bool:
@@ -380,17 +382,17 @@ class StoryIndex:
 
     def _nearest(self, found: Sketch) -> tuple[int, float] | None:
         """Return the most similar live near-duplicate entry and its Jaccard similarity, if any."""
-        compiled = _compiled
-        if compiled is not None:
-            ranked = compiled.story_ranked(self._postings, found.hashes[:INDEXED_HASHES], MAX_CANDIDATES)
+        fast = _compiled
+        if fast is not None:
+            ranked = fast.story_ranked(self._postings, found.hashes[:INDEXED_HASHES], MAX_CANDIDATES)
         else:
             ranked = _ranked(self._postings, found.hashes[:INDEXED_HASHES], MAX_CANDIDATES)
         if not ranked:
             return None
         horizon = self._now - self.ttl
         found_size = found.size
-        if compiled is not None:
-            compare = compiled.story_compare
+        if fast is not None:
+            compare = fast.story_compare
             found_array = array("Q", found.hashes)
         else:
             found_hashes, found_set = found.hashes, set(found.hashes)
@@ -399,7 +401,7 @@ class StoryIndex:
             entry = self._entries[entry_id]
             if entry.last_seen < horizon:
                 continue
-            if compiled is not None:
+            if fast is not None:
                 jaccard, containment = compare(found_array, found_size, entry.hashes, entry.size)
             else:
                 jaccard, containment = _compare(found_hashes, found_set, found_size, entry.hashes, entry.size)
