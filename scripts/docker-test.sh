@@ -100,7 +100,13 @@ step_done "engine"
 # returns non-zero (the reason in $STATE/NAME.log) when debootstrap fails.
 make_image() {
   local name=$1 packages=$2 rootfs log="$STATE/debootstrap-${1%%:*}.log"
-  docker image inspect "$name" >/dev/null 2>&1 && return 0
+  if docker image inspect "$name" >/dev/null 2>&1; then
+    # An image made before its root directory was opened up (below) has a / only root can enter: every
+    # unprivileged process in it (veille's user, postgres) then fails. Made again.
+    [ "$(docker run --rm --network none --entrypoint /usr/bin/stat "$name" -c %a / 2>/dev/null)" = 755 ] && return 0
+    say "$name has a root directory only root can enter (made by an older version of this script): making it again"
+    docker image rm -f "$name" >/dev/null 2>&1 || true
+  fi
   rootfs=$(mktemp -d "$STATE/rootfs.XXXXXX")
   say "making $name with debootstrap from $DEBIAN_MIRROR ($packages)"
   if ! debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" "$DEBIAN_MIRROR" >"$log" 2>&1; then
@@ -111,6 +117,8 @@ make_image() {
   # apt's caches, documentation and translations: never used in a container
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
     "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/* "$rootfs"/usr/share/info/*
+  # mktemp -d made the directory 0700, and tar gives its mode to the image's /: open it to every user.
+  chmod 0755 "$rootfs"
   tar -C "$rootfs" -c . | docker import - "$name" >/dev/null
   rm -rf "$rootfs"
 }
