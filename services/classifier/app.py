@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 from collections import Counter as CounterOf
 from collections.abc import Callable
 from datetime import timedelta
@@ -45,6 +44,7 @@ from veille.messaging import BatchConsumer, DeadLetterSink, gather_publishes, ma
 from veille.metrics import KNOWN_LANGUAGES, KNOWN_SOURCES, PREFIX, ServiceMetrics, bounded_label
 from veille.models import AlertRaised, MentionIngested, Sentiment, utcnow
 from veille.sentiment import SentimentBackend, make_backend, speedups
+from veille.service import settle_collector
 from veille.settings import ServiceSettings
 
 __all__ = ["ClassifierApp", "create_app"]
@@ -52,8 +52,6 @@ __all__ = ["ClassifierApp", "create_app"]
 NAME = "classifier"
 _SUBJECTS_KEPT = 4096
 """Subjects remembered by :meth:`ClassifierApp._subject`."""
-_GC_YOUNG_THRESHOLD = 50_000
-"""Allocations between two young-generation collections once the classifier runs (default 700)."""
 log = structlog.get_logger("classifier")
 
 
@@ -274,19 +272,7 @@ class ClassifierApp:
         self.sink.bind(self.broker.connection)
         await self.publisher.start(self.broker.connection)
         await asyncio.to_thread(preload)
-        # The language models, lexicons and modules loaded above are a few hundred thousand
-        # objects that live as long as the process: move them out of the collector's way, so
-        # each full collection walks only what the mentions allocate (about 10% less CPU per
-        # mention in bench/classifier_bench.py).
-        gc.collect()
-        gc.freeze()
-        # Each mention allocates a few hundred short-lived containers (models, token lists, dicts),
-        # nearly all freed by reference counting; at the default threshold (700) the collector ran
-        # every couple of mentions, about 6 % of the CPU (bench/classifier_bench.py). Every
-        # _GC_YOUNG_THRESHOLD allocations instead: under 1 %, and at most that many objects in
-        # reference cycles wait for a collection (a few MB).
-        young, older, oldest = gc.get_threshold()
-        gc.set_threshold(max(young, _GC_YOUNG_THRESHOLD), older, oldest)
+        settle_collector()  # the language models and lexicons loaded above, frozen out of the collector's way
         kv = await js.key_value(bus.DETECTOR.name)
         self.detection = SurgeDetection(
             kv,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import signal
 import sys
@@ -23,9 +24,31 @@ from veille.health import Health, HealthServer, JetStreamCheck
 from veille.metrics import ServiceMetrics
 from veille.settings import ServiceSettings
 
-__all__ = ["ServiceApp", "add_jetstream_check", "run_app_module", "run_service", "serve"]
+__all__ = ["ServiceApp", "add_jetstream_check", "run_app_module", "run_service", "serve", "settle_collector"]
 
 log = structlog.get_logger("veille.service")
+
+YOUNG_COLLECTION = 50_000
+"""Allocations between two young-generation collections once a busy service runs (Python's default: 700)."""
+
+
+def settle_collector(young: int = YOUNG_COLLECTION) -> None:
+    """Tune the cyclic garbage collector for a service that has loaded what it keeps and starts its hot loop.
+
+    What the process holds by now (modules, configuration, language models, lexicons) lives as long as it
+    does: it is collected once and frozen out of the collector's way, so that a full collection walks only
+    what the messages allocate (about 10 % less CPU per mention in the classifier). Each message then
+    allocates a few hundred short-lived containers (decoded models, lists, dicts), nearly all freed by
+    reference counting; at Python's default threshold the young generation was collected every couple of
+    messages, and each collection's cost landed on whatever line allocated: about 6 % of the classifier's
+    CPU and a fifth of the notifier's (``bench/classifier_bench.py``, ``bench/notifier_bench.py``;
+    docs/benchmarks.md). Collecting every ``young`` allocations instead, at most that many objects caught
+    in reference cycles wait for a collection (a few MB); the older generations keep their thresholds.
+    """
+    gc.collect()
+    gc.freeze()
+    current, older, oldest = gc.get_threshold()
+    gc.set_threshold(max(current, young), older, oldest)
 
 
 class ServiceApp(Protocol):
