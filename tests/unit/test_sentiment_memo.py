@@ -3,6 +3,9 @@ remembered when it fills up, and it never holds more than twice its limit."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from veille.sentiment.memo import Memo
@@ -67,3 +70,35 @@ def test_a_flood_of_long_unique_texts_leaves_the_scorers_memos_small() -> None:
         assert backend.analyze(text, "en").label in ("negative", "neutral", "positive")
     held = sum(len(k) for memo in (model.chunks, model.pieces, model.tokens) for k in (*memo.young, *memo.old))
     assert held < 10_000, held
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["as-installed", "pure-python"])
+def test_a_flood_of_long_punctuation_runs_leaves_the_token_memo_small(compiled: bool) -> None:
+    """Hostile input: runs of '!' and '.' hundreds long, each text's a different length. A run is one token
+    (a 'bang' or a 'stop'), remembered in the tokens memo under a (kind, text) key; before, every run stayed
+    there (about 740 characters a text here; with 20,000-character runs, gigabytes at the memo's full size).
+    Scores are unchanged: the runs are computed every time instead."""
+    from veille.sentiment.linear import LinearBackend, LinearModels
+
+    model_file = Path(__file__).resolve().parents[2] / "shared" / "veille" / "sentiment" / "model" / "linear.json"
+    data = json.loads(model_file.read_text(encoding="utf-8"))
+    backend = LinearBackend(LinearModels.from_json(data, compiled=compiled))
+    model = backend.models.models["en"]
+    texts = [f"wow {'!' * (300 + i)} and ....{'.' * (400 + i)}" for i in range(30)]
+    first = [backend.analyze(text, "en") for text in texts]
+    held = sum(
+        len(key) if isinstance(key, str) else sum(len(part) for part in key if isinstance(part, str))
+        for memo in (model.chunks, model.pieces, model.tokens)
+        for key in (*memo.young, *memo.old)
+    )
+    assert held < 1_000, held
+    assert [backend.analyze(text, "en") for text in texts] == first
+
+
+def test_a_tuple_key_counts_the_characters_of_its_strings() -> None:
+    calls: list[tuple[str, str]] = []
+    memo: Memo[tuple[str, str], int] = Memo(lambda key: calls.append(key) or len(key[1]), limit=8, max_key=16)
+    long = ("bang", "!" * 13)  # 4 + 13 characters
+    assert memo.get(long) == 13 and memo.get(long) == 13
+    assert calls == [long, long] and long not in memo.young
+    assert memo.get(("bang", "!!!")) == 3 and ("bang", "!!!") in memo.young

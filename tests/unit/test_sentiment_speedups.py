@@ -298,6 +298,20 @@ def test_the_compiled_memo_keeps_what_the_python_memo_keeps(compiled: ModuleType
     assert "k" * 40 not in c_memo.young and "k" * 40 not in c_memo.old
 
 
+def test_the_compiled_memo_measures_a_tuple_key_as_the_python_memo_does(compiled: ModuleType) -> None:
+    """The tokens memo's (kind, text) keys: held when short, computed and never held when their strings are
+    longer than max_key together (a run of thousands of '!'), in both memos."""
+    keys = [("bang", "!" * n) for n in (1, 2, 3, 26, 27, 40, 2, 27)] + [(1, 2), ("stop", 7)]
+    python_memo: Memo[object, int] = Memo(len, 6, max_key=30)
+    c_memo: Memo[object, int] = Memo(len, 6, max_key=30)
+    for key in keys:
+        if key in python_memo.young:
+            continue
+        assert compiled.memo_miss(c_memo, key) == python_memo.miss(key)
+        assert (c_memo.young, c_memo.old) == (python_memo.young, python_memo.old)
+    assert ("bang", "!" * 26) in c_memo.young and ("bang", "!" * 27) not in c_memo.young
+
+
 def test_word_list_lookups_are_the_profiles_own(compiled: ModuleType) -> None:
     """lookup: a listed word, an inflected one found by its stem (French ``-es``, ``-s``, ``-x``,
     ``-e``, 4 letters left), a word of the further lists (English AFINN) and an unknown one."""

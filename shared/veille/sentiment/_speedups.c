@@ -78,9 +78,22 @@ static int pair_values(PyObject *p, double *a, double *b) {
 
 static PyObject *str_young, *str_old, *str_compute, *str_limit, *str_max_key;
 
+/* memo.key_length(key): a string's characters, or the total of a tuple's strings (other keys: 0). */
+static Py_ssize_t key_length(PyObject *key) {
+    if (PyUnicode_Check(key)) return PyUnicode_GET_LENGTH(key);
+    Py_ssize_t total = 0;
+    if (PyTuple_Check(key)) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(key); i++) {
+            PyObject *part = PyTuple_GET_ITEM(key, i);
+            if (PyUnicode_Check(part)) total += PyUnicode_GET_LENGTH(part);
+        }
+    }
+    return total;
+}
+
 /* Memo.miss(key), the same steps (veille/sentiment/memo.py): the old generation's value, promoted,
- * or compute(key); held in the young generation, which becomes the old one when full; a string key
- * longer than max_key is computed and never held. A new reference. */
+ * or compute(key); held in the young generation, which becomes the old one when full; a key longer
+ * than max_key characters (memo.key_length) is computed and never held. A new reference. */
 static PyObject *memo_miss_impl(PyObject *memo, PyObject *key) {
     PyObject *old = NULL, *young = NULL, *value = NULL, *limit_obj = NULL;
     old = PyObject_GetAttr(memo, str_old);
@@ -103,13 +116,14 @@ static PyObject *memo_miss_impl(PyObject *memo, PyObject *key) {
         value = PyObject_CallOneArg(compute, key);
         Py_DECREF(compute);
         if (value == NULL) goto fail;
-        if (PyUnicode_Check(key)) {
+        Py_ssize_t length = key_length(key);
+        if (length > 0) {
             PyObject *max_key = PyObject_GetAttr(memo, str_max_key);
             if (max_key == NULL) goto fail;
             Py_ssize_t most = PyLong_AsSsize_t(max_key);
             Py_DECREF(max_key);
             if (most == -1 && PyErr_Occurred()) goto fail;
-            if (PyUnicode_GET_LENGTH(key) > most) goto done;  /* never held */
+            if (length > most) goto done;  /* never held */
         }
     }
     young = PyObject_GetAttr(memo, str_young);

@@ -7,9 +7,11 @@ until they are found again; a true LRU costs a move on every hit, which the hot 
 in Python. Here, new entries go into :attr:`Memo.young`; when it holds :attr:`Memo.limit` entries it
 becomes :attr:`Memo.old` (the previous old generation is dropped) and a new young one starts. A
 miss in young looks in old and promotes what it finds. A key used at least once per generation
-(every frequent word) is never dropped; at most ``2 × limit`` entries are held. A string key longer
-than ``max_key`` characters is computed every time and never held: hostile input (a megabyte without a
-space, many times over) could otherwise fill the memo with megabyte keys and the values built from them.
+(every frequent word) is never dropped; at most ``2 × limit`` entries are held. A key longer than
+``max_key`` characters (a string, or the strings of a tuple such as the tokens memo's ``(kind, text)``) is
+computed every time and never held: hostile input (a megabyte without a space, or a run of twenty
+thousand ``!``, many times over with other lengths) could otherwise fill the memo with huge keys and
+the values built from them.
 
 Hot paths read ``memo.young.get(key)`` directly and call :meth:`Memo.miss` only when it returns
 ``None``.
@@ -20,10 +22,19 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-__all__ = ["Memo"]
+__all__ = ["Memo", "key_length"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+def key_length(key: object) -> int:
+    """Characters of a memo key: a string's, or the total of a tuple's strings (other keys: 0)."""
+    if isinstance(key, str):
+        return len(key)
+    if isinstance(key, tuple):
+        return sum(len(part) for part in key if isinstance(part, str))
+    return 0
 
 
 class Memo(Generic[K, V]):
@@ -45,7 +56,7 @@ class Memo(Generic[K, V]):
         value = self.old.pop(key, None)
         if value is None:
             value = self.compute(key)
-            if isinstance(key, str) and len(key) > self.max_key:
+            if key_length(key) > self.max_key:
                 return value  # never held (see the module docstring)
         young = self.young
         if len(young) >= self.limit:
