@@ -380,6 +380,38 @@ static Py_ssize_t model_width(PyObject *model) {
     return width;
 }
 
+/* Valence j of `values` (exact floats or ints: no Python code runs) added into sums: a positive one into
+ * column first + 4j, a negative one into column first + 4j + 1, as linear._lex and _negated_sums_at do
+ * (first: 0, or 2 within a negator's scope). 0 with TypeError for another type, or with IndexError for a
+ * column at or beyond `width` (checked for the column written, as Python's list indexing would). */
+static int add_valences(PyObject *values, Py_ssize_t first, double *sums, Py_ssize_t width) {
+    Py_ssize_t slot = first;
+    for (Py_ssize_t v = 0; v < PyTuple_GET_SIZE(values); v++, slot += 4) {
+        PyObject *value_obj = PyTuple_GET_ITEM(values, v);
+        double value;
+        if (PyFloat_CheckExact(value_obj)) {
+            value = PyFloat_AS_DOUBLE(value_obj);
+        } else if (PyLong_CheckExact(value_obj)) {
+            value = PyLong_AsDouble(value_obj);
+            if (value == -1.0 && PyErr_Occurred()) return 0;
+        } else {
+            PyErr_SetString(PyExc_TypeError, "valences must be floats or ints");
+            return 0;
+        }
+        if (value > 0) {
+            if (slot >= width) goto out_of_range;
+            sums[slot] += value;
+        } else if (value < 0) {
+            if (slot + 1 >= width) goto out_of_range;
+            sums[slot + 1] += value;
+        }
+    }
+    return 1;
+out_of_range:
+    PyErr_SetString(PyExc_IndexError, "a valence's column is beyond the width");
+    return 0;
+}
+
 /* _lex(events, width): (negator, tuple of the word-list sums, events). Steals nothing. */
 static PyObject *make_lex(PyObject *events, Py_ssize_t width) {
     double sums[64];
@@ -402,18 +434,7 @@ static PyObject *make_lex(PyObject *events, Py_ssize_t width) {
             negator = negator || role == NEGATOR;
             continue;
         }
-        PyObject *values = PyTuple_GET_ITEM(event, 2);
-        Py_ssize_t slot = 0;
-        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(values); j++, slot += 4) {
-            double value = PyFloat_AsDouble(PyTuple_GET_ITEM(values, j));  /* a float, or an int */
-            if (value == -1.0 && PyErr_Occurred()) return NULL;
-            if (slot + 1 >= width) {
-                PyErr_SetString(PyExc_IndexError, "more valences than word lists");
-                return NULL;
-            }
-            if (value > 0) sums[slot] += value;
-            else if (value < 0) sums[slot + 1] += value;
-        }
+        if (!add_valences(PyTuple_GET_ITEM(event, 2), 0, sums, width)) return NULL;
     }
     PyObject *tuple = PyTuple_New(width);
     if (tuple == NULL) return NULL;
@@ -1268,35 +1289,12 @@ static PyObject *negated_logits(PyObject *self, PyObject *const *args, Py_ssize_
                 negated_until = role == NEGATOR ? start + at + scope : -1;
                 continue;
             }
-            Py_ssize_t slot = start + at <= negated_until ? 2 : 0;
-            PyObject *values = PyTuple_GET_ITEM(event, 2);
-            for (Py_ssize_t v = 0; v < PyTuple_GET_SIZE(values); v++, slot += 4) {
-                PyObject *value_obj = PyTuple_GET_ITEM(values, v);
-                double value; /* a float, or an int (as make_lex takes them; neither runs Python code) */
-                if (PyFloat_CheckExact(value_obj)) {
-                    value = PyFloat_AS_DOUBLE(value_obj);
-                } else if (PyLong_CheckExact(value_obj)) {
-                    value = PyLong_AsDouble(value_obj);
-                    if (value == -1.0 && PyErr_Occurred()) goto fail;
-                } else {
-                    PyErr_SetString(PyExc_TypeError, "valences must be floats or ints");
-                    goto fail;
-                }
-                if (value > 0) {
-                    if (slot >= width) goto out_of_range;
-                    sums[slot] += value;
-                } else if (value < 0) {
-                    if (slot + 1 >= width) goto out_of_range;
-                    sums[slot + 1] += value;
-                }
-            }
+            if (!add_valences(PyTuple_GET_ITEM(event, 2), start + at <= negated_until ? 2 : 0, sums, width)) goto fail;
         }
     }
     if (!squash_into(sums, width, lexicon, alpha, &z0, &z2)) goto fail;
     PyMem_Free(sums);
     return Py_BuildValue("(dd)", z0, z2);
-out_of_range:
-    PyErr_SetString(PyExc_IndexError, "a valence's column is beyond the width");
 fail:
     PyMem_Free(sums);
     return NULL;
