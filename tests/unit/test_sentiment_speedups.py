@@ -209,6 +209,19 @@ def test_word_list_sums_are_squashed_and_weighted_as_in_python(compiled: ModuleT
     assert compiled.negated_logits(0.1, 0.2, [0], with_ints, lexicon, 8, 3, 15.0) == python_tail(
         0.1, 0.2, linear_module._negated_sums_at([0], with_ints, 8)
     )
+
+    # and any int or float, a bool or a float subclass included (Python's `value > 0` takes them)
+    class Valence(float):
+        pass
+
+    odd = [(False, (), ((0, 0, (True, Valence(-0.5))), (1, linear_module._NEGATOR, ()), (2, 0, (Valence(2.0), False))))]
+    assert compiled.negated_logits(0.1, 0.2, [0], odd, lexicon, 8, 3, 15.0) == python_tail(
+        0.1, 0.2, linear_module._negated_sums_at([0], odd, 8)
+    )
+    follow = [{}]
+    events = ((0, 0, (True, Valence(-0.5))),)
+    joined = compiled.join([(0.1, 0.2, 0.3, 0.4, 5, 1, "a", 0, (False, (), events))], follow, 8)
+    assert joined[8][1] == linear_module._lex(events, 8)[1]
     with pytest.raises(TypeError):
         compiled.lex_logits(0.0, 0.0, [(False, (1,), ())], lexicon, 15.0)  # an int valence sum
     with pytest.raises(ValueError, match="width"):
@@ -310,6 +323,15 @@ def test_the_compiled_memo_measures_a_tuple_key_as_the_python_memo_does(compiled
         assert compiled.memo_miss(c_memo, key) == python_memo.miss(key)
         assert (c_memo.young, c_memo.old) == (python_memo.young, python_memo.old)
     assert ("bang", "!" * 26) in c_memo.young and ("bang", "!" * 27) not in c_memo.young
+    for key in ["", (), ("",), 5, (1, 2)]:  # zero characters, still compared: max_key -1 holds nothing
+        python_none: Memo[object, int] = Memo(len_or_zero, 4, max_key=-1)
+        c_none: Memo[object, int] = Memo(len_or_zero, 4, max_key=-1)
+        assert compiled.memo_miss(c_none, key) == python_none.miss(key)
+        assert c_none.young == python_none.young == {}
+
+
+def len_or_zero(key: object) -> int:
+    return len(key) if isinstance(key, str | tuple) else 0
 
 
 def test_word_list_lookups_are_the_profiles_own(compiled: ModuleType) -> None:

@@ -116,15 +116,12 @@ static PyObject *memo_miss_impl(PyObject *memo, PyObject *key) {
         value = PyObject_CallOneArg(compute, key);
         Py_DECREF(compute);
         if (value == NULL) goto fail;
-        Py_ssize_t length = key_length(key);
-        if (length > 0) {
-            PyObject *max_key = PyObject_GetAttr(memo, str_max_key);
-            if (max_key == NULL) goto fail;
-            Py_ssize_t most = PyLong_AsSsize_t(max_key);
-            Py_DECREF(max_key);
-            if (most == -1 && PyErr_Occurred()) goto fail;
-            if (length > most) goto done;  /* never held */
-        }
+        PyObject *max_key = PyObject_GetAttr(memo, str_max_key);
+        if (max_key == NULL) goto fail;
+        Py_ssize_t most = PyLong_AsSsize_t(max_key);
+        Py_DECREF(max_key);
+        if (most == -1 && PyErr_Occurred()) goto fail;
+        if (key_length(key) > most) goto done;  /* never held */
     }
     young = PyObject_GetAttr(memo, str_young);
     if (young == NULL) goto fail;
@@ -380,7 +377,8 @@ static Py_ssize_t model_width(PyObject *model) {
     return width;
 }
 
-/* Valence j of `values` (exact floats or ints: no Python code runs) added into sums: a positive one into
+/* Valence j of `values` (floats or ints, subclasses such as bool included, as Python's `value > 0` takes
+ * them; read without running Python code) added into sums: a positive one into
  * column first + 4j, a negative one into column first + 4j + 1, as linear._lex and _negated_sums_at do
  * (first: 0, or 2 within a negator's scope). 0 with TypeError for another type, or with IndexError for a
  * column at or beyond `width` (checked for the column written, as Python's list indexing would). */
@@ -389,9 +387,9 @@ static int add_valences(PyObject *values, Py_ssize_t first, double *sums, Py_ssi
     for (Py_ssize_t v = 0; v < PyTuple_GET_SIZE(values); v++, slot += 4) {
         PyObject *value_obj = PyTuple_GET_ITEM(values, v);
         double value;
-        if (PyFloat_CheckExact(value_obj)) {
+        if (PyFloat_Check(value_obj)) {
             value = PyFloat_AS_DOUBLE(value_obj);
-        } else if (PyLong_CheckExact(value_obj)) {
+        } else if (PyLong_Check(value_obj)) {
             value = PyLong_AsDouble(value_obj);
             if (value == -1.0 && PyErr_Occurred()) return 0;
         } else {
