@@ -57,7 +57,7 @@ from veille.config import VeilleConfig, load_config
 from veille.consumerlag import ConsumerLagMonitor
 from veille.health import Health
 from veille.jetstream import PullFetcher
-from veille.messaging import DeadLetterSink, dead_letter_retry_delay, make_broker
+from veille.messaging import DeadLetterSink, ack_batch, dead_letter_retry_delay, make_broker
 from veille.metrics import PREFIX, ServiceMetrics
 from veille.models import AlertRaised, MentionClassified
 from veille.settings import ServiceSettings
@@ -485,8 +485,12 @@ class ArchiveApp:
                 return
             self._up()
             self.commit_seconds.labels(lane.kind).observe(time.perf_counter() - started)
-            for msg, _ in batch:  # one after another: each ack is a buffered publish, no task per message
-                await msg.ack()
+            await ack_batch(  # one write for the batch's acks
+                self.broker.connection,
+                [msg for msg, _ in batch],
+                NAME,
+                self.metrics.messages.labels(NAME, lane.consumer.stream, "ack_failed"),
+            )
             for outcome in ("written", "unchanged", "expired"):
                 count = getattr(result, outcome)
                 if count:

@@ -34,7 +34,7 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 from faststream import BaseMiddleware
@@ -59,6 +59,7 @@ __all__ = [
     "BatchHandler",
     "DeadLetterSink",
     "ack_all",
+    "ack_batch",
     "dead_letter_middleware",
     "gather_publishes",
     "make_broker",
@@ -404,6 +405,35 @@ async def ack_all(client: NatsClient, msgs: Sequence[Msg]) -> None:
         msg._ackd = True
 
 
+class _Count(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+async def ack_batch(client: NatsClient, msgs: Sequence[Msg], service: str, failed: _Count | None = None) -> int:
+    """Ack a handled batch with one write (:func:`ack_all`); when that write is refused (reconnecting with a
+    full buffer, closed), ack each message as nats-py would take it; log and count (``failed``) what still
+    fails. Returns how many stay unacked: handled, and redelivered after the consumer's ``ack_wait``.
+    """
+    try:
+        await ack_all(client, msgs)
+        return 0
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    unacked = 0
+    for msg in msgs:
+        if msg._ackd:
+            continue
+        try:
+            await msg.ack()
+        except Exception as one:
+            unacked += 1
+            error = f"{type(one).__name__}: {one}"
+    log.warning(f"{service}.batch_ack_failed", error=error, size=len(msgs), unacked=unacked)
+    if unacked and failed is not None:
+        failed.inc(unacked)
+    return unacked
+
+
 class BatchConsumer(Generic[M]):
     """Consume a durable pull consumer in batches and own every acknowledgement.
 
@@ -582,33 +612,11 @@ class BatchConsumer(Generic[M]):
             await asyncio.gather(*(self._one(msg, model) for msg, model in valid))
             return
         assert self._client is not None, "start() first"
-        try:
-            await ack_all(self._client, [msg for msg, _ in valid])
-        except Exception as exc:  # reconnecting with a full buffer, closed: each ack as nats-py would take it
-            await self._ack_one_by_one([msg for msg, _ in valid], exc)
+        await ack_batch(self._client, [msg for msg, _ in valid], self.service, self._ack_failed)
         elapsed = time.perf_counter() - started
         self._ok.inc(len(valid))
         for _ in valid:
             self._timing.observe(elapsed)
-
-    async def _ack_one_by_one(self, msgs: Sequence[Msg], exc: Exception) -> None:
-        """Ack what the batch's single write could not, one ``Msg.ack`` each; count and log what still fails.
-
-        A message left unacked is handled and redelivered after the consumer's ``ack_wait``.
-        """
-        failed = 0
-        error = f"{type(exc).__name__}: {exc}"
-        for msg in msgs:
-            if msg._ackd:
-                continue
-            try:
-                await msg.ack()
-            except Exception as one:
-                failed += 1
-                error = f"{type(one).__name__}: {one}"
-        log.warning(f"{self.service}.batch_ack_failed", error=error, size=len(msgs), unacked=failed)
-        if failed:
-            self._ack_failed.inc(failed)
 
     async def _one(self, msg: Msg, model: M) -> None:
         """Handle one message of a failed batch on its own and settle it."""

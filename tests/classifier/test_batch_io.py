@@ -7,6 +7,7 @@ cannot send whole before sending any of it; ``ack_all`` must ack every message a
 
 from __future__ import annotations
 
+import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.errors import BadSubjectError, MaxPayloadError, MsgAlreadyAckdError, NotJSMessageError
@@ -14,7 +15,8 @@ from nats.js import JetStreamContext
 
 from veille import bus
 from veille.jetstream import StreamPublisher, pub_ack
-from veille.messaging import ack_all, gather_publishes
+from veille.messaging import ack_all, ack_batch, gather_publishes
+from veille.natsserver import NatsServerProcess
 
 
 async def stored(js: JetStreamContext, stream: str) -> list[tuple[str, bytes, str | None]]:
@@ -99,3 +101,36 @@ async def test_ack_all_acks_every_message(nc: NatsClient, js: JetStreamContext) 
     await ack_all(nc, [msgs[4]])
     await nc.flush()
     assert (await js.consumer_info(bus.MENTIONS.name, "probe-acks")).num_ack_pending == 0
+
+
+class Tally:
+    """Stands in for a metric's counter: what was added to it."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+
+async def test_ack_batch_acks_in_one_write_and_counts_what_a_lost_connection_left_unacked(
+    nc: NatsClient, js: JetStreamContext, nats_server: NatsServerProcess
+) -> None:
+    for i in range(6):
+        await js.publish(bus.mention_subject("rss"), b"{}", headers={"Nats-Msg-Id": f"m{i}"})
+    sub = await js.pull_subscribe(bus.mention_subject("rss"), durable="probe-batch-acks", stream=bus.MENTIONS.name)
+    msgs = await sub.fetch(3, timeout=5)
+    failed = Tally()
+    assert await ack_batch(nc, msgs, "probe", failed) == 0
+    await nc.flush()
+    assert (await js.consumer_info(bus.MENTIONS.name, "probe-batch-acks")).ack_floor.stream_seq == 3
+    # A second service instance whose connection is gone by the time its batch is handled.
+    other = await nats.connect(nats_server.url)
+    lost = await (await other.jetstream().pull_subscribe_bind("probe-batch-acks", stream=bus.MENTIONS.name)).fetch(
+        3, timeout=5
+    )
+    await other.close()
+    assert await ack_batch(other, lost, "probe", failed) == 3
+    assert failed.value == 3
+    info = await js.consumer_info(bus.MENTIONS.name, "probe-batch-acks")
+    assert info.num_ack_pending == 3 and info.ack_floor.stream_seq == 3  # left for redelivery, not lost
