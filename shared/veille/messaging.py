@@ -49,7 +49,7 @@ from pydantic import BaseModel, ValidationError
 
 from veille import bus
 from veille.jetstream import PullFetcher, ack_command, send_many
-from veille.metrics import ServiceMetrics
+from veille.metrics import ServiceMetrics, observe_many
 from veille.models import DeadLettered
 from veille.settings import ServiceSettings
 
@@ -615,8 +615,7 @@ class BatchConsumer(Generic[M]):
         await ack_batch(self._client, [msg for msg, _ in valid], self.service, self._ack_failed)
         elapsed = time.perf_counter() - started
         self._ok.inc(len(valid))
-        for _ in valid:
-            self._timing.observe(elapsed)
+        observe_many(self._timing, elapsed, len(valid))
 
     async def _one(self, msg: Msg, model: M) -> None:
         """Handle one message of a failed batch on its own and settle it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Collection, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -11,7 +12,7 @@ from prometheus_client.registry import Collector
 from veille import __version__
 from veille.models import bounded_fields
 
-__all__ = ["KNOWN_LANGUAGES", "KNOWN_SOURCES", "OTHER", "PREFIX", "ServiceMetrics", "bounded_label"]
+__all__ = ["KNOWN_LANGUAGES", "KNOWN_SOURCES", "OTHER", "PREFIX", "ServiceMetrics", "bounded_label", "observe_many"]
 
 PREFIX = "veille"
 
@@ -95,3 +96,24 @@ class ServiceMetrics:
         )
         self.ready = Gauge(f"{PREFIX}_ready", "1 when /readyz answers ready.", ["service"], registry=self.registry)
         self.registry.register(_BoundedFieldsCollector())
+
+
+def observe_many(histogram: Histogram, amount: float, count: int) -> None:
+    """``histogram.observe(amount)`` ``count`` times (a batch's handling time, once per message), at the cost of one.
+
+    The same bucket counts and count as ``count`` calls; the sum is ``amount * count`` (equal up to the
+    rounding of repeated additions). Written against prometheus_client's histogram internals (its
+    ``_sum``, ``_buckets``, ``_upper_bounds``, unchanged since 0.4); without them (a labelled parent, which
+    cannot be observed: ``observe`` says why), or for a NaN, the calls.
+    """
+    if count <= 0:
+        return
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if count == 1 or amount != amount or bounds is None or buckets is None or total is None:
+        for _ in range(count):
+            histogram.observe(amount)
+        return
+    total.inc(amount * count)
+    buckets[bisect_left(bounds, amount)].inc(count)  # the first bound >= amount (the last is +Inf)
