@@ -65,6 +65,7 @@ from veille.metrics import ServiceMetrics
 from veille.models import MentionIngested, Sentiment, utcnow
 from veille.natsserver import NatsServerProcess
 from veille.sentiment import make_backend
+from veille.service import settle_collector
 from veille.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +148,7 @@ async def classifier_run(url: str, js: JetStreamContext, n: int, batch_size: int
     consumer = bus.CLASSIFIER_CONSUMER
     started = time.perf_counter()
     await app.start()
+    settle_collector()  # as `veille run classifier` does once started (veille.service.serve)
     running = time.perf_counter()
     cpu_started = time.process_time()
     try:

@@ -44,7 +44,6 @@ from veille.messaging import BatchConsumer, DeadLetterSink, gather_publishes, ma
 from veille.metrics import KNOWN_LANGUAGES, KNOWN_SOURCES, PREFIX, ServiceMetrics, bounded_label
 from veille.models import AlertRaised, MentionIngested, Sentiment, utcnow
 from veille.sentiment import SentimentBackend, make_backend, speedups
-from veille.service import settle_collector
 from veille.settings import ServiceSettings
 
 __all__ = ["ClassifierApp", "create_app"]
@@ -272,7 +271,6 @@ class ClassifierApp:
         self.sink.bind(self.broker.connection)
         await self.publisher.start(self.broker.connection)
         await asyncio.to_thread(preload)
-        settle_collector()  # the language models and lexicons loaded above, frozen out of the collector's way
         kv = await js.key_value(bus.DETECTOR.name)
         self.detection = SurgeDetection(
             kv,

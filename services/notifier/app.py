@@ -39,7 +39,6 @@ from veille.httpclient import make_http_client
 from veille.messaging import BatchConsumer, DeadLetterSink, dead_letter_middleware, make_broker
 from veille.metrics import ServiceMetrics
 from veille.models import AlertRaised, utcnow
-from veille.service import settle_collector
 from veille.settings import ServiceSettings, read_secret_file
 
 __all__ = ["NotifierApp", "NotifierSettings", "build_integrations", "create_app", "main"]
@@ -283,7 +282,6 @@ class NotifierApp:
             seen=await js.key_value(bus.NOTIFY_SEEN.name),
             owns=self._owns,
         )
-        settle_collector()  # before the first alert: a fifth of the notifier's CPU went to young collections
         await self.broker.start()
         self.leases = PartitionLeases(
             await js.key_value(bus.NOTIFY_LEASES.name),

@@ -33,7 +33,7 @@ YOUNG_COLLECTION = 50_000
 
 
 def settle_collector(young: int = YOUNG_COLLECTION) -> None:
-    """Tune the cyclic garbage collector for a service that has loaded what it keeps and starts its hot loop.
+    """Tune the cyclic garbage collector for a service process that has started (loaded what it keeps).
 
     What the process holds by now (modules, configuration, language models, lexicons) lives as long as it
     does: it is collected once and frozen out of the collector's way, so that a full collection walks only
@@ -44,6 +44,9 @@ def settle_collector(young: int = YOUNG_COLLECTION) -> None:
     CPU and a fifth of the notifier's (``bench/classifier_bench.py``, ``bench/notifier_bench.py``;
     docs/benchmarks.md). Collecting every ``young`` allocations instead, at most that many objects caught
     in reference cycles wait for a collection (a few MB); the older generations keep their thresholds.
+
+    Once per process, after the start (:func:`serve` with ``settle=True``): whatever is frozen is never
+    collected, so an app started and stopped again in the same process would stay in memory.
     """
     gc.collect()
     gc.freeze()
@@ -100,12 +103,16 @@ async def _start_unless_stopped(app: ServiceApp, stop: asyncio.Event) -> bool:
     return False
 
 
-async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event) -> None:
+async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event, *, settle: bool = False) -> None:
     """Run ``app`` with its health server until ``stop`` is set.
 
     ``/healthz`` answers as soon as the server listens; ``/readyz`` says 503 ("starting") until
     ``app.start()`` has returned: broker connected, topology declared, subscribers started; and 503
     ("stopping") again from the moment a stop is asked, while in-flight work drains.
+
+    ``settle``: once started, :func:`settle_collector` (what the process is for: :func:`run_service`, one
+    service per process). Not for a process that starts and stops apps in turn (tests): the app frozen
+    with the heap would never be collected once stopped.
     """
     add_jetstream_check(app)
     phase = "starting"
@@ -126,6 +133,8 @@ async def serve(app: ServiceApp, settings: ServiceSettings, stop: asyncio.Event)
     )
     try:
         if await _start_unless_stopped(app, stop):
+            if settle:
+                settle_collector()
             log.info(f"{app.name}.started", nats=settings.nats_url)
             phase = "ready"
             await stop.wait()
@@ -149,7 +158,7 @@ def run_service(app: ServiceApp, settings: ServiceSettings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(app, settings, stop)
+        await serve(app, settings, stop, settle=True)
 
     asyncio.run(main())
 

@@ -7,10 +7,13 @@ CPU it saves is a benchmark's figure (docs/benchmarks.md), not a test's.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import weakref
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from veille.service import YOUNG_COLLECTION, settle_collector
@@ -65,3 +68,44 @@ def test_a_higher_threshold_already_set_is_kept(collector: None) -> None:
     gc.set_threshold(10 * YOUNG_COLLECTION, 10, 10)
     settle_collector()
     assert gc.get_threshold()[0] == 10 * YOUNG_COLLECTION
+
+
+class QuietApp:
+    """A service with nothing to connect: what ``serve`` needs of an app."""
+
+    def __init__(self) -> None:
+        from veille.health import Health
+        from veille.metrics import ServiceMetrics
+
+        self.name = "probe"
+        self.metrics = ServiceMetrics("probe")
+        self.health = Health()
+
+    async def start(self) -> None:
+        """Nothing to connect."""
+
+    async def stop(self) -> None:
+        """Nothing in flight."""
+
+
+@pytest.mark.parametrize("settle", [True, False])
+async def test_serve_settles_the_collector_once_started_only_when_asked(collector: None, settle: bool) -> None:
+    """``veille run`` (``run_service``) asks for it; a test or an embedder running ``serve`` in turn does not."""
+    from veille.natsserver import free_port
+    from veille.service import serve
+    from veille.settings import ServiceSettings
+
+    gc.set_threshold(700, 10, 10)
+    port = free_port()
+    stop = asyncio.Event()
+    running = asyncio.create_task(serve(QuietApp(), ServiceSettings(http_port=port), stop, settle=settle))
+    async with httpx.AsyncClient(timeout=5) as client:
+        for _ in range(200):  # until /readyz says the service has started
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    break
+            await asyncio.sleep(0.05)
+        assert (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+    stop.set()
+    await asyncio.wait_for(running, 30)
+    assert (gc.get_threshold()[0] == YOUNG_COLLECTION) is settle
