@@ -41,8 +41,8 @@ def settle_collector(young: int = YOUNG_COLLECTION) -> None:
     allocates a few hundred short-lived containers (decoded models, lists, dicts), nearly all freed by
     reference counting; at Python's default threshold the young generation was collected every couple of
     messages, and each collection's cost landed on whatever line allocated: about 6 % of the classifier's
-    CPU and a fifth of the notifier's (``bench/classifier_bench.py``, ``bench/notifier_bench.py``;
-    docs/benchmarks.md). Collecting every ``young`` allocations instead, at most that many objects caught
+    CPU, and 8-15 % of the notifier's in runs alternated with and without (``bench/classifier_bench.py``,
+    ``bench/notifier_bench.py``; docs/benchmarks.md). Collecting every ``young`` allocations instead, at most that many objects caught
     in reference cycles wait for a collection (a few MB); the older generations keep their thresholds.
 
     Once per process, after the start (:func:`serve` with ``settle=True``): whatever is frozen is never
