@@ -42,8 +42,9 @@ def settle_collector(young: int = YOUNG_COLLECTION) -> None:
     reference counting; at Python's default threshold the young generation was collected every couple of
     messages, and each collection's cost landed on whatever line allocated: about 6 % of the classifier's
     CPU, and 8-15 % of the notifier's in runs alternated with and without (``bench/classifier_bench.py``,
-    ``bench/notifier_bench.py``; docs/benchmarks.md). Collecting every ``young`` allocations instead, at most that many objects caught
-    in reference cycles wait for a collection (a few MB); the older generations keep their thresholds.
+    ``bench/notifier_bench.py``; docs/benchmarks.md). Collecting every ``young`` allocations instead, at
+    most that many objects caught in reference cycles wait for a collection (a few MB); the older
+    generations keep their thresholds.
 
     Once per process, after the start (:func:`serve` with ``settle=True``): whatever is frozen is never
     collected, so an app started and stopped again in the same process would stay in memory.
