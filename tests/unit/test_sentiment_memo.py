@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from veille.sentiment.memo import Memo
+from veille.sentiment.memo import Memo, key_length
 
 
 def test_a_key_used_in_every_generation_is_never_recomputed() -> None:
@@ -87,9 +87,7 @@ def test_a_flood_of_long_punctuation_runs_leaves_the_token_memo_small(compiled: 
     texts = [f"wow {'!' * (300 + i)} and ....{'.' * (400 + i)}" for i in range(30)]
     first = [backend.analyze(text, "en") for text in texts]
     held = sum(
-        len(key) if isinstance(key, str) else sum(len(part) for part in key if isinstance(part, str))
-        for memo in (model.chunks, model.pieces, model.tokens)
-        for key in (*memo.young, *memo.old)
+        key_length(key) for memo in (model.chunks, model.pieces, model.tokens) for key in (*memo.young, *memo.old)
     )
     assert held < 1_000, held
     assert [backend.analyze(text, "en") for text in texts] == first
