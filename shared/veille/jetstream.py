@@ -56,6 +56,8 @@ from nats.errors import (
 from nats.js import api
 from nats.js.errors import APIError, NoStreamResponseError
 
+from veille import natsdirect
+
 __all__ = ["PullFetcher", "StreamPublisher", "ack_command", "pub_ack", "publish_command", "send_many"]
 
 log = structlog.get_logger("veille.jetstream")
@@ -176,17 +178,20 @@ class StreamPublisher:
         self._sub: Subscription | None = None
         self._prefix = ""
         self._next = 0
-        self._pending: dict[str, asyncio.Future[bytes]] = {}
+        self._pending: dict[int, asyncio.Future[bytes]] = {}
 
     async def start(self, client: NatsClient) -> None:
         """Subscribe to this publisher's reply subjects on ``client``."""
         self._client = client
         self._prefix = client.new_inbox() + "."
         self._sub = await client.subscribe(self._prefix + "*", cb=self._on_reply)
+        natsdirect.register(client, self._sub, self._reply, raw=True)
 
     async def stop(self) -> None:
         """Unsubscribe; futures still pending are cancelled."""
         if self._sub is not None:
+            if self._client is not None:
+                natsdirect.unregister(self._client, self._sub)
             try:
                 await self._sub.unsubscribe()
             except Exception as exc:  # a closed connection: nothing left to undo
@@ -210,11 +215,11 @@ class StreamPublisher:
         if len(self._pending) >= self.SWEEP_AT:
             self._pending = {token: f for token, f in self._pending.items() if not f.done()}
         self._next += 1
-        token = str(self._next)
+        token = self._next
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[token] = future
         try:
-            await client.publish(subject, payload, reply=self._prefix + token, headers=headers)
+            await client.publish(subject, payload, reply=f"{self._prefix}{token}", headers=headers)
         except BaseException:
             self._pending.pop(token, None)
             future.cancel()
@@ -245,23 +250,29 @@ class StreamPublisher:
         futures: list[asyncio.Future[bytes]] = [loop.create_future() for _ in messages]
         pending = self._pending
         for i, future in enumerate(futures, first):
-            pending[str(i)] = future
+            pending[i] = future
         self._next = first + len(messages) - 1
         try:
             await send_many(client, commands, size)
         except BaseException:
             for i, future in enumerate(futures, first):
-                pending.pop(str(i), None)
+                pending.pop(i, None)
                 future.cancel()
             raise
         return futures
 
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._pending.pop(msg.subject[len(self._prefix) :], None)
+        self._reply(msg.subject.encode(), msg.data, msg.headers)
+
+    def _reply(self, subject: bytes, data: bytes, headers: dict[str, str] | None) -> None:
+        try:
+            token = int(subject[len(self._prefix) :])
+        except ValueError:  # not one of ours
+            return
+        future = self._pending.pop(token, None)
         if future is None or future.done():
             return
-        data = msg.data
-        if not data and msg.headers and msg.headers.get(_STATUS) == "503":
+        if not data and headers and headers.get(_STATUS) == "503":
             future.set_exception(NoStreamResponseError())
             return
         if b'"error"' in data:
@@ -312,6 +323,7 @@ class PullFetcher:
         self._stopping = False
         self._prefix = client.new_inbox() + "."
         self._sub = await client.subscribe(self._prefix + "*", cb=self._on_message)
+        natsdirect.register(client, self._sub, self._message)
 
     @property
     def requested(self) -> int:
@@ -358,6 +370,9 @@ class PullFetcher:
         await self._client.publish(self.subject, request, reply=self._live)
 
     async def _on_message(self, msg: Msg) -> None:
+        self._message(msg)
+
+    def _message(self, msg: Msg) -> None:
         status = _status(msg)
         if status is None:
             self._buffer.append(msg)
@@ -385,6 +400,8 @@ class PullFetcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), max(0.0, self._until - time.monotonic()))
         if self._sub is not None:
+            if self._client is not None:
+                natsdirect.unregister(self._client, self._sub)
             try:
                 await self._sub.unsubscribe()
             except Exception as exc:

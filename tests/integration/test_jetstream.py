@@ -6,10 +6,12 @@ import asyncio
 
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError
 
+from veille import natsdirect
 from veille.jetstream import PullFetcher, StreamPublisher, pub_ack
 
 STREAM = "PROBE"
@@ -121,3 +123,46 @@ async def test_stopping_naks_what_was_delivered_but_not_handed_out(
     assert sorted(rest) == list(range(1, 10))
     assert held >= 1
     await again.stop()
+
+
+async def test_the_hot_paths_skip_nats_py_s_queue_and_the_connection_still_works_for_the_rest(
+    nc: NatsClient, js: JetStreamContext, stream: str
+) -> None:
+    """Publisher acks and fetched messages take the direct path (veille.natsdirect); an ordinary subscription,
+    flushes (PING/PONG) and requests on the same connection, between them, work as before and nothing is reordered."""
+    publisher = StreamPublisher()
+    await publisher.start(nc)
+    fetcher = PullFetcher(STREAM, "reader", expires=2.0)
+    await fetcher.start(nc)
+    assert type(nc._ps) is natsdirect.DirectParser
+    ordinary: list[bytes] = []
+
+    async def on_ordinary(msg: Msg) -> None:
+        ordinary.append(msg.data)
+
+    sub = await nc.subscribe("side.channel", cb=on_ordinary)
+    received_before = nc.stats["in_msgs"]
+    futures = []
+    for i in range(600):
+        futures += await publisher.publish_many([("probe.a", str(i).encode(), {"Nats-Msg-Id": f"h-{i}"})])
+        if i % 50 == 0:
+            await nc.publish("side.channel", str(i).encode())
+            await nc.flush()  # a PING answered by a PONG, parsed between acks and deliveries
+    acks = [pub_ack(raw) for raw in await asyncio.gather(*futures)]
+    assert [ack.seq for ack in acks] == list(range(1, 601))
+    seen: list[int] = []
+    while len(seen) < 600:
+        for msg in await fetcher.fetch(100, timeout=10):
+            assert msg.headers == {"Nats-Msg-Id": f"h-{int(msg.data)}"}
+            assert msg.reply.startswith("$JS.ACK.")
+            seen.append(int(msg.data))
+            await msg.ack()
+    assert seen == list(range(600))
+    assert (await js.stream_info(STREAM)).state.messages == 600  # a request/reply on the same connection
+    await nc.flush()
+    assert ordinary == [str(i).encode() for i in range(0, 600, 50)]
+    assert nc.stats["in_msgs"] - received_before >= 600 + 600 + 12  # still counted as nats-py counts them
+    await sub.unsubscribe()
+    await fetcher.stop()
+    await publisher.stop()
+    assert not nc._ps.direct  # type: ignore[attr-defined]

@@ -1,0 +1,216 @@
+"""Messages of veille's hot subscriptions handed straight to a function, past nats-py's per-message machinery.
+
+nats-py reads the socket in one task and parses the protocol with :class:`nats.protocol.parser.Parser`. For
+every ``MSG``/``HMSG`` it tries the ``MSG`` pattern before the ``HMSG`` one, fills a dict with the line's
+arguments, awaits ``Client._process_msg`` (statistics, JetStream flow-control checks, headers parsed with a
+per-character generator), builds a ``Msg``, queues it on the subscription, and the subscription's own task
+takes it off the queue and awaits its callback. Profiled under ``bench/notifier_bench.py``, that is about a
+fifth of the notifier's CPU (an alert delivered by its pull consumer) and more than half of the alerts
+loader's (a stream ack of each publish): the same path carries every stream ack of
+:class:`~veille.jetstream.StreamPublisher` and every message a :class:`~veille.jetstream.PullFetcher`
+receives, in the classifier as in the notifier.
+
+:func:`register` makes a subscription *direct*: its messages are parsed as nats-py parses them (the same
+patterns, the same header rules) and given to a plain function, in the read loop, in the order they came:
+no queue, no task switch, no coroutine per message. Everything else on the connection (other subscriptions,
+``PING``/``PONG``, ``INFO``, ``-ERR``, requests) goes through nats-py's own code as before, and is parsed in
+the same single pass, so nothing is reordered. It is for subscriptions veille made itself, with a callback
+that never awaits: no ``max_msgs`` and no JetStream subscription state (``_jsi``), which ``_process_msg``
+would otherwise handle. The handler's exceptions go to the client's error callback, as nats-py does with a
+callback's.
+
+The parser of a connection becomes :class:`DirectParser` by changing its class in place (its buffer and state
+kept), the one place this module touches nats-py's private parts besides reading ``_subs`` and ``_ps``; a
+client whose parser is not nats-py's is left alone and its subscriptions keep their callbacks
+(:func:`register` returns False then).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import cast
+
+import nats.aio.client as nats_client
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import ProtocolError
+from nats.protocol import parser as nats_parser
+
+__all__ = ["DirectParser", "parse_headers", "register", "unregister"]
+
+Handler = Callable[[Msg], None]
+RawHandler = Callable[[bytes, bytes, dict[str, str] | None], None]
+"""``(subject, payload, headers)``: for a handler that needs no ``Msg`` (no ack, no reply)."""
+
+_AWAITING_CONTROL_LINE = nats_parser.AWAITING_CONTROL_LINE
+_AWAITING_MSG_PAYLOAD = nats_parser.AWAITING_MSG_PAYLOAD
+_MSG_RE = nats_parser.MSG_RE
+_HMSG_RE = nats_parser.HMSG_RE
+_OK_RE = nats_parser.OK_RE
+_ERR_RE = nats_parser.ERR_RE
+_PING_RE = nats_parser.PING_RE
+_PONG_RE = nats_parser.PONG_RE
+_INFO_RE = nats_parser.INFO_RE
+_CRLF = b"\r\n"
+_M = ord("M")
+_H = ord("H")
+_PLAIN_HEADER = b"NATS/1.0\r\n"  # a header block with no inline status
+_EMAIL_PARSER = getattr(nats_client, "parse_email", None) is not None  # fast_mail_parser installed: nats-py's way
+_SPACE = re.compile(r"\s")  # str.isspace, as nats-py checks a header name (sre's Unicode space is Py_UNICODE_ISSPACE)
+
+
+def parse_headers(raw: bytes) -> dict[str, str] | None:
+    """A header block without inline status (``NATS/1.0\\r\\nName: Value\\r\\n...``), as nats-py parses it.
+
+    The same rules as ``Client._parse_header_lines`` (split on the first ``:``, names stripped and ASCII
+    with no whitespace inside, values stripped and decoded as UTF-8 with replacement; an empty result is
+    None), without a generator per name.
+    """
+    out: dict[str, str] = {}
+    for line in raw[len(_PLAIN_HEADER) :].split(_CRLF):
+        if not line:
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        try:
+            key = name.strip().decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if _SPACE.search(key):
+            continue
+        out[key] = value.strip().decode("utf-8", "replace")
+    return out or None
+
+
+class DirectParser(nats_parser.Parser):
+    """nats-py's protocol parser, with the messages of registered subscriptions given straight to their handler."""
+
+    direct: dict[int, tuple[Handler | RawHandler, bool]]
+
+    async def parse(self, data: bytes = b"") -> None:
+        """Parse what the socket gave, as :meth:`nats.protocol.parser.Parser.parse` does, in one pass."""
+        self.buf.extend(data)
+        while self.buf:
+            buf = self.buf
+            if self.state == _AWAITING_MSG_PAYLOAD:
+                needed = self.needed
+                if len(buf) < needed + 2:
+                    break  # the rest of the payload is still on its way
+                header_size = self.header_needed
+                if header_size > 0:
+                    headers: bytes | None = bytes(buf[:header_size])
+                    payload = bytes(buf[header_size:needed])
+                    self.header_needed = 0
+                else:
+                    headers = None
+                    payload = bytes(buf[:needed])
+                del buf[: needed + 2]
+                self.state = _AWAITING_CONTROL_LINE
+                arg = self.msg_arg
+                sid = arg["sid"]
+                entry = self.direct.get(sid)
+                if entry is None:
+                    await self.nc._process_msg(sid, arg["subject"], arg["reply"], payload, headers)
+                    continue
+                nc = self.nc  # what Client._process_msg does for a plain subscription, without the queue
+                stats = nc.stats
+                stats["in_msgs"] += 1
+                stats["in_bytes"] += len(payload)
+                sub = nc._subs.get(sid)
+                if sub is None:  # unsubscribed: dropped, as nats-py drops it
+                    self.direct.pop(sid, None)
+                    continue
+                sub._received += 1
+                if headers is None:
+                    parsed = None
+                elif headers.startswith(_PLAIN_HEADER) and not _EMAIL_PARSER:
+                    parsed = parse_headers(headers)
+                else:  # an inline status (404, 408, 503 ...), or nats-py set to parse headers another way
+                    parsed = await nc._process_headers(headers)
+                handler, raw = entry
+                try:
+                    if raw:
+                        cast(RawHandler, handler)(arg["subject"], payload, parsed)
+                    else:
+                        cast(Handler, handler)(nc._build_message(sid, arg["subject"], arg["reply"], payload, parsed))
+                except Exception as exc:  # as nats-py reports a callback's error
+                    await nc._error_cb(exc)
+                continue
+            first = buf[0]
+            match = _MSG_RE.match(buf) if first == _M else _HMSG_RE.match(buf) if first == _H else None
+            if match is not None:
+                try:
+                    groups = match.groups()
+                    arg = self.msg_arg
+                    arg["subject"] = groups[0]
+                    arg["sid"] = int(groups[1])
+                    arg["reply"] = groups[3] or b""
+                    if first == _H:
+                        self.header_needed = int(groups[4])
+                    self.needed = int(groups[-1])
+                except Exception:
+                    raise ProtocolError("nats: malformed MSG") from None
+                del buf[: match.end()]
+                self.state = _AWAITING_MSG_PAYLOAD
+                continue
+            if not await self._control(buf):
+                break
+
+    async def _control(self, buf: bytearray) -> bool:
+        """Handle one line that is not a message, as nats-py does; False when it is not all here yet."""
+        nc = self.nc
+        match = _OK_RE.match(buf)
+        if match:
+            del buf[: match.end()]
+            return True
+        match = _ERR_RE.match(buf)
+        if match:
+            await nc._process_err(match.groups()[0].decode().lower())
+            del buf[: match.end()]
+            return True
+        match = _PING_RE.match(buf)
+        if match:
+            del buf[: match.end()]
+            await nc._process_ping()
+            return True
+        match = _PONG_RE.match(buf)
+        if match:
+            del buf[: match.end()]
+            await nc._process_pong()
+            return True
+        match = _INFO_RE.match(buf)
+        if match:
+            info = json.loads(match.groups()[0].decode())
+            await nc._process_info(info)
+            del buf[: match.end()]
+            return True
+        if len(buf) < nats_parser.MAX_CONTROL_LINE_SIZE and _CRLF in buf:
+            raise ProtocolError("nats: unknown protocol")
+        return False
+
+
+def register(client: NatsClient, sub: Subscription, handler: Handler | RawHandler, *, raw: bool = False) -> bool:
+    """Give ``sub``'s messages to ``handler`` straight from the read loop; False if this client cannot.
+
+    ``handler`` takes a ``Msg``, or with ``raw`` the message's subject, payload and headers (no ``Msg`` built).
+    ``sub`` keeps its own callback, which is used for what was already queued and whenever this returns False.
+    """
+    parser = getattr(client, "_ps", None)
+    if type(parser) is nats_parser.Parser:
+        parser.__class__ = DirectParser
+        cast(DirectParser, parser).direct = {}
+    if not isinstance(parser, DirectParser):
+        return False
+    parser.direct[sub._id] = (handler, raw)
+    return True
+
+
+def unregister(client: NatsClient, sub: Subscription) -> None:
+    """Stop handing ``sub``'s messages to its handler (before it is unsubscribed)."""
+    parser = getattr(client, "_ps", None)
+    if isinstance(parser, DirectParser):
+        parser.direct.pop(sub._id, None)
