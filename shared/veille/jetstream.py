@@ -286,6 +286,9 @@ class StreamPublisher:
                 except APIError as exc:
                     future.set_exception(exc)
                     return
+                except Exception:  # an error of a shape nats-py does not know: still this publish's failure
+                    future.set_exception(APIError(description=str(reply["error"])))
+                    return
         future.set_result(data)
 
 

@@ -27,12 +27,14 @@ client whose parser is not nats-py's is left alone and its subscriptions keep th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable
 from typing import cast
 
 import nats.aio.client as nats_client
+import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -40,6 +42,8 @@ from nats.errors import ProtocolError
 from nats.protocol import parser as nats_parser
 
 __all__ = ["DirectParser", "parse_headers", "register", "unregister"]
+
+log = structlog.get_logger("veille.natsdirect")
 
 Handler = Callable[[Msg], None]
 RawHandler = Callable[[bytes, bytes, dict[str, str] | None], None]
@@ -137,8 +141,8 @@ class DirectParser(nats_parser.Parser):
                         cast(RawHandler, handler)(arg["subject"], payload, parsed)
                     else:
                         cast(Handler, handler)(nc._build_message(sid, arg["subject"], arg["reply"], payload, parsed))
-                except Exception as exc:  # as nats-py reports a callback's error
-                    await nc._error_cb(exc)
+                except Exception as exc:  # reported as nats-py reports a callback's error, outside the read loop
+                    _report(nc, exc)
                 continue
             first = buf[0]
             match = _MSG_RE.match(buf) if first == _M else _HMSG_RE.match(buf) if first == _H else None
@@ -193,19 +197,47 @@ class DirectParser(nats_parser.Parser):
         return False
 
 
+_REPORTS: set[asyncio.Task[None]] = set()
+
+
+def _report(nc: NatsClient, exc: Exception) -> None:
+    """Give a handler's error to the client's error callback in a task of its own.
+
+    nats-py awaits it in the subscription's task; awaited here, in the read loop, an error callback that
+    raised would stop the connection's reading, and one that flushed would wait for a PONG only this loop
+    can read (found in review).
+    """
+    task: asyncio.Task[None] = asyncio.ensure_future(nc._error_cb(exc))
+    _REPORTS.add(task)
+    task.add_done_callback(_reported)
+
+
+def _reported(task: asyncio.Task[None]) -> None:
+    _REPORTS.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("natsdirect.error_callback_failed", error=repr(task.exception()))
+
+
 def register(client: NatsClient, sub: Subscription, handler: Handler | RawHandler, *, raw: bool = False) -> bool:
     """Give ``sub``'s messages to ``handler`` straight from the read loop; False if this client cannot.
 
     ``handler`` takes a ``Msg``, or with ``raw`` the message's subject, payload and headers (no ``Msg`` built).
-    ``sub`` keeps its own callback, which is used for what was already queued and whenever this returns False.
+    ``sub`` keeps its own callback, which is used for what was already queued and whenever this returns False:
+    also for a subscription nats-py must see each message of (``max_msgs``, a JetStream subscription's flow
+    control and heartbeats, an old-style request's future).
     """
+    if sub._max_msgs > 0 or sub._jsi is not None or sub._future is not None:
+        return False
     parser = getattr(client, "_ps", None)
     if type(parser) is nats_parser.Parser:
         parser.__class__ = DirectParser
         cast(DirectParser, parser).direct = {}
     if not isinstance(parser, DirectParser):
         return False
-    parser.direct[sub._id] = (handler, raw)
+    direct = parser.direct
+    for sid in [sid for sid in direct if sid not in client._subs]:  # unsubscribed without unregister (drain, close)
+        del direct[sid]
+    direct[sub._id] = (handler, raw)
     return True
 
 

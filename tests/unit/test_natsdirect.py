@@ -20,9 +20,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import ProtocolError
+from nats.js.errors import APIError
 from nats.protocol.parser import Parser
 
 from veille import natsdirect
+from veille.jetstream import StreamPublisher
 
 DIRECT_SID = 7  # a Msg handler
 RAW_SID = 8  # a raw (subject, payload, headers) handler
@@ -149,13 +151,15 @@ def test_every_message_and_line_comes_out_as_nats_py_gives_it_in_order() -> None
     asyncio.run(run())
 
 
-def test_a_handler_that_fails_is_reported_and_the_next_messages_still_arrive() -> None:
+def test_a_handler_that_fails_is_reported_outside_the_read_loop_and_the_next_messages_still_arrive() -> None:
     async def run() -> None:
         client = Recorder()
         errors: list[BaseException] = []
 
         async def on_error(exc: BaseException) -> None:
             errors.append(exc)
+            await asyncio.sleep(0.05)  # an error callback that waits (a flush, a request) must not hold the parser
+            raise RuntimeError("the error callback fails too")
 
         client._error_cb = on_error
         seen: list[bytes] = []
@@ -166,11 +170,29 @@ def test_a_handler_that_fails_is_reported_and_the_next_messages_still_arrive() -
             seen.append(msg.data)
 
         natsdirect.register(client, client._subs[DIRECT_SID], handler)
-        await client._ps.parse(
-            _msg("s", DIRECT_SID, b"one") + _msg("s", DIRECT_SID, b"bad") + _msg("s", DIRECT_SID, b"two")
-        )
-        assert seen == [b"one", b"two"]
+        await client._ps.parse(b"".join(_msg("s", DIRECT_SID, data) for data in (b"one", b"bad", b"two")))
+        assert seen == [b"one", b"two"]  # parsed to the end before the report ran
+        await client._ps.parse(b"PING\r\n")
+        assert client.events == [("ping",)]
+        await asyncio.sleep(0.2)
         assert [str(e) for e in errors] == ["bad message"]
+        assert not natsdirect._REPORTS
+
+    asyncio.run(run())
+
+
+def test_subscriptions_nats_py_must_see_each_message_of_are_not_made_direct() -> None:
+    async def run() -> None:
+        client = Recorder()
+        counted = Subscription(client, 20, "s", max_msgs=3)
+        answered = Subscription(client, 21, "s", future=asyncio.get_running_loop().create_future())
+        for sub in (counted, answered):
+            client._subs[sub._id] = sub
+            assert not natsdirect.register(client, sub, lambda msg: None)
+        assert natsdirect.register(client, client._subs[DIRECT_SID], lambda msg: None)
+        del client._subs[DIRECT_SID]  # unsubscribed (a drain, a close) without unregister
+        assert natsdirect.register(client, client._subs[RAW_SID], lambda *_: None, raw=True)
+        assert set(client._ps.direct) == {RAW_SID}  # type: ignore[attr-defined]
 
     asyncio.run(run())
 
@@ -231,3 +253,23 @@ def test_plain_header_blocks_parse_as_nats_py_parses_them(lines: list[tuple[byte
     raw = b"NATS/1.0\r\n" + body + b"\r\n"
     expected = asyncio.run(Client()._process_headers(raw))
     assert natsdirect.parse_headers(raw) == expected
+
+
+def test_a_stream_error_of_an_unknown_shape_still_fails_its_publish() -> None:
+    async def run() -> None:
+        publisher = StreamPublisher()
+        publisher._prefix = "_INBOX.p."
+        loop = asyncio.get_running_loop()
+        futures = {i: loop.create_future() for i in (1, 2, 3)}
+        publisher._pending.update(futures)
+        publisher._reply(b"_INBOX.p.1", b'{"error":{"description":"no code"}}', None)
+        publisher._reply(b"_INBOX.p.2", b'{"error":{"code":400,"description":"bad","extra":1}}', None)
+        publisher._reply(b"_INBOX.p.3", b'{"stream":"S","seq":5}', None)
+        publisher._reply(b"_INBOX.p.x", b"not ours", None)
+        for i in (1, 2):
+            with pytest.raises(APIError):
+                futures[i].result()
+        assert futures[3].result() == b'{"stream":"S","seq":5}'
+        assert publisher.in_flight == 0
+
+    asyncio.run(run())
