@@ -182,7 +182,12 @@ Notified = Literal["none", "firing", "resolved", "suppressed"]
 
 
 class AlertEntry(_Model):
-    """An alert inside a group, with what its receiver was last told about it."""
+    """An alert inside a group, with what its receiver was last told about it.
+
+    Frozen: a change is a new entry (``model_copy(update=...)``), so :meth:`GroupState.dump` may reuse the
+    JSON of an entry it has already written."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     alert: AlertRaised
     notified: Notified = "none"
@@ -233,8 +238,34 @@ class GroupState(_Model):
     )
 
     def dump(self) -> bytes:
-        """Serialise for KV."""
-        return self.model_dump_json().encode()
+        """Serialise for KV: the JSON of :meth:`model_dump_json`, ``alerts`` last, each entry's JSON reused.
+
+        A group is written after every batch that touches it and after every notification, and most of its
+        (up to :data:`MAX_GROUP_ALERTS`) entries have not changed since the last write: serialising them
+        again was most of a write's CPU (``docs/benchmarks.md``, notifier).
+        """
+        if not self.alerts:
+            return self.model_dump_json().encode()
+        head = self.model_dump_json(exclude={"alerts"})
+        body = ",".join([_entry_json(key, entry) for key, entry in self.alerts.items()])
+        return f'{head[:-1]},"alerts":{{{body}}}}}'.encode()
+
+
+_ENTRY_JSON: dict[int, tuple[AlertEntry, str, str]] = {}
+"""``id(entry)`` -> (the entry, its key, ``"key":{entry JSON}``); the entry is held so that its id is not reused."""
+ENTRY_JSON_CACHE = 4_096
+"""Entries whose JSON is kept (emptied when full: a group holds at most MAX_GROUP_ALERTS of them)."""
+
+
+def _entry_json(key: str, entry: AlertEntry) -> str:
+    cached = _ENTRY_JSON.get(id(entry))
+    if cached is not None and cached[0] is entry and cached[1] == key:
+        return cached[2]
+    if len(_ENTRY_JSON) >= ENTRY_JSON_CACHE:
+        _ENTRY_JSON.clear()
+    fragment = f"{json.dumps(key, ensure_ascii=False)}:{entry.model_dump_json()}"
+    _ENTRY_JSON[id(entry)] = (entry, key, fragment)
+    return fragment
 
 
 def dumps(value: object) -> bytes:
