@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -185,7 +186,8 @@ class AlertEntry(_Model):
     """An alert inside a group, with what its receiver was last told about it.
 
     Frozen: a change is a new entry (``model_copy(update=...)``), so :meth:`GroupState.dump` may reuse the
-    JSON of an entry it has already written."""
+    JSON of an entry it has already written. Nothing may change an entry's alert in place either (its
+    ``labels``, ``top_terms`` and ``samples`` are a dict and lists): a changed alert is a new entry."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -251,21 +253,29 @@ class GroupState(_Model):
         return f'{head[:-1]},"alerts":{{{body}}}}}'.encode()
 
 
-_ENTRY_JSON: dict[int, tuple[AlertEntry, str, str]] = {}
-"""``id(entry)`` -> (the entry, its key, ``"key":{entry JSON}``); the entry is held so that its id is not reused."""
-ENTRY_JSON_CACHE = 4_096
-"""Entries whose JSON is kept (emptied when full: a group holds at most MAX_GROUP_ALERTS of them)."""
+_ENTRY_JSON: dict[int, tuple[weakref.ref[AlertEntry], str, str]] = {}
+"""``id(entry)`` -> (the entry, weakly, its key, ``"key":{entry JSON}``), for the entries alive.
+
+Held weakly and dropped when the entry is freed, so the table holds the JSON of no more entries than the
+groups in memory hold (a fixed-size table emptied when full missed on every entry once a few dozen full
+groups were written in turn, found in review). An entry's id cannot be reused while it is listed, and a
+listed entry is the same object (the weak reference is checked)."""
 
 
 def _entry_json(key: str, entry: AlertEntry) -> str:
-    cached = _ENTRY_JSON.get(id(entry))
-    if cached is not None and cached[0] is entry and cached[1] == key:
+    ident = id(entry)
+    cached = _ENTRY_JSON.get(ident)
+    if cached is not None and cached[0]() is entry and cached[1] == key:
         return cached[2]
-    if len(_ENTRY_JSON) >= ENTRY_JSON_CACHE:
-        _ENTRY_JSON.clear()
     fragment = f"{json.dumps(key, ensure_ascii=False)}:{entry.model_dump_json()}"
-    _ENTRY_JSON[id(entry)] = (entry, key, fragment)
+    _ENTRY_JSON[ident] = (weakref.ref(entry, lambda _ref: _forget_entry(ident, _ref)), key, fragment)
     return fragment
+
+
+def _forget_entry(ident: int, ref: weakref.ref[AlertEntry]) -> None:
+    cached = _ENTRY_JSON.get(ident)
+    if cached is not None and cached[0] is ref:  # not a newer entry that took the same id since
+        del _ENTRY_JSON[ident]
 
 
 def dumps(value: object) -> bytes:
