@@ -280,16 +280,25 @@ class StreamPublisher:
                 reply = json.loads(data)
             except ValueError:
                 reply = {}
-            if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
-                try:
-                    APIError.from_error(reply["error"])  # raises the error's own class (BadRequestError ...)
-                except APIError as exc:
-                    future.set_exception(exc)
-                    return
-                except Exception:  # an error of a shape nats-py does not know: still this publish's failure
-                    future.set_exception(APIError(description=str(reply["error"])))
-                    return
+            error = reply.get("error") if isinstance(reply, dict) else None
+            if error is not None:
+                future.set_exception(_api_error(error))
+                return
         future.set_result(data)
+
+
+def _api_error(error: object) -> APIError:
+    """The stream's ``{"error": ...}`` as nats-py's class for its code (BadRequestError ...), whatever its shape."""
+    if isinstance(error, dict):
+        known = {key: error[key] for key in ("code", "err_code", "description") if key in error}
+        for fields in (error, known) if "code" in error else ():  # an extra key: the known ones keep the class
+            with contextlib.suppress(TypeError):  # a key APIError does not take
+                try:
+                    APIError.from_error(fields)
+                except APIError as exc:
+                    return exc
+        return APIError(code=error.get("code"), err_code=error.get("err_code"), description=str(error))
+    return APIError(description=str(error))
 
 
 class PullFetcher:

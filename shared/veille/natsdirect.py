@@ -198,6 +198,8 @@ class DirectParser(nats_parser.Parser):
 
 
 _REPORTS: set[asyncio.Task[None]] = set()
+MAX_REPORTS = 1_000
+"""Error reports waiting for the client's error callback; over it, a handler's error is only logged."""
 
 
 def _report(nc: NatsClient, exc: Exception) -> None:
@@ -207,7 +209,14 @@ def _report(nc: NatsClient, exc: Exception) -> None:
     raised would stop the connection's reading, and one that flushed would wait for a PONG only this loop
     can read (found in review).
     """
-    task: asyncio.Task[None] = asyncio.ensure_future(nc._error_cb(exc))
+    if len(_REPORTS) >= MAX_REPORTS:  # the callback is slower than the errors come: logged here instead
+        log.warning("natsdirect.handler_failed", error=repr(exc), reports_pending=len(_REPORTS))
+        return
+    try:
+        task: asyncio.Task[None] = asyncio.ensure_future(nc._error_cb(exc))
+    except Exception as failure:  # an error callback that is not a coroutine function
+        log.warning("natsdirect.handler_failed", error=repr(exc), callback_error=repr(failure))
+        return
     _REPORTS.add(task)
     task.add_done_callback(_reported)
 

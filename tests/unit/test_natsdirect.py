@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import ProtocolError
-from nats.js.errors import APIError
+from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
 from nats.protocol.parser import Parser
 
 from veille import natsdirect
@@ -260,16 +260,61 @@ def test_a_stream_error_of_an_unknown_shape_still_fails_its_publish() -> None:
         publisher = StreamPublisher()
         publisher._prefix = "_INBOX.p."
         loop = asyncio.get_running_loop()
-        futures = {i: loop.create_future() for i in (1, 2, 3)}
+        replies = {
+            1: b'{"error":{"description":"no code"}}',
+            2: b'{"error":{"code":400,"description":"bad","extra":1}}',
+            3: b'{"error":{"code":503,"err_code":10039,"description":"unavailable","extra":1}}',
+            4: b'{"error":"just text"}',
+            5: b'{"stream":"S","seq":5}',
+        }
+        futures = {i: loop.create_future() for i in replies}
         publisher._pending.update(futures)
-        publisher._reply(b"_INBOX.p.1", b'{"error":{"description":"no code"}}', None)
-        publisher._reply(b"_INBOX.p.2", b'{"error":{"code":400,"description":"bad","extra":1}}', None)
-        publisher._reply(b"_INBOX.p.3", b'{"stream":"S","seq":5}', None)
+        for i, data in replies.items():
+            publisher._reply(f"_INBOX.p.{i}".encode(), data, None)
         publisher._reply(b"_INBOX.p.x", b"not ours", None)
-        for i in (1, 2):
+        for i in (1, 4):
             with pytest.raises(APIError):
                 futures[i].result()
-        assert futures[3].result() == b'{"stream":"S","seq":5}'
+        with pytest.raises(BadRequestError):
+            futures[2].result()
+        with pytest.raises(ServiceUnavailableError) as unavailable:
+            futures[3].result()
+        assert unavailable.value.err_code == 10039
+        assert futures[5].result() == replies[5]
         assert publisher.in_flight == 0
+
+    asyncio.run(run())
+
+
+def test_handler_errors_are_reported_even_when_the_error_callback_is_not_a_coroutine_or_is_swamped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def run() -> None:
+        client = Recorder()
+        client._error_cb = lambda exc: None  # type: ignore[assignment,return-value]
+        seen: list[bytes] = []
+
+        def handler(msg: Msg) -> None:
+            seen.append(msg.data)
+            raise ValueError("always")
+
+        natsdirect.register(client, client._subs[DIRECT_SID], handler)
+        await client._ps.parse(b"".join(_msg("s", DIRECT_SID, data) for data in (b"one", b"two")))
+        assert seen == [b"one", b"two"]
+
+        slow = Recorder()
+        release = asyncio.Event()
+
+        async def waits(exc: BaseException) -> None:
+            await release.wait()
+
+        slow._error_cb = waits
+        monkeypatch.setattr(natsdirect, "MAX_REPORTS", 5)
+        natsdirect.register(slow, slow._subs[DIRECT_SID], handler)
+        await slow._ps.parse(b"".join(_msg("s", DIRECT_SID, b"%d" % i) for i in range(50)))
+        assert len(natsdirect._REPORTS) == 5  # the rest only logged: nothing piles up
+        release.set()
+        await asyncio.sleep(0.05)
+        assert not natsdirect._REPORTS
 
     asyncio.run(run())
