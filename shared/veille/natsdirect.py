@@ -62,6 +62,10 @@ _CRLF = b"\r\n"
 _M = ord("M")
 _H = ord("H")
 _PLAIN_HEADER = b"NATS/1.0\r\n"  # a header block with no inline status
+CHECKED_WITH = ("2.16.",)
+"""nats-py releases whose parser and message path this module was compared with (tests/unit/test_natsdirect.py).
+Under another, :func:`register` declines and nats-py's own path is used: its private parts may have changed."""
+_SUPPORTED = str(getattr(nats_client, "__version__", "")).startswith(CHECKED_WITH)
 _EMAIL_PARSER = getattr(nats_client, "parse_email", None) is not None  # fast_mail_parser installed: nats-py's way
 _SPACE = re.compile(r"\s")  # str.isspace, as nats-py checks a header name (sre's Unicode space is Py_UNICODE_ISSPACE)
 
@@ -233,9 +237,10 @@ def register(client: NatsClient, sub: Subscription, handler: Handler | RawHandle
     ``handler`` takes a ``Msg``, or with ``raw`` the message's subject, payload and headers (no ``Msg`` built).
     ``sub`` keeps its own callback, which is used for what was already queued and whenever this returns False:
     also for a subscription nats-py must see each message of (``max_msgs``, a JetStream subscription's flow
-    control and heartbeats, an old-style request's future).
+    control and heartbeats, an old-style request's future), and under a nats-py release not in
+    :data:`CHECKED_WITH`.
     """
-    if sub._max_msgs > 0 or sub._jsi is not None or sub._future is not None:
+    if not _SUPPORTED or sub._max_msgs > 0 or sub._jsi is not None or sub._future is not None:
         return False
     parser = getattr(client, "_ps", None)
     if type(parser) is nats_parser.Parser:

@@ -233,6 +233,14 @@ def test_a_client_whose_parser_is_not_nats_py_s_keeps_its_callbacks() -> None:
     assert not natsdirect.register(client, client._subs[DIRECT_SID], lambda msg: None)
 
 
+def test_a_nats_py_release_it_was_not_compared_with_keeps_nats_py_s_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert natsdirect._SUPPORTED, "the installed nats-py is one this module was compared with"
+    monkeypatch.setattr(natsdirect, "_SUPPORTED", False)
+    client = Recorder()
+    assert not natsdirect.register(client, client._subs[DIRECT_SID], lambda msg: None)
+    assert type(client._ps) is Parser
+
+
 _HEADER_BYTES = st.lists(
     st.one_of(
         st.sampled_from(
