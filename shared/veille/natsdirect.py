@@ -15,14 +15,16 @@ patterns, the same header rules) and given to a plain function, in the read loop
 no queue, no task switch, no coroutine per message. Everything else on the connection (other subscriptions,
 ``PING``/``PONG``, ``INFO``, ``-ERR``, requests) goes through nats-py's own code as before, and is parsed in
 the same single pass, so nothing is reordered. It is for subscriptions veille made itself, with a callback
-that never awaits: no ``max_msgs`` and no JetStream subscription state (``_jsi``), which ``_process_msg``
-would otherwise handle. The handler's exceptions go to the client's error callback, as nats-py does with a
-callback's.
+that never awaits: no ``max_msgs``, no JetStream subscription state (``_jsi``) and no request future, which
+``_process_msg`` would otherwise handle (:func:`register` declines those). A handler's exception goes to the
+client's error callback, as nats-py does with a callback's, but in a task of its own (at most
+:data:`MAX_REPORTS` waiting; logged past that), so that the read loop never waits on it.
 
 The parser of a connection becomes :class:`DirectParser` by changing its class in place (its buffer and state
-kept), the one place this module touches nats-py's private parts besides reading ``_subs`` and ``_ps``; a
-client whose parser is not nats-py's is left alone and its subscriptions keep their callbacks
-(:func:`register` returns False then).
+kept). Like nats-py's own parser, it calls the client's private methods (``_process_msg``, ``_process_headers``,
+``_build_message``, ``_process_ping`` ...) and reads its subscriptions (``_subs``): :func:`register` declines
+under a nats-py release other than the one this was compared with (:data:`CHECKED_WITH`), and for a client
+whose parser is not nats-py's; their subscriptions keep their callbacks.
 """
 
 from __future__ import annotations
