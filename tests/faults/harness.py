@@ -24,8 +24,10 @@ from typing import Any
 
 import httpx
 from aiohttp import web
+from nats import errors as nats_errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from nats.js import errors as js_errors
 
 from tests.helpers.shared_data import shared_data
 from veille import bus
@@ -179,30 +181,62 @@ async def publish_all(
 
 
 async def read_stream(js: JetStreamContext, stream: str, subject: str, *, timeout: float = 60.0) -> list[Any]:
-    """Every message currently in ``stream`` on ``subject`` (an ephemeral pull consumer, acked as read)."""
-    info = await js.stream_info(stream)
+    """Every message currently in ``stream`` on ``subject``, once each, in stream order.
+
+    An ephemeral pull consumer reads them, acking as it goes. In a cluster whose node was just killed, the
+    stream or that consumer can answer "no responders" (503) for a while, until a leader is elected or the
+    consumer is placed again: those answers are waited out, and a consumer that keeps giving them is replaced
+    by a new one. Messages are kept by stream sequence, so one read twice (a redelivery, or a new consumer
+    starting again from the first) is counted once.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    info = None
+    while info is None:
+        try:
+            info = await js.stream_info(stream)
+        except (nats_errors.NoRespondersError, nats_errors.TimeoutError, js_errors.ServiceUnavailableError):
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.25)
     last = info.state.last_seq
     if info.state.messages == 0:
         return []
-    sub = await js.pull_subscribe(subject, durable=None, stream=stream, config=None)
-    out: list[Any] = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    seen: dict[int, Any] = {}
+    sub = None
+    failing_since: float | None = None
     try:
         while loop.time() < deadline:
+            if sub is None:
+                try:
+                    sub = await js.pull_subscribe(subject, durable=None, stream=stream, config=None)
+                except (nats_errors.NoRespondersError, nats_errors.TimeoutError, js_errors.APIError):
+                    await asyncio.sleep(0.25)
+                    continue
             try:
                 msgs = await sub.fetch(1000, timeout=1.0)
+                failing_since = None
+            except (nats_errors.NoRespondersError, js_errors.APIError):
+                now = loop.time()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since > 5.0:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                    sub, failing_since = None, None
+                await asyncio.sleep(0.25)
+                continue
             except TimeoutError:
                 msgs = []
             for msg in msgs:
-                out.append(msg)
+                seen.setdefault(msg.metadata.sequence.stream, msg)
                 await msg.ack()
-            if out and out[-1].metadata.sequence.stream >= last:
-                return out
+            if seen and max(seen) >= last:
+                return [seen[seq] for seq in sorted(seen)]
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-    raise AssertionError(f"read {len(out)} messages of {stream} up to sequence {last} within {timeout}s")
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+    raise AssertionError(f"read {len(seen)} messages of {stream} up to sequence {last} within {timeout}s")
 
 
 @dataclass

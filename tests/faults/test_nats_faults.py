@@ -16,6 +16,7 @@ from tests.faults.harness import (
     drive,
     eventually,
     make_mentions,
+    read_stream,
     write_config,
 )
 from veille import bus
@@ -127,3 +128,39 @@ async def test_cluster_node_killed_under_load_loses_nothing_and_repeats_no_alert
             server.stop()
     assert stack.deaths("classifier") == 0 and stack.deaths("notifier") == 0
     assert_exactly_once(audit, mentions, receiver, repeats=1)
+
+
+async def test_the_audit_reads_each_message_once_from_a_stream_whose_leader_was_just_killed(tmp_path: Path) -> None:
+    """The fault tests' own reader waits out a new leader's election instead of failing the test that called it.
+
+    CI once failed the test above in its final audit: the pull request got "no responders" (503) while the cluster
+    was still placing things after the kill. Right after a kill -9 of an R3 stream's leader, the stream's info and
+    its consumers answer with timeouts and 503s for seconds; ``read_stream`` must still return every message once.
+    """
+    servers = _cluster(tmp_path)
+    for server in servers:
+        server.start()
+    nc = await connect([s.url for s in servers])
+    js = nc.jetstream()
+    try:
+
+        async def stream_made() -> bool:
+            try:
+                await js.add_stream(name="AUDITED", subjects=["audited.>"], num_replicas=3)
+            except Exception:
+                return False
+            return True
+
+        await eventually(stream_made, timeout=60, what="an R3 stream on the cluster", interval=1.0)
+        acks = await asyncio.gather(*(js.publish(f"audited.{i % 10}", b"%d" % i) for i in range(3_000)))
+        assert len({ack.seq for ack in acks}) == 3_000
+        leader = (await js.stream_info("AUDITED")).cluster.leader
+        next(s for s in servers if s.server_name == leader).stop(kill=True)
+        msgs = await read_stream(js, "AUDITED", "audited.>")
+    finally:
+        await nc.close()
+        for server in servers:
+            server.stop()
+    sequences = [m.metadata.sequence.stream for m in msgs]
+    assert sequences == sorted(set(sequences)) == sorted(ack.seq for ack in acks)
+    assert sorted(int(m.data) for m in msgs) == list(range(3_000))
