@@ -16,9 +16,10 @@ no queue, no task switch, no coroutine per message. Everything else on the conne
 ``PING``/``PONG``, ``INFO``, ``-ERR``, requests) goes through nats-py's own code as before, and is parsed in
 the same single pass, so nothing is reordered. It is for subscriptions veille made itself, with a callback
 that never awaits: no ``max_msgs``, no JetStream subscription state (``_jsi``) and no request future, which
-``_process_msg`` would otherwise handle (:func:`register` declines those). A handler's exception goes to the
-client's error callback, as nats-py does with a callback's, but in a task of its own (at most
-:data:`MAX_REPORTS` waiting; logged past that), so that the read loop never waits on it.
+``_process_msg`` would otherwise handle (:func:`register` declines those; a direct subscription later given
+a limit with ``unsubscribe(limit=N)`` goes back to nats-py's path, which counts it down). A handler's
+exception goes to the client's error callback, as nats-py does with a callback's, but in a task of its own (at
+most :data:`MAX_REPORTS` waiting; logged past that), so that the read loop never waits on it.
 
 The parser of a connection becomes :class:`DirectParser` by changing its class in place (its buffer and state
 kept). Like nats-py's own parser, it calls the client's private methods (``_process_msg``, ``_process_headers``,
@@ -123,14 +124,16 @@ class DirectParser(nats_parser.Parser):
                 arg = self.msg_arg
                 sid = arg["sid"]
                 entry = self.direct.get(sid)
-                if entry is None:
-                    await self.nc._process_msg(sid, arg["subject"], arg["reply"], payload, headers)
+                nc = self.nc
+                sub = nc._subs.get(sid)
+                if entry is None or (sub is not None and sub._max_msgs > 0):
+                    # not registered, or given a limit since (``unsubscribe(limit=N)``): nats-py counts its
+                    # messages and removes it at the limit; they go to the subscription's own callback
+                    await nc._process_msg(sid, arg["subject"], arg["reply"], payload, headers)
                     continue
-                nc = self.nc  # what Client._process_msg does for a plain subscription, without the queue
-                stats = nc.stats
+                stats = nc.stats  # what Client._process_msg does for a plain subscription, without the queue
                 stats["in_msgs"] += 1
                 stats["in_bytes"] += len(payload)
-                sub = nc._subs.get(sid)
                 if sub is None:  # unsubscribed: dropped, as nats-py drops it
                     self.direct.pop(sid, None)
                     continue

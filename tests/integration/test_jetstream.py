@@ -166,3 +166,33 @@ async def test_the_hot_paths_skip_nats_py_s_queue_and_the_connection_still_works
     await fetcher.stop()
     await publisher.stop()
     assert not nc._ps.direct  # type: ignore[attr-defined]
+
+
+async def test_a_direct_subscription_given_a_limit_later_is_counted_down_and_removed_as_nats_py_does(
+    nc: NatsClient,
+) -> None:
+    """``sub.unsubscribe(limit=3)`` on a direct subscription after one message: two more reach its callback, then
+    it is gone, as with nats-py's own path (the server stops at the same count)."""
+    through_callback: list[bytes] = []
+    direct: list[bytes] = []
+
+    async def callback(msg: Msg) -> None:
+        through_callback.append(msg.data)
+
+    sub = await nc.subscribe("limited", cb=callback)
+    assert natsdirect.register(nc, sub, lambda msg: direct.append(msg.data))
+    await nc.publish("limited", b"first")
+    await nc.flush()
+    assert direct == [b"first"]
+    await sub.unsubscribe(limit=3)
+    for i in range(5):
+        await nc.publish("limited", b"%d" % i)
+    await nc.flush()
+    for _ in range(200):
+        if len(through_callback) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await nc.flush()
+    assert direct == [b"first"]
+    assert through_callback == [b"0", b"1"]
+    assert sub._id not in nc._subs
