@@ -181,62 +181,76 @@ async def publish_all(
 
 
 async def read_stream(js: JetStreamContext, stream: str, subject: str, *, timeout: float = 60.0) -> list[Any]:
-    """Every message currently in ``stream`` on ``subject``, once each, in stream order.
+    """Every message in ``stream`` on ``subject`` when called, once each, in stream order.
 
-    An ephemeral pull consumer reads them, acking as it goes. In a cluster whose node was just killed, the
-    stream or that consumer can answer "no responders" (503) for a while, until a leader is elected or the
-    consumer is placed again: those answers are waited out, and a consumer that keeps giving them is replaced
-    by a new one. Messages are kept by stream sequence, so one read twice (a redelivery, or a new consumer
-    starting again from the first) is counted once.
+    An ephemeral pull consumer reads them, acking as it goes; the read is complete when it has the stream's last
+    sequence at the call and as many messages as the consumer had pending when it was made. In a cluster whose node
+    was just killed, the stream and the consumer can answer with timeouts or "no responders" (503) until a leader
+    is elected, and a batch in flight to a connection that dropped is only redelivered after the consumer's
+    ack wait: a consumer that has given nothing new for two seconds is replaced by a new one, which starts again
+    from the first message. Messages are kept by stream sequence, so one read twice is returned once; duplicates
+    in the stream itself are distinct sequences, and all returned.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    last_error: BaseException | None = None
     info = None
     while info is None:
         try:
             info = await js.stream_info(stream)
-        except (nats_errors.NoRespondersError, nats_errors.TimeoutError, js_errors.ServiceUnavailableError):
+        except (nats_errors.NoRespondersError, nats_errors.TimeoutError, js_errors.APIError) as exc:
             if loop.time() > deadline:
                 raise
+            last_error = exc
             await asyncio.sleep(0.25)
     last = info.state.last_seq
     if info.state.messages == 0:
         return []
     seen: dict[int, Any] = {}
     sub = None
-    failing_since: float | None = None
+    expected = 0
+    progress = loop.time()
     try:
         while loop.time() < deadline:
             if sub is None:
                 try:
                     sub = await js.pull_subscribe(subject, durable=None, stream=stream, config=None)
-                except (nats_errors.NoRespondersError, nats_errors.TimeoutError, js_errors.APIError):
+                    expected = (await sub.consumer_info()).num_pending or 0
+                except (nats_errors.NoRespondersError, nats_errors.TimeoutError, js_errors.APIError) as exc:
+                    last_error = exc
+                    if sub is not None:
+                        with contextlib.suppress(Exception):
+                            await sub.unsubscribe()
+                        sub = None
                     await asyncio.sleep(0.25)
                     continue
+                progress = loop.time()
+            before = len(seen)
             try:
                 msgs = await sub.fetch(1000, timeout=1.0)
-                failing_since = None
-            except (nats_errors.NoRespondersError, js_errors.APIError):
-                now = loop.time()
-                failing_since = now if failing_since is None else failing_since
-                if now - failing_since > 5.0:
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
-                    sub, failing_since = None, None
+            except (nats_errors.NoRespondersError, js_errors.APIError) as exc:
+                last_error, msgs = exc, []
                 await asyncio.sleep(0.25)
-                continue
             except TimeoutError:
                 msgs = []
             for msg in msgs:
                 seen.setdefault(msg.metadata.sequence.stream, msg)
                 await msg.ack()
-            if seen and max(seen) >= last:
+            if seen and max(seen) >= last and len(seen) >= expected:
                 return [seen[seq] for seq in sorted(seen)]
+            if len(seen) > before:
+                progress = loop.time()
+            elif loop.time() - progress > 2.0:  # stalled: a new consumer, from the first message
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+                sub = None
     finally:
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-    raise AssertionError(f"read {len(seen)} messages of {stream} up to sequence {last} within {timeout}s")
+    raise AssertionError(
+        f"read {len(seen)} messages of {stream} (expected {expected}) up to sequence {last} within {timeout}s"
+    ) from last_error
 
 
 @dataclass
