@@ -15,9 +15,11 @@ in hand, and each batch's acks follow its own commit.
 The database down (connection refused, server restarting, SQLite locked past its busy timeout):
 the batch in hand is held, unacked, and kept from redelivery (``+WPI`` progress acks), and so is the
 next one already collected; ``/readyz`` says 503 with the reason; nothing more is fetched; the write
-is retried with a growing delay (up to 5 s). When it commits, the held batch is acked and the backlog
-drains at full speed. The consumers have no ``max_deliver`` limit: an outage never makes JetStream give
-up on a message.
+is retried with a growing delay (up to 5 s), or at once (at most once a second) when another write has
+just succeeded. ``/readyz`` says ready again only when no batch waits for the database any more, so one
+failing writer beside one that succeeds keeps it at 503 instead of flipping at each write. When it commits,
+the held batch is acked and the backlog drains at full speed. The consumers have no ``max_deliver`` limit:
+an outage never makes JetStream give up on a message.
 
 Bad input never stops the archive: a payload that is not a message at all is dead-lettered (kind,
 reason, metric) and acked; strings the database would refuse (NUL, lone surrogates) or that are too
@@ -69,6 +71,8 @@ NAME = "archive"
 MAX_PAYLOAD = 1024 * 1024
 WRITER_POLL = 0.01
 """Seconds the collector waits for more messages before looking again whether the writer is free."""
+WOKEN_RETRY_FLOOR = 1.0
+"""Seconds a failed write waits at least before it is tried again because another one succeeded."""
 log = structlog.get_logger("archive")
 
 M = TypeVar("M", bound=BaseModel)
@@ -202,6 +206,10 @@ class ArchiveApp:
         )
         self.lag = ConsumerLagMonitor(NAME, registry, [lane.consumer for lane in self.lanes])
         self._problem: str | None = "opening the database (migrating the schema)"
+        self._held_for_database: set[object] = set()
+        """The commits whose batch waits for the database: not ready until none is left."""
+        self._database_back = asyncio.Event()
+        """Set, then replaced, by each write that succeeds: wakes the commits waiting for the database."""
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.health.add("nats", self._nats_problem)
@@ -299,18 +307,52 @@ class ArchiveApp:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    def _down(self, exc: BaseException, doing: str) -> None:
+    def _down(self, exc: BaseException, doing: str, held: object | None = None) -> None:
+        """The database failed ``doing``; ``held``: the commit that now waits for it."""
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
         if self._problem is None or self._problem.startswith("opening"):
             log.error("archive.database_unavailable", doing=doing, error=reason, database=describe_url(self.url))
         self._problem = f"database unavailable ({doing}): {reason}"
         self.database_up.set(0)
+        if held is not None:
+            self._held_for_database.add(held)
 
-    def _up(self) -> None:
+    def _up(self, held: object | None = None) -> None:
+        """A write succeeded (``held``: the commit that made it, no longer waiting).
+
+        The commits still waiting are woken to try again now. Ready again only once none is left: with two
+        writers, or the two lanes, one failing and the other succeeding, the archive stays not ready (its
+        held batches say why) instead of going back and forth at each write.
+        """
+        self._held_for_database.discard(held)
+        back, self._database_back = self._database_back, asyncio.Event()
+        back.set()
+        if self._held_for_database:
+            return
         if self._problem is not None and not self._problem.startswith("opening"):
             log.info("archive.database_available", database=describe_url(self.url))
         self._problem = None
         self.database_up.set(1)
+
+    async def _hold(self, seconds: float) -> None:
+        """Wait ``seconds`` before a failed write is tried again, or less once another write has succeeded.
+
+        Woken that way it still waits at least :data:`WOKEN_RETRY_FLOOR` (or ``retry_delay`` if shorter): a
+        batch whose own connection keeps failing is retried at most that often, however often the others commit.
+        """
+        loop = asyncio.get_running_loop()
+        back = self._database_back
+        started = loop.time()
+        await self._pause(min(seconds, self.retry_delay, WOKEN_RETRY_FLOOR))
+        rest = seconds - (loop.time() - started)
+        if rest <= 0 or self._stopping.is_set() or back.is_set():
+            return
+        waits = {asyncio.ensure_future(self._stopping.wait()), asyncio.ensure_future(back.wait())}
+        try:
+            await asyncio.wait(waits, timeout=rest, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     # ---------------------------------------------------------------- consuming
 
@@ -439,6 +481,13 @@ class ArchiveApp:
 
     async def _commit(self, lane: _Lane[Any], batch: list[tuple[Msg, Any]]) -> None:
         """Write ``batch`` and ack it; hold it while the database is unavailable; isolate refused rows."""
+        held_by = object()  # this commit, while its batch waits for the database
+        try:
+            await self._commit_held(lane, batch, held_by)
+        finally:
+            self._held_for_database.discard(held_by)
+
+    async def _commit_held(self, lane: _Lane[Any], batch: list[tuple[Msg, Any]], held_by: object) -> None:
         delay = self.retry_delay
         progress_every = max(1.0, lane.consumer.ack_wait / 3)
         last_progress = time.monotonic()
@@ -457,19 +506,20 @@ class ArchiveApp:
                         log.warning("archive.write_conflict", kind=lane.kind, size=len(batch), again_in=delay)
                     else:
                         self.database_errors.labels("unavailable").inc()
-                        self._down(exc, f"writing {lane.kind}")
+                        self._down(exc, f"writing {lane.kind}", held_by)
                         held = len(batch)
                     self.held.inc(held)
                     try:
                         if time.monotonic() - last_progress >= progress_every:
                             await asyncio.gather(*(msg.in_progress() for msg, _ in batch), return_exceptions=True)
                             last_progress = time.monotonic()
-                        await self._pause(delay)
+                        await (self._pause(delay) if conflict else self._hold(delay))
                     finally:
                         self.held.dec(held)
                     delay = min(delay * 2, self.max_retry_delay)
                     continue
                 self.database_errors.labels("refused").inc()
+                self._held_for_database.discard(held_by)  # the database answered: this batch no longer waits for it
                 if len(batch) > 1:
                     log.warning(
                         "archive.batch_refused",
@@ -483,7 +533,7 @@ class ArchiveApp:
                     return
                 await self._dead_letter(lane, batch[0][0], "database_refused", f"the database refused it: {exc}"[:2000])
                 return
-            self._up()
+            self._up(held_by)
             self.commit_seconds.labels(lane.kind).observe(time.perf_counter() - started)
             await ack_batch(  # one write for the batch's acks
                 self.broker.connection,
