@@ -15,8 +15,8 @@ in hand, and each batch's acks follow its own commit.
 The database down (connection refused, server restarting, SQLite locked past its busy timeout):
 the batch in hand is held, unacked, and kept from redelivery (``+WPI`` progress acks), and so is the
 next one already collected; ``/readyz`` says 503 with the reason; nothing more is fetched; the write
-is retried with a growing delay (up to 5 s), or at once (at most once a second) when another write has
-just succeeded. ``/readyz`` says ready again only when no batch waits for the database any more, so one
+is retried with a growing delay (up to 5 s), or sooner (``retry_delay``, 0.5 s, at the soonest) once another
+write has succeeded. ``/readyz`` says ready again only when no batch waits for the database any more, so one
 failing writer beside one that succeeds keeps it at 503 instead of flipping at each write. When it commits,
 the held batch is acked and the backlog drains at full speed. The consumers have no ``max_deliver`` limit:
 an outage never makes JetStream give up on a message.
@@ -322,7 +322,11 @@ class ArchiveApp:
 
         The commits still waiting are woken to try again now. Ready again only once none is left: with two
         writers, or the two lanes, one failing and the other succeeding, the archive stays not ready (its
-        held batches say why) instead of going back and forth at each write.
+        held batches say why) instead of going back and forth at each write. Also called when the database
+        refused a batch's data: it answered, so that batch no longer waits for it.
+
+        While not ready, a lane fetches no new batch beside one being written (see :meth:`_collect`): a batch
+        held for the database also pauses its lane's other writer until it is written.
         """
         self._held_for_database.discard(held)
         back, self._database_back = self._database_back, asyncio.Event()
@@ -334,14 +338,15 @@ class ArchiveApp:
         self._problem = None
         self.database_up.set(1)
 
-    async def _hold(self, seconds: float) -> None:
-        """Wait ``seconds`` before a failed write is tried again, or less once another write has succeeded.
+    async def _hold(self, seconds: float, back: asyncio.Event) -> None:
+        """Wait ``seconds`` before a failed write is tried again, or less once another write has succeeded since
+        it was started (``back``: :attr:`_database_back` read before it).
 
-        Woken that way it still waits at least :data:`WOKEN_RETRY_FLOOR` (or ``retry_delay`` if shorter): a
-        batch whose own connection keeps failing is retried at most that often, however often the others commit.
+        Woken that way it still waits at least ``retry_delay`` (0.5 s by default), or :data:`WOKEN_RETRY_FLOOR`
+        if that is shorter: a batch whose own connection keeps failing is retried at most that often, however
+        often the others commit.
         """
         loop = asyncio.get_running_loop()
-        back = self._database_back
         started = loop.time()
         await self._pause(min(seconds, self.retry_delay, WOKEN_RETRY_FLOOR))
         rest = seconds - (loop.time() - started)
@@ -493,6 +498,7 @@ class ArchiveApp:
         last_progress = time.monotonic()
         while True:
             started = time.perf_counter()
+            back = self._database_back  # set by any write that succeeds from now on
             try:
                 result = await lane.write([prepared for _, prepared in batch])
             except Exception as exc:
@@ -513,13 +519,13 @@ class ArchiveApp:
                         if time.monotonic() - last_progress >= progress_every:
                             await asyncio.gather(*(msg.in_progress() for msg, _ in batch), return_exceptions=True)
                             last_progress = time.monotonic()
-                        await (self._pause(delay) if conflict else self._hold(delay))
+                        await (self._pause(delay) if conflict else self._hold(delay, back))
                     finally:
                         self.held.dec(held)
                     delay = min(delay * 2, self.max_retry_delay)
                     continue
                 self.database_errors.labels("refused").inc()
-                self._held_for_database.discard(held_by)  # the database answered: this batch no longer waits for it
+                self._up(held_by)  # the database answered: this batch no longer waits for it
                 if len(batch) > 1:
                     log.warning(
                         "archive.batch_refused",
