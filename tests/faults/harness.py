@@ -183,13 +183,14 @@ async def publish_all(
 async def read_stream(js: JetStreamContext, stream: str, subject: str, *, timeout: float = 60.0) -> list[Any]:
     """Every message in ``stream`` on ``subject`` when called, once each, in stream order.
 
-    An ephemeral pull consumer reads them, acking as it goes; the read is complete when it has the stream's last
-    sequence at the call and as many messages as the consumer had pending when it was made. In a cluster whose node
-    was just killed, the stream and the consumer can answer with timeouts or "no responders" (503) until a leader
-    is elected, and a batch in flight to a connection that dropped is only redelivered after the consumer's
-    ack wait: a consumer that has given nothing new for two seconds is replaced by a new one, which starts again
-    from the first message. Messages are kept by stream sequence, so one read twice is returned once; duplicates
-    in the stream itself are distinct sequences, and all returned.
+    An ephemeral pull consumer reads them, acking as it goes; the read is complete when it has as many messages
+    as the consumer had pending when it was made (made after the call: every message on ``subject`` then).
+
+    In a cluster whose node was just killed, the stream and the consumer can answer with timeouts or "no
+    responders" (503) until a leader is elected, and a batch in flight to a connection that dropped is only
+    redelivered after the consumer's ack wait: a consumer that has given nothing new for two seconds is replaced
+    by a new one, which starts again from the first message. Messages are kept by stream sequence, so one read
+    twice is returned once; duplicates in the stream itself are distinct sequences, and all returned.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -236,7 +237,7 @@ async def read_stream(js: JetStreamContext, stream: str, subject: str, *, timeou
             for msg in msgs:
                 seen.setdefault(msg.metadata.sequence.stream, msg)
                 await msg.ack()
-            if seen and max(seen) >= last and len(seen) >= expected:
+            if len(seen) >= expected:
                 return [seen[seq] for seq in sorted(seen)]
             if len(seen) > before:
                 progress = loop.time()
