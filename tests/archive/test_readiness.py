@@ -11,13 +11,14 @@ connection error raised in front of the store's own write, as a dropped connecti
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from nats.js import JetStreamContext
 from sqlalchemy.engine import make_url
 
+from services.archive.app import ArchiveApp
 from services.archive.db import make_engine
 from services.archive.store import WriteResult
 from tests.archive.conftest import (
@@ -34,16 +35,29 @@ from veille import bus
 from veille.models import AlertRaised
 from veille.natsserver import NatsServerProcess
 
+MentionsWrite = Callable[[Sequence[Any]], Awaitable[WriteResult]]
+
+
+def _archive(nats_url: str, db_url: str, tmp_path: Path, mentions_write: MentionsWrite) -> ArchiveApp:
+    """An archive whose mentions lane writes with ``mentions_write``, and whose failed writes wait an hour before
+    they are tried again: only another write's success can make one try again sooner."""
+    app = make_archive(nats_url, db_url, tmp_path, retry_delay=3600.0, max_retry_delay=3600.0)
+    mentions_lane, alerts_lane = app.lanes
+    app.lanes = (dataclasses.replace(mentions_lane, write=mentions_write), alerts_lane)
+    return app
+
+
+async def _publish_alert(js: JetStreamContext, i: int) -> None:
+    """A negative-mention alert for the alerts lane to commit."""
+    alert = AlertRaised(id=f"acme-neg-{i}", watch="acme", kind="negative_mention", summary=f"negative {i}")
+    await js.publish(bus.alert_subject("acme"), alert.model_dump_json().encode())
+
 
 async def test_one_write_failing_beside_one_that_succeeds_keeps_the_archive_not_ready_until_it_is_stored(
     nats_server: NatsServerProcess, js: JetStreamContext, tmp_path: Path
 ) -> None:
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'archive.sqlite3'}"
     reader = make_engine(make_url(db_url), write=False)
-    # an hour between retries of a failed write: only another write's success can make it try again sooner
-    app = make_archive(nats_server.url, db_url, tmp_path, retry_delay=3600.0, max_retry_delay=3600.0)
-    mentions_lane, alerts_lane = app.lanes
-    store_write = mentions_lane.write
     broken = True
     attempts = 0
 
@@ -52,16 +66,12 @@ async def test_one_write_failing_beside_one_that_succeeds_keeps_the_archive_not_
         attempts += 1
         if broken:
             raise ConnectionRefusedError("the mentions' connection was dropped")
-        return await store_write(rows)
+        return await app.store.write_mention_rows(rows)  # the store's own write
 
-    app.lanes = (dataclasses.replace(mentions_lane, write=write), alerts_lane)
+    app = _archive(nats_server.url, db_url, tmp_path, write)
     readiness: list[float] = []
     database_up_set = app.database_up.set
     app.database_up.set = lambda value: (readiness.append(value), database_up_set(value))[1]  # type: ignore[method-assign]
-
-    async def publish_alert(i: int) -> None:
-        alert = AlertRaised(id=f"acme-neg-{i}", watch="acme", kind="negative_mention", summary=f"negative {i}")
-        await js.publish(bus.alert_subject("acme"), alert.model_dump_json().encode())
 
     async def alerts_stored(n: int) -> bool:
         return await scalar(reader, "SELECT count(*) FROM alerts") == n
@@ -73,7 +83,7 @@ async def test_one_write_failing_beside_one_that_succeeds_keeps_the_archive_not_
         await wait_for(lambda: is_true("database" in app.health.problems()), "/readyz to name the database")
         readiness.clear()
         for i in range(3):  # the alerts lane commits three times while the mentions' batch is held
-            await publish_alert(i)
+            await _publish_alert(js, i)
             await wait_for(lambda n=i + 1: alerts_stored(n), f"alert {i} stored")
         assert "database" in app.health.problems(), "ready again while a batch still waits for the database"
         assert 1 not in readiness, f"veille_archive_database_up went back to 1 with a batch held: {readiness}"
@@ -84,7 +94,7 @@ async def test_one_write_failing_beside_one_that_succeeds_keeps_the_archive_not_
         assert 1 not in readiness
 
         broken = False
-        await publish_alert(3)  # its commit wakes the held batch, which is now written
+        await _publish_alert(js, 3)  # its commit wakes the held batch, which is now written
         await wait_for(lambda: equals(scalar(reader, "SELECT count(*) FROM mentions"), 20), "the held mentions stored")
         await wait_for(lambda: is_true(app.health.problems() == {}), "the archive ready again")
         assert readiness[-1] == 1
@@ -100,8 +110,6 @@ async def test_a_held_batch_the_database_then_refuses_leaves_the_archive_ready(
     """Held for the database, then refused by it once it answers (dead-lettered): nothing waits any more, so
     ``/readyz`` is ready again even with no further traffic to commit."""
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'archive.sqlite3'}"
-    app = make_archive(nats_server.url, db_url, tmp_path, retry_delay=3600.0, max_retry_delay=3600.0)
-    mentions_lane, alerts_lane = app.lanes
     answers: list[str] = []
     answer = "down"
 
@@ -111,7 +119,7 @@ async def test_a_held_batch_the_database_then_refuses_leaves_the_archive_ready(
             raise ConnectionRefusedError("the mentions' connection was dropped")
         raise ValueError("the database refused this row")  # the database answers its ping: refused, not down
 
-    app.lanes = (dataclasses.replace(mentions_lane, write=write), alerts_lane)
+    app = _archive(nats_server.url, db_url, tmp_path, write)
     dead = app.metrics.messages.labels("archive", bus.ARCHIVE_CONSUMER.stream, "dead_lettered")
     await app.start()
     try:
@@ -119,8 +127,7 @@ async def test_a_held_batch_the_database_then_refuses_leaves_the_archive_ready(
         await publish_mentions(js, [encode(classified(0))])
         await wait_for(lambda: is_true("database" in app.health.problems()), "/readyz to name the database")
         answer = "refused"
-        alert = AlertRaised(id="acme-neg-0", watch="acme", kind="negative_mention", summary="negative")
-        await js.publish(bus.alert_subject("acme"), alert.model_dump_json().encode())  # commits, wakes the held one
+        await _publish_alert(js, 0)  # commits, and wakes the held one
         await wait_for(lambda: is_true(dead._value.get() == 1), "the held mention refused and dead-lettered")
         await wait_for(lambda: is_true(app.health.problems() == {}), "the archive ready with nothing held")
         assert answers == ["down", "refused"]

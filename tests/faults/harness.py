@@ -184,7 +184,8 @@ async def read_stream(js: JetStreamContext, stream: str, subject: str, *, timeou
     """Every message in ``stream`` on ``subject`` when called, once each, in stream order.
 
     An ephemeral pull consumer reads them, acking as it goes; the read is complete when it has as many messages
-    as the consumer had pending when it was made (made after the call: every message on ``subject`` then).
+    as the consumer had pending when it was made (made after the call: every message on ``subject`` then; none:
+    an empty list at once).
 
     In a cluster whose node was just killed, the stream and the consumer can answer with timeouts or "no
     responders" (503) until a leader is elected, and a batch in flight to a connection that dropped is only
@@ -195,18 +196,6 @@ async def read_stream(js: JetStreamContext, stream: str, subject: str, *, timeou
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last_error: BaseException | None = None
-    info = None
-    while info is None:
-        try:
-            info = await js.stream_info(stream)
-        except (nats_errors.NoRespondersError, nats_errors.TimeoutError, js_errors.APIError) as exc:
-            if loop.time() > deadline:
-                raise
-            last_error = exc
-            await asyncio.sleep(0.25)
-    last = info.state.last_seq
-    if info.state.messages == 0:
-        return []
     seen: dict[int, Any] = {}
     sub = None
     expected = 0
@@ -217,7 +206,7 @@ async def read_stream(js: JetStreamContext, stream: str, subject: str, *, timeou
                 try:
                     sub = await js.pull_subscribe(subject, durable=None, stream=stream, config=None)
                     expected = (await sub.consumer_info()).num_pending or 0
-                except (nats_errors.NoRespondersError, nats_errors.TimeoutError, js_errors.APIError) as exc:
+                except _NOT_YET as exc:
                     last_error = exc
                     if sub is not None:
                         with contextlib.suppress(Exception):
@@ -226,6 +215,8 @@ async def read_stream(js: JetStreamContext, stream: str, subject: str, *, timeou
                     await asyncio.sleep(0.25)
                     continue
                 progress = loop.time()
+            if len(seen) >= expected:
+                return [seen[seq] for seq in sorted(seen)]
             before = len(seen)
             try:
                 msgs = await sub.fetch(1000, timeout=1.0)
@@ -237,8 +228,6 @@ async def read_stream(js: JetStreamContext, stream: str, subject: str, *, timeou
             for msg in msgs:
                 seen.setdefault(msg.metadata.sequence.stream, msg)
                 await msg.ack()
-            if len(seen) >= expected:
-                return [seen[seq] for seq in sorted(seen)]
             if len(seen) > before:
                 progress = loop.time()
             elif loop.time() - progress > 2.0:  # stalled: a new consumer, from the first message
@@ -250,8 +239,13 @@ async def read_stream(js: JetStreamContext, stream: str, subject: str, *, timeou
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
     raise AssertionError(
-        f"read {len(seen)} messages of {stream} (expected {expected}) up to sequence {last} within {timeout}s"
+        f"read {len(seen)} messages of {stream} on {subject} (expected {expected}) within {timeout}s"
     ) from last_error
+
+
+_NOT_YET = (nats_errors.NoRespondersError, nats_errors.TimeoutError, js_errors.APIError)
+"""What the stream or a new consumer answers while a cluster is still electing a leader (or the stream is not
+there yet): tried again until the reader's deadline."""
 
 
 @dataclass
