@@ -6,8 +6,11 @@ is classified in one pass (:meth:`ClassifierApp.classify_batch`, the CPU work: l
 batch's new texts, then their sentiment in one ``analyze_many`` call, then matching and stories
 mention by mention, :meth:`Classifier.classify_many`), the classified mentions and their alerts are
 published together (one write to the connection, :meth:`StreamPublisher.publish_many`, all their
-stream acks awaited at once), their counts are added to the detector's pending deltas and flushed
-to KV once for the batch, and only then is the batch acked (one write, :func:`veille.messaging.ack_all`).
+stream acks awaited at once), their counts are added to the detector's pending deltas, and the batch
+is acked (one write, :func:`veille.messaging.ack_all`) once the flusher has written those to KV. The
+flusher writes every ``flush_interval`` (0.1 s) the counts of all the batches consumed meanwhile, and
+a batch waiting for it does not hold up the next fetch: at a steady 1,000 mentions/s a fetch brings a
+few mentions, and writing each watch's bucket per batch cost about as much CPU as classifying.
 A failing batch is retried one mention at a time by the consumer, so a poison mention only fails
 itself. Where the time goes and the numbers: ``bench/classifier_bench.py``.
 
@@ -68,7 +71,7 @@ class ClassifierApp:
         metrics: ServiceMetrics | None = None,
         clock: Clock | None = None,
         tick_interval: float | None = 1.0,
-        flush_interval: float = 0.02,
+        flush_interval: float = 0.1,
         grace: timedelta = timedelta(seconds=15),
         batch_size: int = 500,
     ) -> None:
@@ -158,13 +161,17 @@ class ClassifierApp:
 
     async def classify_mention(self, mention: MentionIngested) -> None:
         """Classify one mention, publish it and its alerts, count it for spikes (a batch of one)."""
-        await self.classify_batch([mention])
+        written = await self.classify_batch([mention])
+        if written is not None:
+            await written
 
-    async def classify_batch(self, mentions: list[MentionIngested]) -> None:
-        """Classify mentions, publish them and their alerts, and flush their counts; the consumer acks after.
+    async def classify_batch(self, mentions: list[MentionIngested]) -> asyncio.Future[None] | None:
+        """Classify mentions, publish them and their alerts, and count them; the consumer acks after.
 
-        Returns only once every classified mention and alert is stored (stream acks) and the counts
-        of the batch are written to the detector KV bucket: at least once, idempotent on a re-run
+        Returns once every classified mention and alert is stored (stream acks), with a future done
+        once the counts of the batch are written to the detector KV bucket (the flusher writes every
+        batch counted in the last ``flush_interval`` at once; the consumer acks the batch only after it,
+        without holding a fetch slot meanwhile). At least once, idempotent on a re-run
         (``Nats-Msg-Id`` is the mention id, alert ids are deterministic). Counts are recorded only
         after the publishes succeeded, so a failed batch, retried one mention at a time, is not
         counted twice in this process.
@@ -190,8 +197,9 @@ class ClassifierApp:
         for alert, ack in zip(alerts, acks[len(results) :], strict=True):
             self._alert_published(alert, pub_ack(ack))
         self._count(results)
-        if self.detection is not None:
-            await self.detection.flush()
+        if self.detection is None or not any(result.mention.watches for result in results):
+            return None  # nothing counted: nothing to wait for
+        return self.detection.written()
 
     def _subject(self, name: str, subject: Callable[[str], str]) -> str:
         """``subject(name)`` (a source's classified subject, a watch's alert subject), remembered.
@@ -291,6 +299,8 @@ class ClassifierApp:
     async def stop(self) -> None:
         """Finish and ack the batch in hand (its counts flushed), stop the detection loops, disconnect."""
         await self.lag.stop()
+        if self.detection is not None:
+            self.detection.hurry()  # the batches in hand wait for their counts to be written
         try:
             await self.consumer.stop()
             await self.publisher.stop()

@@ -7,7 +7,8 @@ mentions. They agree through the ``veille_detector`` KV bucket (declared in :mod
     The :class:`~services.classifier.surges.BucketStats` of one watch's bucket (counts, story ids, top
     terms and sources, samples; bounded). Each replica adds what it counted since its last flush as
     a delta with compare-and-set (``kv.update(key, value, last=revision)``, retried on conflict),
-    once per consumed batch, so no replica's counts overwrite another's. A replica remembers the
+    at most every ``flush_interval`` (0.1 s in the service; one write holds the counts of every batch
+    consumed meanwhile), so no replica's counts overwrite another's. A replica remembers the
     value and revision it last wrote to a key and writes its next delta on top of them without
     reading the key; only when another replica wrote in between (the write is refused) does it read.
 ``w.<watch>.state``
@@ -33,11 +34,13 @@ Counting and acks (crash semantics). A mention is acked only after the flush hol
 written, so a crash never loses a count. A crash (or an ack that never arrives, or a NATS outage
 longer than the consumer's ``ack_wait`` while a flush retries) *between* the flush and the ack makes
 JetStream redeliver those mentions and they are counted again: an over-count bounded by the
-mentions in flight (at most the consumer's ``max_ack_pending``, and in practice the mentions of one
-flush interval). A mention whose bucket was already stepped (it arrived more than ``grace`` late) is
-not counted; ``veille_spike_late_mentions_total`` counts those. The first bucket of a watch is the
-earliest any replica flushes before the watch is first stepped (a replica flushing an earlier bucket
-than the one the state was created at moves the start back while the state is still ``fresh``).
+mentions in flight (at most the consumer's ``max_ack_pending``; in practice the mentions of one
+flush interval, or of about a second when a write stalls: the consumer then stops fetching, see
+:class:`veille.messaging.BatchConsumer`). A mention whose bucket was already stepped (it arrived
+more than ``grace`` late) is not counted; ``veille_spike_late_mentions_total`` counts those. The
+first bucket of a watch is the earliest any replica flushes before the watch is first stepped (a
+replica flushing an earlier bucket than the one the state was created at moves the start back while
+the state is still ``fresh``).
 
 Story ids come from each replica's own :class:`~veille.stories.StoryIndex` (bounded, in memory):
 copies of one story handled by different replicas can get different ids (each replica starts the
@@ -48,6 +51,7 @@ story up to ``n`` times. With one replica (or on a replay) it is exact up to the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -81,6 +85,10 @@ MAX_LAG = timedelta(days=7)
 MAX_LEAD = timedelta(days=1)
 """A mention ingested further ahead of the clock than this counts at the clock's time."""
 _CAS_ATTEMPTS = 50
+FLUSH_AT = 500
+"""Mentions counted (matching a watch) since the last flush that make the flusher write at once instead of
+at the end of its interval: a backlog's batches are written about one by one, as before, a steady
+trickle of small batches together."""
 COUNTERS_KEPT = 256
 """Counter keys whose last written value and revision a replica remembers. A bucket holds at most 500
 story ids, 40 terms, 20 sources and 8 samples (about 75 KB in memory when full), so this bounds the
@@ -157,6 +165,7 @@ class _Pending:
     stats: dict[tuple[str, datetime], BucketStats]
     waiters: list[asyncio.Future[None]]
     high_water: datetime | None = None
+    mentions: int = 0
 
 
 class SurgeDetection:
@@ -172,7 +181,7 @@ class SurgeDetection:
         *,
         clock: Clock,
         grace: timedelta = timedelta(seconds=15),
-        flush_interval: float = 0.02,
+        flush_interval: float = 0.1,
         consumer: bus.Consumer = bus.CLASSIFIER_CONSUMER,
         max_lag: timedelta = MAX_LAG,
         max_lead: timedelta = MAX_LEAD,
@@ -192,6 +201,9 @@ class SurgeDetection:
         self.max_lead = max_lead
         self._pending = _Pending({}, [])
         self._wake = asyncio.Event()
+        self._now = asyncio.Event()  # flush without waiting out the interval (counts piling up)
+        self._hurried = False
+        self._unstarted: set[tuple[str, datetime]] = set()  # keys of an interrupted flush, to start watches from
         self._high_water: datetime | None = None
         self._has_state: set[str] = set()
         self._stepped_to: dict[str, datetime] = {}
@@ -204,7 +216,7 @@ class SurgeDetection:
     ) -> asyncio.Future[None] | None:
         """Count a classified mention in its watches' buckets; return a future done once it is in KV.
 
-        ``wait=False``: no future (None), for a caller that calls :meth:`flush` itself right after.
+        ``wait=False``: no future (None), for a caller that waits on :meth:`written` (or calls :meth:`flush`) itself.
         """
         if not classified.watches:
             return None
@@ -223,11 +235,26 @@ class SurgeDetection:
             stats.add(classified, terms)
         if pending.high_water is None or ts > pending.high_water:
             pending.high_water = ts
+        pending.mentions += 1
+        if pending.mentions >= FLUSH_AT:
+            self._now.set()
         if not wait:
             self._wake.set()
             return None
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         pending.waiters.append(waiter)
+        self._wake.set()
+        return waiter
+
+    def written(self) -> asyncio.Future[None]:
+        """A future done once everything recorded so far is in KV.
+
+        The flusher writes it about ``flush_interval`` later (later while KV refuses or times out:
+        a flush retries until written; a flush interrupted by cancellation leaves what it did not
+        write, and the waiters, to the next one).
+        """
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.waiters.append(waiter)
         self._wake.set()
         return waiter
 
@@ -272,25 +299,62 @@ class SurgeDetection:
             pending, self._pending = self._pending, _Pending({}, [])
             if not pending.stats and not pending.waiters:
                 return
-            delay = 0.1
-            remaining = dict(pending.stats)
-            while remaining:
-                keys = list(remaining)
-                results = await asyncio.gather(*(self._add(k, remaining[k]) for k in keys), return_exceptions=True)
-                failed = {k: remaining[k] for k, r in zip(keys, results, strict=True) if isinstance(r, BaseException)}
-                for k, r in zip(keys, results, strict=True):
-                    if isinstance(r, BaseException):
-                        log.warning("classifier.counter_flush_failed", key=counter_key(*k), error=repr(r))
-                remaining = failed
-                if remaining:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-            await self._start_watches(pending.stats)
-            if pending.high_water is not None and (self._high_water is None or pending.high_water > self._high_water):
-                self._high_water = pending.high_water
-            for waiter in pending.waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            written: set[tuple[str, datetime]] = set()
+            try:
+                await self._write(pending, written)
+            except BaseException:  # cancelled (KV errors are retried): the next flush writes what this one did not
+                self._requeue(pending, written)
+                raise
+
+    def _requeue(self, pending: _Pending, written: set[tuple[str, datetime]]) -> None:
+        """Put back what an interrupted flush did not write, and its waiters, for the next flush."""
+        again = self._pending
+        self._unstarted.update(pending.stats)  # written or not, the next flush starts their watches' detectors
+        for key, delta in pending.stats.items():
+            if key not in written:
+                found = again.stats.get(key)
+                again.stats[key] = delta if found is None else delta.merge(found)
+        if pending.high_water is not None and (again.high_water is None or pending.high_water > again.high_water):
+            again.high_water = pending.high_water
+        again.mentions += pending.mentions
+        if again.mentions >= FLUSH_AT:
+            self._now.set()
+        again.waiters[:0] = [waiter for waiter in pending.waiters if not waiter.done()]
+        self._wake.set()
+
+    async def _write(self, pending: _Pending, written: set[tuple[str, datetime]]) -> None:
+        """Write ``pending``'s deltas, retrying until written, then release its waiters.
+
+        Each key goes in ``written`` as soon as its write is acknowledged, so an interrupted flush
+        puts back only the others (a write interrupted in flight may have landed: counted twice).
+        """
+        delay = 0.1
+        remaining = dict(pending.stats)
+        while remaining:
+            keys = list(remaining)
+            results = await asyncio.gather(
+                *(self._add_one(k, remaining[k], written) for k in keys), return_exceptions=True
+            )
+            failed = {k: remaining[k] for k, r in zip(keys, results, strict=True) if isinstance(r, BaseException)}
+            for k, r in zip(keys, results, strict=True):
+                if isinstance(r, BaseException):
+                    log.warning("classifier.counter_flush_failed", key=counter_key(*k), error=repr(r))
+            remaining = failed
+            if remaining:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        unstarted = self._unstarted
+        await self._start_watches([*pending.stats, *unstarted])
+        unstarted.clear()
+        if pending.high_water is not None and (self._high_water is None or pending.high_water > self._high_water):
+            self._high_water = pending.high_water
+        for waiter in pending.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _add_one(self, key: tuple[str, datetime], delta: BucketStats, written: set[tuple[str, datetime]]) -> None:
+        await self._add(key, delta)
+        written.add(key)
 
     async def _add(self, key: tuple[str, datetime], delta: BucketStats) -> None:
         """Add ``delta`` to its counter key with compare-and-set.
@@ -342,10 +406,10 @@ class SurgeDetection:
         if len(counters) > COUNTERS_KEPT:
             del counters[next(iter(counters))]
 
-    async def _start_watches(self, stats: dict[tuple[str, datetime], BucketStats]) -> None:
+    async def _start_watches(self, stats: Iterable[tuple[str, datetime]]) -> None:
         """Create the detector state of watches counted for the first time, from their earliest bucket.
 
-        A flush can hold many buckets of one watch (a whole consumed batch): the state must start at
+        A flush can hold many buckets of one watch (every batch consumed since the last flush): the state must start at
         the earliest of them, not at whichever counter write finished first.
         """
         first: dict[str, datetime] = {}
@@ -397,12 +461,20 @@ class SurgeDetection:
                 self.metrics.conflicts.labels("state").inc()
         self._has_state.add(watch)
 
+    def hurry(self) -> None:
+        """From now on, flush as soon as counts are pending (a service stopping: its last batches wait for it)."""
+        self._hurried = True
+        self._now.set()
+
     async def run_flusher(self) -> None:
-        """Flush pending counts whenever there are some, at most every ``flush_interval``."""
+        """Flush pending counts every ``flush_interval`` while there are some; at once past :data:`FLUSH_AT`."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await asyncio.sleep(self.flush_interval)
+            if not self._hurried:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._now.wait(), self.flush_interval)
+                self._now.clear()
             try:
                 await self.flush()
             except Exception as exc:  # pragma: no cover - flush retries itself; belt and braces

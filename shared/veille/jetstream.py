@@ -309,8 +309,9 @@ class PullFetcher:
     for what the buffer lacks of a batch, once the buffer holds half a batch or less.
     :meth:`fetch` returns at once with up to ``n`` buffered messages, or waits for the first to
     arrive (at most ``timeout``) and returns what is there. Messages keep stream order. The
-    consumer's ``max_ack_pending`` must leave room for what is being processed plus one batch
-    requested ahead. :meth:`stop` naks what was delivered but not handed out, so another replica
+    consumer's ``max_ack_pending`` should leave room for what is being processed (or waits to be
+    acked) plus one batch requested ahead; past it the server holds the rest back.
+    :meth:`stop` naks what was delivered but not handed out, so another replica
     (or this one after a restart) gets it at once instead of after ``ack_wait``.
     """
 

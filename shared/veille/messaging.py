@@ -10,7 +10,8 @@ acknowledgement of every message so the rule is written once:
 
 :class:`BatchConsumer` applies the same rule to a whole fetched batch with nats-py directly (no
 per-message FastStream pipeline): bad payloads are dead-lettered, the valid ones go to one batch
-handler and are acked together once it returned; if it raised, each message is handled on its own
+handler and are acked together once it is done (returned, or the awaitable it returned finished); if
+it raised, each message is handled on its own
 so only the failing one is retried or dead-lettered. It is for hot paths where the per-message
 overhead, not the work, bounds the rate (the classifier).
 
@@ -366,8 +367,9 @@ def dead_letter_middleware(
 
 M = TypeVar("M", bound=BaseModel)
 
-BatchHandler = Callable[[list[M]], Awaitable[None]]
-"""An async function that processes valid messages together and returns once their effects are stored."""
+BatchHandler = Callable[[list[M]], Awaitable[Awaitable[None] | None]]
+"""An async function that processes valid messages together and returns once their effects are stored, or
+returns an awaitable done once they are (the batch is acked after it; see :class:`BatchConsumer`)."""
 
 
 async def gather_publishes(futures: Sequence[Awaitable[Any]], *, timeout: float = 10.0) -> list[Any]:
@@ -438,15 +440,16 @@ class BatchConsumer(Generic[M]):
     """Consume a durable pull consumer in batches and own every acknowledgement.
 
     Messages come from a :class:`veille.jetstream.PullFetcher`, which keeps about one batch
-    requested ahead (so ``max_ack_pending`` must cover ``concurrency + 1`` batches; the bus's
-    consumers allow 2,000) and naks what it holds when the consumer stops.
+    requested ahead (so ``max_ack_pending`` should cover ``concurrency + 1`` batches and
+    ``max_waiting`` messages; the bus's consumers allow 2,000, and beyond it the server holds the
+    rest back) and naks what it holds when the consumer stops.
 
     Each fetched batch (up to ``batch_size`` messages, whatever is available right away):
 
     - every payload is checked as :func:`dead_letter_middleware` checks it (size, UTF-8, JSON,
       schema into ``model``); the bad ones become dead letters with the same kinds, reasons,
       metrics and log lines, then are acked;
-    - ``handler`` is called once with the valid models; when it returns, they are all acked
+    - ``handler`` is called once with the valid models; when it is done, they are all acked
       (``veille_messages_processed_total{outcome="ok"}``);
     - when it raises, each valid message is handled on its own (``handler([model])``, concurrently)
       so a poison message only fails itself: a nak with a growing delay, and after
@@ -459,7 +462,16 @@ class BatchConsumer(Generic[M]):
     makes the outputs so.
 
     With ``concurrency`` > 1 the next batch is fetched and handled while the previous one waits for
-    its stream acks (I/O overlaps CPU); each batch is acked on its own when its handler returned.
+    its stream acks (I/O overlaps CPU); each batch is acked on its own when its handler is done.
+
+    A handler may return an awaitable (the classifier: its counts written to KV by a flusher that
+    writes many batches' counts at once): the batch is acked only once that is done. While it waits
+    it gives its ``concurrency`` slot back, so fetching goes on, as long as the messages waiting so
+    stay within ``max_waiting`` and none has waited longer than ``max_waiting_seconds``; otherwise a
+    waiting batch keeps its slot, and fetching stops once every slot waits. A stalled write so holds
+    up the consumer within a second, as a handler that does not return does, instead of pulling the
+    stream into memory and handling again the messages JetStream redelivers after ``ack_wait``. If
+    the awaitable fails, the batch fails as if the handler had raised.
 
     :meth:`stop` lets the batches in hand finish (handled, acked, the acks flushed to the server), then
     stops fetching. Fetch errors (a NATS outage, a reconnect) are logged and retried after
@@ -481,6 +493,8 @@ class BatchConsumer(Generic[M]):
         max_bytes: int = 1024 * 1024,
         retry_delay: float = 0.5,
         concurrency: int = 2,
+        max_waiting: int = 1000,
+        max_waiting_seconds: float = 1.0,
     ) -> None:
         """Describe the consumer; nothing happens before :meth:`start`."""
         self.service = service
@@ -494,6 +508,10 @@ class BatchConsumer(Generic[M]):
         self.max_bytes = max_bytes
         self.retry_delay = retry_delay
         self.concurrency = max(1, concurrency)
+        self.max_waiting = max_waiting
+        self.max_waiting_seconds = max_waiting_seconds
+        self._waiting = 0  # messages of batches waiting for their handler's awaitable without a slot
+        self._waiting_since: dict[object, float] = {}  # each such batch -> loop time it began waiting, oldest first
         self._outcomes = metrics.messages
         self._ok = metrics.messages.labels(service, consumer.stream, "ok")
         self._ack_failed = metrics.messages.labels(service, consumer.stream, "ack_failed")
@@ -565,12 +583,33 @@ class BatchConsumer(Generic[M]):
             task.add_done_callback(self._inflight.discard)
 
     async def _settle(self, msgs: Sequence[Msg], slots: asyncio.Semaphore) -> None:
+        held = True
+        waiting = 0
+        token = object()
+
+        def handled() -> None:  # the handler returned an awaitable: give the slot back if there is room
+            nonlocal held, waiting
+            since = self._waiting_since
+            now = asyncio.get_running_loop().time()
+            if not held or self._waiting + len(msgs) > self.max_waiting:
+                return
+            if since and now - next(iter(since.values())) > self.max_waiting_seconds:
+                return  # the oldest has waited too long: a stalled write; hold the slot
+            waiting = len(msgs)
+            self._waiting += waiting
+            since[token] = now
+            held = False
+            slots.release()
+
         try:
-            await self.process(msgs)
+            await self.process(msgs, handled=handled)
         except Exception as exc:  # pragma: no cover - process settles every message itself
             log.error(f"{self.service}.batch_crashed", error=f"{type(exc).__name__}: {exc}", size=len(msgs))
         finally:
-            slots.release()
+            self._waiting -= waiting
+            self._waiting_since.pop(token, None)
+            if held:
+                slots.release()
 
     def _decode(self, msg: Msg) -> M | tuple[str, str]:
         """The message's model, or (kind, reason) when its payload is not a valid message."""
@@ -582,8 +621,12 @@ class BatchConsumer(Generic[M]):
         except ValidationError as exc:
             return _bad_payload_kind(body) or _classify_error(exc) or ("invalid_schema", str(exc))
 
-    async def process(self, msgs: Sequence[Msg]) -> None:
-        """Check, handle and settle (ack, nak or dead-letter) one fetched batch."""
+    async def process(self, msgs: Sequence[Msg], handled: Callable[[], None] | None = None) -> None:
+        """Check, handle and settle (ack, nak or dead-letter) one fetched batch.
+
+        ``handled`` is called when the handler returned an awaitable, before waiting for it (the
+        consumer's loop then gives the batch's fetch slot back, when ``max_waiting`` allows).
+        """
         started = time.perf_counter()
         valid: list[tuple[Msg, M]] = []
         bad: list[tuple[Msg, tuple[str, str]]] = []
@@ -598,7 +641,11 @@ class BatchConsumer(Generic[M]):
         if not valid:
             return
         try:
-            await self.handler([model for _, model in valid])
+            after = await self.handler([model for _, model in valid])
+            if after is not None:
+                if handled is not None:
+                    handled()
+                await after
         except Exception as exc:
             if len(valid) == 1:
                 await self._failed(valid[0][0], exc)
@@ -621,7 +668,9 @@ class BatchConsumer(Generic[M]):
         """Handle one message of a failed batch on its own and settle it."""
         started = time.perf_counter()
         try:
-            await self.handler([model])
+            after = await self.handler([model])
+            if after is not None:
+                await after
         except Exception as exc:
             await self._failed(msg, exc)
             return

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
 
-from services.classifier.detection import SurgeDetection, counter_key
+from services.classifier.detection import SurgeDetection, counter_key, state_key
 from services.classifier.surges import bucket_start
-from tests.classifier.conftest import Apps, at
+from tests.classifier.conftest import Apps, at, caught_up, publish_mentions
 from veille import bus
 from veille.models import MentionClassified, MentionIngested
 
@@ -112,3 +116,118 @@ async def test_a_bucket_purged_between_flushes_is_written_again_from_the_next_de
     await _count(detection, 100, 2)
     stored = await _stored(js)
     assert stored["total"] == 2
+
+
+async def test_mentions_are_published_at_once_and_acked_only_once_their_counts_are_written(
+    apps: Apps, js: JetStreamContext
+) -> None:
+    """With an hour between flushes, classified mentions are in their stream but unacked; a flush acks them."""
+    app = await apps.start(flush_interval=3600.0)
+    detection = _detection(app)
+    apps.clock.now = BUCKET
+    mentions = [
+        MentionIngested(id=f"rss:w{n}", source="rss", text=f"Acme opens store {n}", ingested_at=BUCKET)
+        for n in range(3)
+    ]
+    await publish_mentions(js, mentions)
+    await _until(lambda: _classified(js), 3)
+    info = await js.consumer_info(bus.CLASSIFIER_CONSUMER.stream, bus.CLASSIFIER_CONSUMER.durable)
+    assert info.num_ack_pending == 3
+    with pytest.raises(KeyNotFoundError):
+        await (await js.key_value(bus.DETECTOR.name)).get(NAME)
+    await detection.flush()
+    await caught_up(js)
+    assert (await _stored(js))["total"] == 3
+
+
+async def test_a_stopping_classifier_writes_the_counts_of_its_last_batches_and_acks_them(
+    apps: Apps, js: JetStreamContext
+) -> None:
+    """Stop does not wait out the flush interval: the counts are written, the mentions acked."""
+    app = await apps.start(flush_interval=3600.0)
+    apps.clock.now = BUCKET
+    mentions = [
+        MentionIngested(id=f"rss:s{n}", source="rss", text=f"Acme closes store {n}", ingested_at=BUCKET)
+        for n in range(4)
+    ]
+    await publish_mentions(js, mentions)
+    await _until(lambda: _classified(js), 4)
+    await asyncio.wait_for(apps.stop(app), 60)  # a guard against a hang, not a speed check
+    info = await js.consumer_info(bus.CLASSIFIER_CONSUMER.stream, bus.CLASSIFIER_CONSUMER.durable)
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+    assert (await _stored(js))["total"] == 4
+
+
+async def _classified(js: JetStreamContext) -> int:
+    return (await js.stream_info(bus.CLASSIFIED.name)).state.messages  # type: ignore[no-any-return]
+
+
+async def _until(count: Callable[[], Awaitable[int]], expected: int, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await count() < expected:
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_flush_cancelled_mid_write_leaves_what_it_did_not_write_to_the_next(
+    apps: Apps, js: JetStreamContext
+) -> None:
+    """Counts are neither lost nor doubled, and the batch waiting for them is released by the next flush."""
+    app = await apps.start(flush_interval=3600.0)
+    detection = _detection(app)
+    apps.clock.now = BUCKET
+    await _count(detection, 0, 2)  # the key exists: the next write is an update
+    blocked = asyncio.Event()
+    update = detection.kv.update
+
+    async def stuck(*args: Any, **kwargs: Any) -> Any:
+        blocked.set()
+        await asyncio.Event().wait()  # never answers
+        return await update(*args, **kwargs)  # pragma: no cover
+
+    detection.kv.update = stuck  # type: ignore[method-assign]
+    for i in range(10, 13):
+        detection.record(_mention(i), ["news"], wait=False)
+    waiter = detection.written()
+    flushing = asyncio.create_task(detection.flush())
+    await blocked.wait()
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    assert not waiter.done()
+    detection.kv.update = update  # type: ignore[method-assign]
+    await detection.flush()
+    assert waiter.done() and waiter.exception() is None
+    assert (await _stored(js))["total"] == 5
+
+
+async def test_a_flush_cancelled_while_starting_a_new_watch_starts_it_on_the_next(
+    apps: Apps, js: JetStreamContext
+) -> None:
+    """The counts were written but the watch's detector state was not: the next flush creates it."""
+    app = await apps.start(flush_interval=3600.0)
+    detection = _detection(app)
+    apps.clock.now = BUCKET
+    blocked = asyncio.Event()
+    create = detection.kv.create
+
+    async def stuck_state(key: str, *args: Any, **kwargs: Any) -> Any:
+        if key == state_key("acme"):
+            blocked.set()
+            await asyncio.Event().wait()  # never answers
+        return await create(key, *args, **kwargs)
+
+    detection.kv.create = stuck_state  # type: ignore[method-assign]
+    detection.record(_mention(1), ["news"], wait=False)
+    waiter = detection.written()
+    flushing = asyncio.create_task(detection.flush())
+    await blocked.wait()
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    detection.kv.create = create  # type: ignore[method-assign]
+    await detection.flush()
+    assert waiter.done()
+    kv = await js.key_value(bus.DETECTOR.name)
+    assert (await kv.get(state_key("acme"))).value
+    assert (await _stored(js))["total"] == 1

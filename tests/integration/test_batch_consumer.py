@@ -43,7 +43,7 @@ def mention(mention_id: str) -> bytes:
 
 def make_consumer(
     nc: NatsClient,
-    handler: Callable[[list[MentionIngested]], Awaitable[None]],
+    handler: Callable[[list[MentionIngested]], Awaitable[Awaitable[None] | None]],
     metrics: ServiceMetrics,
     **options: Any,
 ) -> BatchConsumer[MentionIngested]:
@@ -201,3 +201,157 @@ async def test_stop_mid_stream_acks_what_was_processed_and_output_has_no_duplica
         await second.stop()
     ids = await out_ids(js)
     assert len(ids) == total and set(ids) == {f"m{i}" for i in range(total)}
+
+
+async def _unacked(js: JetStreamContext) -> int:
+    info = await js.consumer_info(CONSUMER.stream, CONSUMER.durable)
+    return info.num_ack_pending
+
+
+class Waiting:
+    """A handler whose batches each wait for a future the test resolves (``waits``, in batch order)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.waits: list[asyncio.Future[None]] = []
+
+    async def handle(self, mentions: list[MentionIngested]) -> asyncio.Future[None]:
+        self.batches.append([m.id for m in mentions])
+        self.waits.append(asyncio.get_running_loop().create_future())
+        return self.waits[-1]
+
+    def release(self) -> None:
+        for wait in self.waits:
+            if not wait.done():
+                wait.set_result(None)
+
+
+async def test_a_batch_waiting_for_its_handlers_awaitable_is_acked_after_it_and_frees_its_fetch_slot(
+    nc: NatsClient, js: JetStreamContext
+) -> None:
+    """With one slot, a second batch is handled while the first waits; each is acked only once its awaitable is done."""
+    metrics = ServiceMetrics("probe")
+    probe = Waiting()
+    batches, waits = probe.batches, probe.waits
+
+    consumer = make_consumer(nc, probe.handle, metrics, concurrency=1)
+    await consumer.start(nc)
+    try:
+        await publish_raw(js, "first", mention("first"))
+        await _until(lambda: len(batches) == 1)
+        await publish_raw(js, "second", mention("second"))
+        await _until(lambda: len(batches) == 2)  # the first batch's slot was free while it waited
+        assert batches == [["first"], ["second"]]
+        assert await _unacked(js) == 2
+        waits[1].set_result(None)
+        await _until_acked(js, 1)
+        waits[0].set_result(None)
+        await settled(js)
+    finally:
+        probe.release()  # a failed assertion must not leave stop() waiting
+        await consumer.stop()
+    assert metrics.messages.labels("probe", bus.MENTIONS.name, "ok")._value.get() == 2
+
+
+async def test_a_batch_whose_awaitable_fails_is_handled_again_one_message_at_a_time(
+    nc: NatsClient, js: JetStreamContext
+) -> None:
+    """The awaitable's failure fails the batch as a raise would: each message is handled on its own, then acked."""
+    metrics = ServiceMetrics("probe")
+    calls: list[list[str]] = []
+
+    async def handle(mentions: list[MentionIngested]) -> asyncio.Future[None]:
+        calls.append([m.id for m in mentions])
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if len(calls) == 1:
+            done.set_exception(ConnectionError("KV write refused"))
+        else:
+            done.set_result(None)
+        return done
+
+    for n in range(3):
+        await publish_raw(js, f"m{n}", mention(f"m{n}"))
+    consumer = make_consumer(nc, handle, metrics)
+    await consumer.start(nc)
+    try:
+        await settled(js)
+    finally:
+        await consumer.stop()
+    assert calls[0] == ["m0", "m1", "m2"]
+    assert sorted(calls[1:]) == [["m0"], ["m1"], ["m2"]]
+    assert metrics.messages.labels("probe", bus.MENTIONS.name, "ok")._value.get() == 3
+    assert (await js.stream_info(bus.DEADLETTER.name)).state.messages == 0
+
+
+async def test_batches_waiting_past_max_waiting_keep_their_slot_and_fetching_stops(
+    nc: NatsClient, js: JetStreamContext
+) -> None:
+    """With room for one waiting message and one slot, a third batch is fetched only once a wait ends."""
+    metrics = ServiceMetrics("probe")
+    probe = Waiting()
+    batches, waits = probe.batches, probe.waits
+
+    consumer = make_consumer(nc, probe.handle, metrics, concurrency=1, max_waiting=1)
+    await consumer.start(nc)
+    try:
+        await publish_raw(js, "one", mention("one"))
+        await _until(lambda: len(batches) == 1)  # waits without its slot (1 message waiting: the room)
+        await publish_raw(js, "two", mention("two"))
+        await _until(lambda: len(batches) == 2)  # waits holding the only slot
+        await publish_raw(js, "three", mention("three"))
+        await asyncio.sleep(1.0)  # time for a third fetch (fetches time out after 0.3 s), were the loop free
+        assert batches == [["one"], ["two"]]
+        waits[1].set_result(None)  # the batch that kept the slot: done, acked, the slot back
+        await _until(lambda: len(batches) == 3)
+        assert batches[2] == ["three"]
+        waits[0].set_result(None)
+        waits[2].set_result(None)
+        await settled(js)
+    finally:
+        probe.release()  # a failed assertion must not leave stop() waiting
+        await consumer.stop()
+    assert metrics.messages.labels("probe", bus.MENTIONS.name, "ok")._value.get() == 3
+
+
+async def test_once_a_batch_has_waited_too_long_the_next_ones_keep_their_slot(
+    nc: NatsClient, js: JetStreamContext
+) -> None:
+    """A write that stalls (a wait past ``max_waiting_seconds``) stops fetching, however few messages wait."""
+    metrics = ServiceMetrics("probe")
+    probe = Waiting()
+    batches, waits = probe.batches, probe.waits
+
+    consumer = make_consumer(nc, probe.handle, metrics, concurrency=1, max_waiting_seconds=0.2)
+    await consumer.start(nc)
+    try:
+        await publish_raw(js, "one", mention("one"))
+        await _until(lambda: len(batches) == 1)  # waits without its slot
+        await asyncio.sleep(0.5)  # now it has waited past max_waiting_seconds
+        await publish_raw(js, "two", mention("two"))
+        await _until(lambda: len(batches) == 2)  # keeps the only slot
+        await publish_raw(js, "three", mention("three"))
+        await asyncio.sleep(1.0)  # time for a third fetch (fetches time out after 0.3 s), were the loop free
+        assert batches == [["one"], ["two"]]
+        waits[0].set_result(None)
+        waits[1].set_result(None)
+        await _until(lambda: len(batches) == 3)
+        waits[2].set_result(None)
+        await settled(js)
+    finally:
+        probe.release()  # a failed assertion must not leave stop() waiting
+        await consumer.stop()
+    assert metrics.messages.labels("probe", bus.MENTIONS.name, "ok")._value.get() == 3
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def _until_acked(js: JetStreamContext, unacked: int, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await _unacked(js) != unacked:
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
