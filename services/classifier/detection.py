@@ -241,10 +241,7 @@ class SurgeDetection:
         if not wait:
             self._wake.set()
             return None
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        pending.waiters.append(waiter)
-        self._wake.set()
-        return waiter
+        return self.written()
 
     def written(self) -> asyncio.Future[None]:
         """A future done once everything recorded so far is in KV.

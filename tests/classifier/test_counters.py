@@ -177,25 +177,11 @@ async def test_a_flush_cancelled_mid_write_leaves_what_it_did_not_write_to_the_n
     detection = _detection(app)
     apps.clock.now = BUCKET
     await _count(detection, 0, 2)  # the key exists: the next write is an update
-    blocked = asyncio.Event()
-    update = detection.kv.update
-
-    async def stuck(*args: Any, **kwargs: Any) -> Any:
-        blocked.set()
-        await asyncio.Event().wait()  # never answers
-        return await update(*args, **kwargs)  # pragma: no cover
-
-    detection.kv.update = stuck  # type: ignore[method-assign]
     for i in range(10, 13):
         detection.record(_mention(i), ["news"], wait=False)
     waiter = detection.written()
-    flushing = asyncio.create_task(detection.flush())
-    await blocked.wait()
-    flushing.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await flushing
+    await _flush_cancelled_in(detection, "update", lambda key: True)
     assert not waiter.done()
-    detection.kv.update = update  # type: ignore[method-assign]
     await detection.flush()
     assert waiter.done() and waiter.exception() is None
     assert (await _stored(js))["total"] == 5
@@ -208,26 +194,33 @@ async def test_a_flush_cancelled_while_starting_a_new_watch_starts_it_on_the_nex
     app = await apps.start(flush_interval=3600.0)
     detection = _detection(app)
     apps.clock.now = BUCKET
-    blocked = asyncio.Event()
-    create = detection.kv.create
-
-    async def stuck_state(key: str, *args: Any, **kwargs: Any) -> Any:
-        if key == state_key("acme"):
-            blocked.set()
-            await asyncio.Event().wait()  # never answers
-        return await create(key, *args, **kwargs)
-
-    detection.kv.create = stuck_state  # type: ignore[method-assign]
     detection.record(_mention(1), ["news"], wait=False)
     waiter = detection.written()
-    flushing = asyncio.create_task(detection.flush())
-    await blocked.wait()
-    flushing.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await flushing
-    detection.kv.create = create  # type: ignore[method-assign]
+    await _flush_cancelled_in(detection, "create", lambda key: key == state_key("acme"))
     await detection.flush()
     assert waiter.done()
     kv = await js.key_value(bus.DETECTOR.name)
     assert (await kv.get(state_key("acme"))).value
     assert (await _stored(js))["total"] == 1
+
+
+async def _flush_cancelled_in(detection: SurgeDetection, method: str, blocks: Callable[[str], bool]) -> None:
+    """Run a flush, and cancel it while its KV ``method`` (``create``, ``update``) hangs on a key ``blocks`` picks."""
+    original = getattr(detection.kv, method)
+    blocked = asyncio.Event()
+
+    async def hanging(key: str, *args: Any, **kwargs: Any) -> Any:
+        if blocks(key):
+            blocked.set()
+            await asyncio.Event().wait()  # never answers
+        return await original(key, *args, **kwargs)
+
+    setattr(detection.kv, method, hanging)
+    try:
+        flushing = asyncio.create_task(detection.flush())
+        await blocked.wait()
+        flushing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await flushing
+    finally:
+        setattr(detection.kv, method, original)

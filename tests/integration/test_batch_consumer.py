@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -220,10 +221,21 @@ class Waiting:
         self.waits.append(asyncio.get_running_loop().create_future())
         return self.waits[-1]
 
-    def release(self) -> None:
-        for wait in self.waits:
-            if not wait.done():
-                wait.set_result(None)
+    @contextlib.asynccontextmanager
+    async def consuming(
+        self, nc: NatsClient, metrics: ServiceMetrics, **options: Any
+    ) -> AsyncIterator[BatchConsumer[MentionIngested]]:
+        """A started consumer with this handler; on the way out every wait ends (a failed assertion must
+        not leave ``stop()`` waiting for them), then the consumer stops."""
+        consumer = make_consumer(nc, self.handle, metrics, **options)
+        await consumer.start(nc)
+        try:
+            yield consumer
+        finally:
+            for wait in self.waits:
+                if not wait.done():
+                    wait.set_result(None)
+            await consumer.stop()
 
 
 async def test_a_batch_waiting_for_its_handlers_awaitable_is_acked_after_it_and_frees_its_fetch_slot(
@@ -234,9 +246,7 @@ async def test_a_batch_waiting_for_its_handlers_awaitable_is_acked_after_it_and_
     probe = Waiting()
     batches, waits = probe.batches, probe.waits
 
-    consumer = make_consumer(nc, probe.handle, metrics, concurrency=1)
-    await consumer.start(nc)
-    try:
+    async with probe.consuming(nc, metrics, concurrency=1):
         await publish_raw(js, "first", mention("first"))
         await _until(lambda: len(batches) == 1)
         await publish_raw(js, "second", mention("second"))
@@ -247,9 +257,6 @@ async def test_a_batch_waiting_for_its_handlers_awaitable_is_acked_after_it_and_
         await _until_acked(js, 1)
         waits[0].set_result(None)
         await settled(js)
-    finally:
-        probe.release()  # a failed assertion must not leave stop() waiting
-        await consumer.stop()
     assert metrics.messages.labels("probe", bus.MENTIONS.name, "ok")._value.get() == 2
 
 
@@ -291,9 +298,7 @@ async def test_batches_waiting_past_max_waiting_keep_their_slot_and_fetching_sto
     probe = Waiting()
     batches, waits = probe.batches, probe.waits
 
-    consumer = make_consumer(nc, probe.handle, metrics, concurrency=1, max_waiting=1)
-    await consumer.start(nc)
-    try:
+    async with probe.consuming(nc, metrics, concurrency=1, max_waiting=1):
         await publish_raw(js, "one", mention("one"))
         await _until(lambda: len(batches) == 1)  # waits without its slot (1 message waiting: the room)
         await publish_raw(js, "two", mention("two"))
@@ -307,9 +312,6 @@ async def test_batches_waiting_past_max_waiting_keep_their_slot_and_fetching_sto
         waits[0].set_result(None)
         waits[2].set_result(None)
         await settled(js)
-    finally:
-        probe.release()  # a failed assertion must not leave stop() waiting
-        await consumer.stop()
     assert metrics.messages.labels("probe", bus.MENTIONS.name, "ok")._value.get() == 3
 
 
@@ -321,9 +323,7 @@ async def test_once_a_batch_has_waited_too_long_the_next_ones_keep_their_slot(
     probe = Waiting()
     batches, waits = probe.batches, probe.waits
 
-    consumer = make_consumer(nc, probe.handle, metrics, concurrency=1, max_waiting_seconds=0.2)
-    await consumer.start(nc)
-    try:
+    async with probe.consuming(nc, metrics, concurrency=1, max_waiting_seconds=0.2):
         await publish_raw(js, "one", mention("one"))
         await _until(lambda: len(batches) == 1)  # waits without its slot
         await asyncio.sleep(0.5)  # now it has waited past max_waiting_seconds
@@ -337,9 +337,6 @@ async def test_once_a_batch_has_waited_too_long_the_next_ones_keep_their_slot(
         await _until(lambda: len(batches) == 3)
         waits[2].set_result(None)
         await settled(js)
-    finally:
-        probe.release()  # a failed assertion must not leave stop() waiting
-        await consumer.stop()
     assert metrics.messages.labels("probe", bus.MENTIONS.name, "ok")._value.get() == 3
 
 
