@@ -277,7 +277,7 @@ class Dispatcher:
                 try:
                     new = await self._write(key, state, revision, new)
                 except KeyWrongLastSequenceError:
-                    self._invalidate(key)  # another replica (or a flush) wrote it: read it again
+                    self._refused(key, revision)
                     absent = False
                     continue
             for outcome, count in Counter(outcomes).items():  # one increment per outcome and batch, not per alert
@@ -297,7 +297,7 @@ class Dispatcher:
             try:
                 await self._write(key, state, revision, new)
             except KeyWrongLastSequenceError:
-                self._invalidate(key)
+                self._refused(key, revision)
                 continue
             return outcome
         raise RuntimeError(f"group {key} changed {_CAS_TRIES} times under us")
@@ -347,6 +347,19 @@ class Dispatcher:
         while len(self._cache) > MAX_CACHED_GROUPS:
             del self._cache[next(iter(self._cache))]  # read again from KV when next needed
         self._due[key] = next_look(state, self.clock())
+
+    def _refused(self, key: str, revision: int | None) -> None:
+        """A compare-and-set over ``revision`` was refused: start the next try from a newer view, or read again.
+
+        When this replica has written (or read) a newer revision of the group meanwhile, most often its own
+        flush finalising a notification while a batch was being applied, the retry starts from that view
+        without a read (before, the group was read from KV and its whole value parsed again). Should yet
+        another write have landed, the retry's compare-and-set is refused too, and the group is read then.
+        """
+        cached = self._cache.get(key)
+        if cached is not None and (revision is None or cached[1] > revision):
+            return
+        self._invalidate(key)
 
     def _invalidate(self, key: str) -> None:
         """Forget this replica's view of a group whose compare-and-set failed: it is read again.
@@ -635,7 +648,7 @@ class Dispatcher:
             try:
                 decision.state = await self._write(key, state, revision, decision.state)
             except KeyWrongLastSequenceError:
-                self._invalidate(key)
+                self._refused(key, revision)
                 return None  # another replica or a new alert changed it: plan again next tick
             if decision.silenced or decision.silenced_truncated:
                 self.metrics.suppressed.labels("silenced").inc(len(decision.silenced) + decision.silenced_truncated)

@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 
 from services.notifier import dispatcher
 from services.notifier.app import NotifierSettings, create_app
-from services.notifier.grouping import MAX_GROUP_ALERTS, seen_count
+from services.notifier.grouping import MAX_GROUP_ALERTS, add_alert, seen_count
 from services.notifier.model import GroupState
 from tests.helpers.kv import live_kv_keys
 from tests.notifier.conftest import (
@@ -156,5 +156,46 @@ async def test_a_replica_keeps_a_bounded_number_of_groups_in_memory_and_still_se
         assert sorted(h.json()["data"]["alerts"][0]["id"] for h in hits) == [f"alert-many-{i:02d}" for i in range(40)]
         await app.dispatcher.drain()
         assert len(app.dispatcher._cache) <= 10
+    finally:
+        await app.stop()
+
+
+async def test_a_batch_whose_write_lost_to_the_same_replicas_write_retries_from_it_without_reading_kv(
+    js: JetStreamContext, receiver: ScriptedReceiver, nats_server: NatsServerProcess, monkeypatch: Any
+) -> None:
+    """The group is rewritten by this replica (a flush, say) while a batch is applied: its retry reads nothing."""
+    settings = NotifierSettings(nats_url=nats_server.url, instance="replica-a", notifier_tick=0)
+    app = create_app(settings, config=webhook_config(receiver.url(), route=WAITING))
+    await app.start()
+    try:
+        kept = app.dispatcher
+        await kept.record(make_alert("alert-race-1"))
+        [key] = await live_kv_keys(js, bus.NOTIFY_GROUPS.name)
+        update, get = kept.groups.update, kept.groups.get
+        reads: list[str] = []
+        raced: list[int] = []
+
+        async def counted_get(*args: Any, **kwargs: Any) -> Any:
+            reads.append(args[0])
+            return await get(*args, **kwargs)
+
+        def add_third(state: GroupState | None) -> tuple[GroupState | None, str]:
+            assert state is not None
+            return add_alert(state, make_alert("alert-race-3"), kept.clock())[0], "added"
+
+        async def racing_update(*args: Any, **kwargs: Any) -> Any:
+            if not raced:  # the batch's write: the replica's own write of the same group lands first
+                raced.append(kwargs["last"])
+                await kept._update(key, add_third)
+            return await update(*args, **kwargs)
+
+        monkeypatch.setattr(kept.groups, "get", counted_get)
+        monkeypatch.setattr(kept.groups, "update", racing_update)
+        await kept.record(make_alert("alert-race-2"))
+        # before: the refused compare-and-set dropped what this replica had just written and read the group again
+        assert raced and reads == []
+        entry = await get(key)
+        state = GroupState.model_validate_json(entry.value or b"")
+        assert sorted(state.alerts) == ["alert-race-1", "alert-race-2", "alert-race-3"]
     finally:
         await app.stop()
