@@ -315,9 +315,11 @@ class Dispatcher:
         cached = self._cache.get(key)
         if cached is not None and cached[1] == entry.revision:
             return cached  # the value this replica wrote or read last: no need to parse it again
-        stale = self._stale.pop(key, None)
-        if stale is not None and self._written.get(key) != entry.revision:
-            self._seen.pop(key, None)  # another replica wrote it: its seen digests may be new to us
+        self._stale.pop(key, None)
+        if self._written.get(key) != entry.revision:
+            # not this replica's write: another replica's may have moved digests to the seen bucket, so they
+            # are read again before the next batch (before, only after a refused write; found in review)
+            self._seen.pop(key, None)
         state = GroupState.model_validate_json(entry.value)
         self._remember_state(key, state, entry.revision)
         return state, entry.revision
@@ -351,13 +353,16 @@ class Dispatcher:
     def _refused(self, key: str, revision: int | None) -> None:
         """A compare-and-set over ``revision`` was refused: start the next try from a newer view, or read again.
 
-        When this replica has written (or read) a newer revision of the group meanwhile, most often its own
-        flush finalising a notification while a batch was being applied, the retry starts from that view
-        without a read (before, the group was read from KV and its whole value parsed again). Should yet
-        another write have landed, the retry's compare-and-set is refused too, and the group is read then.
+        When this replica has itself written a newer revision of the group meanwhile, most often its own flush
+        finalising a notification while a batch was being applied, the retry starts from what it wrote without
+        a read (before, the group was read from KV and its whole value parsed again). Should yet another write
+        have landed, the retry's compare-and-set is refused too, and the group is read then. A newer view this
+        replica only read (another replica's write) is not enough: that write may have moved digests to the
+        seen bucket, and only :meth:`_invalidate` has them read again (found in review: an alert redelivered
+        after such a move was notified twice).
         """
         cached = self._cache.get(key)
-        if cached is not None and (revision is None or cached[1] > revision):
+        if cached is not None and self._written.get(key) == cached[1] and (revision is None or cached[1] > revision):
             return
         self._invalidate(key)
 

@@ -9,15 +9,18 @@ bucket's stream sequence; a plain subscriber on the JetStream API subjects, whic
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import datetime
 from typing import Any
 
+import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.notifier import dispatcher
 from services.notifier.app import NotifierSettings, create_app
-from services.notifier.grouping import MAX_GROUP_ALERTS, add_alert, seen_count
+from services.notifier.grouping import MAX_GROUP_ALERTS, add_alert, digest, seen_count
 from services.notifier.model import GroupState
 from tests.helpers.kv import live_kv_keys
 from tests.notifier.conftest import (
@@ -197,5 +200,58 @@ async def test_a_batch_whose_write_lost_to_the_same_replicas_write_retries_from_
         entry = await get(key)
         state = GroupState.model_validate_json(entry.value or b"")
         assert sorted(state.alerts) == ["alert-race-1", "alert-race-2", "alert-race-3"]
+    finally:
+        await app.stop()
+
+
+async def _another_replica_moves_a_digest(js: JetStreamContext, clock: datetime, key: str, alert_id: str) -> None:
+    """What another replica's group write may do: the digest of ``alert_id`` moved to the seen bucket, the group
+    rewritten (the same value at a new revision is enough to refuse a compare-and-set over the old one)."""
+    groups = await js.key_value(bus.NOTIFY_GROUPS.name)
+    seen = await js.key_value(bus.NOTIFY_SEEN.name)
+    spilled = f"{int(clock.timestamp())} {digest(alert_id + ':firing')}"
+    await seen.put(f"{key}.{uuid.uuid4().hex[:16]}", spilled.encode())
+    entry = await groups.get(key)
+    await groups.update(key, entry.value or b"", last=entry.revision)
+
+
+@pytest.mark.parametrize("when", ["while_the_batch_is_applied", "before_the_batch"])
+async def test_an_alert_another_replica_moved_to_the_seen_bucket_stays_deduplicated_after_this_replica_reads_the_group(
+    js: JetStreamContext,
+    receiver: ScriptedReceiver,
+    nats_server: NatsServerProcess,
+    monkeypatch: Any,
+    when: str,
+) -> None:
+    """Replica B knows group g; replica A writes g, moving alert-x's digest to the seen bucket; B reads A's write
+    (its flush, say), then alert-x is redelivered to B: it is recognised, not grouped again to be told twice."""
+    settings = NotifierSettings(nats_url=nats_server.url, instance="replica-b", notifier_tick=0)
+    app = create_app(settings, config=webhook_config(receiver.url(), route=WAITING))
+    await app.start()
+    try:
+        kept = app.dispatcher
+        await kept.record(make_alert("alert-1"))
+        [key] = await live_kv_keys(js, bus.NOTIFY_GROUPS.name)
+        update, get = kept.groups.update, kept.groups.get
+        if when == "before_the_batch":
+            await _another_replica_moves_a_digest(js, kept.clock(), key, "alert-x")
+            await kept._get(key)
+        else:
+            raced: list[int] = []
+
+            async def racing_update(*args: Any, **kwargs: Any) -> Any:
+                if not raced:  # B's batch write: A writes first, and B reads A's write
+                    raced.append(kwargs["last"])
+                    await _another_replica_moves_a_digest(js, kept.clock(), key, "alert-x")
+                    await kept._get(key)
+                return await update(*args, **kwargs)
+
+            monkeypatch.setattr(kept.groups, "update", racing_update)
+        await kept.record_batch([make_alert("alert-x"), make_alert("alert-2")])
+        state = GroupState.model_validate_json((await get(key)).value or b"")
+        # before: "while": the refused write retried from the group B had read, with B's old seen digests;
+        # "before": no write was refused, and B's seen digests were never read again
+        assert sorted(state.alerts) == ["alert-1", "alert-2"]
+        assert suppressed(app, "deduplicated") == 1
     finally:
         await app.stop()
