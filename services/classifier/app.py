@@ -10,7 +10,12 @@ stream acks awaited at once), their counts are added to the detector's pending d
 is acked (one write, :func:`veille.messaging.ack_all`) once the flusher has written those to KV. The
 flusher writes every ``flush_interval`` (0.1 s) the counts of all the batches consumed meanwhile, and
 a batch waiting for it does not hold up the next fetch: at a steady 1,000 mentions/s a fetch brings a
-few mentions, and writing each watch's bucket per batch cost about as much CPU as classifying.
+few mentions, and writing each watch's bucket per batch cost about as much CPU as classifying. For the
+same reason, once it has caught up (nothing in hand as a fetch begins), a fetch waits up to ``linger``
+(20 ms) after the first mention for more: every batch has a cost of its own (a wake-up, a handler call,
+its writes to the server), and at 1,000 mentions/s batches of about 7 made the classifier use 0.72-0.76
+of a core, against 0.44-0.51 with the linger, for about 25 ms more at the median of the
+mention-to-webhook latency (``docs/benchmarks.md``). Mentions already in hand go at once.
 A failing batch is retried one mention at a time by the consumer, so a poison mention only fails
 itself. Where the time goes and the numbers: ``bench/classifier_bench.py``.
 
@@ -74,8 +79,12 @@ class ClassifierApp:
         flush_interval: float = 0.1,
         grace: timedelta = timedelta(seconds=15),
         batch_size: int = 500,
+        linger: float = 0.02,
     ) -> None:
-        """Build the classifier; ``tick_interval=None`` leaves stepping the detectors to :meth:`tick`."""
+        """Build the classifier; ``tick_interval=None`` leaves stepping the detectors to :meth:`tick`.
+
+        ``linger``: how long a fetch short of ``batch_size`` mentions waits for more (see the module docstring).
+        """
         self.settings = settings
         self.config = config
         self.clock: Clock = clock or utcnow
@@ -143,6 +152,7 @@ class ClassifierApp:
             metrics=self.metrics,
             sink=self.sink,
             batch_size=batch_size,
+            linger=linger,
         )
         self.health.add("nats", self._nats_problem)
         self.lag = ConsumerLagMonitor(NAME, self.metrics.registry, [bus.CLASSIFIER_CONSUMER])

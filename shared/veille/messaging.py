@@ -444,7 +444,9 @@ class BatchConsumer(Generic[M]):
     ``max_waiting`` messages; the bus's consumers allow 2,000, and beyond it the server holds the
     rest back) and naks what it holds when the consumer stops.
 
-    Each fetched batch (up to ``batch_size`` messages, whatever is available right away):
+    Each fetched batch (up to ``batch_size`` messages, whatever is available right away, or, with a
+    ``linger``, whatever arrived within that many seconds of the first when fewer were there; see
+    :meth:`veille.jetstream.PullFetcher.fetch`):
 
     - every payload is checked as :func:`dead_letter_middleware` checks it (size, UTF-8, JSON,
       schema into ``model``); the bad ones become dead letters with the same kinds, reasons,
@@ -495,6 +497,7 @@ class BatchConsumer(Generic[M]):
         concurrency: int = 2,
         max_waiting: int = 1000,
         max_waiting_seconds: float = 1.0,
+        linger: float = 0.0,
     ) -> None:
         """Describe the consumer; nothing happens before :meth:`start`."""
         self.service = service
@@ -510,6 +513,7 @@ class BatchConsumer(Generic[M]):
         self.concurrency = max(1, concurrency)
         self.max_waiting = max_waiting
         self.max_waiting_seconds = max_waiting_seconds
+        self.linger = linger
         self._waiting = 0  # messages of batches waiting for their handler's awaitable without a slot
         self._waiting_since: dict[object, float] = {}  # each such batch -> loop time it began waiting, oldest first
         self._outcomes = metrics.messages
@@ -543,6 +547,8 @@ class BatchConsumer(Generic[M]):
     async def stop(self) -> None:
         """Finish and ack the batches in hand, stop fetching, flush the acks to the server."""
         self._stopping.set()
+        if self._fetcher is not None:
+            self._fetcher.end_linger()  # a lingering fetch would hold the stop up to ``linger``
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -568,7 +574,7 @@ class BatchConsumer(Generic[M]):
                 slots.release()
                 break
             try:
-                msgs = await fetcher.fetch(self.batch_size, self.fetch_timeout)
+                msgs = await fetcher.fetch(self.batch_size, self.fetch_timeout, self.linger)
             except TimeoutError:
                 slots.release()
                 continue

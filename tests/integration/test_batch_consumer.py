@@ -51,6 +51,7 @@ def make_consumer(
     """A batch consumer of the mentions stream for the ``probe`` service."""
     sink = DeadLetterSink("probe", metrics)
     sink.bind(nc)
+    options.setdefault("fetch_timeout", 0.3)
     return BatchConsumer(
         service="probe",
         consumer=CONSUMER,
@@ -58,7 +59,6 @@ def make_consumer(
         handler=handler,
         metrics=metrics,
         sink=sink,
-        fetch_timeout=0.3,
         **options,
     )
 
@@ -352,3 +352,76 @@ async def _until_acked(js: JetStreamContext, unacked: int, timeout: float = 10.0
     while await _unacked(js) != unacked:
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+async def _trickle(js: JetStreamContext, prefix: str, count: int, gap: float) -> None:
+    for i in range(count):
+        await publish_raw(js, f"{prefix}-{i}", mention(f"{prefix}-{i}"))
+        await asyncio.sleep(gap)
+
+
+async def test_a_consumer_that_has_caught_up_takes_a_trickle_in_whole_batches_when_it_lingers(
+    nc: NatsClient, js: JetStreamContext
+) -> None:
+    """Five mentions 50 ms apart: one batch with a linger (handed over once whole, long before the linger ends),
+    several without."""
+    metrics = ServiceMetrics("probe")
+    lingering = Waiting()
+    async with lingering.consuming(nc, metrics, batch_size=5, linger=60.0):
+        await _trickle(js, "slow", 5, 0.05)
+        await _until(lambda: len(lingering.batches) == 1, timeout=20)
+        assert lingering.batches == [[f"slow-{i}" for i in range(5)]]
+    plain = Waiting()
+    async with plain.consuming(nc, metrics, batch_size=5):
+        await _trickle(js, "plain", 5, 0.05)
+        await _until(lambda: sum(map(len, plain.batches)) == 5)
+        assert len(plain.batches) > 1, plain.batches
+    await settled(js)
+
+
+async def test_mentions_that_came_while_a_batch_was_handled_are_handed_over_without_lingering(
+    nc: NatsClient, js: JetStreamContext
+) -> None:
+    """The consumer is behind (two mentions in hand as a fetch begins): they go at once, even with a long linger."""
+    metrics = ServiceMetrics("probe")
+    probe = Waiting()
+    # one slot, kept while its batch waits (max_waiting=0): the next fetch begins only once the first batch is done;
+    # the pull request made ahead lasts 2 s (fetch_timeout), so the later mentions are delivered while it waits
+    options = {"batch_size": 3, "linger": 60.0, "concurrency": 1, "max_waiting": 0, "fetch_timeout": 2.0}
+    async with probe.consuming(nc, metrics, **options) as consumer:
+        for i in range(3):
+            await publish_raw(js, f"first-{i}", mention(f"first-{i}"))
+        await _until(lambda: len(probe.batches) == 1)
+        for i in range(2):
+            await publish_raw(js, f"later-{i}", mention(f"later-{i}"))
+        fetcher = consumer._fetcher
+        assert fetcher is not None
+        await _until(lambda: len(fetcher._buffer) == 2)  # in hand while the first batch waits
+        probe.waits[0].set_result(None)
+        # before the rule, the fetch lingered for a third mention: 60 s
+        await _until(lambda: len(probe.batches) == 2, timeout=20)
+        assert probe.batches == [[f"first-{i}" for i in range(3)], ["later-0", "later-1"]]
+        probe.waits[1].set_result(None)
+        await settled(js)
+
+
+async def test_stopping_hands_a_lingering_batch_over_and_acks_it(nc: NatsClient, js: JetStreamContext) -> None:
+    """A fetch lingering for a whole batch (60 s) when the consumer stops: the mention in hand is handled and acked,
+    and the stop does not wait for the linger to end."""
+    metrics = ServiceMetrics("probe")
+    handled: list[str] = []
+
+    async def handler(mentions: list[MentionIngested]) -> None:
+        handled.extend(m.id for m in mentions)
+
+    consumer = make_consumer(nc, handler, metrics, batch_size=5, linger=60.0)
+    await consumer.start(nc)
+    try:
+        await publish_raw(js, "alone", mention("alone"))
+        fetcher = consumer._fetcher
+        assert fetcher is not None
+        await _until(lambda: len(fetcher._buffer) == 1)  # in hand, the fetch lingering for four more
+    finally:
+        await asyncio.wait_for(consumer.stop(), 20)  # before: up to the linger's 60 s
+    assert handled == ["alone"]
+    await settled(js)
