@@ -83,7 +83,7 @@ class ClassifierApp:
     ) -> None:
         """Build the classifier; ``tick_interval=None`` leaves stepping the detectors to :meth:`tick`.
 
-        ``linger``: how long a fetch short of ``batch_size`` mentions waits for more (see the module docstring).
+        ``linger``: once caught up, how long a fetch waits after the first mention for more (see the module docstring).
         """
         self.settings = settings
         self.config = config

@@ -355,9 +355,8 @@ class PullFetcher:
         as it is whole). At a steady rate every batch has a cost of its own (a wake-up, a handler call, its
         writes to the server), and a batch of a few messages paid it for each few: at 1,000 mentions/s the
         classifier used 0.72-0.76 of a core with batches of about 7, 0.44-0.51 with a 20 ms linger
-        (``docs/benchmarks.md``). Messages that
-        were already waiting are handed over at once: they came while the previous batches were handled, so
-        the consumer is behind, and waiting would only leave it idle.
+        (``docs/benchmarks.md``). Messages that were already waiting are handed over at once: they came while
+        the previous batches were handled, so the consumer is behind, and waiting would only leave it idle.
         """
         deadline = time.monotonic() + timeout
         caught_up = not self._buffer
