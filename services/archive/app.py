@@ -64,6 +64,7 @@ from veille.metrics import PREFIX, ServiceMetrics
 from veille.models import AlertRaised, MentionClassified
 from veille.settings import ServiceSettings
 from veille.spikes import DetectorSettings
+from veille.tasks import cancel_and_wait
 
 __all__ = ["ArchiveApp", "create_app"]
 
@@ -282,9 +283,7 @@ class ArchiveApp:
         try:
             await asyncio.gather(*(self._consume(lane) for lane in self.lanes))
         finally:
-            retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await retention
+            await cancel_and_wait([retention])
 
     async def _open(self) -> bool:
         """Migrate and prepare the database, retrying until it answers; False when stopped first."""

@@ -27,7 +27,6 @@ runtime subscriber.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter as CounterOf
 from collections.abc import Callable
 from datetime import timedelta
@@ -53,6 +52,7 @@ from veille.metrics import KNOWN_LANGUAGES, KNOWN_SOURCES, PREFIX, ServiceMetric
 from veille.models import AlertRaised, MentionIngested, Sentiment, utcnow
 from veille.sentiment import SentimentBackend, make_backend, speedups
 from veille.settings import ServiceSettings
+from veille.tasks import cancel_and_wait
 
 __all__ = ["ClassifierApp", "create_app"]
 
@@ -300,9 +300,10 @@ class ClassifierApp:
             grace=self.grace,
             flush_interval=self.flush_interval,
         )
-        self._tasks.append(asyncio.create_task(self.detection.run_flusher()))
+        self._tasks.append(asyncio.create_task(self.detection.run_flusher(), name="classifier-counts-flusher"))
         if self.tick_interval is not None:
-            self._tasks.append(asyncio.create_task(self.detection.run_ticker(self.tick_interval)))
+            ticker = self.detection.run_ticker(self.tick_interval)
+            self._tasks.append(asyncio.create_task(ticker, name="classifier-ticker"))
         await self.consumer.start(self.broker.connection)
         self.lag.start(js)
 
@@ -316,11 +317,7 @@ class ClassifierApp:
             await self.publisher.stop()
             await self.broker.stop()
         finally:
-            for task in self._tasks:
-                task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(self._tasks)
             self._tasks.clear()
 
 

@@ -8,7 +8,6 @@ tests pass their own clock (grouping, silences and quiet hours without waiting),
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import platform
 from datetime import timedelta
@@ -40,6 +39,7 @@ from veille.messaging import BatchConsumer, DeadLetterSink, dead_letter_middlewa
 from veille.metrics import ServiceMetrics
 from veille.models import AlertRaised, utcnow
 from veille.settings import ServiceSettings, read_secret_file
+from veille.tasks import cancel_and_wait
 
 __all__ = ["NotifierApp", "NotifierSettings", "build_integrations", "create_app", "main"]
 
@@ -345,13 +345,12 @@ class NotifierApp:
         await self.lag.stop()
         if self.leases is not None:
             await self.leases.stop()  # every consumer stopped, every partition given up
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        await cancel_and_wait([self._ticker])
         if self._dispatcher is not None:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._dispatcher.drain(), timeout=20)
+            except TimeoutError:  # the drain cancelled them once; one that swallowed it would go on retrying
+                await cancel_and_wait(self._dispatcher.flushes())
         if self._dispatcher is not None:
             await self._dispatcher.silences.stop_watch()
         await self.broker.stop()

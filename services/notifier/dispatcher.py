@@ -579,6 +579,10 @@ class Dispatcher:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def flushes(self) -> list[asyncio.Task[None]]:
+        """The flush tasks still running (those :meth:`drain` waits for)."""
+        return [task for task in (*self._background, *self._inflight.values()) if not task.done()]
+
     def forget_partition(self, partition: int | None) -> None:
         """Drop what this replica keeps of the groups of ``partition`` (no longer held): read again if regained.
 

@@ -55,6 +55,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from services.notifier.model import kv_keys
 from veille import bus
+from veille.tasks import cancel_and_wait
 
 __all__ = ["LEGACY", "PARTITIONS", "PartitionLeases", "wanted"]
 
@@ -112,11 +113,8 @@ class PartitionLeases:
 
     async def stop(self) -> None:
         """Stop renewing; give every partition up (consumer stopped first) so the others take them at once."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
         if self._busy:
             await asyncio.gather(*self._busy.values(), return_exceptions=True)
         held = sorted(self.owned)

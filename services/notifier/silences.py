@@ -34,6 +34,7 @@ from services.notifier.model import Clock, alert_labels, kv_keys
 from veille import bus
 from veille.config import Matcher
 from veille.models import AlertRaised
+from veille.tasks import cancel_and_wait
 
 __all__ = ["MAX_HELD_SILENCES", "Silence", "SilenceStore", "active_silences", "silenced_by"]
 
@@ -186,11 +187,8 @@ class SilenceStore:
 
     async def stop_watch(self) -> None:
         """Stop the watch (the silences are read from the bucket again)."""
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
-            self._watch_task = None
+        await cancel_and_wait([self._watch_task])
+        self._watch_task = None
         self._held = None
 
     async def held(self) -> list[Silence]:

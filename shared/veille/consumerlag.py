@@ -18,7 +18,6 @@ Every replica reports the same numbers; alert rules aggregate with ``max by (str
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable
 
 import structlog
@@ -27,6 +26,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from veille.bus import Consumer
 from veille.metrics import PREFIX
+from veille.tasks import cancel_and_wait
 
 __all__ = ["ConsumerLagMonitor"]
 
@@ -98,8 +98,5 @@ class ConsumerLagMonitor:
 
     async def stop(self) -> None:
         """Stop refreshing."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from veille.logging import line_prefix
 from veille.metrics import PREFIX
 from veille.natsserver import die_with_parent
+from veille.tasks import cancel_and_wait
 
 __all__ = ["ChildService", "MailCatcher", "Supervisor", "WebhookSink"]
 
@@ -203,7 +204,7 @@ class Supervisor:
         """Start every child and keep watching them."""
         for child in self.services:
             await self._spawn(child)
-            self._tasks.append(asyncio.create_task(self._watch(child)))
+            self._tasks.append(asyncio.create_task(self._watch(child), name=f"up-watch-{child.name}"))
 
     async def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM every child, wait, SIGKILL any that remain; nothing is left behind."""
@@ -223,9 +224,7 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.process.pid, signal.SIGKILL)
                 await child.process.wait()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
     def pids(self) -> Mapping[str, int | None]:

@@ -9,7 +9,6 @@ the configuration, builds the app and calls :func:`run_service`, which starts it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import importlib
 import signal
@@ -23,6 +22,7 @@ from veille import bus
 from veille.health import Health, HealthServer, JetStreamCheck
 from veille.metrics import ServiceMetrics
 from veille.settings import ServiceSettings
+from veille.tasks import cancel_and_wait
 
 __all__ = ["ServiceApp", "add_jetstream_check", "run_app_module", "run_service", "serve", "settle_collector"]
 
@@ -98,9 +98,7 @@ async def _start_unless_stopped(app: ServiceApp, stop: asyncio.Event) -> bool:
     if starting.done():
         starting.result()  # a start that failed raises here
         return True
-    starting.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await starting
+    await cancel_and_wait([starting])  # a start that completed as it was cancelled is stopped by serve all the same
     return False
 
 

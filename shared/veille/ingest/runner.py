@@ -48,6 +48,7 @@ from veille.messaging import DeadLetterSink, make_broker
 from veille.metrics import ServiceMetrics
 from veille.models import MentionIngested
 from veille.settings import ServiceSettings
+from veille.tasks import cancel_and_wait
 
 __all__ = [
     "Clock",
@@ -284,11 +285,8 @@ class IngestService:
 
     async def stop(self) -> None:
         """Stop polling, close the HTTP client if ours, disconnect."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # a streaming source publishes what it holds when cancelled (Bluesky): time for that before a second cancel
+        await cancel_and_wait(self._tasks, grace=5.0, timeout=20.0)
         self._tasks.clear()
         if self.http_client is not None and self.owns_http_client:
             await self.http_client.aclose()
