@@ -162,7 +162,8 @@ class Dispatcher:
         """Per group, digests of ``<id>:<status>`` moved to the seen bucket -> start of their slice."""
         self._written: dict[str, int] = {}
         """Per group, the last revision this replica wrote."""
-        self._stale: dict[str, int] = {}
+        self._stale: set[str] = set()
+        """Groups whose compare-and-set failed, not read since: not created blind, nor listed as holding no digests."""
         self._due: dict[str, datetime] = {}
         """Per group this replica knows of, when it next needs planning (:func:`grouping.next_look`)."""
         self._partition_of: dict[str, int | None] = {}
@@ -315,7 +316,7 @@ class Dispatcher:
         cached = self._cache.get(key)
         if cached is not None and cached[1] == entry.revision:
             return cached  # the value this replica wrote or read last: no need to parse it again
-        self._stale.pop(key, None)
+        self._stale.discard(key)
         if self._written.get(key) != entry.revision:
             # not this replica's write: another replica's may have moved digests to the seen bucket, so they
             # are read again before the next batch (before, only after a refused write; found in review)
@@ -372,8 +373,8 @@ class Dispatcher:
         Its seen digests are read again too, unless the write that beat us was this replica's own
         (a flush racing a batch): ``_get`` then finds the revision it remembers having written.
         """
-        cached = self._cache.pop(key, None)
-        self._stale[key] = cached[1] if cached is not None else -1
+        self._cache.pop(key, None)
+        self._stale.add(key)
 
     async def _write(self, key: str, old: GroupState | None, revision: int | None, new: GroupState) -> GroupState:
         """Compare-and-set ``new`` over ``revision``; return the state as written.
@@ -514,7 +515,7 @@ class Dispatcher:
                 self._due.pop(gone, None)
                 self._cache.pop(gone, None)
                 self._written.pop(gone, None)
-                self._stale.pop(gone, None)
+                self._stale.discard(gone)
             present = set(keys)
             for gone in [k for k in self._partition_of if k not in present]:
                 del self._partition_of[gone]
@@ -597,7 +598,7 @@ class Dispatcher:
         self._due.pop(key, None)
         self._cache.pop(key, None)
         self._written.pop(key, None)
-        self._stale.pop(key, None)
+        self._stale.discard(key)
         self._seen.pop(key, None)
 
     async def _flush_group(self, key: str, silences: list[Silence]) -> None:

@@ -9,7 +9,9 @@ bucket's stream sequence; a plain subscriber on the JetStream API subjects, whic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +21,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.notifier import dispatcher
-from services.notifier.app import NotifierSettings, create_app
+from services.notifier.app import NotifierApp, NotifierSettings, create_app
 from services.notifier.grouping import MAX_GROUP_ALERTS, add_alert, digest, seen_count
 from services.notifier.model import GroupState
 from tests.helpers.kv import live_kv_keys
@@ -163,20 +165,46 @@ async def test_a_replica_keeps_a_bounded_number_of_groups_in_memory_and_still_se
         await app.stop()
 
 
+@contextlib.asynccontextmanager
+async def _one_group(
+    js: JetStreamContext, receiver: ScriptedReceiver, nats_server: NatsServerProcess, instance: str, alert_id: str
+) -> AsyncIterator[tuple[NotifierApp, str]]:
+    """A started notifier whose one waiting group holds ``alert_id``, and that group's key; stopped on the way out."""
+    settings = NotifierSettings(nats_url=nats_server.url, instance=instance, notifier_tick=0)
+    app = create_app(settings, config=webhook_config(receiver.url(), route=WAITING))
+    await app.start()
+    try:
+        await app.dispatcher.record(make_alert(alert_id))
+        [key] = await live_kv_keys(js, bus.NOTIFY_GROUPS.name)
+        yield app, key
+    finally:
+        await app.stop()
+
+
+def _before_next_update(app: NotifierApp, monkeypatch: Any, before: Callable[[], Awaitable[None]]) -> list[int]:
+    """Run ``before`` as the group bucket's next update is made (a batch's write), then make it; the list returned
+    gets the revision that update was made over."""
+    update = app.dispatcher.groups.update
+    raced: list[int] = []
+
+    async def racing_update(*args: Any, **kwargs: Any) -> Any:
+        if not raced:
+            raced.append(kwargs["last"])
+            await before()
+        return await update(*args, **kwargs)
+
+    monkeypatch.setattr(app.dispatcher.groups, "update", racing_update)
+    return raced
+
+
 async def test_a_batch_whose_write_lost_to_the_same_replicas_write_retries_from_it_without_reading_kv(
     js: JetStreamContext, receiver: ScriptedReceiver, nats_server: NatsServerProcess, monkeypatch: Any
 ) -> None:
     """The group is rewritten by this replica (a flush, say) while a batch is applied: its retry reads nothing."""
-    settings = NotifierSettings(nats_url=nats_server.url, instance="replica-a", notifier_tick=0)
-    app = create_app(settings, config=webhook_config(receiver.url(), route=WAITING))
-    await app.start()
-    try:
+    async with _one_group(js, receiver, nats_server, "replica-a", "alert-race-1") as (app, key):
         kept = app.dispatcher
-        await kept.record(make_alert("alert-race-1"))
-        [key] = await live_kv_keys(js, bus.NOTIFY_GROUPS.name)
-        update, get = kept.groups.update, kept.groups.get
+        get = kept.groups.get
         reads: list[str] = []
-        raced: list[int] = []
 
         async def counted_get(*args: Any, **kwargs: Any) -> Any:
             reads.append(args[0])
@@ -186,22 +214,17 @@ async def test_a_batch_whose_write_lost_to_the_same_replicas_write_retries_from_
             assert state is not None
             return add_alert(state, make_alert("alert-race-3"), kept.clock())[0], "added"
 
-        async def racing_update(*args: Any, **kwargs: Any) -> Any:
-            if not raced:  # the batch's write: the replica's own write of the same group lands first
-                raced.append(kwargs["last"])
-                await kept._update(key, add_third)
-            return await update(*args, **kwargs)
+        async def own_write() -> None:  # the batch's write: the replica's own write of the same group lands first
+            await kept._update(key, add_third)
 
+        raced = _before_next_update(app, monkeypatch, own_write)
         monkeypatch.setattr(kept.groups, "get", counted_get)
-        monkeypatch.setattr(kept.groups, "update", racing_update)
         await kept.record(make_alert("alert-race-2"))
         # before: the refused compare-and-set dropped what this replica had just written and read the group again
         assert raced and reads == []
         entry = await get(key)
         state = GroupState.model_validate_json(entry.value or b"")
         assert sorted(state.alerts) == ["alert-race-1", "alert-race-2", "alert-race-3"]
-    finally:
-        await app.stop()
 
 
 async def _another_replica_moves_a_digest(js: JetStreamContext, clock: datetime, key: str, alert_id: str) -> None:
@@ -225,33 +248,20 @@ async def test_an_alert_another_replica_moved_to_the_seen_bucket_stays_deduplica
 ) -> None:
     """Replica B knows group g; replica A writes g, moving alert-x's digest to the seen bucket; B reads A's write
     (its flush, say), then alert-x is redelivered to B: it is recognised, not grouped again to be told twice."""
-    settings = NotifierSettings(nats_url=nats_server.url, instance="replica-b", notifier_tick=0)
-    app = create_app(settings, config=webhook_config(receiver.url(), route=WAITING))
-    await app.start()
-    try:
+    async with _one_group(js, receiver, nats_server, "replica-b", "alert-1") as (app, key):
         kept = app.dispatcher
-        await kept.record(make_alert("alert-1"))
-        [key] = await live_kv_keys(js, bus.NOTIFY_GROUPS.name)
-        update, get = kept.groups.update, kept.groups.get
-        if when == "before_the_batch":
+
+        async def other_write_read() -> None:
             await _another_replica_moves_a_digest(js, kept.clock(), key, "alert-x")
             await kept._get(key)
-        else:
-            raced: list[int] = []
 
-            async def racing_update(*args: Any, **kwargs: Any) -> Any:
-                if not raced:  # B's batch write: A writes first, and B reads A's write
-                    raced.append(kwargs["last"])
-                    await _another_replica_moves_a_digest(js, kept.clock(), key, "alert-x")
-                    await kept._get(key)
-                return await update(*args, **kwargs)
-
-            monkeypatch.setattr(kept.groups, "update", racing_update)
+        if when == "before_the_batch":
+            await other_write_read()
+        else:  # B's batch write: A writes first, and B reads A's write
+            _before_next_update(app, monkeypatch, other_write_read)
         await kept.record_batch([make_alert("alert-x"), make_alert("alert-2")])
-        state = GroupState.model_validate_json((await get(key)).value or b"")
+        state = GroupState.model_validate_json((await kept.groups.get(key)).value or b"")
         # before: "while": the refused write retried from the group B had read, with B's old seen digests;
         # "before": no write was refused, and B's seen digests were never read again
         assert sorted(state.alerts) == ["alert-1", "alert-2"]
         assert suppressed(app, "deduplicated") == 1
-    finally:
-        await app.stop()
